@@ -1,0 +1,35 @@
+"""``pyro_vae.load``: a trained VAE back from its run folder, ready for ``encode`` / ``decode`` /
+``sample`` / ``reconstruct``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, restore_networks
+from .config import FitConfig
+from .errors import CheckpointError
+from .vae import VAE, build_vae
+
+
+def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> VAE:
+    """Rebuild the VAE of a ``python -m pyro_vae.fit`` run from ``config.json`` and load the
+    weights of ``best.pt`` (highest validation ELBO) or ``last.pt`` (``checkpoint="last"``).
+    The returned model is in eval mode; its ``config`` attribute is the run's :class:`FitConfig`."""
+    run_dir = Path(run_dir)
+    if checkpoint not in ("best", "last"):
+        raise CheckpointError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{run_dir} has no config.json; is it a folder written by "
+                              f"`python -m pyro_vae.fit --out {run_dir}`?")
+    config = FitConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
+    path = run_dir / f"{checkpoint}.pt"
+    payload = load_checkpoint(path, map_location=device)
+    vae = build_vae(config, tuple(payload["extra"]["image_shape"]))
+    restore_networks(vae, payload, path)
+    vae.to(device)
+    vae.eval()
+    return vae

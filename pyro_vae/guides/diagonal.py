@@ -1,0 +1,43 @@
+"""The amortized diagonal Normal guide q(z | x) = N(z; mu(x), diag sigma(x)^2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import pyro
+import pyro.distributions as dist
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
+from torch import nn
+
+from ..models.vae import DATA_PLATE_DIM
+
+# sigma = softplus(a) + MIN_POSTERIOR_SCALE: positive and bounded away from 0, so log q(z|x)
+# and its gradients stay finite however confident the encoder becomes.
+MIN_POSTERIOR_SCALE = 1e-4
+
+
+class AmortizedDiagonalNormal(PyroModule):
+    """q(z_i | x_i) = N(z_i; mu(x_i), diag sigma(x_i)^2), z drawn by reparameterization.
+
+    ``encoder`` maps images to features (B, F) and has a ``feature_dim`` attribute; two linear
+    heads give the mean and the (softplus-positive) standard deviation.
+    """
+
+    def __init__(self, encoder: nn.Module, latent_dim: int):
+        super().__init__()
+        to_pyro_module_(encoder)
+        self.encoder = encoder
+        self.loc_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
+        self.scale_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
+
+    def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
+        """q(z | x): batch shape (B,), event shape (D,)."""
+        h = self.encoder(x)  # (B, F)
+        loc = self.loc_head(h)  # mu(x)     (B, D)
+        scale = F.softplus(self.scale_head(h)) + MIN_POSTERIOR_SCALE  # sigma(x)  (B, D)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        with pyro.plate("data", x.shape[0], dim=DATA_PLATE_DIM):
+            return pyro.sample("z", self.distribution(x, y))  # z_i ~ q(z | x_i)  (B, D)

@@ -1,0 +1,39 @@
+"""The generative model of a VAE as a Pyro program: p(x, z) = p(z) p(x | z)."""
+
+from __future__ import annotations
+
+import torch
+import pyro
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
+from torch import nn
+
+from .likelihoods import Likelihood
+
+DATA_PLATE_DIM = -1  # the only plate: images are independent given the parameters
+
+
+class VAEModel(PyroModule):
+    """p(x, z) = prod_i p(z_i) p(x_i | z_i)  with p(x_i | z_i) = likelihood(decoder(z_i)).
+
+    ``prior()`` returns p(z) (event shape (D,)); ``decoder`` is a plain torch network, turned into a
+    ``PyroModule`` here so that Pyro registers its parameters; ``likelihood`` maps the decoder's
+    output to a distribution over images (event shape (C, H, W)).
+    """
+
+    def __init__(self, prior: PyroModule, decoder: nn.Module, likelihood: Likelihood):
+        super().__init__()
+        self.prior = prior
+        to_pyro_module_(decoder)
+        self.decoder = decoder
+        self.likelihood = likelihood
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        with pyro.plate("data", x.shape[0], dim=DATA_PLATE_DIM):
+            z = pyro.sample("z", self.prior())  # z_i ~ p(z)                      (B, D)
+            x_dist = self.likelihood(self.decoder(z))  # p(x_i | z_i), event (C, H, W)
+            return pyro.sample("x", x_dist, obs=x)  # log p(x_i | z_i)            (B,)
+
+    def decode(self, z: torch.Tensor):
+        """p(x | z) for latents ``z`` of shape (B, D): batch shape (B,), event shape (C, H, W)."""
+        return self.likelihood(self.decoder(z))

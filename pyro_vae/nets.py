@@ -1,0 +1,157 @@
+"""Plain PyTorch encoders and decoders (no Pyro inside), chosen by name.
+
+An *encoder* maps images ``(B, C, H, W)`` to features ``(B, F)``; a guide puts its own heads on
+top. A *decoder* maps latents ``(B, D)`` to ``P`` parameter maps per pixel, ``(B, P * C, H, W)``,
+where ``P`` is what the likelihood needs (1 for Bernoulli logits, 2 for a Gaussian's loc and
+scale). Shapes come from the data's ``image_shape``; nothing here assumes 28x28 except the
+convolutional nets, which need H and W divisible by 4 and say so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """What every network builder is told: the data's shape and the widths the user chose."""
+
+    image_shape: tuple[int, ...]  # (C, H, W)
+    latent_dim: int
+    hidden: tuple[int, ...]
+    cond_dim: int = 0  # width of a conditioning input (one-hot label), 0 if none
+
+
+def _mlp(widths: Sequence[int]) -> list[nn.Module]:
+    """Linear + ReLU layers through ``widths`` (no activation after the last)."""
+    layers: list[nn.Module] = []
+    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(w_in, w_out))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return layers
+
+
+class MLPEncoder(nn.Module):
+    """x (B, C, H, W) -> flatten -> [Linear, ReLU] * len(hidden) -> features (B, hidden[-1])."""
+
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        in_dim = math.prod(spec.image_shape) + spec.cond_dim
+        self.net = nn.Sequential(*_mlp([in_dim, *spec.hidden]), nn.ReLU())
+        self.feature_dim = spec.hidden[-1]
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = _append(x.flatten(start_dim=-3), cond)  # (B, C*H*W [+ K])
+        return self.net(h)  # (B, F)
+
+
+class MLPDecoder(nn.Module):
+    """z (B, D) -> [Linear, ReLU] * len(hidden) -> Linear -> (B, P * C, H, W)."""
+
+    def __init__(self, spec: NetSpec, params_per_pixel: int):
+        super().__init__()
+        c, h, w = spec.image_shape
+        self.out_shape = (params_per_pixel * c, h, w)
+        widths = [spec.latent_dim + spec.cond_dim, *reversed(spec.hidden), math.prod(self.out_shape)]
+        self.net = nn.Sequential(*_mlp(widths))
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(_append(z, cond)).unflatten(-1, self.out_shape)  # (..., B, P*C, H, W)
+
+
+def _append(h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    """Concatenate a conditioning input (..., K) to h (..., W), broadcasting leading dims
+    (vectorized particles give z a leading particle dim that the label does not have)."""
+    if cond is None:
+        return h
+    return torch.cat([h, cond.expand(*h.shape[:-1], cond.shape[-1])], dim=-1)
+
+
+def _check_conv_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(image_shape) != 3:
+        raise ConfigError(f"the conv nets need images of shape (C, H, W), got {image_shape}")
+    c, h, w = image_shape
+    if h % 4 or w % 4:
+        raise ConfigError(
+            f"the conv nets halve the image twice, so H and W must be divisible by 4; "
+            f"got {h}x{w}. Use --net mlp for this data."
+        )
+    return c, h, w
+
+
+# Channel widths of the two stride-2 convolutions (the tutorials' conv VAE).
+CONV_CHANNELS = (32, 64)
+
+
+class ConvEncoder(nn.Module):
+    """x (B, C, H, W) -> 2 x [Conv 4x4 stride 2, BatchNorm, ReLU] -> Linear -> features (B, F)."""
+
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        c, h, w = _check_conv_shape(spec.image_shape)
+        c1, c2 = CONV_CHANNELS
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, c1, 4, stride=2, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),  # (B, c1, H/2, W/2)
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.BatchNorm2d(c2), nn.ReLU(),  # (B, c2, H/4, W/4)
+        )
+        self.feature_dim = spec.hidden[-1]
+        flat = c2 * (h // 4) * (w // 4)
+        self.dense = nn.Sequential(
+            nn.Linear(flat + spec.cond_dim, self.feature_dim), nn.BatchNorm1d(self.feature_dim), nn.ReLU()
+        )
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = _append(self.conv(x).flatten(start_dim=1), cond)  # (B, c2 * H/4 * W/4 [+ K])
+        return self.dense(h)  # (B, F)
+
+
+class ConvDecoder(nn.Module):
+    """z (B, D) -> Linear -> 2 x [ConvTranspose 4x4 stride 2] -> (B, P * C, H, W)."""
+
+    def __init__(self, spec: NetSpec, params_per_pixel: int):
+        super().__init__()
+        c, h, w = _check_conv_shape(spec.image_shape)
+        c1, c2 = CONV_CHANNELS
+        self.base_shape = (c2, h // 4, w // 4)
+        width = spec.hidden[-1]
+        self.dense = nn.Sequential(
+            nn.Linear(spec.latent_dim + spec.cond_dim, width), nn.BatchNorm1d(width), nn.ReLU(),
+            nn.Linear(width, math.prod(self.base_shape)), nn.BatchNorm1d(math.prod(self.base_shape)), nn.ReLU(),
+        )
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),  # (B, c1, H/2, W/2)
+            nn.ConvTranspose2d(c1, params_per_pixel * c, 4, stride=2, padding=1),  # (B, P*C, H, W)
+        )
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = _append(z, cond)  # (..., B, D [+ K])
+        lead = h.shape[:-1]  # batch norm wants one batch dim: fold particle dims into it
+        out = self.deconv(self.dense(h.reshape(-1, h.shape[-1])).unflatten(-1, self.base_shape))
+        return out.reshape(*lead, *out.shape[1:])  # (..., B, P*C, H, W)
+
+
+ENCODERS: Registry[nn.Module] = Registry("network")
+DECODERS: Registry[nn.Module] = Registry("network")
+ENCODERS.register("mlp")(MLPEncoder)
+ENCODERS.register("conv")(ConvEncoder)
+DECODERS.register("mlp")(MLPDecoder)
+DECODERS.register("conv")(ConvDecoder)
+
+
+def build_encoder(name: str, spec: NetSpec) -> nn.Module:
+    """The encoder called ``name`` (``mlp`` or ``conv``); it has a ``feature_dim`` attribute."""
+    return ENCODERS.build(name, spec)
+
+
+def build_decoder(name: str, spec: NetSpec, params_per_pixel: int) -> nn.Module:
+    """The decoder called ``name`` (``mlp`` or ``conv``), emitting ``params_per_pixel`` maps."""
+    return DECODERS.build(name, spec, params_per_pixel)

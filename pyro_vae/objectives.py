@@ -1,0 +1,133 @@
+"""Training objectives: Pyro's ELBO estimators, the beta / KL warm-up weight, and the per-image
+ELBO terms (reconstruction and KL) read off model and guide traces.
+
+    ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z))
+    ELBO_beta(x) = E_q(z|x)[log p(x|z)] - beta * KL(q(z|x) || p(z))     (beta-VAE, KL warm-up)
+
+beta multiplies the log-density of every latent site in both the model (log p(z)) and the guide
+(log q(z|x)), through :class:`ScaleLatents` (a ``poutine`` messenger), so the same code serves
+``Trace_ELBO`` (Monte-Carlo KL) and ``TraceMeanField_ELBO`` (analytic KL, which Pyro scales by
+the guide site's scale).
+"""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.kl import kl_divergence
+from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
+
+from .errors import ConfigError
+from .registry import Registry
+
+MAX_PLATE_NESTING = 1  # the data plate; set explicitly so Pyro never has to guess
+
+ELBOS: Registry[ELBO] = Registry("ELBO")
+
+
+def _particle_kwargs(particles: int) -> dict:
+    return dict(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=MAX_PLATE_NESTING)
+
+
+@ELBOS.register("trace")
+def _trace(particles: int) -> ELBO:
+    return Trace_ELBO(**_particle_kwargs(particles))
+
+
+@ELBOS.register("meanfield")
+def _meanfield(particles: int) -> ELBO:
+    return TraceMeanField_ELBO(**_particle_kwargs(particles))
+
+
+def build_elbo(name: str, particles: int = 1) -> ELBO:
+    """The ELBO estimator called ``name`` with ``particles`` vectorized samples of z per image."""
+    if particles < 1:
+        raise ConfigError(f"--particles must be at least 1, got {particles}")
+    return ELBOS.build(name, particles)
+
+
+class ScaleLatents(Messenger):
+    """Multiply the log-density of every latent (unobserved) sample site by ``beta``.
+
+    Wrapped around both model and guide, this turns the ELBO into
+    E_q[log p(x|z)] + beta * E_q[log p(z) - log q(z|x)]. ``beta`` may be changed between steps.
+    """
+
+    def __init__(self, beta: float = 1.0):
+        super().__init__()
+        self.beta = float(beta)
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = self.beta * msg["scale"]
+
+
+def minibatch_program(fn, num_data: int, latent_scale: ScaleLatents):
+    """``fn(x, y)`` under mini-batch scaling N/B and the KL weight beta on its latent sites, so
+    that on a batch of B of N images its ELBO estimates the whole data set's (beta-)ELBO."""
+
+    def scaled(x, y=None):
+        with poutine.scale(scale=num_data / x.shape[0]), latent_scale:
+            return fn(x, y)
+
+    return scaled
+
+
+def beta_at(step: int, steps_per_epoch: int, beta: float, warmup_epochs: float) -> float:
+    """KL weight at training step ``step`` (0-based): rises linearly from 0 to ``beta`` over
+    ``warmup_epochs`` epochs, then stays at ``beta``."""
+    warmup_steps = warmup_epochs * steps_per_epoch
+    if warmup_steps <= 0:
+        return float(beta)
+    return float(beta) * min(1.0, (step + 1) / warmup_steps)
+
+
+class DeviceSVI(pyro.infer.SVI):
+    """``pyro.infer.SVI`` whose ``step`` returns the loss as a detached tensor on the device.
+
+    Pyro's own ``SVI.step`` converts the loss to a Python float, which makes the host wait for
+    the GPU at every step. This step is otherwise the same (trace the params, backpropagate,
+    let the ``pyro.optim`` optimizer step them, zero their gradients); the trainer accumulates
+    the returned tensors and reads them once per log interval.
+    """
+
+    def __init__(self, model, guide, optim, loss: ELBO, **kwargs):
+        super().__init__(model, guide, optim, loss, **kwargs)
+        self.elbo = loss  # SVI keeps only the ELBO's bound methods; we need differentiable_loss
+
+    def step(self, *args, **kwargs) -> torch.Tensor:
+        with poutine.trace(param_only=True) as param_capture:
+            loss = self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
+            loss.backward()
+        params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
+        self.optim(params)
+        pyro.infer.util.zero_grads(params)
+        return loss.detach()
+
+
+def elbo_terms(model, guide, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-image ELBO terms from one z ~ q(z|x) per image, read off the traces.
+
+    Returns ``recon`` = log p(x|z) (B,), ``kl`` = KL(q(z|x) || p(z)) (B,), analytic where Pyro
+    knows it and the Monte-Carlo log q(z|x) - log p(z) otherwise, and ``elbo`` = recon - kl (B,).
+    Site scales (mini-batch scaling, beta) are ignored: these are the plain per-image terms.
+    """
+    guide_trace = poutine.trace(guide).get_trace(x, y)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+    recon = x.new_zeros(x.shape[0])
+    kl = x.new_zeros(x.shape[0])
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            recon = recon + site["fn"].log_prob(site["value"])  # log p(x|z)       (B,)
+            continue
+        q = guide_trace.nodes[name]["fn"]
+        try:
+            kl = kl + kl_divergence(q, site["fn"])  # KL(q || p), closed form        (B,)
+        except NotImplementedError:
+            z = site["value"]
+            kl = kl + q.log_prob(z) - site["fn"].log_prob(z)  # log q(z|x) - log p(z)   (B,)
+    return {"recon": recon, "kl": kl, "elbo": recon - kl}

@@ -1,0 +1,157 @@
+"""Pictures written next to the numbers: samples, reconstructions, curves, latent maps,
+interpolations. matplotlib is imported lazily (with the Agg backend) and every PNG is written
+atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from .atomic import atomic_path
+
+# Side of the decoded grids over the latent plane (2-D latents).
+LATENT_GRID_SIDE = 20
+# The posterior grid spans the posterior mean +- this many posterior standard deviations.
+POSTERIOR_GRID_STDS = 4.0
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int) -> Path:
+    """Save images (N, C, H, W) in [0, 1] as one PNG grid, ``nrow`` images per row."""
+    path = Path(path)
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+    with atomic_path(path) as tmp:
+        save_image(grid, tmp, format="png")
+    return path
+
+
+def _save_figure(fig, path: Path) -> Path:
+    plt = _pyplot()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def sample_grid(vae, path: Path, n: int = 64) -> Path:
+    """A grid of E[x|z] for z ~ p(z)."""
+    return save_grid(vae.sample(n), path, nrow=int(n**0.5))
+
+
+def reconstruction_grid(vae, x: torch.Tensor, path: Path, y: torch.Tensor | None = None) -> Path:
+    """Test originals (top row of each pair) above their reconstructions."""
+    recon = vae.reconstruct(x, y)
+    n = x.shape[0]
+    per_row = min(n, 16)
+    rows = []
+    for start in range(0, n, per_row):
+        rows += [x[start:start + per_row], recon[start:start + per_row]]
+    return save_grid(torch.cat(rows), path, nrow=per_row)
+
+
+def interpolation_grid(vae, x_from: torch.Tensor, x_to: torch.Tensor, path: Path, steps: int = 10) -> Path:
+    """Each row decodes z = (1 - t) mu(x_from) + t mu(x_to) for t in [0, 1]."""
+    z0, z1 = _posterior_mean(vae, x_from), _posterior_mean(vae, x_to)  # (R, D) each
+    t = torch.linspace(0, 1, steps, device=z0.device)[None, :, None]  # (1, S, 1)
+    z = ((1 - t) * z0[:, None] + t * z1[:, None]).reshape(-1, z0.shape[-1])  # (R*S, D)
+    with torch.no_grad():
+        images = vae.model.likelihood.mean(vae.model.decoder(z))
+    return save_grid(images, path, nrow=steps)
+
+
+def _posterior_mean(vae, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    q = vae.encode(x, y)
+    try:
+        return q.mean
+    except NotImplementedError:  # flows: average samples instead
+        return q.sample((64,)).mean(0)
+
+
+def _posterior_std(vae, x: torch.Tensor) -> torch.Tensor:
+    q = vae.encode(x)
+    try:
+        return q.stddev
+    except NotImplementedError:
+        return q.sample((256,)).std(0)
+
+
+def latent_maps(vae, x: torch.Tensor, labels: torch.Tensor, out_dir: Path) -> list[Path]:
+    """Latent pictures. 2-D latents: the decoded grid over the prior's quantiles, a decoded grid
+    of +-4 posterior std around one test image's posterior mean, and the posterior means coloured
+    by label. Higher-D: a 2-D PCA of the test posterior means coloured by label."""
+    written = []
+    with torch.no_grad():
+        means = _posterior_mean(vae, x)  # (N, D)
+    latent_dim = means.shape[-1]
+    if latent_dim == 2:
+        side = LATENT_GRID_SIDE
+        quantiles = torch.linspace(0.05, 0.95, side, device=means.device)
+        axis = torch.distributions.Normal(0.0, 1.0).icdf(quantiles)  # prior N(0,1) quantiles  (S,)
+        written.append(_decode_plane(vae, axis, axis.flip(0), out_dir / "latent_grid.png"))
+        mu, std = means[0], _posterior_std(vae, x[:1])[0]
+        offsets = torch.linspace(-POSTERIOR_GRID_STDS, POSTERIOR_GRID_STDS, side, device=mu.device)
+        written.append(_decode_plane(
+            vae, mu[0] + offsets * std[0], (mu[1] + offsets * std[1]).flip(0),
+            out_dir / "latent_posterior_grid.png"))
+        coords, title = means, "posterior means E_q[z|x] (test images)"
+        axis_labels = ("z_1", "z_2")
+    else:
+        centred = means - means.mean(0)
+        _, s, v = torch.linalg.svd(centred, full_matrices=False)
+        coords = centred @ v[:2].T  # (N, 2)
+        explained = (s[:2] ** 2 / (s**2).sum()).tolist()
+        title = f"PCA of the {latent_dim}-D posterior means (test images)"
+        axis_labels = (f"PC 1 ({explained[0]:.0%} of variance)", f"PC 2 ({explained[1]:.0%})")
+    written.append(_scatter_by_label(coords.cpu(), labels.cpu(), title, axis_labels, out_dir / "latent_map.png"))
+    return written
+
+
+def _decode_plane(vae, xs: torch.Tensor, ys: torch.Tensor, path: Path) -> Path:
+    """Decode the grid z = (xs[j], ys[i]); row i, column j."""
+    zx, zy = torch.meshgrid(xs, ys, indexing="xy")  # (S, S) each
+    z = torch.stack([zx.reshape(-1), zy.reshape(-1)], dim=-1)  # (S*S, 2)
+    with torch.no_grad():
+        images = vae.model.likelihood.mean(vae.model.decoder(z))
+    return save_grid(images, path, nrow=len(xs))
+
+
+def _scatter_by_label(coords, labels, title, axis_labels, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    points = ax.scatter(coords[:, 0], coords[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7,
+                        vmin=-0.5, vmax=9.5)
+    fig.colorbar(points, ax=ax, ticks=range(10), label="label")
+    ax.set_title(title)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    return _save_figure(fig, path)
+
+
+def training_curves(records: Sequence[dict], path: Path) -> Path:
+    """ELBO, reconstruction and KL (nats per image) against epoch, for each evaluated split."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    epochs = [r["epoch"] for r in records]
+    panels = [("elbo", "ELBO"), ("recon", "reconstruction  E_q[log p(x|z)]"), ("kl", "KL(q(z|x) || p(z))")]
+    for ax, (term, label) in zip(axes, panels):
+        for split in ("train", "valid", "test"):
+            key = f"{split}_{term}"
+            if all(key in r for r in records):
+                ax.plot(epochs, [r[key] for r in records], marker="o", markersize=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per image")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save_figure(fig, path)

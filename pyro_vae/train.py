@@ -1,0 +1,315 @@
+"""The training loop: Pyro SVI over device-resident mini-batches, per-epoch evaluation, metrics,
+checkpoints (``last.pt`` every epoch, ``best.pt`` at the best validation ELBO) and pictures.
+
+Objective per step, for a mini-batch of B of the N training images:
+    loss = -(N / B) * sum_i [ log p(x_i|z_i) + beta * (log p(z_i) - log q(z_i|x_i)) ],  z_i ~ q(z|x_i)
+so the loss estimates minus the whole training set's (beta-weighted) ELBO; divided by N it is
+nats per image. No step waits for the device: losses stay on it and are read once per log
+interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pyro
+import pyro.optim
+import torch
+from pyro.optim.clipped_adam import ClippedAdam
+from tqdm.auto import tqdm
+
+from . import plots
+from .atomic import atomic_open, atomic_path, write_json
+from .checkpoint import (load_checkpoint, restore_networks, restore_training_state,
+                         save_checkpoint)
+from .config import FitConfig
+from .data import DeviceBatches, evaluation_images, load_dataset
+from .errors import ConfigError, TrainingDiverged
+from .objectives import (DeviceSVI, ScaleLatents, beta_at, build_elbo, elbo_terms,
+                         minibatch_program)
+from .vae import VAE, build_vae
+
+LOG_EVERY = 50  # steps between reads of the running loss (one host-device sync each)
+TRAIN_EVAL_SIZE = 10_000  # training images on which the per-epoch train ELBO is measured
+EVAL_BATCH_SIZE = 1000
+EVAL_SEED = 12345  # z-sampling seed for the per-epoch ELBO evaluations (same every epoch)
+CLIP_NORM = 10.0  # ClippedAdam's gradient-norm clip
+PICTURE_IMAGES = 32  # test images shown in the reconstruction and interpolation pictures
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was given but PyTorch sees no CUDA GPU here; use --device cpu "
+                          "(or auto), or install a CUDA build of PyTorch on a machine with a GPU")
+    return torch.device(name)
+
+
+def build_optimizer(config: FitConfig) -> pyro.optim.PyroLRScheduler:
+    """Adam or ClippedAdam from ``pyro.optim``, its learning rate decayed by ``lr_decay`` per epoch."""
+    if config.optimizer == "adam":
+        optimizer, args = torch.optim.Adam, {"lr": config.lr}
+    else:
+        optimizer, args = ClippedAdam, {"lr": config.lr, "clip_norm": CLIP_NORM}
+    return pyro.optim.ExponentialLR({"optimizer": optimizer, "optim_args": args, "gamma": config.lr_decay})
+
+
+def current_lr(optim: pyro.optim.PyroLRScheduler, default: float) -> float:
+    for scheduler in optim.optim_objs.values():
+        return float(scheduler.get_last_lr()[0])
+    return default
+
+
+@torch.no_grad()
+def mean_elbo_terms(vae: VAE, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+                    batch_size: int = EVAL_BATCH_SIZE, seed: int = EVAL_SEED) -> dict[str, float]:
+    """Average ELBO, reconstruction and KL in nats per image, with z drawn from a fixed seed
+    (the global RNG is left untouched, so evaluation never changes a training run)."""
+    was_training = vae.training
+    vae.eval()
+    totals = {"elbo": 0.0, "recon": 0.0, "kl": 0.0}
+    devices = [images.device] if images.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        sums = {k: torch.zeros((), dtype=torch.float64, device=images.device) for k in totals}
+        for start in range(0, images.shape[0], batch_size):
+            x = images[start:start + batch_size]
+            y = None if labels is None else labels[start:start + batch_size]
+            for k, v in elbo_terms(vae.model, vae.guide, x, y).items():
+                sums[k] += v.double().sum()
+    vae.train(was_training)
+    return {k: float(v) / images.shape[0] for k, v in sums.items()}
+
+
+@dataclass
+class EvalSet:
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    description: str
+
+
+@dataclass
+class Trainer:
+    """Trains ``vae`` on ``dataset`` as ``config`` says, writing everything to ``out_dir``."""
+
+    config: FitConfig
+    dataset: object  # pyro_vae.data.Dataset
+    out_dir: Path
+    device: torch.device
+    vae: VAE | None = None
+    log: Callable[[str], None] = print
+    records: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        cfg = self.config
+        self.out_dir = Path(self.out_dir)
+        pyro.set_rng_seed(cfg.seed)
+        train = self.dataset.train
+        if cfg.train_size is not None:
+            train = train.subset(cfg.train_size)
+        if self.vae is None:
+            self.vae = build_vae(cfg, self.dataset.image_shape)
+        self.vae.to(self.device)
+        self.vae.model.likelihood.check_data(train.images, cfg.binarize)
+        self.num_train = len(train)
+        self.batches = DeviceBatches(train.images, train.labels, cfg.batch_size, binarization=cfg.binarize,
+                                     seed=cfg.seed, device=self.device)
+        self.eval_sets = self._eval_sets(train)
+        self.optim = build_optimizer(cfg)
+        self.latent_scale = ScaleLatents(beta_at(0, len(self.batches), cfg.beta, cfg.warmup_epochs))
+        self.svi = DeviceSVI(minibatch_program(self.vae.model, self.num_train, self.latent_scale),
+                             minibatch_program(self.vae.guide, self.num_train, self.latent_scale), self.optim,
+                             build_elbo(cfg.elbo, cfg.particles))
+        self.epoch, self.step = 0, 0
+        self.best_valid = -math.inf
+        self.writer = self._tensorboard() if cfg.tensorboard else None
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _eval_sets(self, train) -> list[EvalSet]:
+        cfg = self.config
+        sets = []
+        named = [("train", train.subset(min(TRAIN_EVAL_SIZE, len(train)))),
+                 ("valid", self.dataset.valid), ("test", self.dataset.test)]
+        for name, split in named:
+            if name != "train" and cfg.eval_size is not None:
+                split = split.subset(min(cfg.eval_size, len(split)))
+            images, description = evaluation_images(split, cfg.binarize, cfg.seed)
+            self.vae.model.likelihood.check_data(images, "none")
+            sets.append(EvalSet(name, images.to(self.device), split.labels.to(self.device), description))
+        return sets
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    # -- resume --------------------------------------------------------------------------------
+    def restore(self, checkpoint_path: Path) -> None:
+        """Continue from a checkpoint: networks, optimizer, RNGs, sampler, epoch, metrics."""
+        payload = load_checkpoint(checkpoint_path, map_location=self.device)
+        restore_networks(self.vae, payload, checkpoint_path)
+        restore_training_state(self.vae, self.optim, payload)
+        self.batches.load_state_dict(payload["sampler"])
+        self.epoch, self.step = payload["epoch"], payload["step"]
+        self.best_valid = payload["extra"].get("best_valid_elbo", -math.inf)
+        self.records = [r for r in read_metrics(self.out_dir / "metrics.jsonl") if r["epoch"] <= self.epoch]
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg = self.config
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.out_dir / "config.json", cfg.to_dict())
+        test = self._eval_set("test")
+        self.log(f"fit: {cfg.dataset}, {self.num_train:,} training images ({cfg.binarize} binarization), "
+                 f"{test.description}; device {self.device}; epochs {self.epoch + 1}..{cfg.epochs}")
+        started = time.perf_counter()
+        for epoch in range(self.epoch + 1, cfg.epochs + 1):
+            record = self._train_epoch(epoch)
+            record.update(self._evaluate())
+            self.records.append(record)
+            self.epoch = epoch
+            self._save_epoch(record)
+            self.log(self._epoch_line(record))
+        pictures = self.write_pictures()
+        summary = self._summary(time.perf_counter() - started, pictures)
+        write_json(self.out_dir / "summary.json", summary)
+        if self.writer is not None:
+            self.writer.close()
+        return summary
+
+    def _train_epoch(self, epoch: int) -> dict:
+        cfg = self.config
+        self.vae.train()
+        steps = len(self.batches)
+        total = torch.zeros((), device=self.device)
+        pending: list[torch.Tensor] = []
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, disable=None)
+        started = time.perf_counter()
+        for i, (x, y) in enumerate(self.batches):
+            self.latent_scale.beta = beta_at(self.step, steps, cfg.beta, cfg.warmup_epochs)
+            pending.append(self.svi.step(x))  # loss on the device: -(beta-)ELBO of the data set
+            self.step += 1
+            if len(pending) == LOG_EVERY or i == steps - 1:
+                total += self._check_finite(pending, epoch, i)
+                running = -float(total) / (self.num_train * (i + 1))
+                bar.set_postfix_str(f"ELBO {running:.2f} nats/image, beta {self.latent_scale.beta:.2f}")
+                pending = []
+            bar.update(1)
+        bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        lr = current_lr(self.optim, cfg.lr)
+        self.optim.step()  # learning-rate schedule: one ExponentialLR step per epoch
+        return {"epoch": epoch, "step": self.step, "beta": self.latent_scale.beta, "lr": lr,
+                "train_objective": float(total) / (self.num_train * steps),
+                "seconds": seconds, "images_per_s": self.num_train / seconds}
+
+    def _check_finite(self, losses: list[torch.Tensor], epoch: int, last_index: int) -> torch.Tensor:
+        """Sum the pending losses; stop with a clear message at the first one that is not finite."""
+        stacked = torch.stack(losses)
+        finite = torch.isfinite(stacked)
+        if bool(finite.all()):
+            return stacked.sum()
+        first = int((~finite).nonzero()[0])
+        batch = last_index - len(losses) + 1 + first
+        step = self.step - len(losses) + first + 1
+        kept = (f"the last good checkpoint, {self.out_dir / 'last.pt'} (epoch {self.epoch}), is kept"
+                if self.epoch > 0 else "no checkpoint was written yet")
+        raise TrainingDiverged(
+            f"the loss became {float(stacked[first])} at epoch {epoch}, step {step} (batch {batch + 1} of "
+            f"{len(self.batches)}); training stopped and {kept}. Try a lower --lr (now {self.config.lr:g}), "
+            f"--optimizer clipped-adam, or KL warm-up (--warmup-epochs 5)")
+
+    def _eval_set(self, name: str) -> EvalSet:
+        return next(s for s in self.eval_sets if s.name == name)
+
+    def _evaluate(self) -> dict:
+        out = {}
+        for s in self.eval_sets:
+            for term, value in mean_elbo_terms(self.vae, s.images, None).items():
+                out[f"{s.name}_{term}"] = value
+        return out
+
+    def _epoch_line(self, r: dict) -> str:
+        return (f"epoch {r['epoch']:>3}/{self.config.epochs}  train ELBO {r['train_elbo']:8.2f}  "
+                f"valid {r['valid_elbo']:8.2f}  test {r['test_elbo']:8.2f} nats/image  "
+                f"(recon {r['test_recon']:.2f}, KL {r['test_kl']:.2f})  beta {r['beta']:.2f}  "
+                f"lr {r['lr']:.2e}  {r['seconds']:.1f}s, {r['images_per_s']:,.0f} img/s")
+
+    # -- outputs -------------------------------------------------------------------------------
+    def _save_epoch(self, record: dict) -> None:
+        write_metrics(self.out_dir / "metrics.jsonl", self.records)
+        improved = record["valid_elbo"] > self.best_valid
+        if improved:
+            self.best_valid = record["valid_elbo"]
+        last = self.out_dir / "last.pt"
+        save_checkpoint(last, vae=self.vae, optim=self.optim, sampler_state=self.batches.state_dict(),
+                        epoch=self.epoch, step=self.step, config=self.config.to_dict(),
+                        extra={"best_valid_elbo": self.best_valid, "record": record,
+                               "image_shape": list(self.dataset.image_shape)})
+        if improved:
+            with atomic_path(self.out_dir / "best.pt") as tmp:
+                shutil.copyfile(last, tmp)
+        plots.training_curves(self.records, self.out_dir / "curves.png")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "epoch":
+                    self.writer.add_scalar(key.replace("_", "/", 1), value, record["epoch"])
+            self.writer.add_images("samples", self.vae.sample(64).cpu(), record["epoch"])
+
+    def write_pictures(self) -> list[Path]:
+        """Samples, reconstructions, latent map(s) and interpolations of the current model."""
+        self.vae.eval()
+        test = self._eval_set("test")
+        n = min(PICTURE_IMAGES, test.images.shape[0])
+        x = test.images[:n]
+        out = self.out_dir
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.config.seed)
+            paths = [plots.sample_grid(self.vae, out / "samples.png"),
+                     plots.reconstruction_grid(self.vae, x, out / "reconstructions.png")]
+            half = n // 2
+            if half:
+                paths.append(plots.interpolation_grid(self.vae, x[:min(half, 8)], x[half:half + min(half, 8)],
+                                                      out / "interpolation.png"))
+            paths += plots.latent_maps(self.vae, test.images[:5000], test.labels[:5000], out)
+        paths.append(out / "curves.png")
+        return paths
+
+    def _summary(self, seconds: float, pictures: list[Path]) -> dict:
+        last = self.records[-1]
+        best = max(self.records, key=lambda r: r["valid_elbo"])
+        return {
+            "epochs": self.epoch, "seconds": seconds, "device": str(self.device),
+            "test_binarization": self._eval_set("test").description,
+            "final": {k: last[k] for k in last if k.split("_")[0] in ("train", "valid", "test")},
+            "best_epoch": best["epoch"], "best_valid_elbo": best["valid_elbo"],
+            "best_test_elbo": best["test_elbo"],
+            "files": sorted(p.name for p in self.out_dir.iterdir() if p.is_file()),
+            "pictures": [p.name for p in pictures],
+        }
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_metrics(path: Path, records: list[dict]) -> None:
+    """Rewrite metrics.jsonl atomically with one JSON object per epoch."""
+    with atomic_open(path) as f:
+        for r in records:
+            f.write(json.dumps(r, sort_keys=True) + "\n")

@@ -1,0 +1,144 @@
+"""Likelihoods, priors, nets, model and guide: shapes, known log-densities, every registered entry."""
+
+import math
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from pyro_vae.config import FitConfig
+from pyro_vae.errors import ConfigError
+from pyro_vae.models import LIKELIHOODS, PRIORS
+from pyro_vae.nets import DECODERS, ENCODERS, NetSpec
+from pyro_vae.objectives import DeviceSVI, build_elbo
+from pyro_vae.train import build_optimizer
+from pyro_vae.vae import build_vae
+
+IMAGE_SHAPE = (1, 28, 28)
+PIXELS = math.prod(IMAGE_SHAPE)
+
+
+def make_likelihood(name, scale=0.1):
+    return LIKELIHOODS.build(name, IMAGE_SHAPE, FitConfig(likelihood=name, gaussian_scale=scale))
+
+
+def zero_params(likelihood, batch=3):
+    return torch.zeros(batch, likelihood.params_per_pixel * IMAGE_SHAPE[0], *IMAGE_SHAPE[1:])
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS.names())
+def test_every_likelihood_has_image_event_shape_and_means_in_unit_interval(name):
+    likelihood = make_likelihood(name)
+    d = likelihood(zero_params(likelihood))
+    assert d.batch_shape == (3,) and d.event_shape == IMAGE_SHAPE
+    x = torch.rand(3, *IMAGE_SHAPE).round()
+    assert d.log_prob(x).shape == (3,) and torch.isfinite(d.log_prob(x)).all()
+    mean = likelihood.mean(zero_params(likelihood))
+    assert mean.shape == (3, *IMAGE_SHAPE) and mean.min() >= 0 and mean.max() <= 1
+
+
+def test_known_log_densities_at_zero_logits():
+    x_binary = torch.rand(2, *IMAGE_SHAPE).round()
+    bern = make_likelihood("bernoulli")
+    # Bernoulli(1/2) per pixel: log p(x) = -784 log 2 whatever x is
+    assert torch.allclose(bern(zero_params(bern, 2)).log_prob(x_binary), torch.full((2,), -PIXELS * math.log(2)))
+    cb = make_likelihood("continuous-bernoulli")
+    # ContinuousBernoulli with logits 0 is Uniform(0, 1): log p(x) = 0
+    assert torch.allclose(cb(zero_params(cb, 2)).log_prob(torch.rand(2, *IMAGE_SHAPE)), torch.zeros(2), atol=1e-3)
+    sigma = 0.2
+    gauss = make_likelihood("gaussian", scale=sigma)
+    x_half = torch.full((2, *IMAGE_SHAPE), 0.5)  # at the mean sigmoid(0) = 1/2
+    expected = -PIXELS * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
+    assert torch.allclose(gauss(zero_params(gauss, 2)).log_prob(x_half), torch.full((2,), expected), rtol=1e-5)
+    learned = make_likelihood("gaussian-pixel-scale", scale=sigma)
+    assert torch.allclose(learned(zero_params(learned, 2)).log_prob(x_half), torch.full((2,), expected), rtol=1e-4)
+
+
+def test_bernoulli_refuses_grey_scale_data_and_everyone_refuses_out_of_range():
+    grey = torch.rand(4, *IMAGE_SHAPE)
+    with pytest.raises(ConfigError, match="bernoulli likelihood needs binary pixels.*--binarize dynamic"):
+        make_likelihood("bernoulli").check_data(grey, "none")
+    make_likelihood("bernoulli").check_data(grey, "dynamic")  # binarized on the fly: fine
+    make_likelihood("continuous-bernoulli").check_data(grey, "none")
+    with pytest.raises(ConfigError, match=r"pixel values in \[0, 2\], outside \[0, 1\]"):
+        out_of_range = torch.zeros(2, *IMAGE_SHAPE)
+        out_of_range[0, 0, 0, 0] = 2.0
+        make_likelihood("gaussian").check_data(out_of_range, "none")
+
+
+@pytest.mark.parametrize("name", PRIORS.names())
+def test_every_prior_is_a_distribution_over_d_dimensional_z(name):
+    prior = PRIORS.build(name, 5, FitConfig())
+    p = prior()
+    assert p.event_shape == (5,)
+    z = p.sample((7,))
+    assert z.shape == (7, 5) and p.log_prob(z).shape == (7,)
+
+
+def test_standard_normal_prior_log_density_at_zero():
+    p = PRIORS.build("standard", 3, FitConfig())()
+    assert p.log_prob(torch.zeros(3)).item() == pytest.approx(-1.5 * math.log(2 * math.pi))
+
+
+@pytest.mark.parametrize("net", ENCODERS.names())
+def test_nets_map_shapes(net):
+    spec = NetSpec(IMAGE_SHAPE, latent_dim=6, hidden=(40, 24))
+    encoder = ENCODERS.build(net, spec)
+    decoder = DECODERS.build(net, spec, 2)
+    assert encoder(torch.rand(5, *IMAGE_SHAPE)).shape == (5, encoder.feature_dim)
+    assert decoder(torch.randn(5, 6)).shape == (5, 2, 28, 28)
+
+
+def test_conv_nets_need_sides_divisible_by_four():
+    with pytest.raises(ConfigError, match="divisible by 4; got 30x30. Use --net mlp"):
+        ENCODERS.build("conv", NetSpec((1, 30, 30), 2, (16,)))
+
+
+@pytest.mark.parametrize("net", ENCODERS.names())
+@pytest.mark.parametrize("likelihood", LIKELIHOODS.names())
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_every_net_likelihood_and_elbo_takes_a_finite_svi_step(net, likelihood, elbo):
+    config = FitConfig(net=net, likelihood=likelihood, elbo=elbo, latent_dim=3, hidden=(16,), particles=2)
+    vae = build_vae(config, IMAGE_SHAPE)
+    svi = DeviceSVI(vae.model, vae.guide, build_optimizer(config), build_elbo(elbo, config.particles))
+    x = torch.rand(4, *IMAGE_SHAPE).round()
+    before = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+    loss = svi.step(x)
+    assert loss.shape == () and torch.isfinite(loss)
+    changed = [k for k, v in vae.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("model.decoder") for k in changed)
+    assert any(k.startswith("guide.encoder") for k in changed)
+
+
+def test_model_and_guide_sites_follow_the_interface():
+    vae = build_vae(FitConfig(latent_dim=4, hidden=(16,)), IMAGE_SHAPE)
+    x = torch.rand(3, *IMAGE_SHAPE).round()
+    guide_trace = poutine.trace(vae.guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
+    assert guide_trace.nodes["z"]["fn"].event_shape == (4,)
+    assert guide_trace.nodes["z"]["fn"].has_rsample  # the reparameterization trick
+    assert model_trace.nodes["x"]["is_observed"]
+    assert model_trace.nodes["x"]["fn"].event_shape == IMAGE_SHAPE
+    for site in ("z", "x"):  # every sample site sits in the data plate
+        assert [f.name for f in model_trace.nodes[site]["cond_indep_stack"]] == ["data"]
+
+
+def test_two_vaes_do_not_share_parameters():
+    config = FitConfig(latent_dim=2, hidden=(8,))
+    a, b = build_vae(config, IMAGE_SHAPE), build_vae(config, IMAGE_SHAPE)
+    x = torch.rand(2, *IMAGE_SHAPE).round()
+    for vae in (a, b):
+        DeviceSVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 0.1}), build_elbo("trace")).step(x)
+    names = list(pyro.get_param_store().keys())
+    assert any(n.startswith(a.param_prefix) for n in names) and any(n.startswith(b.param_prefix) for n in names)
+    assert not torch.equal(a.model.decoder.net[0].weight, b.model.decoder.net[0].weight)
+
+
+def test_vae_api_shapes():
+    vae = build_vae(FitConfig(latent_dim=2, hidden=(8,)), IMAGE_SHAPE)
+    x = torch.rand(5, *IMAGE_SHAPE).round()
+    assert vae.encode(x).event_shape == (2,)
+    assert vae.decode(torch.zeros(5, 2)).event_shape == IMAGE_SHAPE
+    assert vae.sample(6).shape == (6, *IMAGE_SHAPE)
+    assert vae.reconstruct(x).shape == x.shape
