@@ -1,0 +1,58 @@
+"""Binarization of grey-scale images for Bernoulli likelihoods.
+
+Modes:
+  - ``dynamic``: every time an image is drawn, each pixel is resampled x ~ Bernoulli(intensity)
+    (what the literature's MNIST log-likelihoods train on: Burda et al. 2015);
+  - ``static``: one fixed, seeded binarization of each split, the same in every epoch;
+  - ``none``: the intensities in [0, 1] themselves.
+Models are evaluated on one fixed seeded binarization (dynamic, static) or on the intensities
+(none); :func:`evaluation_images` returns it with a description to print and store.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from pyro_vae.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyro_vae.data.datasets import Split
+
+DYNAMIC, STATIC, NONE = "dynamic", "static", "none"
+BINARIZATION_MODES = (DYNAMIC, STATIC, NONE)
+
+
+def check_binarization(mode: str) -> str:
+    """Return ``mode`` if it is a binarization mode; :class:`ConfigError` listing them if not."""
+    if mode not in BINARIZATION_MODES:
+        raise ConfigError(f"unknown binarization {mode!r}; choose one of: {', '.join(BINARIZATION_MODES)}.")
+    return mode
+
+
+def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """One Bernoulli(intensity) draw per pixel, fixed by ``seed``: values exactly 0 or 1.
+
+    Uses its own generator on the images' device, so the global RNG neither affects nor is
+    affected by it. The draw depends on the device (CPU and CUDA generators differ).
+    """
+    generator = torch.Generator(device=images.device)
+    generator.manual_seed(seed)
+    return torch.bernoulli(images, generator=generator)
+
+
+def evaluation_images(split: Split, mode: str, seed: int) -> tuple[torch.Tensor, str]:
+    """The images a model is evaluated on for ``mode``, and a short description of them.
+
+    ``dynamic`` and ``static`` give one fixed Bernoulli binarization, ``binarize_fixed(images,
+    seed)``; for ``static`` that is the very binarization training used for this split (the
+    same function of the same images and seed). ``none`` gives the intensities.
+    """
+    if check_binarization(mode) == NONE:
+        return split.images, f"{split.name} set: grey-scale intensities in [0, 1], not binarized"
+    if mode == STATIC:
+        which = "its static Bernoulli binarization (as in training)"
+    else:
+        which = "one fixed Bernoulli binarization"
+    return binarize_fixed(split.images, seed), f"{split.name} set: {which}, seed {seed}"
