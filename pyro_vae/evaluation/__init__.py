@@ -1,0 +1,50 @@
+"""Evaluation of pyro-vae models: importance-weighted log p(x) per image, and its diagnostics.
+
+* :func:`importance_weighted_log_px`: one batch, K samples per image, chunked, seeded.
+* :func:`evaluate_log_px`: a whole split in batches -> :class:`EvaluationResult`
+  (``summary()`` dict, ``table()`` text).
+* :func:`log_px_against_k`: log p_K(x) for several K from nested samples -> :class:`LogPxCurve`.
+* :mod:`pyro_vae.evaluation.plots`: the k-hat histogram and the log p_K-against-K picture.
+"""
+
+from .diagnostics import (
+    EvaluationResult,
+    LogPxCurve,
+    active_unit_variances,
+    active_units,
+    effective_sample_size,
+    log_effective_sample_size,
+    pareto_khat,
+)
+from .drivers import DEFAULT_KS, evaluate_log_px, log_px_against_k
+from .iwae import (
+    ImportanceWeightedEstimate,
+    auto_k_chunk,
+    eval_mode,
+    importance_weighted_log_px,
+    iwae_bound,
+    log_importance_weights,
+    model_log_joint,
+    particle_seed,
+)
+
+__all__ = [
+    "DEFAULT_KS",
+    "EvaluationResult",
+    "ImportanceWeightedEstimate",
+    "LogPxCurve",
+    "active_unit_variances",
+    "active_units",
+    "auto_k_chunk",
+    "effective_sample_size",
+    "eval_mode",
+    "evaluate_log_px",
+    "importance_weighted_log_px",
+    "iwae_bound",
+    "log_effective_sample_size",
+    "log_importance_weights",
+    "log_px_against_k",
+    "model_log_joint",
+    "pareto_khat",
+    "particle_seed",
+]

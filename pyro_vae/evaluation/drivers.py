@@ -1,0 +1,191 @@
+"""Batch drivers over a whole split: per-image log p_K(x) with diagnostics, and log p_K against K.
+
+Memory is bounded by the batch size and the chunk size, not by the number of images or K:
+scoring takes about ``memory_budget_mb`` (through ``k_chunk``), and the log-weights kept for
+one batch's Pareto k-hat take ``batch_size * k * 8`` bytes; they are dropped after each batch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import PyroVAEError
+from .diagnostics import EvaluationResult, LogPxCurve, pareto_khat
+from .iwae import DEFAULT_MEMORY_BUDGET_MB, _check_positive_int, importance_weighted_log_px
+
+DEFAULT_KS = (1, 10, 100, 1000, 5000)
+
+
+def evaluate_log_px(
+    model: Callable,
+    guide: Callable,
+    images,
+    labels=None,
+    *,
+    k: int,
+    batch_size: int,
+    k_chunk: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    khat: bool = True,
+    latent_site: str = "z",
+    split: str | None = None,
+    device: torch.device | str | None = None,
+) -> EvaluationResult:
+    """log p_K(x), the ELBO, ESS, Pareto k-hat and E_q[z|x] of every image of a split.
+
+    :param images: (N, ...) tensor or array; batches are moved to ``device`` (default: the
+        model's parameters' device, else the images').
+    :param labels: optional (N, ...) labels passed to model and guide as ``y``.
+    :param k: importance samples per image. :param batch_size: images per batch.
+    :param k_chunk: particles per model call; None chooses it from ``memory_budget_mb``.
+    :param seed: batch b uses particle seeds derived from (seed, b): same seed and batch size
+        -> identical numbers.
+    :param khat: compute Pareto k-hat (keeps one batch's (batch_size, k) log-weights).
+    :param progress: a tqdm bar over images on stderr.
+    """
+    images, labels = _check_inputs(images, labels, k, batch_size)
+    if khat:
+        _check_weights_fit(batch_size, k, memory_budget_mb)
+    device = _device(model, images, device)
+    parts: dict[str, list[np.ndarray]] = {"log_px": [], "elbo": [], "log_ess": [], "khat": [],
+                                          "z_mean": []}
+    chunks, source = [], "none"
+    start = time.perf_counter()
+    with tqdm(total=images.shape[0], unit="img", disable=not progress,
+              desc=f"log p(x), K={k}") as bar:
+        for index, x, y in _batches(images, labels, batch_size, device):
+            est = importance_weighted_log_px(
+                model, guide, x, y, k=k, k_chunk=k_chunk, seed=seed, batch_index=index,
+                memory_budget_mb=memory_budget_mb, return_log_weights=khat,
+                latent_site=latent_site,
+            )
+            parts["log_px"].append(est.log_px.numpy())
+            parts["elbo"].append(est.elbo.numpy())
+            parts["log_ess"].append(est.log_ess.numpy())
+            n = x.shape[0]
+            parts["khat"].append(pareto_khat(est.log_weights.numpy()) if khat
+                                 else np.full(n, np.nan))
+            if est.z_mean is not None:
+                parts["z_mean"].append(est.z_mean.numpy())
+                source = est.z_mean_source
+            chunks.append(est.k_chunk)
+            bar.update(n)
+    seconds = time.perf_counter() - start
+    return EvaluationResult(
+        log_px=np.concatenate(parts["log_px"]),
+        elbo=np.concatenate(parts["elbo"]),
+        log_ess=np.concatenate(parts["log_ess"]),
+        khat=np.concatenate(parts["khat"]),
+        z_mean=np.concatenate(parts["z_mean"]) if parts["z_mean"] else None,
+        z_mean_source=source,
+        k=k,
+        seed=seed,
+        batch_size=batch_size,
+        k_chunk=chunks[0],
+        seconds=seconds,
+        split=split,
+    )
+
+
+def log_px_against_k(
+    model: Callable,
+    guide: Callable,
+    images,
+    labels=None,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int,
+    k_chunk: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    split: str | None = None,
+    device: torch.device | str | None = None,
+) -> LogPxCurve:
+    """log p_k(x) for each k in ``ks`` on ``images`` (pass a subset), from nested samples.
+
+    Every image gets max(ks) particles; log p_k(x) uses the first k of them, so the curve is
+    non-decreasing in expectation and its points are not independent noise. The value at k
+    equals :func:`importance_weighted_log_px` with that k and the same seed and batches.
+    """
+    ks = _check_ks(ks)
+    k_max = ks[-1]
+    images, labels = _check_inputs(images, labels, k_max, batch_size)
+    _check_weights_fit(batch_size, k_max, memory_budget_mb)
+    device = _device(model, images, device)
+    rows = []
+    with tqdm(total=images.shape[0], unit="img", disable=not progress,
+              desc=f"log p(x) against K <= {k_max}") as bar:
+        for index, x, y in _batches(images, labels, batch_size, device):
+            est = importance_weighted_log_px(
+                model, guide, x, y, k=k_max, k_chunk=k_chunk, seed=seed, batch_index=index,
+                memory_budget_mb=memory_budget_mb, return_log_weights=True, latent_site="",
+            )
+            lw = est.log_weights  # (B, K_max) float64
+            # log p_k(x) = logsumexp_{j<k} log w_j - log k   (B, len(ks))
+            cols = [torch.logsumexp(lw[:, :kk], 1) - np.log(kk) for kk in ks]
+            rows.append(torch.stack(cols, 1).numpy())
+            bar.update(x.shape[0])
+    return LogPxCurve(ks=tuple(ks), log_px=np.concatenate(rows), seed=seed, split=split)
+
+
+def _batches(images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
+             device: torch.device) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """(batch index, x, y) over consecutive slices of ``batch_size`` images, moved to ``device``."""
+    for index, start in enumerate(range(0, images.shape[0], batch_size)):
+        x = images[start:start + batch_size].to(device)
+        y = None if labels is None else labels[start:start + batch_size].to(device)
+        yield index, x, y
+
+
+def _check_inputs(images, labels, k: int, batch_size: int):
+    """Tensors from arrays, and clear errors for empty data, mismatched labels, bad k / sizes."""
+    _check_positive_int("k", k)
+    _check_positive_int("batch_size", batch_size)
+    images = torch.as_tensor(images)
+    if images.dim() < 1 or images.shape[0] == 0:
+        raise PyroVAEError("no images to evaluate (the first dimension of images is 0)")
+    if labels is not None:
+        labels = torch.as_tensor(labels)
+        if labels.shape[0] != images.shape[0]:
+            raise PyroVAEError(f"{labels.shape[0]} labels for {images.shape[0]} images")
+    return images, labels
+
+
+def _check_weights_fit(batch_size: int, k: int, memory_budget_mb: float) -> None:
+    """The (batch_size, k) float64 log-weights kept for k-hat must fit the memory budget."""
+    need_mb = batch_size * k * 8 / 2**20
+    if need_mb > memory_budget_mb:
+        fits = max(1, int(memory_budget_mb * 2**20 // (8 * k)))
+        raise PyroVAEError(
+            f"batch_size={batch_size} with K={k} keeps {need_mb:.0f} MB of log-weights per batch "
+            f"for Pareto k-hat, over memory_budget_mb={memory_budget_mb:g}; use batch_size <= "
+            f"{fits}, a larger memory_budget_mb, or khat=False"
+        )
+
+
+def _check_ks(ks: Sequence[int]) -> list[int]:
+    """Sorted distinct positive ints."""
+    ks = list(ks)
+    if not ks:
+        raise PyroVAEError("ks is empty; give the numbers of samples to plot, e.g. (1, 10, 100)")
+    for kk in ks:
+        _check_positive_int("every k in ks", kk)
+    return sorted(set(int(kk) for kk in ks))
+
+
+def _device(model: Callable, images: torch.Tensor, device) -> torch.device:
+    """The requested device, else the model's parameters' device, else the images'."""
+    if device is not None:
+        return torch.device(device)
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.device
+    return images.device

@@ -1,0 +1,468 @@
+"""Importance-weighted estimates of log p(x), one per image, from Pyro traces of a model and guide.
+
+    log p_K(x) = logsumexp_k [log p(x, z_k) - log q(z_k | x)] - log K,   z_k ~ q(z | x)
+
+(Burda, Grosse & Salakhutdinov 2015, "Importance weighted autoencoders"). log p_K(x) is a
+lower bound on log p(x) in expectation, non-decreasing in K, and tends to log p(x) as K grows.
+From the same samples we also return the ELBO estimate mean_k log w_k and the effective sample
+size of the normalised weights.
+
+Design (why it is written this way):
+
+* **Tiling, not a particle plate.** A chunk of n particles is scored by tiling the images to
+  ``(n * B, ...)``: the model's data plate then has size n * B and every network sees an ordinary
+  batch. Row ``j * B + b`` holds particle j of image b. An outer vectorized
+  ``pyro.plate("particles")`` would hand the networks ``(n, B, ...)`` tensors, which
+  convolutional nets and ``flatten(start_dim=1)`` encoders do not accept.
+* **One seed per particle.** Particle j of batch ``batch_index`` is drawn by one guide call on
+  the B images, right after the RNG was seeded with ``particle_seed(seed, batch_index, j)``; the
+  model then scores the whole chunk in a single call on the tiled batch. So particle j is the
+  same sample whatever ``k_chunk`` (chunking does not change the result) and whatever ``k``
+  (the estimate at k uses the first k particles of the estimate at any larger k: nested samples).
+  The cost is one guide call per particle on B rows instead of one per chunk on n * B rows:
+  measured on 2 CPU cores with an MLP VAE (784-512-512-32), about 25% of the throughput at
+  B = 500 and 35% at B = 100, so prefer batches of a few hundred images. The samples do depend
+  on how images are grouped into batches.
+* **float64 accumulation.** Log-weights are computed in the model's dtype, then combined across
+  chunks in float64 with a running logsumexp.
+* **Evaluation, not training.** Modules are put in eval mode (batch norm uses its running
+  statistics, so rows are scored independently) and restored afterwards; gradients are off; the
+  caller's RNG state is left as it was. Scale factors (``poutine.scale``, KL warm-up) are ignored:
+  the estimate is of the unscaled model. Masks are honoured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import pyro.poutine as poutine
+import torch
+import torch.utils._pytree
+import torch.utils._python_dispatch
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import site_is_subsample
+
+from ..errors import PyroVAEError
+
+DEFAULT_MEMORY_BUDGET_MB = 256.0
+
+
+@dataclass
+class ImportanceWeightedEstimate:
+    """Per-image results of :func:`importance_weighted_log_px` for one batch of B images.
+
+    All tensors are float64 on the CPU; row b is image b.
+    """
+
+    log_px: torch.Tensor  # (B,)  log p_K(x) = logsumexp_k log w_k - log K
+    elbo: torch.Tensor  # (B,)  mean_k log w_k, the ELBO estimate on the same samples
+    log_ess: torch.Tensor  # (B,)  log ESS = 2 logsumexp_k log w_k - logsumexp_k 2 log w_k
+    z_mean: torch.Tensor | None  # (B, D)  E_q[z | x] for the latent site, None if absent
+    z_mean_source: str  # "analytic" (guide's .mean, averaged over particles), "samples" or "none"
+    log_weights: torch.Tensor | None  # (B, K)  only with return_log_weights=True
+    k: int
+    k_chunk: int
+
+    @property
+    def gap(self) -> torch.Tensor:
+        """log p_K(x) - ELBO per image (>= 0: Jensen on the same samples)."""
+        return self.log_px - self.elbo
+
+    @property
+    def ess(self) -> torch.Tensor:
+        """Effective sample size (sum w)^2 / sum w^2 per image, in [1, K]."""
+        return self.log_ess.exp()
+
+
+def particle_seed(seed: int, batch_index: int, particle: int) -> int:
+    """The RNG seed of one particle: a 64-bit hash of (seed, batch_index, particle)."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(batch_index, particle))
+    return int(sequence.generate_state(1, np.uint64)[0])
+
+
+def importance_weighted_log_px(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    k: int,
+    k_chunk: int | None = None,
+    seed: int = 0,
+    batch_index: int = 0,
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    return_log_weights: bool = False,
+    latent_site: str = "z",
+) -> ImportanceWeightedEstimate:
+    """Estimate log p(x) of each image in the batch ``x`` with K importance samples from the guide.
+
+    :param model: ``model(x, y=None)``; every sample site inside ``pyro.plate("data", x.shape[0])``.
+    :param guide: ``guide(x, y=None)`` over the model's unobserved sites.
+    :param x: a batch of B images (the first dimension is the batch).
+    :param y: optional labels, passed to model and guide (tiled like ``x``).
+    :param k: number of importance samples K per image (>= 1).
+    :param k_chunk: particles scored per model call; None picks it from ``memory_budget_mb``.
+        It changes speed and memory only, never the numbers.
+    :param seed: same seed (and batch_index, batch) -> identical numbers.
+    :param batch_index: mixed into the seeds so that a driver's batches draw independent samples.
+    :param return_log_weights: also return all log-weights, shape (B, K) (for PSIS k-hat).
+    :param latent_site: the site whose posterior mean is reported (for active units).
+    """
+    _check_positive_int("k", k)
+    _check_seed(seed)
+    if k_chunk is not None:
+        _check_positive_int("k_chunk", k_chunk)
+        k_chunk = min(k_chunk, k)
+    batch = x.shape[0]
+    if batch < 1:
+        raise PyroVAEError("importance_weighted_log_px got an empty batch (x.shape[0] == 0)")
+    try:
+        with _evaluation_context(model, guide, x):
+            if k_chunk is None:
+                k_chunk = auto_k_chunk(model, guide, x, y, k=k, memory_budget_mb=memory_budget_mb)
+            acc = _Accumulator(batch, keep=return_log_weights)
+            for start in range(0, k, k_chunk):
+                particles = range(start, min(k, start + k_chunk))
+                seeds = [particle_seed(seed, batch_index, j) for j in particles]
+                log_w, z_sum, analytic = _chunk_log_weights(model, guide, x, y, seeds, latent_site)
+                acc.add(log_w, z_sum, analytic)
+    except (RuntimeError, MemoryError) as err:
+        if not _is_out_of_memory(err):
+            raise
+        chunk = "an automatic k_chunk" if k_chunk is None else f"k_chunk={k_chunk}"
+        raise PyroVAEError(
+            f"ran out of memory scoring a batch of {batch} images with {chunk} "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); use a smaller "
+            "batch size, a smaller k_chunk, or a smaller memory_budget_mb"
+        ) from err
+    return acc.result(k=k, k_chunk=k_chunk)
+
+
+# ----------------------------------------------------------------------------------------------
+# One chunk of particles
+
+
+def _chunk_log_weights(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    seeds: list[int],
+    latent_site: str,
+) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """Draw one particle per seed from the guide, score all of them with one model call.
+
+    Returns log w (n, B), the sum over the n particles of E_q[z|x, particle] (or of z) for
+    ``latent_site`` (B, D) or None, and whether that sum used the guide's analytic mean.
+    """
+    batch = x.shape[0]
+    values: dict[str, list[torch.Tensor]] = {}
+    infer: dict[str, dict] = {}
+    log_q, z_sum, analytic = [], None, True
+    for s in seeds:
+        _seed_rng(s, x.device)
+        guide_trace = poutine.trace(guide).get_trace(x, y)
+        log_q.append(site_log_probs(guide_trace, batch, "guide"))  # log q(z_j|x)  (B,)
+        for name, site in _latent_sites(guide_trace):
+            values.setdefault(name, []).append(site["value"])
+            infer[name] = site["infer"]
+        if latent_site in guide_trace.nodes:
+            mean, is_analytic = _site_mean(guide_trace.nodes[latent_site])
+            analytic = analytic and is_analytic
+            z_sum = mean.double() if z_sum is None else z_sum + mean.double()
+    n = len(seeds)
+    tiled = {name: torch.cat(parts, dim=0) for name, parts in values.items()}  # (n*B, ...)
+    log_p = model_log_joint(model, _tile(x, n), _tile(y, n), tiled, infer)  # (n*B,)
+    # log w_j = log p(x, z_j) - log q(z_j|x)   (n, B)
+    log_w = log_p.view(n, batch) - torch.stack(log_q)
+    return log_w.double(), z_sum, analytic and z_sum is not None
+
+
+def model_log_joint(
+    model: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    latents: dict[str, torch.Tensor],
+    infer: dict[str, dict] | None = None,
+) -> torch.Tensor:
+    """log p(x, z) per row: the model replayed on ``latents`` (one value per row), shape (N,)."""
+    replay_trace = poutine.Trace()
+    for name, value in latents.items():
+        replay_trace.add_node(
+            name, name=name, type="sample", value=value, is_observed=False,
+            infer=(infer or {}).get(name, {}),
+        )
+    model_trace = poutine.trace(poutine.replay(model, trace=replay_trace)).get_trace(x, y)
+    for name, site in _latent_sites(model_trace):
+        if name not in latents:
+            raise PyroVAEError(
+                f"the model samples {name!r} but the guide does not: every unobserved model "
+                "site needs a guide site of the same name for importance sampling"
+            )
+    missing = set(latents) - {name for name, _ in _sample_sites(model_trace)}
+    if missing:
+        raise PyroVAEError(
+            f"the guide samples {sorted(missing)} which the model does not have; auxiliary "
+            "guide variables are not supported by the importance-weighted estimator"
+        )
+    return site_log_probs(model_trace, x.shape[0], "model")
+
+
+def site_log_probs(trace: poutine.Trace, rows: int, who: str) -> torch.Tensor:
+    """Sum over a trace's sample sites of their (masked, unscaled) log_prob, shape (rows,).
+
+    The data plate's dimension is kept: row b is data point b. A site whose log_prob does not
+    have exactly that shape (a site outside the data plate, a missing ``.to_event``) is an error.
+    """
+    total = None
+    for name, site in _sample_sites(trace):
+        log_prob = scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
+        if log_prob.shape != (rows,):
+            raise PyroVAEError(
+                f"{who} site {name!r} has log_prob shape {tuple(log_prob.shape)}, expected "
+                f"({rows},): every sample site must sit in pyro.plate('data', x.shape[0], dim=-1) "
+                "with its event dimensions declared (.to_event)"
+            )
+        total = log_prob if total is None else total + log_prob
+    if total is None:
+        return trace.nodes["_INPUT"]["args"][0].new_zeros(rows)
+    return total
+
+
+def _sample_sites(trace: poutine.Trace) -> Iterator[tuple[str, dict]]:
+    """(name, site) of the real sample sites of a trace (plates' subsample sites left out)."""
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and not site_is_subsample(site):
+            yield name, site
+
+
+def _latent_sites(trace: poutine.Trace) -> Iterator[tuple[str, dict]]:
+    """(name, site) of the unobserved sample sites of a trace."""
+    for name, site in _sample_sites(trace):
+        if not site["is_observed"]:
+            yield name, site
+
+
+def _site_mean(site: dict) -> tuple[torch.Tensor, bool]:
+    """The site distribution's mean if it has one of the value's shape, else the sampled value."""
+    try:
+        mean = site["fn"].mean
+        if mean.shape == site["value"].shape:
+            return mean, True
+    except (NotImplementedError, AttributeError):
+        pass
+    return site["value"], False
+
+
+def _tile(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """(B, ...) -> (n * B, ...), row j * B + b = t[b]."""
+    if t is None:
+        return None
+    return t.repeat(n, *([1] * (t.dim() - 1)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Accumulating chunks
+
+
+class _Accumulator:
+    """Running float64 logsumexp of log w and of 2 log w, sum of log w, and the latent mean."""
+
+    def __init__(self, batch: int, keep: bool):
+        self.lse = torch.full((batch,), -math.inf, dtype=torch.float64)
+        self.lse2 = torch.full((batch,), -math.inf, dtype=torch.float64)
+        self.sum = torch.zeros(batch, dtype=torch.float64)
+        self.z_sum: torch.Tensor | None = None
+        self.analytic = True
+        self.count = 0
+        self.kept: list[torch.Tensor] | None = [] if keep else None
+
+    def add(self, log_w: torch.Tensor, z_sum: torch.Tensor | None, analytic: bool) -> None:
+        """Fold in one chunk of log-weights (n, B)."""
+        log_w = log_w.cpu()
+        if torch.isnan(log_w).any():
+            bad = int(torch.isnan(log_w).any(0).sum())
+            raise PyroVAEError(f"log importance weights are NaN for {bad} image(s): the model "
+                               "or guide produced NaN (diverged parameters or invalid inputs?)")
+        self.lse = torch.logaddexp(self.lse, torch.logsumexp(log_w, 0))
+        self.lse2 = torch.logaddexp(self.lse2, torch.logsumexp(2 * log_w, 0))
+        self.sum += log_w.sum(0)
+        self.count += log_w.shape[0]
+        if z_sum is not None:
+            z_sum = z_sum.cpu()
+            self.z_sum = z_sum if self.z_sum is None else self.z_sum + z_sum
+            self.analytic = self.analytic and analytic
+        if self.kept is not None:
+            self.kept.append(log_w)
+
+    def result(self, k: int, k_chunk: int) -> ImportanceWeightedEstimate:
+        """The estimate from all K particles."""
+        has_z = self.z_sum is not None
+        return ImportanceWeightedEstimate(
+            log_px=self.lse - math.log(self.count),  # logsumexp_k log w_k - log K  (B,)
+            elbo=self.sum / self.count,  # mean_k log w_k  (B,)
+            log_ess=2 * self.lse - self.lse2,  # log (sum w)^2 / sum w^2  (B,)
+            z_mean=self.z_sum / self.count if has_z else None,  # (B, D)
+            z_mean_source=("analytic" if self.analytic else "samples") if has_z else "none",
+            log_weights=torch.cat(self.kept).T.contiguous() if self.kept is not None else None,
+            k=k,
+            k_chunk=k_chunk,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Differentiable log-weights (the IWAE bound as a function of the parameters)
+
+
+def log_importance_weights(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    k: int,
+    latents: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """log w_k = log p(x, z_k) - log q(z_k|x) for all K particles in one tiled call, shape (K, B).
+
+    Differentiable (reparameterised sites carry gradients), drawn from the global RNG with one
+    guide call on the tiled batch. ``latents`` (name -> (K * B, ...) tensors, row k * B + b)
+    replays given samples instead of drawing new ones. No mode switching, no seeding: this is
+    the building block of a training objective and of tests, :func:`importance_weighted_log_px`
+    is the estimator.
+    """
+    _check_positive_int("k", k)
+    batch = x.shape[0]
+    x_t, y_t = _tile(x, k), _tile(y, k)  # (K*B, ...)
+    guide_fn = guide if latents is None else poutine.replay(guide, trace=_as_trace(latents))
+    guide_trace = poutine.trace(guide_fn).get_trace(x_t, y_t)
+    log_q = site_log_probs(guide_trace, k * batch, "guide")  # (K*B,)
+    tiled = {name: site["value"] for name, site in _latent_sites(guide_trace)}
+    infer = {name: site["infer"] for name, site in _latent_sites(guide_trace)}
+    log_p = model_log_joint(model, x_t, y_t, tiled, infer)  # (K*B,)
+    return (log_p - log_q).view(k, batch)  # (K, B)
+
+
+def iwae_bound(
+    model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *, k: int
+) -> torch.Tensor:
+    """The IWAE bound per image, logsumexp_k log w_k - log K, differentiable, shape (B,)."""
+    log_w = log_importance_weights(model, guide, x, y, k=k)  # (K, B)
+    return torch.logsumexp(log_w, 0) - math.log(k)
+
+
+def _as_trace(latents: dict[str, torch.Tensor]) -> poutine.Trace:
+    """A trace holding the given values as unobserved sample sites, for poutine.replay."""
+    trace = poutine.Trace()
+    for name, value in latents.items():
+        trace.add_node(name, name=name, type="sample", value=value, is_observed=False, infer={})
+    return trace
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory budget -> k_chunk
+
+
+def auto_k_chunk(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    k: int,
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+) -> int:
+    """The largest k_chunk whose scoring fits ``memory_budget_mb``, between 1 and k.
+
+    One particle of the batch is scored while counting the bytes of every tensor allocated
+    (views and in-place results excluded); a chunk of n particles is taken to need n times that.
+    Counting allocations, not the peak, overestimates, so the budget errs on the safe side.
+    """
+    if not memory_budget_mb > 0:
+        raise PyroVAEError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
+    counter = _AllocationCounter()
+    with _evaluation_context(model, guide, x), counter:
+        _chunk_log_weights(model, guide, x, y, [particle_seed(0, 0, 0)], latent_site="")
+    per_particle = max(counter.nbytes, 1)
+    return int(max(1, min(k, memory_budget_mb * 2**20 // per_particle)))
+
+
+class _AllocationCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Sums the bytes of the tensors that torch operators allocate while the mode is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.nbytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if all(r.alias_info is None for r in func._schema.returns):  # not a view / in-place
+            for t in torch.utils._pytree.tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self.nbytes += t.numel() * t.element_size()
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers
+
+
+@contextlib.contextmanager
+def _evaluation_context(model: Callable, guide: Callable, x: torch.Tensor) -> Iterator[None]:
+    """Eval mode for both modules (restored after), no gradients, the caller's RNG untouched."""
+    with eval_mode(model, guide), torch.no_grad(), _forked_rng(x.device):
+        yield
+
+
+@contextlib.contextmanager
+def eval_mode(*modules) -> Iterator[None]:
+    """Put every given ``torch.nn.Module`` in eval mode; restore each submodule's mode after."""
+    saved = [(m, m.training) for mod in modules if isinstance(mod, torch.nn.Module)
+             for m in mod.modules()]
+    for mod in modules:
+        if isinstance(mod, torch.nn.Module):
+            mod.eval()
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training
+
+
+@contextlib.contextmanager
+def _forked_rng(device: torch.device) -> Iterator[None]:
+    """Save the CPU (and ``device``'s) RNG state, restore it on exit."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def _seed_rng(seed: int, device: torch.device) -> None:
+    """Seed the generator that Pyro's samplers use for tensors on ``device``."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is torch's (or numpy's) way of saying an allocation failed."""
+    if isinstance(err, MemoryError) or isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err).lower()
+    return any(s in text for s in ("not enough memory", "out of memory", "can't allocate memory"))
+
+
+def _check_positive_int(name: str, value) -> None:
+    """A clear error unless ``value`` is an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise PyroVAEError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_seed(seed) -> None:
+    """A clear error unless ``seed`` is an int >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise PyroVAEError(f"seed must be an integer >= 0, got {seed!r}")
