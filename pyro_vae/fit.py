@@ -98,7 +98,7 @@ def run(config: FitConfig, resume: str | None = None) -> dict:
     final = summary["final"]
     print(f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
           f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
-          f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/")
+          f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/", flush=True)
     return summary
 
 

@@ -15,6 +15,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -106,7 +107,7 @@ class Trainer:
     out_dir: Path
     device: torch.device
     vae: VAE | None = None
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = partial(print, flush=True)  # flushed: progress shows in piped logs too
     records: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
@@ -137,14 +138,15 @@ class Trainer:
     def _eval_sets(self, train) -> list[EvalSet]:
         cfg = self.config
         sets = []
-        named = [("train", train.subset(min(TRAIN_EVAL_SIZE, len(train)))),
-                 ("valid", self.dataset.valid), ("test", self.dataset.test)]
-        for name, split in named:
-            if name != "train" and cfg.eval_size is not None:
-                split = split.subset(min(cfg.eval_size, len(split)))
+        limits = {"train": TRAIN_EVAL_SIZE, "valid": cfg.eval_size, "test": cfg.eval_size}
+        for split in (train, self.dataset.valid, self.dataset.test):
+            # binarize the whole split, then take the first n: under --binarize static the
+            # training-set evaluation sees exactly the images training sees
             images, description = evaluation_images(split, cfg.binarize, cfg.seed)
-            self.vae.model.likelihood.check_data(images, "none")
-            sets.append(EvalSet(name, images.to(self.device), split.labels.to(self.device), description))
+            n = min(limits[split.name] or len(split), len(split))
+            self.vae.model.likelihood.check_data(images[:n], "none")
+            sets.append(EvalSet(split.name, images[:n].to(self.device), split.labels[:n].to(self.device),
+                                description))
         return sets
 
     def _tensorboard(self):
