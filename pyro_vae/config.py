@@ -54,9 +54,11 @@ class FitConfig:
     guide: str = _opt("diag", "q(z|x): diag = amortized diagonal Normal", choices=("diag",))
     # objective
     elbo: str = _opt(
-        "trace", "trace: Trace_ELBO (Monte-Carlo KL); meanfield: TraceMeanField_ELBO (analytic KL)",
-        choices=("trace", "meanfield"))
-    particles: int = _opt(1, "samples of z per image for the ELBO estimate (vectorized)")
+        "trace", "trace: Trace_ELBO (Monte-Carlo KL); meanfield: TraceMeanField_ELBO (analytic KL); "
+        "iwae: the importance-weighted bound with K = --particles (Burda et al. 2015)",
+        choices=("trace", "meanfield", "iwae"))
+    particles: int = _opt(1, "samples of z per image for the ELBO estimate (vectorized); with "
+                          "--elbo iwae, the K of the bound")
     beta: float = _opt(1.0, "weight of the KL term (beta-VAE); 1 is the ELBO")
     warmup_epochs: float = _opt(
         0.0, "KL warm-up: beta rises linearly from 0 to --beta over this many epochs")
@@ -73,12 +75,17 @@ class FitConfig:
     # output
     out: str = _opt("runs/mnist", "output folder for config, metrics, checkpoints and pictures")
     tensorboard: bool = _opt(False, "also write TensorBoard scalars and images to OUT/tensorboard")
+    eval_k: int = _opt(
+        0, "after training, estimate the test log p(x) with this many importance samples "
+        "(python -m pyro_vae.evaluate OUT --k K); 0 skips it")
 
     def __post_init__(self):
         problems = []
         for name in ("latent_dim", "epochs", "batch_size", "particles"):
             if getattr(self, name) < 1:
                 problems.append(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
+        if self.eval_k < 0:
+            problems.append(f"--eval-k must be >= 0, got {self.eval_k}")
         for name in ("train_size", "eval_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -94,6 +101,9 @@ class FitConfig:
             problems.append(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.lr_decay <= 1:
             problems.append(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
+        if self.elbo == "iwae" and (self.beta != 1 or self.warmup_epochs > 0):
+            problems.append("--elbo iwae is the importance-weighted bound of log p(x); it takes no "
+                            "--beta or --warmup-epochs (use --elbo trace for those)")
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:

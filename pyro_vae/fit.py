@@ -22,7 +22,7 @@ from .errors import CheckpointError, ConfigError, PyroVAEError
 from .train import Trainer, resolve_device
 
 # Options that may differ from the saved config when resuming a run.
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "tensorboard", "data_dir", "out"})
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "tensorboard", "data_dir", "out", "eval_k"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +99,12 @@ def run(config: FitConfig, resume: str | None = None) -> dict:
     print(f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
           f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
           f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/", flush=True)
+    if config.eval_k:
+        from .evaluate import evaluate_run
+
+        limit = min(config.eval_size, len(dataset.test)) if config.eval_size else None
+        summary["eval"] = evaluate_run(config.out, k=config.eval_k, limit=limit, device=config.device,
+                                       log=lambda line: print(line, flush=True))
     return summary
 
 

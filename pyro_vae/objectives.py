@@ -12,6 +12,8 @@ the guide site's scale).
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import torch
 from pyro import poutine
@@ -39,6 +41,59 @@ def _trace(particles: int) -> ELBO:
 @ELBOS.register("meanfield")
 def _meanfield(particles: int) -> ELBO:
     return TraceMeanField_ELBO(**_particle_kwargs(particles))
+
+
+class IWAE_ELBO(Trace_ELBO):  # reuses Trace_ELBO's tracing; replaces its objective
+    """The importance-weighted bound of Burda et al. (2015), per image, summed over the batch:
+
+        L_K(x) = E_{z_1..K ~ q(z|x)} [ log (1/K) sum_k p(x, z_k) / q(z_k|x) ]
+
+    The K particles are vectorized (a particle plate left of the data plate). Every site's
+    ``scale`` (N/B under mini-batch scaling) multiplies the per-image bound, outside the
+    log-sum-exp. Pyro's ``RenyiELBO(alpha=0)`` gives the same bound without scaling, but it
+    multiplies each log-weight by the scale *inside* the log-sum-exp, which is a different (wrong)
+    objective on mini-batches; and it has no ``differentiable_loss``.
+    """
+
+    def __init__(self, num_particles: int):
+        super().__init__(num_particles=num_particles, vectorize_particles=True,
+                         max_plate_nesting=MAX_PLATE_NESTING)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        (model_trace, guide_trace), = self._get_traces(model, guide, args, kwargs)
+        log_w = 0.0
+        scales = set()
+        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+            for name, site in trace.nodes.items():
+                if site["type"] != "sample":
+                    continue
+                if sign < 0 and not site["fn"].has_rsample:
+                    raise ConfigError(f"--elbo iwae needs a reparameterized guide; site {name!r} is not")
+                # log w_k = log p(x, z_k) - log q(z_k|x)      (K, B)
+                log_w = log_w + sign * site["fn"].log_prob(site["value"])
+                scales.add(float(site["scale"]))
+        if len(scales) > 1:
+            raise ConfigError("--elbo iwae weighs every site alike: it cannot be combined with "
+                              "--beta != 1 or --warmup-epochs > 0")
+        if self.num_particles == 1:  # Pyro adds no particle plate for a single particle
+            log_w = log_w.unsqueeze(0)
+        # L_K(x) = logsumexp_k log w_k - log K        (B,)
+        bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+        return -scales.pop() * bound.sum()
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+@ELBOS.register("iwae")
+def _iwae(particles: int) -> ELBO:
+    return IWAE_ELBO(particles)
 
 
 def build_elbo(name: str, particles: int = 1) -> ELBO:

@@ -104,3 +104,50 @@ def test_build_elbo_rejects_unknown_and_bad_particles():
         build_elbo("nope")
     with pytest.raises(ConfigError, match="--particles must be at least 1"):
         build_elbo("trace", 0)
+
+
+def test_iwae_objective_equals_renyi_alpha_0_without_scaling(vae_and_batch):
+    from pyro.infer import RenyiELBO
+
+    vae, x = vae_and_batch
+    pyro.set_rng_seed(7)
+    ours = build_elbo("iwae", 5).loss(vae.model, vae.guide, x)
+    pyro.set_rng_seed(7)  # RenyiELBO draws the same vectorized particles
+    renyi = RenyiELBO(alpha=0, num_particles=5, vectorize_particles=True, max_plate_nesting=1)
+    assert ours == pytest.approx(renyi.loss(vae.model, vae.guide, x), rel=1e-6)
+
+
+def test_iwae_objective_scales_the_bound_not_the_log_weights(vae_and_batch):
+    vae, x = vae_and_batch
+    num_data = 600
+    model = minibatch_program(vae.model, num_data, ScaleLatents(1.0))
+    guide = minibatch_program(vae.guide, num_data, ScaleLatents(1.0))
+    pyro.set_rng_seed(8)
+    scaled = build_elbo("iwae", 5).loss(model, guide, x)
+    pyro.set_rng_seed(8)
+    plain = build_elbo("iwae", 5).loss(vae.model, vae.guide, x)
+    assert scaled == pytest.approx(num_data / x.shape[0] * plain, rel=1e-6)
+
+
+def test_iwae_with_one_particle_is_the_elbo(vae_and_batch):
+    vae, x = vae_and_batch
+    pyro.set_rng_seed(9)
+    iwae = build_elbo("iwae", 1).loss(vae.model, vae.guide, x)
+    pyro.set_rng_seed(9)
+    elbo = Trace_ELBO(max_plate_nesting=1).loss(vae.model, vae.guide, x)
+    assert iwae == pytest.approx(elbo, rel=1e-6)
+
+
+def test_iwae_bound_tightens_with_k_on_average(vae_and_batch):
+    vae, x = vae_and_batch
+    pyro.set_rng_seed(10)
+    mean_loss = {k: sum(build_elbo("iwae", k).loss(vae.model, vae.guide, x) for _ in range(20)) / 20
+                 for k in (1, 50)}
+    assert mean_loss[50] < mean_loss[1]  # -L_50 < -L_1: the K=50 bound is tighter
+
+
+def test_iwae_refuses_beta_and_warmup():
+    from pyro_vae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--elbo iwae .* takes no --beta or --warmup-epochs"):
+        FitConfig(elbo="iwae", particles=5, beta=0.5)

@@ -164,3 +164,10 @@ def test_resume_past_the_last_epoch_asks_for_more(mnist_dataset, tmp_path, capsy
     assert main(cli_args(mnist_dataset, out, epochs=1)) == 0
     assert main(["--resume", str(out)]) == 2
     assert "already has 1 epochs; ask for more with --epochs N" in capsys.readouterr().err
+
+
+def test_iwae_training_from_the_cli_improves_the_elbo(mnist_dataset, tmp_path):
+    out = tmp_path / "run"
+    assert main(cli_args(mnist_dataset, out, epochs=3, elbo="iwae", particles=5)) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["test_elbo"] > records[0]["test_elbo"] > -543

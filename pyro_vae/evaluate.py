@@ -1,0 +1,132 @@
+"""``python -m pyro_vae.evaluate RUN_DIR``: importance-weighted log p(x) of a trained run, with
+diagnostics, written next to the run.
+
+    log p_K(x) = logsumexp_k [log p(x, z_k) - log q(z_k|x)] - log K,   z_k ~ q(z|x)
+
+Prints a table, and writes ``eval.json`` (one entry per split evaluated, merged with earlier
+ones), ``khat_<split>.png`` (Pareto k-hat histogram) and ``log_px_vs_k_<split>.png``
+(log p_K(x) against K on a subset of images) into RUN_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pyro
+import torch
+
+from .api import load
+from .atomic import write_json
+from .data import evaluation_images, load_dataset
+from .errors import ConfigError, PyroVAEError
+from .evaluation import DEFAULT_KS, evaluate_log_px, log_px_against_k
+from .evaluation.plots import plot_khat_histogram, plot_log_px_against_k
+from .train import resolve_device
+
+SPLITS = ("train", "valid", "test")
+DEFAULT_K = 5000
+DEFAULT_BATCH_SIZE = 200
+DEFAULT_CURVE_IMAGES = 500
+DEFAULT_MEMORY_MB = 1024.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pyro_vae.evaluate",
+        description="Importance-weighted log p(x) of a trained pyro-vae run (Burda et al. 2015), "
+                    "with its standard error, the ELBO gap, effective sample size, Pareto k-hat "
+                    "(PSIS, via arviz) and active units.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by python -m pyro_vae.fit")
+    p.add_argument("--k", type=int, default=DEFAULT_K,
+                   help=f"importance samples per image (default: {DEFAULT_K}, as Burda et al.)")
+    p.add_argument("--split", default="test", help=f"one of {', '.join(SPLITS)} (default: test)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"images per batch (default: {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--k-chunk", type=int, default=None,
+                   help="particles per model call (default: as many as --memory-mb allows)")
+    p.add_argument("--memory-mb", type=float, default=DEFAULT_MEMORY_MB,
+                   help=f"memory budget for one chunk and one batch's log-weights (default: {DEFAULT_MEMORY_MB:g})")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
+    p.add_argument("--curve-images", type=int, default=DEFAULT_CURVE_IMAGES,
+                   help=f"images for the log p_K against K picture (default: {DEFAULT_CURVE_IMAGES}; 0: skip)")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"),
+                   help="which checkpoint to evaluate (default: best)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test",
+                 batch_size: int = DEFAULT_BATCH_SIZE, k_chunk: int | None = None,
+                 memory_mb: float = DEFAULT_MEMORY_MB, limit: int | None = None,
+                 curve_images: int = DEFAULT_CURVE_IMAGES, checkpoint: str = "best", seed: int = 0,
+                 device: str = "auto", progress: bool = True, log=print) -> dict:
+    """Evaluate a run and write eval.json and the pictures into it; returns the split's entry."""
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1, got {k}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split!r} does not exist; choose one of: {', '.join(SPLITS)}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
+    run_dir = Path(run_dir)
+    dev = resolve_device(device)
+    vae = load(run_dir, checkpoint=checkpoint, device=dev)
+    config = vae.config
+    dataset = load_dataset(config.dataset, config.data_dir, log=log)
+    data = getattr(dataset, split)
+    images, description = evaluation_images(data, config.binarize, config.seed)
+    labels = data.labels
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    log(f"evaluate: {run_dir} ({checkpoint}.pt), {images.shape[0]:,} images, K = {k}; {description}")
+    result = evaluate_log_px(vae.model, vae.guide, images, k=k, batch_size=batch_size, k_chunk=k_chunk,
+                             seed=seed, progress=progress, memory_budget_mb=memory_mb, split=split,
+                             device=dev)
+    log(result.table())
+    entry = {**result.summary(), "checkpoint": checkpoint, "binarization": description,
+             "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev)}
+    plot_khat_histogram(result.khat, run_dir / f"khat_{split}.png",
+                        title=f"Pareto k-hat of the importance weights, {split} set, K = {k}")
+    pictures = [f"khat_{split}.png"]
+    if curve_images > 0:
+        ks = sorted({kk for kk in DEFAULT_KS if kk <= k} | {k})
+        n = min(curve_images, images.shape[0])
+        curve = log_px_against_k(vae.model, vae.guide, images[:n], ks=ks, batch_size=min(batch_size, n),
+                                 k_chunk=k_chunk, seed=seed, progress=progress,
+                                 memory_budget_mb=memory_mb, split=split, device=dev)
+        plot_log_px_against_k(curve, run_dir / f"log_px_vs_k_{split}.png",
+                              title=f"log p_K(x) against K, first {n} {split} images")
+        entry["log_px_against_k"] = curve.summary()
+        pictures.append(f"log_px_vs_k_{split}.png")
+    entry["pictures"] = pictures
+    path = run_dir / "eval.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    write_json(path, {**previous, split: entry}, allow_nan=False)
+    log(f"wrote {path} and {', '.join(pictures)}")
+    return entry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    pyro.settings.set(module_local_params=False)
+    try:
+        evaluate_run(args.run_dir, k=args.k, split=args.split, batch_size=args.batch_size,
+                     k_chunk=args.k_chunk, memory_mb=args.memory_mb, limit=args.limit,
+                     curve_images=args.curve_images, checkpoint=args.checkpoint, seed=args.seed,
+                     device=args.device, progress=not args.no_progress,
+                     log=lambda line: print(line, flush=True))
+    except PyroVAEError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
