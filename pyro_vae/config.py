@@ -15,6 +15,9 @@ from typing import Any, Mapping
 from .errors import ConfigError
 
 
+DEFAULT_PRIOR_COMPONENTS = {"mog": 10, "vamp": 500}  # vamp: Tomczak & Welling's K
+
+
 def _opt(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
 
@@ -50,8 +53,19 @@ class FitConfig:
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden widths, comma-separated (the decoder mirrors the encoder); the conv "
         "nets use the last one as their dense width")
-    prior: str = _opt("standard", "p(z): standard = N(0, I)", choices=("standard",))
-    guide: str = _opt("diag", "q(z|x): diag = amortized diagonal Normal", choices=("diag",))
+    prior: str = _opt(
+        "standard", "p(z): standard = N(0, I); learned = N(m, diag s^2) learned; mog = mixture of "
+        "--prior-components learned Gaussians; vamp = VampPrior over --prior-components pseudo-inputs",
+        choices=("standard", "learned", "mog", "vamp"))
+    prior_components: int | None = _opt(
+        None, "components K of --prior mog / vamp (default: 10 for mog, 500 for vamp)")
+    guide: str = _opt(
+        "diag", "q(z|x): diag = diagonal Normal; lowrank = Normal with covariance W W^T + diag "
+        "(rank --guide-rank); iaf = inverse autoregressive flow (--flow-layers layers)",
+        choices=("diag", "lowrank", "iaf"))
+    guide_rank: int = _opt(4, "rank of the low-rank covariance factor of --guide lowrank")
+    flow_layers: int = _opt(2, "number of affine autoregressive transforms of --guide iaf")
+    flow_hidden: int = _opt(320, "hidden width of each IAF transform's autoregressive network")
     # objective
     elbo: str = _opt(
         "trace", "trace: Trace_ELBO (Monte-Carlo KL); meanfield: TraceMeanField_ELBO (analytic KL); "
@@ -81,12 +95,13 @@ class FitConfig:
 
     def __post_init__(self):
         problems = []
-        for name in ("latent_dim", "epochs", "batch_size", "particles"):
+        for name in ("latent_dim", "epochs", "batch_size", "particles", "guide_rank", "flow_layers",
+                     "flow_hidden"):
             if getattr(self, name) < 1:
                 problems.append(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
         if self.eval_k < 0:
             problems.append(f"--eval-k must be >= 0, got {self.eval_k}")
-        for name in ("train_size", "eval_size"):
+        for name in ("train_size", "eval_size", "prior_components"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"--{_flag(name)} must be at least 1, got {value}")
@@ -135,6 +150,13 @@ class FitConfig:
                 f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: "
                 f"{', '.join(_flag(n) for n in known)}")
         return cls(**values)
+
+    @property
+    def components(self) -> int:
+        """K of a mixture prior: --prior-components, else the prior's own default."""
+        if self.prior_components is not None:
+            return self.prior_components
+        return DEFAULT_PRIOR_COMPONENTS.get(self.prior, 1)
 
     def replace(self, **changes) -> "FitConfig":
         return dataclasses.replace(self, **changes)

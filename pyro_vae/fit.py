@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         default = f.default
         if isinstance(default, tuple):
             default = ",".join(map(str, default))
-        help_text = f"{f.metadata['help']} (default: {default})"
+        help_text = f.metadata["help"]
+        if "default:" not in help_text:  # some fields describe their default themselves
+            help_text += f" (default: {default})"
         if "choices" in f.metadata:
             help_text = f"{{{','.join(f.metadata['choices'])}}} " + help_text
         if f.type == "bool":

@@ -14,6 +14,7 @@ import torch
 from pyro.nn import PyroModule
 
 from .config import FitConfig
+from .errors import ConfigError
 from .guides import GUIDES
 from .models import LIKELIHOODS, PRIORS, VAEModel
 from .nets import NetSpec, build_decoder
@@ -70,10 +71,15 @@ def build_vae(config: FitConfig, image_shape: tuple[int, ...]) -> VAE:
     """Build the VAE that ``config`` describes for images of shape (C, H, W)."""
     spec = NetSpec(image_shape=tuple(image_shape), latent_dim=config.latent_dim, hidden=tuple(config.hidden))
     likelihood = LIKELIHOODS.build(config.likelihood, tuple(image_shape), config)
-    prior = PRIORS.build(config.prior, config.latent_dim, config)
+    guide = GUIDES.build(config.guide, spec, config)
+    prior = PRIORS.build(config.prior, spec, config, guide)  # VampPrior reuses the guide's encoder
+    if config.elbo == "meanfield" and not (prior.analytic_kl and guide.analytic_kl):
+        raise ConfigError(
+            f"--elbo meanfield needs the KL from q(z|x) to p(z) in closed form, which --guide "
+            f"{config.guide} with --prior {config.prior} does not have; use --elbo trace (its "
+            f"Monte-Carlo KL works for every pair)")
     decoder = build_decoder(config.net, spec, likelihood.params_per_pixel)
     model = VAEModel(prior, decoder, likelihood)
-    guide = GUIDES.build(config.guide, spec, config)
     vae = VAE(model, guide)
     vae.config = config
     return vae

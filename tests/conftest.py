@@ -21,3 +21,22 @@ def _pyro_settings():
     torch.set_num_threads(2)
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture
+def one_thread():
+    """For tests that push thousands of tiny (3x3, 12x6) tensors through torch: on a shared 2-core
+    machine, 2 OpenMP threads made them up to 50x slower whenever another process was busy (each
+    parallel region waits for a descheduled thread); 1 thread is as fast when idle."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def ppca():
+    """A random probabilistic PCA model (6-D data, 3-D latent, sigma 0.5) with known log p(x)."""
+    from pyro_vae.models.ppca import PPCA
+
+    return PPCA.random(6, 3, sigma=0.5, seed=1)

@@ -37,21 +37,7 @@ TOL = 1e-10
 K, B = 50, 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests push thousands of tiny (3x3, 12x6) tensors through torch. On the project's
-    shared 2-core machine, 2 OpenMP threads made them up to 50x slower whenever another process
-    was busy (each parallel region waits for a descheduled thread); 1 thread is as fast when
-    idle. Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def ppca():
-    return PPCA.random(6, 3, sigma=0.5, seed=1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 @pytest.fixture

@@ -69,7 +69,9 @@ def test_bernoulli_refuses_grey_scale_data_and_everyone_refuses_out_of_range():
 
 @pytest.mark.parametrize("name", PRIORS.names())
 def test_every_prior_is_a_distribution_over_d_dimensional_z(name):
-    prior = PRIORS.build(name, 5, FitConfig())
+    config = FitConfig(prior=name, latent_dim=5, hidden=(8,), prior_components=3)
+    vae = build_vae(config, IMAGE_SHAPE)
+    prior = vae.model.prior
     p = prior()
     assert p.event_shape == (5,)
     z = p.sample((7,))
@@ -77,7 +79,7 @@ def test_every_prior_is_a_distribution_over_d_dimensional_z(name):
 
 
 def test_standard_normal_prior_log_density_at_zero():
-    p = PRIORS.build("standard", 3, FitConfig())()
+    p = build_vae(FitConfig(latent_dim=3, hidden=(8,)), IMAGE_SHAPE).model.prior()
     assert p.log_prob(torch.zeros(3)).item() == pytest.approx(-1.5 * math.log(2 * math.pi))
 
 

@@ -171,3 +171,16 @@ def test_iwae_training_from_the_cli_improves_the_elbo(mnist_dataset, tmp_path):
     assert main(cli_args(mnist_dataset, out, epochs=3, elbo="iwae", particles=5)) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["test_elbo"] > records[0]["test_elbo"] > -543
+
+
+def test_tensorboard_writes_scalars_and_images(mnist_dataset, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(cli_args(mnist_dataset, out, epochs=2) + ["--tensorboard"]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()
+    assert {"test/elbo", "train/elbo", "valid/kl"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("test/elbo")] == [1, 2]
+    assert "samples" in tags["images"]

@@ -24,6 +24,8 @@ class AmortizedDiagonalNormal(PyroModule):
     heads give the mean and the (softplus-positive) standard deviation.
     """
 
+    analytic_kl = True  # KL to a (diagonal) Normal prior has a closed form
+
     def __init__(self, encoder: nn.Module, latent_dim: int):
         super().__init__()
         to_pyro_module_(encoder)

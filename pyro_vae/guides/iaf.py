@@ -1,0 +1,58 @@
+"""The inverse-autoregressive-flow guide (Kingma et al. 2016): a diagonal Normal pushed through L
+affine autoregressive transforms, each conditioned on the encoder's features of x.
+
+    z_0 ~ N(mu(x), diag sigma(x)^2),   z_l = f_l(z_{l-1}; h(x)),   z = z_L
+    log q(z|x) = log N(z_0; mu, sigma^2) - sum_l log |det df_l/dz_{l-1}|
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import pyro
+import pyro.distributions as dist
+from pyro.distributions.transforms import Permute, conditional_affine_autoregressive
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
+from torch import nn
+
+from ..models.vae import DATA_PLATE_DIM
+from .diagonal import MIN_POSTERIOR_SCALE
+
+
+class AmortizedIAF(PyroModule):
+    """q(z | x): a diagonal Normal base and ``flow_layers`` conditional affine autoregressive
+    transforms (``pyro.distributions.transforms``), the order of z reversed between layers."""
+
+    analytic_kl = False
+
+    def __init__(self, encoder: nn.Module, latent_dim: int, flow_layers: int, flow_hidden: int):
+        super().__init__()
+        to_pyro_module_(encoder)
+        self.encoder = encoder
+        features = encoder.feature_dim
+        self.loc_head = PyroModule[nn.Linear](features, latent_dim)
+        self.scale_head = PyroModule[nn.Linear](features, latent_dim)
+        flows = nn.ModuleList(
+            conditional_affine_autoregressive(latent_dim, features, hidden_dims=[flow_hidden, flow_hidden])
+            for _ in range(flow_layers))
+        self.flows = flows  # plain torch modules: Pyro's transforms cannot become PyroModules
+        # (metaclass conflict), so distribution() registers them with pyro.module
+        self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1))
+
+    def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
+        pyro.module(f"{self._pyro_name}.flows", self.flows)  # named under this VAE's prefix
+        h = self.encoder(x)  # (B, F)
+        loc = self.loc_head(h)  # (B, D)
+        scale = F.softplus(self.scale_head(h)) + MIN_POSTERIOR_SCALE
+        base = dist.Normal(loc, scale).to_event(1)  # q(z_0|x): batch (B,), event (D,)
+        transforms = []
+        for i, flow in enumerate(self.flows):
+            if i:
+                transforms.append(Permute(self.reverse))
+            transforms.append(flow.condition(h))  # f_l(.; h(x))
+        return dist.TransformedDistribution(base, transforms)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        with pyro.plate("data", x.shape[0], dim=DATA_PLATE_DIM):
+            return pyro.sample("z", self.distribution(x, y))

@@ -1,0 +1,41 @@
+"""The amortized low-rank multivariate Normal guide q(z | x) = N(mu(x), W(x) W(x)^T + diag d(x))."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import pyro
+import pyro.distributions as dist
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
+from torch import nn
+
+from ..models.vae import DATA_PLATE_DIM
+from .diagonal import MIN_POSTERIOR_SCALE
+
+
+class AmortizedLowRankNormal(PyroModule):
+    """q(z_i | x_i) = N(mu(x_i), W(x_i) W(x_i)^T + diag d(x_i)), W of shape (D, rank): a
+    posterior with correlations between latent dimensions, still reparameterizable."""
+
+    analytic_kl = False  # torch has no closed-form KL from it to a diagonal Normal
+
+    def __init__(self, encoder: nn.Module, latent_dim: int, rank: int):
+        super().__init__()
+        to_pyro_module_(encoder)
+        self.encoder = encoder
+        self.latent_dim, self.rank = latent_dim, rank
+        self.loc_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
+        self.diag_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
+        self.factor_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim * rank)
+
+    def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
+        h = self.encoder(x)  # (B, F)
+        loc = self.loc_head(h)  # (B, D)
+        cov_diag = (F.softplus(self.diag_head(h)) + MIN_POSTERIOR_SCALE) ** 2  # d(x)  (B, D)
+        cov_factor = self.factor_head(h).unflatten(-1, (self.latent_dim, self.rank))  # W(x)  (B, D, R)
+        return dist.LowRankMultivariateNormal(loc, cov_factor, cov_diag)  # event (D,)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        with pyro.plate("data", x.shape[0], dim=DATA_PLATE_DIM):
+            return pyro.sample("z", self.distribution(x, y))
