@@ -62,20 +62,12 @@ def reconstruction_grid(vae, x: torch.Tensor, path: Path, y: torch.Tensor | None
 
 def interpolation_grid(vae, x_from: torch.Tensor, x_to: torch.Tensor, path: Path, steps: int = 10) -> Path:
     """Each row decodes z = (1 - t) mu(x_from) + t mu(x_to) for t in [0, 1]."""
-    z0, z1 = _posterior_mean(vae, x_from), _posterior_mean(vae, x_to)  # (R, D) each
+    z0, z1 = vae.posterior_mean(x_from), vae.posterior_mean(x_to)  # (R, D) each
     t = torch.linspace(0, 1, steps, device=z0.device)[None, :, None]  # (1, S, 1)
     z = ((1 - t) * z0[:, None] + t * z1[:, None]).reshape(-1, z0.shape[-1])  # (R*S, D)
     with torch.no_grad():
         images = vae.model.likelihood.mean(vae.model.decoder(z))
     return save_grid(images, path, nrow=steps)
-
-
-def _posterior_mean(vae, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-    q = vae.encode(x, y)
-    try:
-        return q.mean
-    except NotImplementedError:  # flows: average samples instead
-        return q.sample((64,)).mean(0)
 
 
 def _posterior_std(vae, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +84,7 @@ def latent_maps(vae, x: torch.Tensor, labels: torch.Tensor, out_dir: Path) -> li
     by label. Higher-D: a 2-D PCA of the test posterior means coloured by label."""
     written = []
     with torch.no_grad():
-        means = _posterior_mean(vae, x)  # (N, D)
+        means = vae.posterior_mean(x)  # (N, D)
     latent_dim = means.shape[-1]
     if latent_dim == 2:
         side = LATENT_GRID_SIDE

@@ -57,14 +57,20 @@ class VAE(PyroModule):
         return self.model.likelihood.mean(self.model.decoder(z))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """E[x | z] at z = the posterior mean of q(z | x) (a sample where it has no mean)."""
+    def posterior_mean(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                       samples: int = 64) -> torch.Tensor:
+        """E_q[z | x] (B, D): analytic where q has a mean, else the average of ``samples`` draws
+        (flows)."""
         q = self.encode(x, y)
         try:
-            z = q.mean
+            return q.mean
         except NotImplementedError:
-            z = q.sample()
-        return self.model.likelihood.mean(self.model.decoder(z))
+            return q.sample((samples,)).mean(0)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x | z] at z = E_q[z | x]."""
+        return self.model.likelihood.mean(self.model.decoder(self.posterior_mean(x, y)))
 
 
 def build_vae(config: FitConfig, image_shape: tuple[int, ...]) -> VAE:
