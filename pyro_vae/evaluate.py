@@ -25,7 +25,7 @@ from .data import evaluation_images, load_dataset
 from .errors import ConfigError, PyroVAEError
 from .evaluation import DEFAULT_KS, evaluate_log_px, log_px_against_k
 from .evaluation.plots import plot_khat_histogram, plot_log_px_against_k
-from .train import resolve_device
+from .train import resolve_device, say
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_K = 5000
@@ -65,7 +65,7 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
                  batch_size: int = DEFAULT_BATCH_SIZE, k_chunk: int | None = None,
                  memory_mb: float = DEFAULT_MEMORY_MB, limit: int | None = None,
                  curve_images: int = DEFAULT_CURVE_IMAGES, checkpoint: str = "best", seed: int = 0,
-                 device: str = "auto", progress: bool = True, log=print) -> dict:
+                 device: str = "auto", progress: bool = True, log=say) -> dict:
     """Evaluate a run and write eval.json and the pictures into it; returns the split's entry."""
     if k < 1:
         raise ConfigError(f"--k must be at least 1, got {k}")
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      k_chunk=args.k_chunk, memory_mb=args.memory_mb, limit=args.limit,
                      curve_images=args.curve_images, checkpoint=args.checkpoint, seed=args.seed,
                      device=args.device, progress=not args.no_progress,
-                     log=lambda line: print(line, flush=True))
+                     log=say)
     except PyroVAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ import pyro
 from .config import FitConfig, config_fields, load_config_file
 from .data import load_dataset
 from .errors import CheckpointError, ConfigError, PyroVAEError
-from .train import Trainer, resolve_device
+from .train import Trainer, resolve_device, say
 
 # Options that may differ from the saved config when resuming a run.
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "tensorboard", "data_dir", "out", "eval_k"})
@@ -98,15 +98,15 @@ def run(config: FitConfig, resume: str | None = None) -> dict:
                               f"ask for more with --epochs N (N > {trainer.epoch})")
     summary = trainer.fit()
     final = summary["final"]
-    print(f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
-          f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
-          f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/", flush=True)
+    say(f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
+        f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
+        f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/")
     if config.eval_k:
         from .evaluate import evaluate_run
 
         limit = min(config.eval_size, len(dataset.test)) if config.eval_size else None
         summary["eval"] = evaluate_run(config.out, k=config.eval_k, limit=limit, device=config.device,
-                                       log=lambda line: print(line, flush=True))
+                                       log=say)
     return summary
 
 

@@ -44,6 +44,10 @@ CLIP_NORM = 10.0  # ClippedAdam's gradient-norm clip
 PICTURE_IMAGES = 32  # test images shown in the reconstruction and interpolation pictures
 
 
+# Every line the tools print is flushed at once, so progress shows in piped logs too.
+say = partial(print, flush=True)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is an error."""
     if name == "auto":
@@ -107,7 +111,7 @@ class Trainer:
     out_dir: Path
     device: torch.device
     vae: VAE | None = None
-    log: Callable[[str], None] = partial(print, flush=True)  # flushed: progress shows in piped logs too
+    log: Callable[[str], None] = say
     records: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
