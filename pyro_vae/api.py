@@ -1,5 +1,6 @@
 """``pyro_vae.load``: a trained VAE back from its run folder, ready for ``encode`` / ``decode`` /
-``sample`` / ``reconstruct``."""
+``sample`` / ``reconstruct`` (and, for conditional runs, ``sample(n, label=7)``; for M2,
+``classify(x)``)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.devi
     config = FitConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
     path = run_dir / f"{checkpoint}.pt"
     payload = load_checkpoint(path, map_location=device)
-    vae = build_vae(config, tuple(payload["extra"]["image_shape"]))
+    vae = build_vae(config, tuple(payload["extra"]["image_shape"]), payload["extra"].get("num_classes", 10))
     restore_networks(vae, payload, path)
     vae.to(device)
     vae.eval()

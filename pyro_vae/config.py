@@ -22,6 +22,9 @@ def _opt(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
 
 
+DEFAULT_LABELS = 100  # --model m2 without --labels: Kingma et al.'s smallest labelled set
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """Everything that defines a run. Defaults give a good MNIST model in about 5 CPU minutes."""
@@ -40,6 +43,16 @@ class FitConfig:
     eval_size: int | None = _opt(
         None, "use only the first N validation and test images; default: all 10,000 of each")
     # model
+    model: str = _opt(
+        "vae", "vae: p(x, z); cvae: conditional VAE p(x, z | y), the label given; m2: semi-supervised "
+        "M2 (Kingma et al. 2014), the label latent, observed for --labels images",
+        choices=("vae", "cvae", "m2"))
+    labels: int | None = _opt(
+        None, "--model m2: number of labelled training images, a class-balanced seeded subset "
+        "(default: 100); the rest are used unlabelled")
+    alpha: float = _opt(
+        0.1, "--model m2: weight of the classification term alpha * E_labelled[-log q(y|x)] in units "
+        "of the training-set size N (Kingma et al.: alpha = 0.1 N)")
     likelihood: str = _opt(
         "bernoulli", "p(x|z): bernoulli (binary pixels), gaussian (fixed scale, see "
         "--gaussian-scale), gaussian-pixel-scale (one learned scale per pixel), "
@@ -116,6 +129,7 @@ class FitConfig:
             problems.append(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.lr_decay <= 1:
             problems.append(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
+        problems += self._label_model_problems()
         if self.elbo == "iwae" and (self.beta != 1 or self.warmup_epochs > 0):
             problems.append("--elbo iwae is the importance-weighted bound of log p(x); it takes no "
                             "--beta or --warmup-epochs (use --elbo trace for those)")
@@ -126,6 +140,29 @@ class FitConfig:
                     f"--{_flag(f.name)} {getattr(self, f.name)!r} is not one of: {', '.join(choices)}")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def _label_model_problems(self) -> list[str]:
+        problems = []
+        if self.labels is not None and self.model != "m2":
+            problems.append(f"--labels picks the labelled images of --model m2; this run is --model "
+                            f"{self.model} (drop --labels, or use --model m2)")
+        if self.labels is not None and self.labels < 1:
+            problems.append(f"--labels must be at least 1, got {self.labels}")
+        if not self.alpha >= 0:
+            problems.append(f"--alpha must be >= 0, got {self.alpha}")
+        allowed = {"cvae": ("standard", "learned"), "m2": ("standard", "learned", "mog")}.get(self.model)
+        if allowed and self.prior not in allowed:
+            problems.append(f"--model {self.model} takes --prior {' or '.join(allowed)}, not {self.prior} "
+                            "(the VampPrior's pseudo-inputs have no labels)")
+        if self.model == "m2" and self.elbo != "trace":
+            problems.append(f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo trace, "
+                            f"not {self.elbo}")
+        return problems
+
+    @property
+    def labelled(self) -> int:
+        """--model m2's number of labelled training images."""
+        return DEFAULT_LABELS if self.labels is None else self.labels
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -85,12 +85,17 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     labels = data.labels
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    log(f"evaluate: {run_dir} ({checkpoint}.pt), {images.shape[0]:,} images, K = {k}; {description}")
+    # CVAE: log p(x | y) given the true labels; M2: log p(x) = log sum_y p(x, y), y summed exactly
+    label_args = {"vae": {}, "cvae": {"labels": labels},
+                  "m2": {"sum_over_labels": vae.num_classes}}[config.model]
+    quantity = {"vae": "log p(x)", "cvae": "log p(x | y), true labels",
+                "m2": f"log p(x) = log sum_y p(x, y) over {vae.num_classes} labels"}[config.model]
+    log(f"evaluate: {run_dir} ({checkpoint}.pt), {images.shape[0]:,} images, K = {k}; {quantity}; {description}")
     result = evaluate_log_px(vae.model, vae.guide, images, k=k, batch_size=batch_size, k_chunk=k_chunk,
                              seed=seed, progress=progress, memory_budget_mb=memory_mb, split=split,
-                             device=dev)
+                             device=dev, **label_args)
     log(result.table())
-    entry = {**result.summary(), "checkpoint": checkpoint, "binarization": description,
+    entry = {**result.summary(), "quantity": quantity, "checkpoint": checkpoint, "binarization": description,
              "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev)}
     plot_khat_histogram(result.khat, run_dir / f"khat_{split}.png",
                         title=f"Pareto k-hat of the importance weights, {split} set, K = {k}")
@@ -98,9 +103,10 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     if curve_images > 0:
         ks = sorted({kk for kk in DEFAULT_KS if kk <= k} | {k})
         n = min(curve_images, images.shape[0])
+        curve_labels = {key: (v[:n] if key == "labels" else v) for key, v in label_args.items()}
         curve = log_px_against_k(vae.model, vae.guide, images[:n], ks=ks, batch_size=min(batch_size, n),
                                  k_chunk=k_chunk, seed=seed, progress=progress,
-                                 memory_budget_mb=memory_mb, split=split, device=dev)
+                                 memory_budget_mb=memory_mb, split=split, device=dev, **curve_labels)
         plot_log_px_against_k(curve, run_dir / f"log_px_vs_k_{split}.png",
                               title=f"log p_K(x) against K, first {n} {split} images")
         entry["log_px_against_k"] = curve.summary()

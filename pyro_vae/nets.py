@@ -69,11 +69,13 @@ class MLPDecoder(nn.Module):
 
 
 def _append(h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-    """Concatenate a conditioning input (..., K) to h (..., W), broadcasting leading dims
-    (vectorized particles give z a leading particle dim that the label does not have)."""
+    """Concatenate a conditioning input (..., K) to h (..., W), broadcasting the leading dims of
+    both: vectorized particles give z a leading dim the label lacks, and an enumerated label
+    (C, 1, K) gives the label one that the images (B, W) lack."""
     if cond is None:
         return h
-    return torch.cat([h, cond.expand(*h.shape[:-1], cond.shape[-1])], dim=-1)
+    lead = torch.broadcast_shapes(h.shape[:-1], cond.shape[:-1])
+    return torch.cat([h.expand(*lead, h.shape[-1]), cond.expand(*lead, cond.shape[-1])], dim=-1)
 
 
 def _check_conv_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -110,8 +112,9 @@ class ConvEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        h = _append(self.conv(x).flatten(start_dim=1), cond)  # (B, c2 * H/4 * W/4 [+ K])
-        return self.dense(h)  # (B, F)
+        h = _append(self.conv(x).flatten(start_dim=1), cond)  # (..., B, c2 * H/4 * W/4 [+ K])
+        lead = h.shape[:-1]  # batch norm wants one batch dim: fold an enumerated label's dim into it
+        return self.dense(h.reshape(-1, h.shape[-1])).reshape(*lead, self.feature_dim)  # (..., B, F)
 
 
 class ConvDecoder(nn.Module):

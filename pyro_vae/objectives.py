@@ -186,3 +186,57 @@ def elbo_terms(model, guide, x: torch.Tensor, y: torch.Tensor | None = None) -> 
             z = site["value"]
             kl = kl + q.log_prob(z) - site["fn"].log_prob(z)  # log q(z|x) - log p(z)   (B,)
     return {"recon": recon, "kl": kl, "elbo": recon - kl}
+
+
+
+class SemiSupervisedELBO:
+    """Minus the M2 objective of Kingma et al. (2014, eq. 9) on one unlabelled and one labelled
+    mini-batch, ``differentiable_loss(model, guide, x_u, x_l, y_l)``:
+
+        J_alpha = sum_{x in U} U(x) + sum_{(x,y) in L} [L(x, y) + alpha N log q(y|x) / N_L]
+
+    L(x, y) is the ELBO with y observed; U(x) = E_q(y|x)[L(x, y)] + H[q(y|x)] is summed over
+    the C labels exactly: ``TraceEnum_ELBO`` enumerates the ``config_enumerate``-d guide's ``y``.
+    Each part is scaled to its whole set (N_u / B_u, N_l / B_l); ``alpha`` is in units of
+    N = N_u + N_l (Kingma et al.: alpha = 0.1 N). The two parts are traced separately (their
+    plates have different sizes) and their losses added, so one optimizer step sees both.
+    """
+
+    def __init__(self, num_unlabelled: int, num_labelled: int, alpha: float, latent_scale: ScaleLatents,
+                 particles: int = 1):
+        from pyro.infer import TraceEnum_ELBO
+
+        if particles < 1:
+            raise ConfigError(f"--particles must be at least 1, got {particles}")
+        self.num_unlabelled, self.num_labelled = num_unlabelled, num_labelled
+        self.classification_weight = alpha * (num_unlabelled + num_labelled)  # alpha N
+        self.latent_scale = latent_scale
+        self.unlabelled_elbo = TraceEnum_ELBO(**_particle_kwargs(particles))
+        self.labelled_elbo = Trace_ELBO(**_particle_kwargs(particles))
+
+    def unlabelled_programs(self, model, guide):
+        from pyro.infer import config_enumerate
+
+        enumerated = config_enumerate(guide, default="parallel")  # y ~ q(y|x): all C values at once
+        return (minibatch_program(model, self.num_unlabelled, self.latent_scale),
+                minibatch_program(enumerated, self.num_unlabelled, self.latent_scale))
+
+    def labelled_programs(self, model, guide):
+        scaled_model = minibatch_program(model, self.num_labelled, self.latent_scale)
+
+        def model_and_classifier(x, y):
+            scaled_model(x, y)  # L(x, y), y observed
+            # + alpha N (1 / B_l) sum_i log q(y_i | x_i): the classifier learns from the labels too
+            log_q_y = guide.label_distribution(x).log_prob(y)  # (B_l,)
+            pyro.factor("classification", self.classification_weight * log_q_y.mean())
+
+        return model_and_classifier, minibatch_program(guide, self.num_labelled, self.latent_scale)
+
+    def differentiable_loss(self, model, guide, x_u, x_l, y_l) -> torch.Tensor:
+        unlabelled = self.unlabelled_elbo.differentiable_loss(*self.unlabelled_programs(model, guide), x_u)
+        labelled = self.labelled_elbo.differentiable_loss(*self.labelled_programs(model, guide), x_l, y_l)
+        return unlabelled + labelled  # -J_alpha on this pair of batches
+
+    def __call__(self, model, guide, *args) -> float:
+        with torch.no_grad():
+            return float(self.differentiable_loss(model, guide, *args))

@@ -66,27 +66,30 @@ def interpolation_grid(vae, x_from: torch.Tensor, x_to: torch.Tensor, path: Path
     t = torch.linspace(0, 1, steps, device=z0.device)[None, :, None]  # (1, S, 1)
     z = ((1 - t) * z0[:, None] + t * z1[:, None]).reshape(-1, z0.shape[-1])  # (R*S, D)
     with torch.no_grad():
-        images = vae.model.likelihood.mean(vae.model.decoder(z))
+        images = vae.model.mean_image(z)
     return save_grid(images, path, nrow=steps)
 
 
-def _posterior_std(vae, x: torch.Tensor) -> torch.Tensor:
-    q = vae.encode(x)
+def _posterior_std(vae, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    q = vae.encode(x, y)
     try:
         return q.stddev
     except NotImplementedError:
         return q.sample((256,)).std(0)
 
 
-def latent_maps(vae, x: torch.Tensor, labels: torch.Tensor, out_dir: Path) -> list[Path]:
+def latent_maps(vae, x: torch.Tensor, labels: torch.Tensor, out_dir: Path,
+                condition: torch.Tensor | None = None) -> list[Path]:
     """Latent pictures. 2-D latents: the decoded grid over the prior's quantiles, a decoded grid
     of +-4 posterior std around one test image's posterior mean, and the posterior means coloured
-    by label. Higher-D: a 2-D PCA of the test posterior means coloured by label."""
+    by label. Higher-D: a 2-D PCA of the test posterior means coloured by label. Conditional
+    models encode x given ``condition`` (CVAE: the true labels; M2: None, its classifier's) and
+    get the scatter map only: their decoded planes would need a label too."""
     written = []
     with torch.no_grad():
-        means = vae.posterior_mean(x)  # (N, D)
+        means = vae.posterior_mean(x, condition)  # (N, D)
     latent_dim = means.shape[-1]
-    if latent_dim == 2:
+    if latent_dim == 2 and not vae.conditional:
         side = LATENT_GRID_SIDE
         quantiles = torch.linspace(0.05, 0.95, side, device=means.device)
         axis = torch.distributions.Normal(0.0, 1.0).icdf(quantiles)  # prior N(0,1) quantiles  (S,)
@@ -97,6 +100,9 @@ def latent_maps(vae, x: torch.Tensor, labels: torch.Tensor, out_dir: Path) -> li
             vae, mu[0] + offsets * std[0], (mu[1] + offsets * std[1]).flip(0),
             out_dir / "latent_posterior_grid.png"))
         coords, title = means, "posterior means E_q[z|x] (test images)"
+        axis_labels = ("z_1", "z_2")
+    elif latent_dim == 2:
+        coords, title = means, "posterior means E_q[z|x, y] (test images)"
         axis_labels = ("z_1", "z_2")
     else:
         centred = means - means.mean(0)
@@ -114,7 +120,7 @@ def _decode_plane(vae, xs: torch.Tensor, ys: torch.Tensor, path: Path) -> Path:
     zx, zy = torch.meshgrid(xs, ys, indexing="xy")  # (S, S) each
     z = torch.stack([zx.reshape(-1), zy.reshape(-1)], dim=-1)  # (S*S, 2)
     with torch.no_grad():
-        images = vae.model.likelihood.mean(vae.model.decoder(z))
+        images = vae.model.mean_image(z)
     return save_grid(images, path, nrow=len(xs))
 
 
@@ -130,19 +136,74 @@ def _scatter_by_label(coords, labels, title, axis_labels, path: Path) -> Path:
     return _save_figure(fig, path)
 
 
+def label_sample_grid(vae, path: Path, per_label: int = 10) -> Path:
+    """Row c: ``per_label`` images E[x | z, y=c], z ~ p(z | y=c), for every label c."""
+    y = torch.arange(vae.num_classes, device=vae.device).repeat_interleave(per_label)
+    return save_grid(vae.sample(y.shape[0], label=y), path, nrow=per_label)
+
+
+def analogy_grid(vae, path: Path, columns: int = 12, sources: torch.Tensor | None = None,
+                 source_labels: torch.Tensor | None = None) -> Path:
+    """The analogies figure of Kingma et al. (2014): row c decodes every column's z with label c,
+    so along a column the style stays and the digit changes. With ``sources`` (test images) the
+    z of a column is E_q[z | x, y] of that image (given ``source_labels``, else the classifier's
+    label for M2) and the images form the top row; else z comes from the prior, one draw per
+    column shared by all labels (per-label priors share the noise: z = m_y + s_y * eps)."""
+    labels = torch.arange(vae.num_classes, device=vae.device)
+    with torch.no_grad():
+        if sources is not None:
+            sources = sources.to(vae.device)
+            z = vae.posterior_mean(sources, source_labels)  # (N, D)
+        else:
+            z = vae.shared_style_latents(columns)  # (C, N, D) or (N, D)
+        n = z.shape[-2]
+        z = z.expand(len(labels), n, z.shape[-1])  # (C, N, D)
+        y = labels[:, None].expand(len(labels), n)  # (C, N)
+        images = vae.model.mean_image(z.reshape(-1, z.shape[-1]), y.reshape(-1))  # (C*N, ...)
+    if sources is not None:
+        images = torch.cat([sources[:n], images])
+    return save_grid(images, path, nrow=n)
+
+
+def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, path: Path, title: str = "",
+                     num_classes: int = 10) -> Path:
+    """Counts of (true label, predicted label), with the accuracy in the title."""
+    plt = _pyplot()
+    counts = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    counts.index_put_((true.long(), predicted.long()), torch.ones_like(true, dtype=torch.long), accumulate=True)
+    accuracy = counts.diag().sum().item() / max(1, counts.sum().item())
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    shown = ax.imshow(counts.numpy(), cmap="Blues")
+    fig.colorbar(shown, ax=ax, label="images")
+    for i in range(num_classes):
+        for j in range(num_classes):
+            value = int(counts[i, j])
+            if value:
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                        color="white" if value > counts.max().item() / 2 else "black")
+    ax.set_xticks(range(num_classes))
+    ax.set_yticks(range(num_classes))
+    ax.set_xlabel("predicted label argmax q(y|x)")
+    ax.set_ylabel("true label")
+    ax.set_title(f"{title}\naccuracy {accuracy:.2%}, error {1 - accuracy:.2%}".strip())
+    return _save_figure(fig, path)
+
+
 def training_curves(records: Sequence[dict], path: Path) -> Path:
     """ELBO, reconstruction and KL (nats per image) against epoch, for each evaluated split."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    epochs = [r["epoch"] for r in records]
     panels = [("elbo", "ELBO"), ("recon", "reconstruction  E_q[log p(x|z)]"), ("kl", "KL(q(z|x) || p(z))")]
+    if records and "test_accuracy" in records[-1]:  # M2: the classifier q(y|x)
+        panels.append(("accuracy", "accuracy of argmax q(y|x)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    epochs = [r["epoch"] for r in records]
     for ax, (term, label) in zip(axes, panels):
         for split in ("train", "valid", "test"):
             key = f"{split}_{term}"
             if all(key in r for r in records):
                 ax.plot(epochs, [r[key] for r in records], marker="o", markersize=3, label=split)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("nats per image")
+        ax.set_ylabel("fraction of images" if term == "accuracy" else "nats per image")
         ax.set_title(label)
         ax.grid(alpha=0.3)
         ax.legend()

@@ -32,7 +32,8 @@ from .checkpoint import (load_checkpoint, restore_networks, restore_training_sta
 from .config import FitConfig
 from .data import DeviceBatches, evaluation_images, load_dataset
 from .errors import ConfigError, TrainingDiverged
-from .objectives import (DeviceSVI, ScaleLatents, beta_at, build_elbo, elbo_terms,
+from .labels import balanced_labelled_subset
+from .objectives import (DeviceSVI, ScaleLatents, SemiSupervisedELBO, beta_at, build_elbo, elbo_terms,
                          minibatch_program)
 from .vae import VAE, build_vae
 
@@ -42,6 +43,7 @@ EVAL_BATCH_SIZE = 1000
 EVAL_SEED = 12345  # z-sampling seed for the per-epoch ELBO evaluations (same every epoch)
 CLIP_NORM = 10.0  # ClippedAdam's gradient-norm clip
 PICTURE_IMAGES = 32  # test images shown in the reconstruction and interpolation pictures
+ANALOGY_COLUMNS = 12  # test images whose style the analogies figure carries across the labels
 
 
 # Every line the tools print is flushed at once, so progress shows in piped logs too.
@@ -122,23 +124,45 @@ class Trainer:
         if cfg.train_size is not None:
             train = train.subset(cfg.train_size)
         if self.vae is None:
-            self.vae = build_vae(cfg, self.dataset.image_shape)
+            self.vae = build_vae(cfg, self.dataset.image_shape, self.dataset.num_classes)
         self.vae.to(self.device)
         self.vae.model.likelihood.check_data(train.images, cfg.binarize)
+        self.eval_sets = self._eval_sets(train)
+        self.optim = build_optimizer(cfg)
+        self.labelled_batches = None
+        if cfg.model == "m2":
+            train = self._split_labelled(train)
         self.num_train = len(train)
         self.batches = DeviceBatches(train.images, train.labels, cfg.batch_size, binarization=cfg.binarize,
                                      seed=cfg.seed, device=self.device)
-        self.eval_sets = self._eval_sets(train)
-        self.optim = build_optimizer(cfg)
         self.latent_scale = ScaleLatents(beta_at(0, len(self.batches), cfg.beta, cfg.warmup_epochs))
-        self.svi = DeviceSVI(minibatch_program(self.vae.model, self.num_train, self.latent_scale),
-                             minibatch_program(self.vae.guide, self.num_train, self.latent_scale), self.optim,
-                             build_elbo(cfg.elbo, cfg.particles))
+        if cfg.model == "m2":  # -J_alpha: unlabelled batches with y enumerated, plus labelled ones
+            objective = SemiSupervisedELBO(self.num_train, self.num_labelled, cfg.alpha, self.latent_scale,
+                                           cfg.particles)
+            self.svi = DeviceSVI(self.vae.model, self.vae.guide, self.optim, objective)
+        else:
+            self.svi = DeviceSVI(minibatch_program(self.vae.model, self.num_train, self.latent_scale),
+                                 minibatch_program(self.vae.guide, self.num_train, self.latent_scale),
+                                 self.optim, build_elbo(cfg.elbo, cfg.particles))
         self.epoch, self.step = 0, 0
         self.best_valid = -math.inf
         self.writer = self._tensorboard() if cfg.tensorboard else None
 
     # -- set-up ------------------------------------------------------------------------------
+    def _split_labelled(self, train):
+        """M2: a class-balanced seeded subset of ``--labels`` images keeps its labels; the rest of
+        the training set is used unlabelled. Returns the unlabelled part."""
+        cfg = self.config
+        chosen = balanced_labelled_subset(train.labels, cfg.labelled, self.dataset.num_classes, cfg.seed)
+        self.labelled_indices = chosen
+        keep = torch.ones(len(train), dtype=torch.bool)
+        keep[chosen] = False
+        labelled = (train.images[chosen], train.labels[chosen])
+        self.num_labelled = int(chosen.numel())
+        self.labelled_batches = DeviceBatches(*labelled, min(cfg.batch_size, self.num_labelled),
+                                              binarization=cfg.binarize, seed=cfg.seed + 1, device=self.device)
+        return type(train)(train.name, train.images[keep], train.labels[keep])
+
     def _eval_sets(self, train) -> list[EvalSet]:
         cfg = self.config
         sets = []
@@ -166,7 +190,9 @@ class Trainer:
         payload = load_checkpoint(checkpoint_path, map_location=self.device)
         restore_networks(self.vae, payload, checkpoint_path)
         restore_training_state(self.vae, self.optim, payload)
-        self.batches.load_state_dict(payload["sampler"])
+        self.batches.load_state_dict(payload["sampler"]["unlabelled"] if self.labelled_batches else payload["sampler"])
+        if self.labelled_batches is not None:
+            self.labelled_batches.load_state_dict(payload["sampler"]["labelled"])
         self.epoch, self.step = payload["epoch"], payload["step"]
         self.best_valid = payload["extra"].get("best_valid_elbo", -math.inf)
         self.records = [r for r in read_metrics(self.out_dir / "metrics.jsonl") if r["epoch"] <= self.epoch]
@@ -177,7 +203,13 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.out_dir / "config.json", cfg.to_dict())
         test = self._eval_set("test")
-        self.log(f"fit: {cfg.dataset}, {self.num_train:,} training images ({cfg.binarize} binarization), "
+        images = f"{self.num_train:,} training images"
+        if self.labelled_batches is not None:
+            write_json(self.out_dir / "labelled_indices.json",
+                       {"labels": cfg.labelled, "seed": cfg.seed,
+                        "indices_into_training_set": self.labelled_indices.tolist()})
+            images = f"{self.num_train:,} unlabelled + {self.num_labelled} labelled training images"
+        self.log(f"fit: {cfg.model} on {cfg.dataset}, {images} ({cfg.binarize} binarization), "
                  f"{test.description}; device {self.device}; epochs {self.epoch + 1}..{cfg.epochs}")
         started = time.perf_counter()
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
@@ -202,9 +234,15 @@ class Trainer:
         pending: list[torch.Tensor] = []
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, disable=None)
         started = time.perf_counter()
+        labelled = self._labelled_stream()
         for i, (x, y) in enumerate(self.batches):
             self.latent_scale.beta = beta_at(self.step, steps, cfg.beta, cfg.warmup_epochs)
-            pending.append(self.svi.step(x))  # loss on the device: -(beta-)ELBO of the data set
+            if cfg.model == "m2":  # an unlabelled batch and the next labelled one: -J_alpha
+                pending.append(self.svi.step(x, *next(labelled)))
+            elif cfg.model == "cvae":  # -ELBO of p(x | y)
+                pending.append(self.svi.step(x, y))
+            else:  # loss on the device: -(beta-)ELBO of the data set
+                pending.append(self.svi.step(x))
             self.step += 1
             if len(pending) == LOG_EVERY or i == steps - 1:
                 total += self._check_finite(pending, epoch, i)
@@ -221,6 +259,12 @@ class Trainer:
         return {"epoch": epoch, "step": self.step, "beta": self.latent_scale.beta, "lr": lr,
                 "train_objective": float(total) / (self.num_train * steps),
                 "seconds": seconds, "images_per_s": self.num_train / seconds}
+
+    def _labelled_stream(self):
+        """M2's labelled batches, epoch after epoch of the (small) labelled set, started afresh at
+        each unlabelled epoch so that a checkpoint between epochs captures the whole state."""
+        while self.labelled_batches is not None:
+            yield from self.labelled_batches
 
     def _check_finite(self, losses: list[torch.Tensor], epoch: int, last_index: int) -> torch.Tensor:
         """Sum the pending losses; stop with a clear message at the first one that is not finite."""
@@ -242,17 +286,33 @@ class Trainer:
         return next(s for s in self.eval_sets if s.name == name)
 
     def _evaluate(self) -> dict:
+        """Per-split ELBO terms (CVAE: of p(x | y) with the true labels; M2: of p(x), one draw of
+        y ~ q(y|x) and z per image) and, for M2, the classifier's accuracy."""
         out = {}
         for s in self.eval_sets:
-            for term, value in mean_elbo_terms(self.vae, s.images, None).items():
+            labels = s.labels if self.config.model == "cvae" else None
+            for term, value in mean_elbo_terms(self.vae, s.images, labels).items():
                 out[f"{s.name}_{term}"] = value
+            if self.config.model == "m2":
+                out[f"{s.name}_accuracy"] = float((self._predict(s.images) == s.labels).double().mean())
         return out
+
+    @torch.no_grad()
+    def _predict(self, images: torch.Tensor) -> torch.Tensor:
+        """argmax_y q(y | x) in batches, in eval mode."""
+        was_training = self.vae.training
+        self.vae.eval()
+        predicted = torch.cat([self.vae.classify(images[i:i + EVAL_BATCH_SIZE]).argmax(-1)
+                               for i in range(0, images.shape[0], EVAL_BATCH_SIZE)])
+        self.vae.train(was_training)
+        return predicted
 
     def _epoch_line(self, r: dict) -> str:
         return (f"epoch {r['epoch']:>3}/{self.config.epochs}  train ELBO {r['train_elbo']:8.2f}  "
                 f"valid {r['valid_elbo']:8.2f}  test {r['test_elbo']:8.2f} nats/image  "
                 f"(recon {r['test_recon']:.2f}, KL {r['test_kl']:.2f})  beta {r['beta']:.2f}  "
-                f"lr {r['lr']:.2e}  {r['seconds']:.1f}s, {r['images_per_s']:,.0f} img/s")
+                f"lr {r['lr']:.2e}  {r['seconds']:.1f}s, {r['images_per_s']:,.0f} img/s"
+                + (f"  test accuracy {r['test_accuracy']:.2%}" if "test_accuracy" in r else ""))
 
     # -- outputs -------------------------------------------------------------------------------
     def _save_epoch(self, record: dict) -> None:
@@ -261,10 +321,14 @@ class Trainer:
         if improved:
             self.best_valid = record["valid_elbo"]
         last = self.out_dir / "last.pt"
-        save_checkpoint(last, vae=self.vae, optim=self.optim, sampler_state=self.batches.state_dict(),
+        sampler = self.batches.state_dict()
+        if self.labelled_batches is not None:
+            sampler = {"unlabelled": sampler, "labelled": self.labelled_batches.state_dict()}
+        save_checkpoint(last, vae=self.vae, optim=self.optim, sampler_state=sampler,
                         epoch=self.epoch, step=self.step, config=self.config.to_dict(),
                         extra={"best_valid_elbo": self.best_valid, "record": record,
-                               "image_shape": list(self.dataset.image_shape)})
+                               "image_shape": list(self.dataset.image_shape),
+                               "num_classes": self.dataset.num_classes})
         if improved:
             with atomic_path(self.out_dir / "best.pt") as tmp:
                 shutil.copyfile(last, tmp)
@@ -284,14 +348,36 @@ class Trainer:
         out = self.out_dir
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.config.seed)
-            paths = [plots.sample_grid(self.vae, out / "samples.png"),
-                     plots.reconstruction_grid(self.vae, x, out / "reconstructions.png")]
-            half = n // 2
-            if half:
-                paths.append(plots.interpolation_grid(self.vae, x[:min(half, 8)], x[half:half + min(half, 8)],
-                                                      out / "interpolation.png"))
-            paths += plots.latent_maps(self.vae, test.images[:5000], test.labels[:5000], out)
+            if not self.vae.conditional:
+                paths = [plots.sample_grid(self.vae, out / "samples.png"),
+                         plots.reconstruction_grid(self.vae, x, out / "reconstructions.png")]
+                half = n // 2
+                if half:
+                    paths.append(plots.interpolation_grid(self.vae, x[:min(half, 8)],
+                                                          x[half:half + min(half, 8)], out / "interpolation.png"))
+                paths += plots.latent_maps(self.vae, test.images[:5000], test.labels[:5000], out)
+            else:
+                paths = self._conditional_pictures(test, n)
         paths.append(out / "curves.png")
+        return paths
+
+    def _conditional_pictures(self, test: EvalSet, n: int) -> list[Path]:
+        """CVAE / M2: samples by label, the analogies figure, reconstructions (CVAE given the true
+        label, M2 given its classifier's), the latent map, and M2's confusion matrix."""
+        out, vae = self.out_dir, self.vae
+        given = test.labels if self.config.model == "cvae" else None  # M2 infers the label
+        paths = [plots.label_sample_grid(vae, out / "samples.png"),
+                 plots.analogy_grid(vae, out / "analogies.png", sources=test.images[:ANALOGY_COLUMNS],
+                                    source_labels=None if given is None else given[:ANALOGY_COLUMNS]),
+                 plots.reconstruction_grid(vae, test.images[:n], out / "reconstructions.png",
+                                           None if given is None else given[:n])]
+        paths += plots.latent_maps(vae, test.images[:5000], test.labels[:5000], out,
+                                   condition=None if given is None else given[:5000])
+        if self.config.model == "m2":
+            paths.append(plots.confusion_matrix(test.labels.cpu(), self._predict(test.images).cpu(),
+                                                out / "confusion_matrix.png",
+                                                title=f"q(y|x) on the {test.description.split(':')[0]}, "
+                                                      f"{self.config.labelled} labels"))
         return paths
 
     def _summary(self, seconds: float, pictures: list[Path]) -> dict:

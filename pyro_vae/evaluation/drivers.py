@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from ..errors import PyroVAEError
 from .diagnostics import EvaluationResult, LogPxCurve, pareto_khat
-from .iwae import DEFAULT_MEMORY_BUDGET_MB, _check_positive_int, importance_weighted_log_px
+from .iwae import (DEFAULT_MEMORY_BUDGET_MB, _check_positive_int, importance_weighted_log_px,
+                   label_summed_log_px)
 
 DEFAULT_KS = (1, 10, 100, 1000, 5000)
 
@@ -37,6 +38,7 @@ def evaluate_log_px(
     latent_site: str = "z",
     split: str | None = None,
     device: torch.device | str | None = None,
+    sum_over_labels: int = 0,
 ) -> EvaluationResult:
     """log p_K(x), the ELBO, ESS, Pareto k-hat and E_q[z|x] of every image of a split.
 
@@ -49,10 +51,12 @@ def evaluate_log_px(
         -> identical numbers.
     :param khat: compute Pareto k-hat (keeps one batch's (batch_size, k) log-weights).
     :param progress: a tqdm bar over images on stderr.
+    :param sum_over_labels: L > 0: the model's label ``y`` is latent (M2); log p(x) sums it
+        over the L labels exactly (:func:`label_summed_log_px`); ``labels`` must be None.
     """
-    images, labels = _check_inputs(images, labels, k, batch_size)
+    images, labels = _check_inputs(images, labels, k, batch_size, sum_over_labels)
     if khat:
-        _check_weights_fit(batch_size, k, memory_budget_mb)
+        _check_weights_fit(batch_size, k * max(1, sum_over_labels), memory_budget_mb)
     device = _device(model, images, device)
     parts: dict[str, list[np.ndarray]] = {"log_px": [], "elbo": [], "log_ess": [], "khat": [],
                                           "z_mean": []}
@@ -61,11 +65,9 @@ def evaluate_log_px(
     with tqdm(total=images.shape[0], unit="img", disable=not progress,
               desc=f"log p(x), K={k}") as bar:
         for index, x, y in _batches(images, labels, batch_size, device):
-            est = importance_weighted_log_px(
-                model, guide, x, y, k=k, k_chunk=k_chunk, seed=seed, batch_index=index,
-                memory_budget_mb=memory_budget_mb, return_log_weights=khat,
-                latent_site=latent_site,
-            )
+            est = _estimate(model, guide, x, y, sum_over_labels, k=k, k_chunk=k_chunk, seed=seed,
+                            batch_index=index, memory_budget_mb=memory_budget_mb,
+                            return_log_weights=khat, latent_site=latent_site)
             parts["log_px"].append(est.log_px.numpy())
             parts["elbo"].append(est.elbo.numpy())
             parts["log_ess"].append(est.log_ess.numpy())
@@ -108,6 +110,7 @@ def log_px_against_k(
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
     split: str | None = None,
     device: torch.device | str | None = None,
+    sum_over_labels: int = 0,
 ) -> LogPxCurve:
     """log p_k(x) for each k in ``ks`` on ``images`` (pass a subset), from nested samples.
 
@@ -117,23 +120,30 @@ def log_px_against_k(
     """
     ks = _check_ks(ks)
     k_max = ks[-1]
-    images, labels = _check_inputs(images, labels, k_max, batch_size)
-    _check_weights_fit(batch_size, k_max, memory_budget_mb)
+    images, labels = _check_inputs(images, labels, k_max, batch_size, sum_over_labels)
+    _check_weights_fit(batch_size, k_max * max(1, sum_over_labels), memory_budget_mb)
     device = _device(model, images, device)
     rows = []
     with tqdm(total=images.shape[0], unit="img", disable=not progress,
               desc=f"log p(x) against K <= {k_max}") as bar:
         for index, x, y in _batches(images, labels, batch_size, device):
-            est = importance_weighted_log_px(
-                model, guide, x, y, k=k_max, k_chunk=k_chunk, seed=seed, batch_index=index,
-                memory_budget_mb=memory_budget_mb, return_log_weights=True, latent_site="",
-            )
-            lw = est.log_weights  # (B, K_max) float64
-            # log p_k(x) = logsumexp_{j<k} log w_j - log k   (B, len(ks))
-            cols = [torch.logsumexp(lw[:, :kk], 1) - np.log(kk) for kk in ks]
+            est = _estimate(model, guide, x, y, sum_over_labels, k=k_max, k_chunk=k_chunk, seed=seed,
+                            batch_index=index, memory_budget_mb=memory_budget_mb,
+                            return_log_weights=True, latent_site="")
+            lw = est.log_weights  # (B, K_max * L) float64, particle-major
+            per = est.labels_summed
+            # log p_k(x) = logsumexp_{j<k} log w_j - log k   (B, len(ks))   (all L labels of each j)
+            cols = [torch.logsumexp(lw[:, :kk * per], 1) - np.log(kk) for kk in ks]
             rows.append(torch.stack(cols, 1).numpy())
             bar.update(x.shape[0])
     return LogPxCurve(ks=tuple(ks), log_px=np.concatenate(rows), seed=seed, split=split)
+
+
+def _estimate(model, guide, x, y, sum_over_labels: int, **kwargs):
+    """One batch: label-summed (M2) or plain importance-weighted log p(x [| y])."""
+    if sum_over_labels:
+        return label_summed_log_px(model, guide, x, num_classes=sum_over_labels, **kwargs)
+    return importance_weighted_log_px(model, guide, x, y, **kwargs)
 
 
 def _batches(images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
@@ -145,9 +155,11 @@ def _batches(images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
         yield index, x, y
 
 
-def _check_inputs(images, labels, k: int, batch_size: int):
+def _check_inputs(images, labels, k: int, batch_size: int, sum_over_labels: int = 0):
     """Tensors from arrays, and clear errors for empty data, mismatched labels, bad k / sizes."""
     _check_positive_int("k", k)
+    if sum_over_labels and labels is not None:
+        raise PyroVAEError("sum_over_labels sums log p(x, y) over every label: pass labels=None")
     _check_positive_int("batch_size", batch_size)
     images = torch.as_tensor(images)
     if images.dim() < 1 or images.shape[0] == 0:

@@ -63,9 +63,10 @@ class ImportanceWeightedEstimate:
     log_ess: torch.Tensor  # (B,)  log ESS = 2 logsumexp_k log w_k - logsumexp_k 2 log w_k
     z_mean: torch.Tensor | None  # (B, D)  E_q[z | x] for the latent site, None if absent
     z_mean_source: str  # "analytic" (guide's .mean, averaged over particles), "samples" or "none"
-    log_weights: torch.Tensor | None  # (B, K)  only with return_log_weights=True
+    log_weights: torch.Tensor | None  # (B, K * L)  only with return_log_weights=True
     k: int
     k_chunk: int
+    labels_summed: int = 1  # L > 1: log p(x) = log sum_y p(x, y), K particles for each of L labels
 
     @property
     def gap(self) -> torch.Tensor:
@@ -140,6 +141,62 @@ def importance_weighted_log_px(
             "batch size, a smaller k_chunk, or a smaller memory_budget_mb"
         ) from err
     return acc.result(k=k, k_chunk=k_chunk)
+
+
+def label_summed_log_px(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    *,
+    num_classes: int,
+    k: int,
+    label_site: str = "y",
+    **kwargs,
+) -> ImportanceWeightedEstimate:
+    """log p(x) = log sum_y p(x, y) for a model whose label ``y`` is a latent site (M2), summing
+    the label exactly and importance-sampling z for each label:
+
+        log p_K(x) = log sum_y [(1/K) sum_k p(x, y, z_yk) / q(z_yk | x, y)],   z_yk ~ q(z | x, y)
+                   = logsumexp over all L*K log-weights - log K
+
+    Each label's term is :func:`importance_weighted_log_px` with ``y`` observed (the same traces,
+    the same particle seeds for every label). The ELBO is the one with y summed out,
+    sum_y q(y|x) [ELBO(x, y)] + H[q(y|x)], read off the guide's ``label_site`` distribution; ESS
+    and (with ``return_log_weights``) k-hat use all L*K weights; E_q[z|x] averages the labels'
+    posterior means under q(y|x). kwargs go to :func:`importance_weighted_log_px`.
+    """
+    _check_positive_int("num_classes", num_classes)
+    with _evaluation_context(model, guide, x):
+        guide_trace = poutine.trace(guide).get_trace(x, None)
+    if label_site not in guide_trace.nodes:
+        raise PyroVAEError(f"the guide has no {label_site!r} site to read q(y|x) from: summing over labels "
+                           "needs a guide that samples the label when it is not given (the M2 guide)")
+    labels = torch.arange(num_classes, device=x.device)
+    label_fn = guide_trace.nodes[label_site]["fn"]
+    log_q_y = label_fn.log_prob(labels[:, None]).double().cpu()  # log q(y|x)   (L, B)
+    per_label = [importance_weighted_log_px(model, guide, x, labels[c].expand(x.shape[0]), k=k, **kwargs)
+                 for c in range(num_classes)]
+    log_k = math.log(k)
+    lse = torch.stack([e.log_px for e in per_label]) + log_k  # logsumexp_k log w_yk   (L, B)
+    lse2 = 2 * lse - torch.stack([e.log_ess for e in per_label])  # logsumexp_k 2 log w_yk
+    q_y = log_q_y.exp()
+    elbos = torch.stack([e.elbo for e in per_label])  # ELBO(x, y) estimates   (L, B)
+    z_means = [e.z_mean for e in per_label]
+    z_mean = None if z_means[0] is None else (q_y[..., None] * torch.stack(z_means)).sum(0)
+    log_weights = None
+    if per_label[0].log_weights is not None:  # (B, K, L) -> (B, K*L): the first k*L columns hold
+        log_weights = torch.stack([e.log_weights for e in per_label], -1).flatten(1)  # particles < k
+    return ImportanceWeightedEstimate(
+        log_px=torch.logsumexp(lse, 0) - log_k,  # log sum_y p_K(x, y)   (B,)
+        elbo=(q_y * (elbos - log_q_y)).sum(0),  # E_q(y|x)[ELBO(x, y) - log q(y|x)]   (B,)
+        log_ess=2 * torch.logsumexp(lse, 0) - torch.logsumexp(lse2, 0),
+        z_mean=z_mean,
+        z_mean_source=per_label[0].z_mean_source,
+        log_weights=log_weights,
+        k=k,
+        k_chunk=per_label[0].k_chunk,
+        labels_summed=num_classes,
+    )
 
 
 # ----------------------------------------------------------------------------------------------

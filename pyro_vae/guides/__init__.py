@@ -9,12 +9,13 @@ from .lowrank import AmortizedLowRankNormal
 
 GUIDES: Registry = Registry("guide")
 GUIDES.register("diag")(
-    lambda spec, config: AmortizedDiagonalNormal(build_encoder(config.net, spec), spec.latent_dim))
+    lambda spec, config: AmortizedDiagonalNormal(build_encoder(config.net, spec), spec.latent_dim,
+                                            num_classes=spec.cond_dim))
 GUIDES.register("lowrank")(
     lambda spec, config: AmortizedLowRankNormal(build_encoder(config.net, spec), spec.latent_dim,
-                                                config.guide_rank))
+                                                config.guide_rank, num_classes=spec.cond_dim))
 GUIDES.register("iaf")(
     lambda spec, config: AmortizedIAF(build_encoder(config.net, spec), spec.latent_dim,
-                                      config.flow_layers, config.flow_hidden))
+                                      config.flow_layers, config.flow_hidden, num_classes=spec.cond_dim))
 
 __all__ = ["GUIDES", "AmortizedDiagonalNormal", "AmortizedIAF", "AmortizedLowRankNormal"]

@@ -10,6 +10,7 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
+from ..labels import label_input
 from ..models.vae import DATA_PLATE_DIM
 
 # sigma = softplus(a) + MIN_POSTERIOR_SCALE: positive and bounded away from 0, so log q(z|x)
@@ -26,16 +27,17 @@ class AmortizedDiagonalNormal(PyroModule):
 
     analytic_kl = True  # KL to a (diagonal) Normal prior has a closed form
 
-    def __init__(self, encoder: nn.Module, latent_dim: int):
+    def __init__(self, encoder: nn.Module, latent_dim: int, num_classes: int = 0):
         super().__init__()
         to_pyro_module_(encoder)
+        self.num_classes = num_classes  # > 0: q(z | x, y), the label fed to the encoder one-hot
         self.encoder = encoder
         self.loc_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
         self.scale_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
 
     def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
         """q(z | x): batch shape (B,), event shape (D,)."""
-        h = self.encoder(x)  # (B, F)
+        h = self.encoder(x, label_input(y, self.num_classes))  # h(x[, y])  (..., B, F)
         loc = self.loc_head(h)  # mu(x)     (B, D)
         scale = F.softplus(self.scale_head(h)) + MIN_POSTERIOR_SCALE  # sigma(x)  (B, D)
         return dist.Normal(loc, scale).to_event(1)

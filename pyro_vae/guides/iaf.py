@@ -16,6 +16,7 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
+from ..labels import label_input
 from ..models.vae import DATA_PLATE_DIM
 from .diagonal import MIN_POSTERIOR_SCALE
 
@@ -26,9 +27,11 @@ class AmortizedIAF(PyroModule):
 
     analytic_kl = False
 
-    def __init__(self, encoder: nn.Module, latent_dim: int, flow_layers: int, flow_hidden: int):
+    def __init__(self, encoder: nn.Module, latent_dim: int, flow_layers: int, flow_hidden: int,
+                 num_classes: int = 0):
         super().__init__()
         to_pyro_module_(encoder)
+        self.num_classes = num_classes  # > 0: q(z | x, y), the label fed to the encoder one-hot
         self.encoder = encoder
         features = encoder.feature_dim
         self.loc_head = PyroModule[nn.Linear](features, latent_dim)
@@ -42,7 +45,7 @@ class AmortizedIAF(PyroModule):
 
     def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
         pyro.module(f"{self._pyro_name}.flows", self.flows)  # named under this VAE's prefix
-        h = self.encoder(x)  # (B, F)
+        h = self.encoder(x, label_input(y, self.num_classes))  # h(x[, y])  (..., B, F)
         loc = self.loc_head(h)  # (B, D)
         scale = F.softplus(self.scale_head(h)) + MIN_POSTERIOR_SCALE
         base = dist.Normal(loc, scale).to_event(1)  # q(z_0|x): batch (B,), event (D,)

@@ -10,6 +10,7 @@ from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
+from ..labels import label_input
 from ..models.vae import DATA_PLATE_DIM
 from .diagonal import MIN_POSTERIOR_SCALE
 
@@ -20,9 +21,10 @@ class AmortizedLowRankNormal(PyroModule):
 
     analytic_kl = False  # torch has no closed-form KL from it to a diagonal Normal
 
-    def __init__(self, encoder: nn.Module, latent_dim: int, rank: int):
+    def __init__(self, encoder: nn.Module, latent_dim: int, rank: int, num_classes: int = 0):
         super().__init__()
         to_pyro_module_(encoder)
+        self.num_classes = num_classes  # > 0: q(z | x, y), the label fed to the encoder one-hot
         self.encoder = encoder
         self.latent_dim, self.rank = latent_dim, rank
         self.loc_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
@@ -30,7 +32,7 @@ class AmortizedLowRankNormal(PyroModule):
         self.factor_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim * rank)
 
     def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
-        h = self.encoder(x)  # (B, F)
+        h = self.encoder(x, label_input(y, self.num_classes))  # h(x[, y])  (..., B, F)
         loc = self.loc_head(h)  # (B, D)
         cov_diag = (F.softplus(self.diag_head(h)) + MIN_POSTERIOR_SCALE) ** 2  # d(x)  (B, D)
         cov_factor = self.factor_head(h).unflatten(-1, (self.latent_dim, self.rank))  # W(x)  (B, D, R)

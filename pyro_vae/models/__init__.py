@@ -9,11 +9,12 @@ from .likelihoods import (
     Likelihood,
     PixelScaleGaussianLikelihood,
 )
+from .conditional import CVAEModel, LabelledGaussianPrior, M2Model
 from .priors import PRIORS, StandardNormalPrior
 from .vae import VAEModel
 
 __all__ = [
-    "LIKELIHOODS", "PRIORS", "BernoulliLikelihood", "ContinuousBernoulliLikelihood",
+    "LIKELIHOODS", "PRIORS", "CVAEModel", "LabelledGaussianPrior", "M2Model", "BernoulliLikelihood", "ContinuousBernoulliLikelihood",
     "DecoderScaleGaussianLikelihood", "GaussianLikelihood", "Likelihood",
     "PixelScaleGaussianLikelihood", "StandardNormalPrior", "VAEModel",
 ]

@@ -21,6 +21,8 @@ class VAEModel(PyroModule):
     output to a distribution over images (event shape (C, H, W)).
     """
 
+    num_classes = 0  # unconditional: labels are ignored
+
     def __init__(self, prior: PyroModule, decoder: nn.Module, likelihood: Likelihood):
         super().__init__()
         self.prior = prior
@@ -34,6 +36,14 @@ class VAEModel(PyroModule):
             x_dist = self.likelihood(self.decoder(z))  # p(x_i | z_i), event (C, H, W)
             return pyro.sample("x", x_dist, obs=x)  # log p(x_i | z_i)            (B,)
 
-    def decode(self, z: torch.Tensor):
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None):
         """p(x | z) for latents ``z`` of shape (B, D): batch shape (B,), event shape (C, H, W)."""
         return self.likelihood(self.decoder(z))
+
+    def prior_distribution(self, y: torch.Tensor | None = None):
+        """p(z)."""
+        return self.prior()
+
+    def mean_image(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x | z] (..., C, H, W)."""
+        return self.likelihood.mean(self.decoder(z))

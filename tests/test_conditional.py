@@ -1,0 +1,228 @@
+"""The conditional VAE and the semi-supervised M2 model: exact enumeration, label-summed log p(x)
+against a closed form, trained models that use their labels, the generate command, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from PIL import Image
+from pyro.infer import TraceEnum_ELBO, config_enumerate
+from pyro.nn import PyroModule
+
+import pyro_vae
+from pyro_vae.config import FitConfig
+from pyro_vae.errors import ConfigError, PyroVAEError
+from pyro_vae.evaluation import importance_weighted_log_px, label_summed_log_px
+from pyro_vae.fit import main as fit_main
+from pyro_vae.generate import main as generate_main
+from pyro_vae.labels import balanced_labelled_subset
+from pyro_vae.vae import build_vae
+from test_train import cli_args
+
+C = 10  # MNIST's labels
+
+
+def binary_images(mnist_dataset, n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(mnist_dataset.test.images[:n], generator=g)
+
+
+# -- M2's enumeration is exact ------------------------------------------------------------------
+
+def test_m2_enumerated_elbo_equals_the_hand_summed_elbo_over_the_ten_labels(mnist_dataset, one_thread):
+    vae = build_vae(FitConfig(model="m2", latent_dim=3, hidden=(32,)), (1, 28, 28))
+    x = binary_images(mnist_dataset, 4)
+    pyro.set_rng_seed(7)
+    enumerated = -TraceEnum_ELBO(max_plate_nesting=1).loss(vae.model, config_enumerate(vae.guide), x)
+
+    # By hand: U(x) = sum_y q(y|x) [log p(x|z_y,y) + log p(y) + log p(z_y) - log q(z_y|x,y) - log q(y|x)]
+    # with z_y ~ q(z|x,y) drawn as TraceEnum_ELBO draws it: one (C, B, D) draw after the same seed.
+    pyro.set_rng_seed(7)
+    with torch.no_grad():
+        labels = torch.arange(C)[:, None].expand(C, x.shape[0])  # (C, B)
+        log_q_y = vae.guide.label_distribution(x).logits.log_softmax(-1).T  # (C, B)
+        q_z = vae.guide.distribution(x, labels)  # batch (C, B)
+        z = q_z.rsample()  # (C, B, D)
+        log_p_x = vae.model.decode(z, labels).log_prob(x)  # (C, B)
+        log_p_y = math.log(1 / C)
+        log_p_z = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)  # (C, B)
+        per_label = log_p_x + log_p_y + log_p_z - q_z.log_prob(z) - log_q_y  # (C, B)
+        by_hand = (log_q_y.exp() * per_label).sum()
+    assert enumerated == pytest.approx(float(by_hand), rel=1e-5)
+    # and it differs from one label's ELBO: the sum over labels really happened
+    assert abs(enumerated - float(per_label[0].sum())) > 1.0
+
+
+class MixtureOfPPCA(PyroModule):
+    """y ~ Cat(pi), z ~ N(0, I), x | z, y ~ N(W_y z + b_y, s^2 I): log p(x) has a closed form, and
+    the guide below is the exact posterior q(z | x, y), so every importance weight is p(x, y)."""
+
+    def __init__(self, classes=3, data_dim=5, latent_dim=2, s=0.4):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.w = torch.randn(classes, data_dim, latent_dim, generator=g, dtype=torch.float64)
+        self.b = 2 * torch.randn(classes, data_dim, generator=g, dtype=torch.float64)
+        self.pi = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+        self.s = s
+
+    def model(self, x, y=None):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            y = pyro.sample("y", dist.Categorical(self.pi), obs=y)
+            z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=torch.float64), 1.0).to_event(1))
+            loc = (self.w[y] @ z.unsqueeze(-1)).squeeze(-1) + self.b[y]
+            pyro.sample("x", dist.Normal(loc, self.s).to_event(1), obs=x)
+
+    def posterior(self, x, y):
+        w, b = self.w[y], self.b[y]  # (B, P, D), (B, P)
+        m = w.transpose(-1, -2) @ w + self.s**2 * torch.eye(2, dtype=torch.float64)
+        cov = self.s**2 * torch.linalg.inv(m)
+        mean = (torch.linalg.inv(m) @ w.transpose(-1, -2) @ (x - b).unsqueeze(-1)).squeeze(-1)
+        return dist.MultivariateNormal(mean, cov)
+
+    def guide(self, x, y=None):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            if y is None:  # any q(y|x) will do: the sum over y is exact
+                y = pyro.sample("y", dist.Categorical(logits=torch.zeros(x.shape[0], 3, dtype=torch.float64)))
+            pyro.sample("z", self.posterior(x, y))
+
+    def log_px(self, x):
+        terms = []
+        for c in range(3):
+            cov = self.w[c] @ self.w[c].T + self.s**2 * torch.eye(5, dtype=torch.float64)
+            terms.append(self.pi[c].log() + dist.MultivariateNormal(self.b[c], cov).log_prob(x))
+        return torch.logsumexp(torch.stack(terms), 0)
+
+
+@pytest.mark.parametrize("k", [1, 7])
+def test_label_summed_log_px_is_exact_with_exact_posteriors(k, one_thread):
+    mix = MixtureOfPPCA()
+    x = 2 * torch.randn(6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    est = label_summed_log_px(mix.model, mix.guide, x, num_classes=3, k=k, return_log_weights=True)
+    assert torch.allclose(est.log_px, mix.log_px(x), atol=1e-9)
+    # sanity of the bookkeeping: ESS counts all 3 K weights; the ELBO is below log p(x) by KL(q(y|x)||p(y|x))
+    assert est.log_weights.shape == (6, 3 * k) and bool((est.ess <= 3 * k + 1e-9).all())
+    assert bool((est.elbo <= est.log_px + 1e-9).all())
+
+
+# -- trained models use their labels -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cvae_run(mnist_dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cvae") / "run"
+    args = cli_args(mnist_dataset, out, model="cvae", prior="learned", train_size=2000, epochs=8,
+                    latent_dim=8, hidden=(256,), batch_size=100)
+    assert fit_main(args) == 0
+    return out
+
+
+def test_cvae_writes_its_pictures_and_log_p_x_given_the_true_label_wins(cvae_run, mnist_dataset):
+    for name in ("samples.png", "analogies.png", "reconstructions.png", "latent_map.png", "curves.png"):
+        assert (cvae_run / name).is_file(), name
+    with Image.open(cvae_run / "samples.png") as image:
+        assert image.size == (10 * 30 + 2, 10 * 30 + 2)  # 10 labels x 10 samples
+    with Image.open(cvae_run / "analogies.png") as image:
+        assert image.size == (12 * 30 + 2, 11 * 30 + 2)  # source row + 10 labels, 12 styles
+    vae = pyro_vae.load(cvae_run)
+    x, y = binary_images(mnist_dataset, 100), mnist_dataset.test.labels[:100]
+    log_p = torch.stack([importance_weighted_log_px(vae.model, vae.guide, x, torch.full_like(y, c), k=20).log_px
+                         for c in range(C)], 1)  # log p(x | y = c)  (100, C)
+    true = log_p.gather(1, y[:, None])
+    beaten = (true > log_p).sum(1).double() / (C - 1)  # share of the other labels beaten, per image
+    assert float(beaten.mean()) > 0.9, float(beaten.mean())
+    # Bayes' rule as a classifier, argmax_y p(x | y): 0.69 here after 8 short epochs; chance is 0.1
+    assert float((log_p.argmax(1) == y).double().mean()) > 0.5
+
+
+def test_generate_writes_a_valid_grid_for_each_label(cvae_run):
+    for label in range(C):
+        out = cvae_run / f"seven_{label}.png"
+        assert generate_main([str(cvae_run), "--label", str(label), "--n", "6", "--out", str(out)]) == 0
+        with Image.open(out) as image:
+            assert image.format == "PNG" and image.size == (3 * 30 + 2, 2 * 30 + 2)
+            assert image.convert("L").getextrema()[0] < image.convert("L").getextrema()[1]  # not blank
+    assert generate_main([str(cvae_run), "--n", "4", "--analogies", "5"]) == 0
+    with Image.open(cvae_run / "analogies_prior.png") as image:
+        assert image.size == (5 * 30 + 2, 10 * 30 + 2)
+    # the sampled digits are the asked-for ones: a loaded model samples label 3 -> E[x] of threes
+    vae = pyro_vae.load(cvae_run)
+    threes, ones = vae.sample(64, label=3), vae.sample(64, label=1)
+    assert float(threes.mean()) > float(ones.mean())  # a 3 lights more pixels than a 1
+
+
+def test_m2_with_few_labels_beats_chance_and_writes_accuracy(mnist_dataset, tmp_path):
+    out = tmp_path / "m2"
+    args = cli_args(mnist_dataset, out, model="m2", labels=100, train_size=1500, epochs=3, latent_dim=8,
+                    hidden=(256,), batch_size=100, alpha=1.0)
+    assert fit_main(args) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["test_accuracy"] <= 1 and 0 <= r["valid_accuracy"] <= 1 for r in records)
+    assert records[-1]["test_accuracy"] > 0.4, records[-1]["test_accuracy"]  # chance: 0.1
+    for name in ("confusion_matrix.png", "samples.png", "analogies.png", "labelled_indices.json"):
+        assert (out / name).is_file(), name
+    chosen = json.loads((out / "labelled_indices.json").read_text())["indices_into_training_set"]
+    labels = mnist_dataset.train.labels[:1500][chosen]
+    assert torch.equal(labels.bincount(minlength=C), torch.full((C,), 10))  # class-balanced
+    vae = pyro_vae.load(out)
+    probs = vae.classify(binary_images(mnist_dataset, 10))
+    assert probs.shape == (10, C) and torch.allclose(probs.sum(1), torch.ones(10))
+    assert vae.sample(5, label=4).shape == (5, 1, 28, 28)
+
+
+# -- labelled subsets and bad input --------------------------------------------------------------
+
+def test_labelled_subset_is_balanced_seeded_and_within_the_data(mnist_dataset):
+    labels = mnist_dataset.train.labels[:3000]
+    a = balanced_labelled_subset(labels, 100, C, seed=0)
+    assert torch.equal(a, balanced_labelled_subset(labels, 100, C, seed=0))
+    assert not torch.equal(a, balanced_labelled_subset(labels, 100, C, seed=1))
+    assert torch.equal(labels[a].bincount(minlength=C), torch.full((C,), 10)) and len(set(a.tolist())) == 100
+
+
+@pytest.mark.parametrize("labels, message", [
+    (105, "cannot be split into 10 equal classes"),
+    (5, "cannot be split into 10 equal classes"),
+    (400, "at least as many labelled images as the training set"),
+])
+def test_bad_labels_are_clear_errors(mnist_dataset, tmp_path, capsys, labels, message):
+    args = cli_args(mnist_dataset, tmp_path / "run", model="m2", labels=labels, epochs=1)
+    assert fit_main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(labels=100), "--labels picks the labelled images of --model m2"),
+    (dict(model="cvae", prior="vamp"), "--model cvae takes --prior standard or learned"),
+    (dict(model="m2", elbo="meanfield"), "use --elbo trace"),
+    (dict(model="m2", alpha=-1.0), "--alpha must be >= 0"),
+])
+def test_conflicting_options_are_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        FitConfig(**options)
+
+
+def test_labels_outside_the_classes_and_labels_on_a_plain_vae(cvae_run, tmp_path, capsys):
+    vae = pyro_vae.load(cvae_run)
+    with pytest.raises(ConfigError, match="label 10 is outside 0-9"):
+        vae.sample(3, label=10)
+    with pytest.raises(ConfigError, match="label -1 is outside 0-9"):
+        vae.sample(3, label=[1, -1, 2])
+    with pytest.raises(ConfigError, match="needs a semi-supervised run"):
+        vae.classify(torch.zeros(1, 1, 28, 28))
+    with pytest.raises(ConfigError, match="pass the labels y"):
+        vae.model(torch.zeros(2, 1, 28, 28))
+    assert generate_main([str(cvae_run), "--label", "11"]) == 2
+    assert "label 11 is outside 0-9" in capsys.readouterr().err
+    plain = build_vae(FitConfig(latent_dim=2, hidden=(16,)), (1, 28, 28))
+    with pytest.raises(ConfigError, match="needs a conditional run"):
+        plain.sample(2, label=3)
+    with pytest.raises(PyroVAEError, match="pass labels=None"):
+        from pyro_vae.evaluation import evaluate_log_px
+
+        evaluate_log_px(plain.model, plain.guide, torch.zeros(2, 1, 28, 28), torch.zeros(2), k=1, batch_size=2,
+                        sum_over_labels=10)
