@@ -100,6 +100,7 @@ def run(config: FitConfig, resume: str | None = None) -> dict:
     final = summary["final"]
     say(f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
         f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
+        + (f"test accuracy of q(y|x) {final['test_accuracy']:.2%}; " if "test_accuracy" in final else "") +
         f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/")
     if config.eval_k:
         from .evaluate import evaluate_run

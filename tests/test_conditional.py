@@ -155,11 +155,19 @@ def test_generate_writes_a_valid_grid_for_each_label(cvae_run):
     assert float(threes.mean()) > float(ones.mean())  # a 3 lights more pixels than a 1
 
 
-def test_m2_with_few_labels_beats_chance_and_writes_accuracy(mnist_dataset, tmp_path):
-    out = tmp_path / "m2"
-    args = cli_args(mnist_dataset, out, model="m2", labels=100, train_size=1500, epochs=3, latent_dim=8,
-                    hidden=(256,), batch_size=100, alpha=1.0)
-    assert fit_main(args) == 0
+M2_OPTIONS = dict(model="m2", labels=100, train_size=1500, latent_dim=8, hidden=(256,), batch_size=100,
+                  alpha=1.0)
+
+
+@pytest.fixture(scope="module")
+def m2_run(mnist_dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("m2") / "run"
+    assert fit_main(cli_args(mnist_dataset, out, epochs=3, **M2_OPTIONS)) == 0
+    return out
+
+
+def test_m2_with_few_labels_beats_chance_and_writes_accuracy(m2_run, mnist_dataset):
+    out = m2_run
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(0 <= r["test_accuracy"] <= 1 and 0 <= r["valid_accuracy"] <= 1 for r in records)
     assert records[-1]["test_accuracy"] > 0.4, records[-1]["test_accuracy"]  # chance: 0.1
@@ -169,9 +177,44 @@ def test_m2_with_few_labels_beats_chance_and_writes_accuracy(mnist_dataset, tmp_
     labels = mnist_dataset.train.labels[:1500][chosen]
     assert torch.equal(labels.bincount(minlength=C), torch.full((C,), 10))  # class-balanced
     vae = pyro_vae.load(out)
-    probs = vae.classify(binary_images(mnist_dataset, 10))
+    x = binary_images(mnist_dataset, 10)
+    probs = vae.classify(x)
     assert probs.shape == (10, C) and torch.allclose(probs.sum(1), torch.ones(10))
     assert vae.sample(5, label=4).shape == (5, 1, 28, 28)
+    # without a label, reconstruction uses the classifier's: the same as passing argmax q(y|x)
+    assert torch.equal(vae.reconstruct(x), vae.reconstruct(x, probs.argmax(1)))
+
+
+def test_m2_resume_continues_exactly(mnist_dataset, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    options = dict(M2_OPTIONS, train_size=600, hidden=(32,))
+    assert fit_main(cli_args(mnist_dataset, straight, epochs=2, **options)) == 0
+    assert fit_main(cli_args(mnist_dataset, resumed, epochs=1, **options)) == 0
+    assert fit_main(["--resume", str(resumed), "--epochs", "2"]) == 0
+    a = torch.load(straight / "last.pt", weights_only=True)["networks"]
+    b = torch.load(resumed / "last.pt", weights_only=True)["networks"]
+    for key, value in a.items():  # labelled and unlabelled batch streams both restored
+        assert torch.equal(value, b[key]), key
+
+
+def test_evaluate_gives_log_p_x_given_y_for_cvae_and_summed_over_y_for_m2(cvae_run, m2_run, mnist_dataset):
+    from pyro_vae.evaluate import evaluate_run
+
+    cvae = evaluate_run(cvae_run, k=8, limit=40, batch_size=20, curve_images=20, progress=False, log=lambda _: None)
+    m2 = evaluate_run(m2_run, k=8, limit=40, batch_size=20, curve_images=20, progress=False, log=lambda _: None)
+    assert cvae["quantity"].startswith("log p(x | y)") and m2["quantity"].startswith("log p(x) = log sum_y")
+    for entry in (cvae, m2):
+        assert entry["n_images"] == 40 and entry["log_px_mean"] >= entry["elbo_mean"]
+        assert math.isfinite(entry["log_px_mean"]) and entry["log_px_mean"] < 0
+    # the driver agrees with summing the ten per-label estimates by hand
+    vae = pyro_vae.load(m2_run)
+    from pyro_vae.data import evaluation_images
+
+    x = evaluation_images(mnist_dataset.test, "dynamic", 0)[0][:20]
+    summed = label_summed_log_px(vae.model, vae.guide, x, num_classes=C, k=8)
+    each = torch.stack([importance_weighted_log_px(vae.model, vae.guide, x, torch.full((20,), c), k=8).log_px
+                        for c in range(C)])
+    assert torch.allclose(summed.log_px, torch.logsumexp(each, 0), atol=1e-9)
 
 
 # -- labelled subsets and bad input --------------------------------------------------------------
