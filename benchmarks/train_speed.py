@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pyro
 import torch

@@ -23,3 +23,16 @@ class CheckpointError(PyroVAEError):
 
 class TrainingDiverged(PyroVAEError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def exit_status(work) -> int:
+    """Run a command-line tool's ``work()``: exit status 0, or 2 after printing a
+    :class:`PyroVAEError` as ``error: <message>`` on stderr (no traceback)."""
+    import sys
+
+    try:
+        work()
+    except PyroVAEError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

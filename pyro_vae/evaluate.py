@@ -22,7 +22,7 @@ import torch
 from .api import load
 from .atomic import write_json
 from .data import evaluation_images, load_dataset
-from .errors import ConfigError, PyroVAEError
+from .errors import ConfigError, exit_status
 from .evaluation import DEFAULT_KS, evaluate_log_px, log_px_against_k
 from .evaluation.plots import plot_khat_histogram, plot_log_px_against_k
 from .train import resolve_device, say
@@ -122,16 +122,11 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     pyro.settings.set(module_local_params=False)
-    try:
-        evaluate_run(args.run_dir, k=args.k, split=args.split, batch_size=args.batch_size,
-                     k_chunk=args.k_chunk, memory_mb=args.memory_mb, limit=args.limit,
-                     curve_images=args.curve_images, checkpoint=args.checkpoint, seed=args.seed,
-                     device=args.device, progress=not args.no_progress,
-                     log=say)
-    except PyroVAEError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: evaluate_run(
+        args.run_dir, k=args.k, split=args.split, batch_size=args.batch_size, k_chunk=args.k_chunk,
+        memory_mb=args.memory_mb, limit=args.limit, curve_images=args.curve_images,
+        checkpoint=args.checkpoint, seed=args.seed, device=args.device, progress=not args.no_progress,
+        log=say))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 
 from . import plots
 from .api import load
-from .errors import ConfigError, PyroVAEError
+from .errors import ConfigError, exit_status
 from .train import resolve_device, say
 
 
@@ -76,13 +76,9 @@ def generate(run_dir: str | Path, *, label: int | None = None, n: int = 64, anal
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     pyro.settings.set(module_local_params=False)
-    try:
-        generate(args.run_dir, label=args.label, n=args.n, analogies=args.analogies, out=args.out,
-                 checkpoint=args.checkpoint, seed=args.seed, device=args.device)
-    except PyroVAEError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: generate(args.run_dir, label=args.label, n=args.n, analogies=args.analogies,
+                                        out=args.out, checkpoint=args.checkpoint, seed=args.seed,
+                                        device=args.device))
 
 
 if __name__ == "__main__":

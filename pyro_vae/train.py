@@ -30,7 +30,7 @@ from .atomic import atomic_open, atomic_path, write_json
 from .checkpoint import (load_checkpoint, restore_networks, restore_training_state,
                          save_checkpoint)
 from .config import FitConfig
-from .data import DeviceBatches, evaluation_images, load_dataset
+from .data import DeviceBatches, evaluation_images
 from .errors import ConfigError, TrainingDiverged
 from .labels import balanced_labelled_subset
 from .objectives import (DeviceSVI, ScaleLatents, SemiSupervisedELBO, beta_at, build_elbo, elbo_terms,

@@ -1,7 +1,6 @@
 """Every notebook runs top to bottom (small-data mode) and is committed without outputs."""
 
 import json
-import os
 from pathlib import Path
 
 import nbformat

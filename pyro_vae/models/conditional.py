@@ -40,9 +40,15 @@ class LabelledGaussianPrior(PyroModule):
 
 
 class _LabelledDecoding(PyroModule):
-    """Shared by both models: the decoder takes z and the one-hot label."""
+    """Shared by both models: a prior, a decoder that takes z and the one-hot label, a likelihood."""
 
-    num_classes: int
+    def __init__(self, prior: PyroModule, decoder: nn.Module, likelihood: Likelihood, num_classes: int):
+        super().__init__()
+        self.prior = prior
+        to_pyro_module_(decoder)
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.num_classes = num_classes
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> dist.TorchDistribution:
         """p(x | z, y): batch shape z.shape[:-1], event shape (C, H, W)."""
@@ -55,14 +61,6 @@ class _LabelledDecoding(PyroModule):
 
 class CVAEModel(_LabelledDecoding):
     """p(x, z | y) = prod_i p(z_i | y_i) p(x_i | z_i, y_i), the labels given (not sampled)."""
-
-    def __init__(self, prior: PyroModule, decoder: nn.Module, likelihood: Likelihood, num_classes: int):
-        super().__init__()
-        self.prior = prior
-        to_pyro_module_(decoder)
-        self.decoder = decoder
-        self.likelihood = likelihood
-        self.num_classes = num_classes
 
     def prior_distribution(self, y: torch.Tensor) -> dist.TorchDistribution:
         """p(z | y): the per-label prior, or a label-free one (standard Normal) used for every y."""
@@ -81,12 +79,7 @@ class M2Model(_LabelledDecoding):
     """p(x, y, z) = prod_i p(y_i) p(z_i) p(x_i | z_i, y_i), y observed when given, else latent."""
 
     def __init__(self, prior: PyroModule, decoder: nn.Module, likelihood: Likelihood, num_classes: int):
-        super().__init__()
-        self.prior = prior
-        to_pyro_module_(decoder)
-        self.decoder = decoder
-        self.likelihood = likelihood
-        self.num_classes = num_classes
+        super().__init__(prior, decoder, likelihood, num_classes)
         self.register_buffer("label_logits", torch.zeros(num_classes))  # p(y) = 1/C each
 
     def prior_distribution(self, y: torch.Tensor | None = None) -> dist.TorchDistribution:
