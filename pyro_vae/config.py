@@ -53,6 +53,11 @@ class FitConfig:
     alpha: float = _opt(
         0.1, "--model m2: weight of the classification term alpha * E_labelled[-log q(y|x)] in units "
         "of the training-set size N (Kingma et al.: alpha = 0.1 N)")
+    labelled_weight: str = _opt(
+        "balanced", "--model m2: balanced weighs the labelled images (ELBO and classification term) as if "
+        "there were as many as unlabelled ones, like batches of equal labelled and unlabelled parts; "
+        "counted weighs every image once, Kingma et al.'s J_alpha taken literally",
+        choices=("balanced", "counted"))
     likelihood: str = _opt(
         "bernoulli", "p(x|z): bernoulli (binary pixels), gaussian (fixed scale, see "
         "--gaussian-scale), gaussian-pixel-scale (one learned scale per pixel), "

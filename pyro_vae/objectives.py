@@ -198,18 +198,23 @@ class SemiSupervisedELBO:
     L(x, y) is the ELBO with y observed; U(x) = E_q(y|x)[L(x, y)] + H[q(y|x)] is summed over
     the C labels exactly: ``TraceEnum_ELBO`` enumerates the ``config_enumerate``-d guide's ``y``.
     Each part is scaled to its whole set (N_u / B_u, N_l / B_l); ``alpha`` is in units of
-    N = N_u + N_l (Kingma et al.: alpha = 0.1 N). The two parts are traced separately (their
-    plates have different sizes) and their losses added, so one optimizer step sees both.
+    N = N_u + N_l (Kingma et al.: alpha = 0.1 N). With ``balanced=True`` the labelled part (its
+    ELBO and the classification term) is weighted as if the labelled set were as large as the
+    unlabelled one, i.e. multiplied by N_u / N_l: the weighting of training on equal numbers of
+    labelled and unlabelled images per batch, which public reproductions of Kingma et al.'s
+    100-label result use. The two parts are traced separately (their plates have different
+    sizes) and their losses added, so one optimizer step sees both.
     """
 
     def __init__(self, num_unlabelled: int, num_labelled: int, alpha: float, latent_scale: ScaleLatents,
-                 particles: int = 1):
+                 particles: int = 1, balanced: bool = False):
         from pyro.infer import TraceEnum_ELBO
 
         if particles < 1:
             raise ConfigError(f"--particles must be at least 1, got {particles}")
         self.num_unlabelled, self.num_labelled = num_unlabelled, num_labelled
-        self.classification_weight = alpha * (num_unlabelled + num_labelled)  # alpha N
+        self.labelled_weight = num_unlabelled / num_labelled if balanced else 1.0
+        self.classification_weight = alpha * (num_unlabelled + num_labelled) * self.labelled_weight  # alpha N
         self.latent_scale = latent_scale
         self.unlabelled_elbo = TraceEnum_ELBO(**_particle_kwargs(particles))
         self.labelled_elbo = Trace_ELBO(**_particle_kwargs(particles))
@@ -222,7 +227,7 @@ class SemiSupervisedELBO:
                 minibatch_program(enumerated, self.num_unlabelled, self.latent_scale))
 
     def labelled_programs(self, model, guide):
-        scaled_model = minibatch_program(model, self.num_labelled, self.latent_scale)
+        scaled_model = minibatch_program(model, self.num_labelled * self.labelled_weight, self.latent_scale)
 
         def model_and_classifier(x, y):
             scaled_model(x, y)  # L(x, y), y observed
@@ -230,7 +235,8 @@ class SemiSupervisedELBO:
             log_q_y = guide.label_distribution(x).log_prob(y)  # (B_l,)
             pyro.factor("classification", self.classification_weight * log_q_y.mean())
 
-        return model_and_classifier, minibatch_program(guide, self.num_labelled, self.latent_scale)
+        return model_and_classifier, minibatch_program(guide, self.num_labelled * self.labelled_weight,
+                                                       self.latent_scale)
 
     def differentiable_loss(self, model, guide, x_u, x_l, y_l) -> torch.Tensor:
         unlabelled = self.unlabelled_elbo.differentiable_loss(*self.unlabelled_programs(model, guide), x_u)

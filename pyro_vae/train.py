@@ -138,7 +138,7 @@ class Trainer:
         self.latent_scale = ScaleLatents(beta_at(0, len(self.batches), cfg.beta, cfg.warmup_epochs))
         if cfg.model == "m2":  # -J_alpha: unlabelled batches with y enumerated, plus labelled ones
             objective = SemiSupervisedELBO(self.num_train, self.num_labelled, cfg.alpha, self.latent_scale,
-                                           cfg.particles)
+                                           cfg.particles, balanced=cfg.labelled_weight == "balanced")
             self.svi = DeviceSVI(self.vae.model, self.vae.guide, self.optim, objective)
         else:
             self.svi = DeviceSVI(minibatch_program(self.vae.model, self.num_train, self.latent_scale),

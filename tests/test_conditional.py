@@ -59,6 +59,32 @@ def test_m2_enumerated_elbo_equals_the_hand_summed_elbo_over_the_ten_labels(mnis
     assert abs(enumerated - float(per_label[0].sum())) > 1.0
 
 
+def test_balanced_weighting_multiplies_the_labelled_part_by_n_unlabelled_over_n_labelled(mnist_dataset, one_thread):
+    from pyro_vae.objectives import ScaleLatents, SemiSupervisedELBO
+
+    vae = build_vae(FitConfig(model="m2", latent_dim=3, hidden=(32,)), (1, 28, 28))
+    x = binary_images(mnist_dataset, 7)
+    xu, xl, yl = x[:4], x[4:], mnist_dataset.test.labels[4:7]
+    counted = SemiSupervisedELBO(600, 40, 0.1, ScaleLatents(1.0), balanced=False)
+    balanced = SemiSupervisedELBO(600, 40, 0.1, ScaleLatents(1.0), balanced=True)
+    losses = {}
+    for name, objective in (("counted", counted), ("balanced", balanced)):
+        pyro.set_rng_seed(1)
+        losses[name] = float(objective.differentiable_loss(vae.model, vae.guide, xu, xl, yl).detach())
+    pyro.set_rng_seed(1)
+    unlabelled = float(counted.unlabelled_elbo.differentiable_loss(
+        *counted.unlabelled_programs(vae.model, vae.guide), xu).detach())
+    labelled = losses["counted"] - unlabelled  # -[L(x, y) sum + alpha N mean log q(y|x)], counted once
+    assert losses["balanced"] == pytest.approx(unlabelled + 600 / 40 * labelled, rel=1e-5)
+    # and the classification term really is alpha N mean log q(y|x): take it away by hand
+    with torch.no_grad():
+        log_q = vae.guide.label_distribution(xl).log_prob(yl).mean()
+    no_classifier = SemiSupervisedELBO(600, 40, 0.0, ScaleLatents(1.0), balanced=False)
+    pyro.set_rng_seed(1)
+    without = float(no_classifier.differentiable_loss(vae.model, vae.guide, xu, xl, yl).detach())
+    assert losses["counted"] == pytest.approx(without - 0.1 * 640 * float(log_q), rel=1e-5)
+
+
 class MixtureOfPPCA(PyroModule):
     """y ~ Cat(pi), z ~ N(0, I), x | z, y ~ N(W_y z + b_y, s^2 I): log p(x) has a closed form, and
     the guide below is the exact posterior q(z | x, y), so every importance weight is p(x, y)."""
@@ -155,8 +181,7 @@ def test_generate_writes_a_valid_grid_for_each_label(cvae_run):
     assert float(threes.mean()) > float(ones.mean())  # a 3 lights more pixels than a 1
 
 
-M2_OPTIONS = dict(model="m2", labels=100, train_size=1500, latent_dim=8, hidden=(256,), batch_size=100,
-                  alpha=1.0)
+M2_OPTIONS = dict(model="m2", labels=100, train_size=1500, latent_dim=8, hidden=(256,), batch_size=100)
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +268,7 @@ def test_bad_labels_are_clear_errors(mnist_dataset, tmp_path, capsys, labels, me
     (dict(model="cvae", prior="vamp"), "--model cvae takes --prior standard or learned"),
     (dict(model="m2", elbo="meanfield"), "use --elbo trace"),
     (dict(model="m2", alpha=-1.0), "--alpha must be >= 0"),
+    (dict(model="m2", labelled_weight="some"), "--labelled-weight 'some' is not one of"),
 ])
 def test_conflicting_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
