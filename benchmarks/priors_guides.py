@@ -17,11 +17,11 @@ is far smaller, which the JSON and the README say next to the numbers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     parser.add_argument("--train-size", type=int, default=None, help="first N training images (smoke runs)")
     parser.add_argument("--runs", default="benchmarks/results/priors_guides_runs")
     parser.add_argument("--out", default="benchmarks/results/priors_guides.json")
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate runs already finished under --runs instead of training them again")
     args = parser.parse_args(argv)
     env = dict(os.environ)
     if args.threads:
@@ -82,10 +84,15 @@ def main(argv=None) -> int:
     for name, prior, guide in PAIRS:
         run_dir = Path(args.runs) / f"{prior}-{guide}"
         command = fit_command(prior, guide, args, run_dir)
-        print("$", " ".join(command[1:]), flush=True)
-        started = time.perf_counter()
-        subprocess.run(command, check=True, env=env)
-        fit_seconds = time.perf_counter() - started
+        if args.reuse and (run_dir / "summary.json").is_file():
+            print(f"reusing the finished run {run_dir}", flush=True)
+        else:
+            print("$", " ".join(command[1:]), flush=True)
+            subprocess.run(command, check=True, env=env)
+        summary_json = json.loads((run_dir / "summary.json").read_text())
+        if summary_json["epochs"] != args.epochs:
+            raise SystemExit(f"{run_dir} has {summary_json['epochs']} epochs, not {args.epochs}; remove it")
+        fit_seconds = summary_json["seconds"]  # the training loop, per-epoch evaluation included
         vae = load(run_dir, checkpoint="best", device=device)
         images, description = evaluation_images(load_dataset("mnist", args.data_dir).test, vae.config.binarize,
                                                 vae.config.seed)
