@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pyro_vae.fit",
         description="Train a variational autoencoder, written as a Pyro model and guide, with SVI.",
         epilog="Writes to --out: config.json, metrics.jsonl, last.pt, best.pt, summary.json and "
-               "pictures (samples.png, reconstructions.png, curves.png, latent_map.png, interpolation.png).",
+               "pictures (samples.png, reconstructions.png, curves.png, latent_map.png, interpolation.png; "
+               "--model cvae / m2: analogies.png, and for m2 confusion_matrix.png and labelled_indices.json).",
     )
     for f in config_fields():
         flag = "--" + f.name.replace("_", "-")

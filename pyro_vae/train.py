@@ -384,7 +384,7 @@ class Trainer:
         last = self.records[-1]
         best = max(self.records, key=lambda r: r["valid_elbo"])
         return {
-            "epochs": self.epoch, "seconds": seconds, "device": str(self.device),
+            "model": self.config.model, "epochs": self.epoch, "seconds": seconds, "device": str(self.device),
             "test_binarization": self._eval_set("test").description,
             "final": {k: last[k] for k in last if k.split("_")[0] in ("train", "valid", "test")},
             "best_epoch": best["epoch"], "best_valid_elbo": best["valid_elbo"],
