@@ -147,13 +147,15 @@ def analogy_grid(vae, path: Path, columns: int = 12, sources: torch.Tensor | Non
     """The analogies figure of Kingma et al. (2014): row c decodes every column's z with label c,
     so along a column the style stays and the digit changes. With ``sources`` (test images) the
     z of a column is E_q[z | x, y] of that image (given ``source_labels``, else the classifier's
-    label for M2) and the images form the top row; else z comes from the prior, one draw per
+    label for M2), standardized under a per-label prior (``VAE.styles_for_every_label``), and the
+    images form the top row; else z comes from the prior, one draw per
     column shared by all labels (per-label priors share the noise: z = m_y + s_y * eps)."""
     labels = torch.arange(vae.num_classes, device=vae.device)
     with torch.no_grad():
         if sources is not None:
             sources = sources.to(vae.device)
-            z = vae.posterior_mean(sources, source_labels)  # (N, D)
+            given = vae._labels(sources, source_labels)  # CVAE: the true labels; M2: q(y|x)'s
+            z = vae.styles_for_every_label(vae.posterior_mean(sources, given), given)  # (C, N, D)
         else:
             z = vae.shared_style_latents(columns)  # (C, N, D) or (N, D)
         n = z.shape[-2]

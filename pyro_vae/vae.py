@@ -120,6 +120,17 @@ class VAE(PyroModule):
         return self.sample_latents(n)
 
     @torch.no_grad()
+    def styles_for_every_label(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Latents z (n, D) of images with ``labels`` carried to every label, (C, n, D). With a
+        per-label prior N(m_y, s_y^2) the style is the standardized eps = (z - m_y) / s_y, and
+        label c gets m_c + s_c * eps; with a label-free prior z itself is the style."""
+        prior = self.model.prior
+        if not getattr(prior, "label_conditional", False):
+            return z.expand(self.num_classes, *z.shape)
+        eps = (z - prior.locs[labels]) / prior.scales[labels]  # (n, D)
+        return prior.locs[:, None] + prior.scales[:, None] * eps  # (C, n, D)
+
+    @torch.no_grad()
     def sample(self, n: int, label=None) -> torch.Tensor:
         """n images E[x | z, y] with z ~ p(z | y): shape (n, C, H, W). ``label`` (0..C-1, or n of
         them) picks the class of a conditional model; without it each class comes in turn."""
