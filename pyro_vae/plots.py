@@ -70,8 +70,8 @@ def interpolation_grid(vae, x_from: torch.Tensor, x_to: torch.Tensor, path: Path
     return save_grid(images, path, nrow=steps)
 
 
-def _posterior_std(vae, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-    q = vae.encode(x, y)
+def _posterior_std(vae, x: torch.Tensor) -> torch.Tensor:
+    q = vae.encode(x)
     try:
         return q.stddev
     except NotImplementedError:
@@ -154,12 +154,11 @@ def analogy_grid(vae, path: Path, columns: int = 12, sources: torch.Tensor | Non
     with torch.no_grad():
         if sources is not None:
             sources = sources.to(vae.device)
-            given = vae._labels(sources, source_labels)  # CVAE: the true labels; M2: q(y|x)'s
+            given = vae.labels_for(sources, source_labels)  # CVAE: the true labels; M2: q(y|x)'s
             z = vae.styles_for_every_label(vae.posterior_mean(sources, given), given)  # (C, N, D)
         else:
-            z = vae.shared_style_latents(columns)  # (C, N, D) or (N, D)
+            z = vae.shared_style_latents(columns)  # (C, N, D)
         n = z.shape[-2]
-        z = z.expand(len(labels), n, z.shape[-1])  # (C, N, D)
         y = labels[:, None].expand(len(labels), n)  # (C, N)
         images = vae.model.mean_image(z.reshape(-1, z.shape[-1]), y.reshape(-1))  # (C*N, ...)
     if sources is not None:

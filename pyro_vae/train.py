@@ -32,6 +32,7 @@ from .checkpoint import (load_checkpoint, restore_networks, restore_training_sta
 from .config import FitConfig
 from .data import DeviceBatches, evaluation_images
 from .errors import ConfigError, TrainingDiverged
+from .evaluation import eval_mode
 from .labels import balanced_labelled_subset
 from .objectives import (DeviceSVI, ScaleLatents, SemiSupervisedELBO, beta_at, build_elbo, elbo_terms,
                          minibatch_program)
@@ -80,19 +81,15 @@ def mean_elbo_terms(vae: VAE, images: torch.Tensor, labels: torch.Tensor | None 
                     batch_size: int = EVAL_BATCH_SIZE, seed: int = EVAL_SEED) -> dict[str, float]:
     """Average ELBO, reconstruction and KL in nats per image, with z drawn from a fixed seed
     (the global RNG is left untouched, so evaluation never changes a training run)."""
-    was_training = vae.training
-    vae.eval()
-    totals = {"elbo": 0.0, "recon": 0.0, "kl": 0.0}
     devices = [images.device] if images.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with eval_mode(vae), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        sums = {k: torch.zeros((), dtype=torch.float64, device=images.device) for k in totals}
+        sums = {k: torch.zeros((), dtype=torch.float64, device=images.device) for k in ("elbo", "recon", "kl")}
         for start in range(0, images.shape[0], batch_size):
             x = images[start:start + batch_size]
             y = None if labels is None else labels[start:start + batch_size]
             for k, v in elbo_terms(vae.model, vae.guide, x, y).items():
                 sums[k] += v.double().sum()
-    vae.train(was_training)
     return {k: float(v) / images.shape[0] for k, v in sums.items()}
 
 
@@ -190,12 +187,23 @@ class Trainer:
         payload = load_checkpoint(checkpoint_path, map_location=self.device)
         restore_networks(self.vae, payload, checkpoint_path)
         restore_training_state(self.vae, self.optim, payload)
-        self.batches.load_state_dict(payload["sampler"]["unlabelled"] if self.labelled_batches else payload["sampler"])
-        if self.labelled_batches is not None:
-            self.labelled_batches.load_state_dict(payload["sampler"]["labelled"])
+        self._load_sampler_state(payload["sampler"])
         self.epoch, self.step = payload["epoch"], payload["step"]
         self.best_valid = payload["extra"].get("best_valid_elbo", -math.inf)
         self.records = [r for r in read_metrics(self.out_dir / "metrics.jsonl") if r["epoch"] <= self.epoch]
+
+    def _sampler_state(self) -> dict:
+        """The batch samplers' state: one stream, or M2's unlabelled and labelled streams."""
+        if self.labelled_batches is None:
+            return self.batches.state_dict()
+        return {"unlabelled": self.batches.state_dict(), "labelled": self.labelled_batches.state_dict()}
+
+    def _load_sampler_state(self, state: dict) -> None:
+        if self.labelled_batches is None:
+            self.batches.load_state_dict(state)
+        else:
+            self.batches.load_state_dict(state["unlabelled"])
+            self.labelled_batches.load_state_dict(state["labelled"])
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -300,12 +308,9 @@ class Trainer:
     @torch.no_grad()
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
         """argmax_y q(y | x) in batches, in eval mode."""
-        was_training = self.vae.training
-        self.vae.eval()
-        predicted = torch.cat([self.vae.classify(images[i:i + EVAL_BATCH_SIZE]).argmax(-1)
-                               for i in range(0, images.shape[0], EVAL_BATCH_SIZE)])
-        self.vae.train(was_training)
-        return predicted
+        with eval_mode(self.vae):
+            return torch.cat([self.vae.classify(images[i:i + EVAL_BATCH_SIZE]).argmax(-1)
+                              for i in range(0, images.shape[0], EVAL_BATCH_SIZE)])
 
     def _epoch_line(self, r: dict) -> str:
         return (f"epoch {r['epoch']:>3}/{self.config.epochs}  train ELBO {r['train_elbo']:8.2f}  "
@@ -321,10 +326,7 @@ class Trainer:
         if improved:
             self.best_valid = record["valid_elbo"]
         last = self.out_dir / "last.pt"
-        sampler = self.batches.state_dict()
-        if self.labelled_batches is not None:
-            sampler = {"unlabelled": sampler, "labelled": self.labelled_batches.state_dict()}
-        save_checkpoint(last, vae=self.vae, optim=self.optim, sampler_state=sampler,
+        save_checkpoint(last, vae=self.vae, optim=self.optim, sampler_state=self._sampler_state(),
                         epoch=self.epoch, step=self.step, config=self.config.to_dict(),
                         extra={"best_valid_elbo": self.best_valid, "record": record,
                                "image_shape": list(self.dataset.image_shape),

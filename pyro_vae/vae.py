@@ -53,8 +53,16 @@ class VAE(PyroModule):
     def conditional(self) -> bool:
         return self.num_classes > 0
 
-    def _labels(self, x: torch.Tensor, y) -> torch.Tensor | None:
-        """The labels to condition on: ``y`` checked; for M2 without ``y``, q(y | x)'s most likely
+    def _checked_labels(self, y, rows: int, device: torch.device) -> torch.Tensor:
+        """User labels (an int, or one per row) as a long tensor of shape (rows,), each in 0..C-1."""
+        y = check_label_values(torch.as_tensor(y, device=device), self.num_classes)
+        if y.dim() > 1 or (y.dim() == 1 and y.shape[0] != rows):
+            raise ConfigError(f"got {tuple(y.shape)} labels for {rows} images; give one label, or one "
+                              "label per image")
+        return y.expand(rows)
+
+    def labels_for(self, x: torch.Tensor, y=None) -> torch.Tensor | None:
+        """The labels to condition x on: ``y`` checked; for M2 without ``y``, q(y | x)'s most likely
         label; None for an unconditional model."""
         if not self.conditional:
             return None
@@ -63,12 +71,12 @@ class VAE(PyroModule):
                 return self.classify(x).argmax(-1)
             raise ConfigError("this conditional VAE (--model cvae) encodes and reconstructs x given its "
                               "label: pass y")
-        return check_label_values(torch.as_tensor(y, device=x.device), self.num_classes).expand(x.shape[:1])
+        return self._checked_labels(y, x.shape[0], x.device)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None):
         """q(z | x[, y]) as a distribution (batch shape (B,), event shape (D,))."""
-        return self.guide.distribution(x, self._labels(x, y))
+        return self.guide.distribution(x, self.labels_for(x, y))
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None):
@@ -77,7 +85,7 @@ class VAE(PyroModule):
             if y is None:
                 raise ConfigError("this model decodes z given a label: pass y (0-"
                                   f"{self.num_classes - 1})")
-            y = check_label_values(torch.as_tensor(y, device=z.device), self.num_classes).expand(z.shape[:1])
+            y = self._checked_labels(y, z.shape[0], z.device)
         return self.model.decode(z, y)
 
     @torch.no_grad()
@@ -99,8 +107,7 @@ class VAE(PyroModule):
             return None
         if label is None:
             return torch.arange(n, device=self.device) % self.num_classes
-        y = check_label_values(torch.as_tensor(label, device=self.device), self.num_classes)
-        return y.expand(n) if y.dim() == 0 else y
+        return self._checked_labels(label, n, self.device)
 
     @torch.no_grad()
     def sample_latents(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -110,14 +117,11 @@ class VAE(PyroModule):
 
     @torch.no_grad()
     def shared_style_latents(self, n: int) -> torch.Tensor:
-        """n latents to decode with every label (the analogies figure): (C, n, D) for a per-label
-        prior p(z | y) = N(m_y, s_y^2), which share one noise draw (z = m_y + s_y * eps); else
-        (n, D) draws from p(z)."""
-        prior = self.model.prior
-        if getattr(prior, "label_conditional", False):
-            eps = torch.randn(n, prior.locs.shape[-1], device=self.device)  # (n, D)
-            return prior.locs[:, None] + prior.scales[:, None] * eps  # (C, n, D)
-        return self.sample_latents(n)
+        """n styles drawn from the prior, each carried to every label (the analogies figure), (C, n, D):
+        z ~ p(z | y=0) through :meth:`styles_for_every_label`, so a per-label prior shares one noise
+        draw eps across labels (z = m_y + s_y * eps)."""
+        y = torch.zeros(n, dtype=torch.long, device=self.device)
+        return self.styles_for_every_label(self.sample_latents(n, y), y)
 
     @torch.no_grad()
     def styles_for_every_label(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -151,7 +155,7 @@ class VAE(PyroModule):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """E[x | z, y] at z = E_q[z | x, y]."""
-        y = self._labels(x, y)
+        y = self.labels_for(x, y)
         return self.model.mean_image(self.posterior_mean(x, y), y)
 
 

@@ -281,6 +281,8 @@ def test_labels_outside_the_classes_and_labels_on_a_plain_vae(cvae_run, tmp_path
         vae.sample(3, label=10)
     with pytest.raises(ConfigError, match="label -1 is outside 0-9"):
         vae.sample(3, label=[1, -1, 2])
+    with pytest.raises(ConfigError, match=r"got \(2,\) labels for 3 images"):
+        vae.sample(3, label=[1, 2])
     with pytest.raises(ConfigError, match="needs a semi-supervised run"):
         vae.classify(torch.zeros(1, 1, 28, 28))
     with pytest.raises(ConfigError, match="pass the labels y"):
