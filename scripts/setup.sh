@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade "pip>=23.2"
-.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,tensorboard]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,tensorboard,docs]"
 # Fashion-MNIST's offline source is Debian's dataset-fashion-mnist package, fetched with
 # `apt-get download` (no root needed). That needs apt's package lists; refresh them once when we
 # can (root) and they are missing. Nothing else here needs apt.
