@@ -1,6 +1,9 @@
 """Pictures written next to the numbers: samples, reconstructions, curves, latent maps,
-interpolations. matplotlib is imported lazily (with the Agg backend) and every PNG is written
-atomically."""
+interpolations. Every PNG is written atomically.
+
+matplotlib is imported lazily, and each figure is a :class:`matplotlib.figure.Figure` on its own
+Agg canvas, never a pyplot figure: nothing here changes matplotlib's backend or pyplot's global
+state, so a notebook's inline figures keep working while training writes its pictures."""
 
 from __future__ import annotations
 
@@ -18,13 +21,15 @@ LATENT_GRID_SIDE = 20
 POSTERIOR_GRID_STDS = 4.0
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize: tuple[float, float], ncols: int = 1):
+    """A Figure on its own Agg canvas (no pyplot, no backend switch) and its ``ncols`` Axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, (axes if ncols > 1 else axes[0])
 
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int) -> Path:
@@ -37,10 +42,8 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int) -> Path:
 
 
 def _save_figure(fig, path: Path) -> Path:
-    plt = _pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -125,8 +128,7 @@ def _decode_plane(vae, xs: torch.Tensor, ys: torch.Tensor, path: Path) -> Path:
 
 
 def _scatter_by_label(coords, labels, title, axis_labels, path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = _figure((6.5, 5.5))
     points = ax.scatter(coords[:, 0], coords[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7,
                         vmin=-0.5, vmax=9.5)
     fig.colorbar(points, ax=ax, ticks=range(10), label="label")
@@ -169,11 +171,10 @@ def analogy_grid(vae, path: Path, columns: int = 12, sources: torch.Tensor | Non
 def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, path: Path, title: str = "",
                      num_classes: int = 10) -> Path:
     """Counts of (true label, predicted label), with the accuracy in the title."""
-    plt = _pyplot()
     counts = torch.zeros(num_classes, num_classes, dtype=torch.long)
     counts.index_put_((true.long(), predicted.long()), torch.ones_like(true, dtype=torch.long), accumulate=True)
     accuracy = counts.diag().sum().item() / max(1, counts.sum().item())
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = _figure((6.5, 5.5))
     shown = ax.imshow(counts.numpy(), cmap="Blues")
     fig.colorbar(shown, ax=ax, label="images")
     for i in range(num_classes):
@@ -192,11 +193,10 @@ def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, path: Path, ti
 
 def training_curves(records: Sequence[dict], path: Path) -> Path:
     """ELBO, reconstruction and KL (nats per image) against epoch, for each evaluated split."""
-    plt = _pyplot()
     panels = [("elbo", "ELBO"), ("recon", "reconstruction  E_q[log p(x|z)]"), ("kl", "KL(q(z|x) || p(z))")]
     if records and "test_accuracy" in records[-1]:  # M2: the classifier q(y|x)
         panels.append(("accuracy", "accuracy of argmax q(y|x)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    fig, axes = _figure((5 * len(panels), 4), ncols=len(panels))
     epochs = [r["epoch"] for r in records]
     for ax, (term, label) in zip(axes, panels):
         for split in ("train", "valid", "test"):
