@@ -18,8 +18,26 @@ from .errors import ConfigError
 DEFAULT_PRIOR_COMPONENTS = {"mog": 10, "vamp": 500}  # vamp: Tomczak & Welling's K
 
 
+# The sections of ``fit --help``, in order; each field's ``group`` metadata names one.
+GROUPS = {
+    "data": "which images, how many, how binarized",
+    "model": "the generative model p(x, z) and the guide q(z|x)",
+    "training": "the objective, the optimizer and the schedule",
+    "devices": "where training runs",
+    "output": "what is written where",
+}
+_group = None  # the section of the fields that follow in FitConfig's body (set by _section)
+
+
+def _section(name: str) -> None:
+    """Start a section of FitConfig's fields: those that follow get ``metadata["group"] = name``."""
+    global _group
+    assert name in GROUPS, name
+    _group = name
+
+
 def _opt(default, help: str, **meta):
-    return field(default=default, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, "group": _group, **meta})
 
 
 DEFAULT_LABELS = 100  # --model m2 without --labels: Kingma et al.'s smallest labelled set
@@ -29,7 +47,7 @@ DEFAULT_LABELS = 100  # --model m2 without --labels: Kingma et al.'s smallest la
 class FitConfig:
     """Everything that defines a run. Defaults give a good MNIST model in about 5 CPU minutes."""
 
-    # data
+    _section("data")
     dataset: str = _opt("mnist", "data set to train on", choices=("mnist", "fashion-mnist"))
     data_dir: str | None = _opt(
         None, "folder holding the data in torchvision's layout; also the download cache "
@@ -42,7 +60,7 @@ class FitConfig:
         None, "use only the first N training images (for quick experiments); default: all 50,000")
     eval_size: int | None = _opt(
         None, "use only the first N validation and test images; default: all 10,000 of each")
-    # model
+    _section("model")
     model: str = _opt(
         "vae", "vae: p(x, z); cvae: conditional VAE p(x, z | y), the label given; m2: semi-supervised "
         "M2 (Kingma et al. 2014), the label latent, observed for --labels images",
@@ -52,12 +70,12 @@ class FitConfig:
         "(default: 100); the rest are used unlabelled")
     alpha: float = _opt(
         0.1, "--model m2: weight of the classification term alpha * E_labelled[-log q(y|x)] in units "
-        "of the training-set size N (Kingma et al.: alpha = 0.1 N)")
+        "of the training-set size N (Kingma et al.: alpha = 0.1 N)", group="training")
     labelled_weight: str = _opt(
         "balanced", "--model m2: balanced weighs the labelled images (ELBO and classification term) as if "
         "there were as many as unlabelled ones, like batches of equal labelled and unlabelled parts; "
         "counted weighs every image once, Kingma et al.'s J_alpha taken literally",
-        choices=("balanced", "counted"))
+        choices=("balanced", "counted"), group="training")
     likelihood: str = _opt(
         "bernoulli", "p(x|z): bernoulli (binary pixels), gaussian (fixed scale, see "
         "--gaussian-scale), gaussian-pixel-scale (one learned scale per pixel), "
@@ -84,7 +102,7 @@ class FitConfig:
     guide_rank: int = _opt(4, "rank of the low-rank covariance factor of --guide lowrank")
     flow_layers: int = _opt(2, "number of affine autoregressive transforms of --guide iaf")
     flow_hidden: int = _opt(320, "hidden width of each IAF transform's autoregressive network")
-    # objective
+    _section("training")  # the objective, then the optimisation
     elbo: str = _opt(
         "trace", "trace: Trace_ELBO (Monte-Carlo KL); meanfield: TraceMeanField_ELBO (analytic KL); "
         "iwae: the importance-weighted bound with K = --particles (Burda et al. 2015)",
@@ -94,7 +112,6 @@ class FitConfig:
     beta: float = _opt(1.0, "weight of the KL term (beta-VAE); 1 is the ELBO")
     warmup_epochs: float = _opt(
         0.0, "KL warm-up: beta rises linearly from 0 to --beta over this many epochs")
-    # optimisation
     epochs: int = _opt(30, "number of passes over the training set")
     batch_size: int = _opt(128, "images per SVI step")
     lr: float = _opt(1e-3, "learning rate")
@@ -103,8 +120,9 @@ class FitConfig:
         0.95, "learning rate multiplied by this after each epoch (pyro.optim.ExponentialLR); "
         "1 keeps it constant")
     seed: int = _opt(0, "random seed: the same seed gives the same run on the same device")
+    _section("devices")
     device: str = _opt("auto", "auto (cuda if available), cpu or cuda", choices=("auto", "cpu", "cuda"))
-    # output
+    _section("output")
     out: str = _opt("runs/mnist", "output folder for config, metrics, checkpoints and pictures")
     tensorboard: bool = _opt(False, "also write TensorBoard scalars and images to OUT/tensorboard")
     eval_k: int = _opt(

@@ -39,10 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pyro_vae.evaluate",
         description="Importance-weighted log p(x) of a trained pyro-vae run (Burda et al. 2015), "
                     "with its standard error, the ELBO gap, effective sample size, Pareto k-hat "
-                    "(PSIS, via arviz) and active units.")
+                    "(PSIS, via arviz) and active units. The defaults (K = 5000 on all 10,000 test "
+                    "images) took 23.5 min on a 2-core x86-64 CPU (about 35,000 images x K per "
+                    "second); --limit 1000 or --k 500 gives a first look in a few minutes.",
+        epilog="Prints a table and writes into RUN_DIR: eval.json (one entry per split, merged with "
+               "earlier ones: log p_K(x) with its standard error, the ELBO on the same samples, ESS, "
+               "k-hat shares, active units, time), khat_SPLIT.png (histogram of the per-image Pareto "
+               "k-hat) and log_px_vs_k_SPLIT.png (log p_K(x) against K on the first --curve-images "
+               "images). Nothing else is changed.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by python -m pyro_vae.fit")
     p.add_argument("--k", type=int, default=DEFAULT_K,
-                   help=f"importance samples per image (default: {DEFAULT_K}, as Burda et al.)")
+                   help=f"importance samples per image (default: {DEFAULT_K}, as Burda et al.; the cost "
+                        "grows linearly in K and in the number of images)")
     p.add_argument("--split", default="test", help=f"one of {', '.join(SPLITS)} (default: test)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"images per batch (default: {DEFAULT_BATCH_SIZE})")

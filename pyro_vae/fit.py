@@ -16,7 +16,7 @@ from typing import Sequence
 
 import pyro
 
-from .config import FitConfig, config_fields, load_config_file
+from .config import GROUPS, FitConfig, config_fields, load_config_file
 from .data import load_dataset
 from .errors import CheckpointError, ConfigError, PyroVAEError
 from .train import Trainer, resolve_device, say
@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                "pictures (samples.png, reconstructions.png, curves.png, latent_map.png, interpolation.png; "
                "--model cvae / m2: analogies.png, and for m2 confusion_matrix.png and labelled_indices.json).",
     )
+    groups = {name: parser.add_argument_group(f"{name} options", description)
+              for name, description in GROUPS.items()}
     for f in config_fields():
+        group = groups[f.metadata["group"]]
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         if isinstance(default, tuple):
@@ -44,13 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
         if "choices" in f.metadata:
             help_text = f"{{{','.join(f.metadata['choices'])}}} " + help_text
         if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=help_text)
         else:
-            parser.add_argument(flag, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
-    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of options (same keys as "
+            group.add_argument(flag, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+    output = groups["output"]
+    output.add_argument("--config", metavar="FILE", help="YAML or JSON file of options (same keys as "
                         "the flags, dashes or underscores); flags given here override it")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt up to "
+    output.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt up to "
                         "--epochs; other options must match the run's config.json")
     return parser
 

@@ -1,10 +1,11 @@
 """Configuration: the flags, the --config file, --resume conflicts and --help."""
 
 import json
+import re
 
 import pytest
 
-from pyro_vae.config import FitConfig, config_fields
+from pyro_vae.config import GROUPS, FitConfig, config_fields
 from pyro_vae.errors import CheckpointError, ConfigError
 from pyro_vae.fit import build_parser, main, resolve_config
 
@@ -20,6 +21,25 @@ def test_help_explains_every_option_with_its_default(capsys):
     assert "(default: dynamic)" in text
     for flag in ("--config FILE", "--resume DIR"):
         assert flag in text
+
+
+def test_help_groups_options_in_sections(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    heads = [f"{name} options:" for name in GROUPS]
+    assert list(GROUPS) == ["data", "model", "training", "devices", "output"]
+    starts = [text.index(h) for h in heads]
+    assert starts == sorted(starts)  # the sections in their order
+    sections = dict(zip(GROUPS, (text[a:b] for a, b in zip(starts, starts[1:] + [len(text)]))))
+    for f in config_fields():
+        assert f.metadata["group"] in GROUPS, f.name
+        assert re.search(rf"^  --{f.name.replace('_', '-')}\b", sections[f.metadata["group"]], re.M), f.name
+    expected = {"dataset": "data", "latent_dim": "model", "prior": "model", "alpha": "training",
+                "elbo": "training", "epochs": "training", "device": "devices", "out": "output"}
+    assert {name: next(f for f in config_fields() if f.name == name).metadata["group"]
+            for name in expected} == expected
+    assert "--resume DIR" in sections["output"]
 
 
 def test_flags_override_config_file(tmp_path):
