@@ -224,12 +224,13 @@ def main(argv=None) -> int:
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
               "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "pyro": pyro.__version__,
-              "steps": {}}
+              "load_average_at_start": os.getloadavg(), "steps": {}}
     for size in SIZES:
         result["steps"][size] = step_times(size, args, dataset)
         print(size, json.dumps(result["steps"][size]["median_ms_per_step"]), flush=True)
     if not args.skip_processes:
         result["processes"] = process_speed(args)
+    result["load_average_at_end"] = os.getloadavg()  # other jobs on the machine: read the ratios with it
     write_json(args.out, result)
     print(json.dumps({s: {k: v for k, v in r.items() if k.startswith(("median", "ratio"))}
                       for s, r in result["steps"].items()}, indent=2))

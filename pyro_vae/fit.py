@@ -97,6 +97,11 @@ def run(config: FitConfig, resume: str | None = None, fabric=None) -> dict:
     ``--devices 2`` starts the second process here; under torchrun or SLURM each process runs
     this. Returns rank 0's summary (an empty dict on the other ranks)."""
     pyro.settings.set(module_local_params=True)  # parameters live in the modules
+    world = config.world_size
+    if world and config.batch_size % world:  # before any process starts (the variant checks it again)
+        raise ConfigError(f"--batch-size {config.batch_size} (the global batch) is split evenly across "
+                          f"{world} processes, so it must be divisible by {world}; e.g. --batch-size "
+                          f"{max(world, config.batch_size // world * world)}")
     if fabric is None:
         fabric = fabric_for(config)
         launch(fabric)
@@ -131,7 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve_config(args, config_file, resume)
         run(config, resume)
     except PyroVAEError as e:
-        return fail(f"error: {e}", 2, every_rank=not getattr(e, "on_every_rank", False))
+        # a bad option or a divergence is the same on every rank: rank 0 reports it; other
+        # errors (a file or data set missing on one machine) come from the rank that hit them
+        same_everywhere = isinstance(e, ConfigError) or getattr(e, "on_every_rank", False)
+        return fail(f"error: {e}", 2, every_rank=not same_everywhere)
     except KeyboardInterrupt:
         return fail("interrupted: the last completed epoch's checkpoint (last.pt) is intact; continue "
                      "with --resume", 130, every_rank=False)

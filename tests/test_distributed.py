@@ -186,3 +186,12 @@ def test_evaluate_with_two_processes_gives_one_process_numbers(runs):
     assert two["processes"] == 2 and one["processes"] == 1
     for key in ("log_px_mean", "elbo_mean", "log_px_against_k"):
         assert two[key] == one[key], key
+
+
+def test_a_global_batch_that_does_not_divide_is_refused_before_any_process_starts(capsys):
+    from pyro_vae.fit import main
+
+    assert main(["--accelerator", "cpu", "--devices", "3", "--batch-size", "128", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-size 128 (the global batch) is split evenly across 3 processes" in err
+    assert "e.g. --batch-size 126" in err and "Traceback" not in err
