@@ -74,9 +74,9 @@ def main(argv=None) -> int:
     from pyro_vae.atomic import write_json
     from pyro_vae.data import evaluation_images, load_dataset
     from pyro_vae.evaluation import evaluate_log_px
-    from pyro_vae.train import resolve_device
+    from pyro_vae.engine import resolve_device
 
-    pyro.settings.set(module_local_params=False)
+    pyro.settings.set(module_local_params=True)
     device = resolve_device(args.device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"

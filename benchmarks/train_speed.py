@@ -1,4 +1,4 @@
-"""Benchmark: pyro-vae's SVI training against a hand-written pure-PyTorch VAE, in the same run.
+"""Benchmark: pyro-vae's training step (the engine's) against a hand-written pure-PyTorch VAE, in the same run.
 
 Both train the same networks (pyro_vae.nets, same initial weights) on the same device-resident
 mini-batches of dynamically binarized MNIST with Adam and the same learning-rate decay. The
@@ -33,9 +33,7 @@ from pyro_vae.atomic import write_json
 from pyro_vae.config import FitConfig
 from pyro_vae.data import DeviceBatches, evaluation_images, load_dataset
 from pyro_vae.nets import NetSpec, build_decoder, build_encoder
-from pyro_vae.objectives import DeviceSVI, ScaleLatents, build_elbo, minibatch_program
-from pyro_vae.train import build_optimizer, mean_elbo_terms, resolve_device
-from pyro_vae.vae import build_vae
+from pyro_vae.engine import Trainer, mean_elbo_terms, resolve_device
 
 
 class TorchVAE(nn.Module):
@@ -93,28 +91,23 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="benchmarks/results/train_speed.json")
     args = parser.parse_args(argv)
 
-    pyro.settings.set(module_local_params=False)
+    pyro.settings.set(module_local_params=True)
     config = FitConfig(elbo=args.elbo, net=args.net, batch_size=args.batch_size, epochs=args.epochs,
                        train_size=args.train_size, device=args.device)
-    device = resolve_device(config.device)
+    device = resolve_device(config.accelerator)
     dataset = load_dataset(config.dataset, args.data_dir)
     train = dataset.train if args.train_size is None else dataset.train.subset(args.train_size)
     test_images, test_description = evaluation_images(dataset.test, config.binarize, config.seed)
     test_images = test_images.to(device)
     n = len(train)
 
-    pyro.set_rng_seed(config.seed)
-    vae = build_vae(config, dataset.image_shape).to(device)
+    # pyro-vae's training step, exactly as the engine runs it
+    trainer = Trainer(config, dataset, "benchmarks/results/train_speed_run", device, log=lambda _: None)
+    vae = trainer.vae
     spec = NetSpec(dataset.image_shape, config.latent_dim, config.hidden)
     reference = TorchVAE(spec, config.net).to(device)
     copy_weights(vae, reference)
 
-    # pyro-vae's training step, exactly as the trainer builds it
-    optim = build_optimizer(config)
-    svi = DeviceSVI(minibatch_program(vae.model, n, ScaleLatents(1.0)),
-                    minibatch_program(vae.guide, n, ScaleLatents(1.0)), optim, build_elbo(config.elbo))
-    pyro_batches = DeviceBatches(train.images, train.labels, config.batch_size, binarization=config.binarize,
-                                 seed=config.seed, device=device)
     # the reference's step: torch.optim.Adam, the same decay, the same batches
     torch_optim = torch.optim.Adam(reference.parameters(), lr=config.lr)
     torch_sched = torch.optim.lr_scheduler.ExponentialLR(torch_optim, gamma=config.lr_decay)
@@ -124,9 +117,9 @@ def main(argv=None) -> int:
     def pyro_epoch():
         vae.train()
         total = torch.zeros((), device=device)
-        for x, _ in pyro_batches:
-            total += svi.step(x)
-        optim.step()
+        for args in trainer.variant.training_batches():
+            total += trainer.train_step(args)
+        trainer.scheduler.step()
         return total
 
     def torch_epoch():

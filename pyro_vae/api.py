@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, restore_networks
 from .config import FitConfig
+from .engine.checkpoint import load_checkpoint, restore_networks
 from .errors import CheckpointError
 from .vae import VAE, build_vae
 
@@ -28,7 +28,7 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.devi
                               f"`python -m pyro_vae.fit --out {run_dir}`?")
     config = FitConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
     path = run_dir / f"{checkpoint}.pt"
-    payload = load_checkpoint(path, map_location=device)
+    payload = load_checkpoint(path)
     vae = build_vae(config, tuple(payload["extra"]["image_shape"]), payload["extra"].get("num_classes", 10))
     restore_networks(vae, payload, path)
     vae.to(device)

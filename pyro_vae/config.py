@@ -48,14 +48,14 @@ class FitConfig:
     """Everything that defines a run. Defaults give a good MNIST model in about 5 CPU minutes."""
 
     _section("data")
-    dataset: str = _opt("mnist", "data set to train on", choices=("mnist", "fashion-mnist"))
+    dataset: str = _opt("mnist", "data set to train on", choices="pyro_vae.data.catalog:DATASET_NAMES")
     data_dir: str | None = _opt(
         None, "folder holding the data in torchvision's layout; also the download cache "
         "(default: $PYRO_VAE_DATA or ~/.cache/pyro-vae)")
     binarize: str = _opt(
         "dynamic", "dynamic: resample x ~ Bernoulli(intensity) each time an image is drawn; "
         "static: one fixed seeded binarization; none: intensities in [0, 1]",
-        choices=("dynamic", "static", "none"))
+        choices="pyro_vae.data.binarize:BINARIZATION_MODES")
     train_size: int | None = _opt(
         None, "use only the first N training images (for quick experiments); default: all 50,000")
     eval_size: int | None = _opt(
@@ -64,7 +64,7 @@ class FitConfig:
     model: str = _opt(
         "vae", "vae: p(x, z); cvae: conditional VAE p(x, z | y), the label given; m2: semi-supervised "
         "M2 (Kingma et al. 2014), the label latent, observed for --labels images",
-        choices=("vae", "cvae", "m2"))
+        choices="pyro_vae.variants:VARIANTS")
     labels: int | None = _opt(
         None, "--model m2: number of labelled training images, a class-balanced seeded subset "
         "(default: 100); the rest are used unlabelled")
@@ -80,25 +80,24 @@ class FitConfig:
         "bernoulli", "p(x|z): bernoulli (binary pixels), gaussian (fixed scale, see "
         "--gaussian-scale), gaussian-pixel-scale (one learned scale per pixel), "
         "gaussian-decoder-scale (the decoder outputs the scale), continuous-bernoulli",
-        choices=("bernoulli", "gaussian", "gaussian-pixel-scale", "gaussian-decoder-scale",
-                 "continuous-bernoulli"))
+        choices="pyro_vae.models.likelihoods:LIKELIHOODS")
     gaussian_scale: float = _opt(0.1, "the fixed standard deviation of --likelihood gaussian")
     latent_dim: int = _opt(32, "dimension D of the latent z")
     net: str = _opt("mlp", "encoder/decoder networks: mlp or conv (conv + batch norm)",
-                    choices=("mlp", "conv"))
+                    choices="pyro_vae.nets:ENCODERS")
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden widths, comma-separated (the decoder mirrors the encoder); the conv "
         "nets use the last one as their dense width")
     prior: str = _opt(
         "standard", "p(z): standard = N(0, I); learned = N(m, diag s^2) learned; mog = mixture of "
         "--prior-components learned Gaussians; vamp = VampPrior over --prior-components pseudo-inputs",
-        choices=("standard", "learned", "mog", "vamp"))
+        choices="pyro_vae.models.priors:PRIORS")
     prior_components: int | None = _opt(
         None, "components K of --prior mog / vamp (default: 10 for mog, 500 for vamp)")
     guide: str = _opt(
         "diag", "q(z|x): diag = diagonal Normal; lowrank = Normal with covariance W W^T + diag "
         "(rank --guide-rank); iaf = inverse autoregressive flow (--flow-layers layers)",
-        choices=("diag", "lowrank", "iaf"))
+        choices="pyro_vae.guides:GUIDES")
     guide_rank: int = _opt(4, "rank of the low-rank covariance factor of --guide lowrank")
     flow_layers: int = _opt(2, "number of affine autoregressive transforms of --guide iaf")
     flow_hidden: int = _opt(320, "hidden width of each IAF transform's autoregressive network")
@@ -106,22 +105,36 @@ class FitConfig:
     elbo: str = _opt(
         "trace", "trace: Trace_ELBO (Monte-Carlo KL); meanfield: TraceMeanField_ELBO (analytic KL); "
         "iwae: the importance-weighted bound with K = --particles (Burda et al. 2015)",
-        choices=("trace", "meanfield", "iwae"))
+        choices="pyro_vae.objectives:ELBOS")
     particles: int = _opt(1, "samples of z per image for the ELBO estimate (vectorized); with "
                           "--elbo iwae, the K of the bound")
     beta: float = _opt(1.0, "weight of the KL term (beta-VAE); 1 is the ELBO")
     warmup_epochs: float = _opt(
         0.0, "KL warm-up: beta rises linearly from 0 to --beta over this many epochs")
     epochs: int = _opt(30, "number of passes over the training set")
-    batch_size: int = _opt(128, "images per SVI step")
+    batch_size: int = _opt(128, "images per optimizer step: the global batch, split evenly across "
+                           "--devices x --num-nodes processes")
     lr: float = _opt(1e-3, "learning rate")
-    optimizer: str = _opt("adam", "pyro.optim optimizer", choices=("adam", "clipped-adam"))
+    optimizer: str = _opt(
+        "adam", "one torch.optim.Adam over every parameter; clipped-adam also clips each gradient "
+        "element to [-10, 10] first (as pyro.optim.ClippedAdam did)", choices="pyro_vae.engine.optim:OPTIMIZERS")
     lr_decay: float = _opt(
-        0.95, "learning rate multiplied by this after each epoch (pyro.optim.ExponentialLR); "
+        0.95, "learning rate multiplied by this after each epoch (torch.optim.lr_scheduler.ExponentialLR); "
         "1 keeps it constant")
     seed: int = _opt(0, "random seed: the same seed gives the same run on the same device")
     _section("devices")
-    device: str = _opt("auto", "auto (cuda if available), cpu or cuda", choices=("auto", "cpu", "cuda"))
+    accelerator: str = _opt("auto", "auto (cuda, else mps, else cpu), cpu, cuda or mps",
+                            choices="pyro_vae.engine.fabric:ACCELERATORS")
+    devices: str = _opt("1", "processes (one device each) per node: a number, or auto (every GPU "
+                        "of the node; 1 on a CPU)")
+    num_nodes: int = _opt(1, "machines taking part (under torchrun or SLURM, which start the processes)")
+    strategy: str = _opt("auto", "how processes share the work: auto (ddp for more than one process), "
+                         "ddp, or ddp_find_unused_parameters_true", choices="pyro_vae.engine.fabric:STRATEGIES")
+    precision: str = _opt("32-true", "32-true, bf16-mixed (networks in bfloat16, log-densities in float32) "
+                          "or 16-mixed (float16 with loss scaling, GPUs)",
+                          choices="pyro_vae.engine.fabric:PRECISIONS")
+    device: str | None = _opt(None, "old name of --accelerator (auto, cpu or cuda); kept as an alias",
+                              choices="pyro_vae.engine.fabric:ACCELERATORS")
     _section("output")
     out: str = _opt("runs/mnist", "output folder for config, metrics, checkpoints and pictures")
     tensorboard: bool = _opt(False, "also write TensorBoard scalars and images to OUT/tensorboard")
@@ -157,30 +170,49 @@ class FitConfig:
             problems.append("--elbo iwae is the importance-weighted bound of log p(x); it takes no "
                             "--beta or --warmup-epochs (use --elbo trace for those)")
         for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
+            choices = field_choices(f)
+            if choices and getattr(self, f.name) is not None and getattr(self, f.name) not in choices:
                 problems.append(
                     f"--{_flag(f.name)} {getattr(self, f.name)!r} is not one of: {', '.join(choices)}")
+        if not problems:
+            problems += self._engine_problems()
         if problems:
             raise ConfigError("; ".join(problems))
 
     def _label_model_problems(self) -> list[str]:
-        problems = []
-        if self.labels is not None and self.model != "m2":
-            problems.append(f"--labels picks the labelled images of --model m2; this run is --model "
-                            f"{self.model} (drop --labels, or use --model m2)")
+        """What the model kind (a variant, :mod:`pyro_vae.variants`) refuses in this config."""
+        from .variants import VARIANTS
+
+        if self.model not in VARIANTS:
+            return []  # named by the choices check
+        problems = VARIANTS.get(self.model).config_problems(self)
         if self.labels is not None and self.labels < 1:
             problems.append(f"--labels must be at least 1, got {self.labels}")
         if not self.alpha >= 0:
             problems.append(f"--alpha must be >= 0, got {self.alpha}")
-        allowed = {"cvae": ("standard", "learned"), "m2": ("standard", "learned", "mog")}.get(self.model)
-        if allowed and self.prior not in allowed:
-            problems.append(f"--model {self.model} takes --prior {' or '.join(allowed)}, not {self.prior} "
-                            "(the VampPrior's pseudo-inputs have no labels)")
-        if self.model == "m2" and self.elbo != "trace":
-            problems.append(f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo trace, "
-                            f"not {self.elbo}")
         return problems
+
+    def _engine_problems(self) -> list[str]:
+        """--device is the old name of --accelerator: it is moved there (a clash is refused)."""
+        problems = []
+        if self.device is not None:
+            if self.accelerator not in ("auto", self.device):
+                problems.append(f"--device is the old name of --accelerator; give only --accelerator "
+                                f"(got --device {self.device} and --accelerator {self.accelerator})")
+            else:
+                object.__setattr__(self, "accelerator", self.device)
+                object.__setattr__(self, "device", None)
+        devices = str(self.devices)
+        if devices != "auto" and not (devices.isdigit() and int(devices) >= 1):
+            problems.append(f"--devices takes a number of processes (1, 2, ...) or auto, got {self.devices!r}")
+        if self.num_nodes < 1:
+            problems.append(f"--num-nodes must be at least 1, got {self.num_nodes}")
+        return problems
+
+    @property
+    def world_size(self) -> int | None:
+        """Processes taking part (devices x nodes), or None while --devices is auto."""
+        return None if str(self.devices) == "auto" else int(self.devices) * self.num_nodes
 
     @property
     def labelled(self) -> int:
@@ -279,6 +311,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a mapping of option names to values, got {type(data).__name__}")
     return data
+
+
+def field_choices(f: dataclasses.Field) -> tuple[str, ...] | None:
+    """A field's allowed values: its registry's names (``choices="module:NAME"``, read lazily, so
+    a registry is the only list of a choice), or a literal tuple, or None."""
+    choices = f.metadata.get("choices")
+    if isinstance(choices, str):
+        import importlib
+
+        module, name = choices.split(":")
+        registry = getattr(importlib.import_module(module), name)
+        return tuple(registry.names() if hasattr(registry, "names") else registry)
+    return choices
 
 
 def config_fields() -> list[dataclasses.Field]:

@@ -22,10 +22,12 @@ import torch
 from .api import load
 from .atomic import write_json
 from .data import evaluation_images, load_dataset
-from .errors import ConfigError, exit_status
+from .engine import build_fabric, launch, say
+from .engine.fabric import ACCELERATORS, STRATEGIES, fail, gather_objects
+from .errors import ConfigError, PyroVAEError
 from .evaluation import DEFAULT_KS, evaluate_log_px, log_px_against_k
 from .evaluation.plots import plot_khat_histogram, plot_log_px_against_k
-from .train import resolve_device, say
+from .variants import variant_of
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_K = 5000
@@ -64,7 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=("best", "last"),
                    help="which checkpoint to evaluate (default: best)")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--accelerator", default="auto", choices=ACCELERATORS,
+                   help="auto (cuda, else mps, else cpu), cpu, cuda or mps (default: auto)")
+    p.add_argument("--devices", default="1", help="processes per node, each scoring its share of the "
+                   "images; the numbers equal one process's (default: 1)")
+    p.add_argument("--num-nodes", type=int, default=1, help="machines taking part (default: 1)")
+    p.add_argument("--strategy", default="auto", choices=STRATEGIES, help="(default: auto)")
+    p.add_argument("--device", default=None, choices=ACCELERATORS, help="old name of --accelerator")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -73,8 +81,14 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
                  batch_size: int = DEFAULT_BATCH_SIZE, k_chunk: int | None = None,
                  memory_mb: float = DEFAULT_MEMORY_MB, limit: int | None = None,
                  curve_images: int = DEFAULT_CURVE_IMAGES, checkpoint: str = "best", seed: int = 0,
-                 device: str = "auto", progress: bool = True, log=say) -> dict:
-    """Evaluate a run and write eval.json and the pictures into it; returns the split's entry."""
+                 device: str | None = None, accelerator: str = "auto", devices: str | int = 1,
+                 num_nodes: int = 1, strategy: str = "auto", fabric=None, progress: bool = True,
+                 log=say) -> dict:
+    """Evaluate a run and write eval.json and the pictures into it; returns the split's entry.
+
+    The images are split across the processes of ``fabric`` (or of a Fabric made from
+    ``accelerator``, ``devices``, ...; ``device`` is the old name of ``accelerator``), batch by
+    batch, and gathered: the numbers equal one process's. Rank 0 writes the files."""
     if k < 1:
         raise ConfigError(f"--k must be at least 1, got {k}")
     if batch_size < 1:
@@ -84,7 +98,18 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     run_dir = Path(run_dir)
-    dev = resolve_device(device)
+    if fabric is None:
+        if device is not None:
+            if accelerator not in ("auto", device):
+                raise ConfigError("--device is the old name of --accelerator; give only --accelerator")
+            accelerator = device
+        fabric = build_fabric(accelerator, devices, num_nodes, strategy)
+        launch(fabric)
+    main = fabric.is_global_zero
+    log = log if main else (lambda _line: None)
+    dev = fabric.device
+    shard = {"shard": (fabric.global_rank, fabric.world_size),
+             "gather": lambda obj: gather_objects(fabric, obj)}
     vae = load(run_dir, checkpoint=checkpoint, device=dev)
     config = vae.config
     dataset = load_dataset(config.dataset, config.data_dir, log=log)
@@ -93,48 +118,57 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     labels = data.labels
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    # CVAE: log p(x | y) given the true labels; M2: log p(x) = log sum_y p(x, y), y summed exactly
-    label_args = {"vae": {}, "cvae": {"labels": labels},
-                  "m2": {"sum_over_labels": vae.num_classes}}[config.model]
-    quantity = {"vae": "log p(x)", "cvae": "log p(x | y), true labels",
-                "m2": f"log p(x) = log sum_y p(x, y) over {vae.num_classes} labels"}[config.model]
-    log(f"evaluate: {run_dir} ({checkpoint}.pt), {images.shape[0]:,} images, K = {k}; {quantity}; {description}")
+    # the variant says what is estimated: log p(x); CVAE: log p(x | y) given the true labels;
+    # M2: log p(x) = log sum_y p(x, y), y summed exactly
+    label_args, quantity = variant_of(config).log_px_inputs(labels, vae.num_classes)
+    progress = progress and main
+    log(f"evaluate: {run_dir} ({checkpoint}.pt), {images.shape[0]:,} images, K = {k}; {quantity}; {description}"
+        + (f"; {fabric.world_size} processes" if fabric.world_size > 1 else ""))
     result = evaluate_log_px(vae.model, vae.guide, images, k=k, batch_size=batch_size, k_chunk=k_chunk,
                              seed=seed, progress=progress, memory_budget_mb=memory_mb, split=split,
-                             device=dev, **label_args)
+                             device=dev, **label_args, **shard)
     log(result.table())
     entry = {**result.summary(), "quantity": quantity, "checkpoint": checkpoint, "binarization": description,
-             "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev)}
-    plot_khat_histogram(result.khat, run_dir / f"khat_{split}.png",
-                        title=f"Pareto k-hat of the importance weights, {split} set, K = {k}")
+             "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+             "processes": fabric.world_size}
     pictures = [f"khat_{split}.png"]
+    if main:
+        plot_khat_histogram(result.khat, run_dir / f"khat_{split}.png",
+                            title=f"Pareto k-hat of the importance weights, {split} set, K = {k}")
     if curve_images > 0:
         ks = sorted({kk for kk in DEFAULT_KS if kk <= k} | {k})
         n = min(curve_images, images.shape[0])
         curve_labels = {key: (v[:n] if key == "labels" else v) for key, v in label_args.items()}
         curve = log_px_against_k(vae.model, vae.guide, images[:n], ks=ks, batch_size=min(batch_size, n),
                                  k_chunk=k_chunk, seed=seed, progress=progress,
-                                 memory_budget_mb=memory_mb, split=split, device=dev, **curve_labels)
-        plot_log_px_against_k(curve, run_dir / f"log_px_vs_k_{split}.png",
-                              title=f"log p_K(x) against K, first {n} {split} images")
+                                 memory_budget_mb=memory_mb, split=split, device=dev, **curve_labels, **shard)
+        if main:
+            plot_log_px_against_k(curve, run_dir / f"log_px_vs_k_{split}.png",
+                                  title=f"log p_K(x) against K, first {n} {split} images")
         entry["log_px_against_k"] = curve.summary()
         pictures.append(f"log_px_vs_k_{split}.png")
     entry["pictures"] = pictures
-    path = run_dir / "eval.json"
-    previous = json.loads(path.read_text()) if path.is_file() else {}
-    write_json(path, {**previous, split: entry}, allow_nan=False)
-    log(f"wrote {path} and {', '.join(pictures)}")
+    if main:
+        path = run_dir / "eval.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+        write_json(path, {**previous, split: entry}, allow_nan=False)
+        log(f"wrote {path} and {', '.join(pictures)}")
     return entry
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    pyro.settings.set(module_local_params=False)
-    return exit_status(lambda: evaluate_run(
-        args.run_dir, k=args.k, split=args.split, batch_size=args.batch_size, k_chunk=args.k_chunk,
-        memory_mb=args.memory_mb, limit=args.limit, curve_images=args.curve_images,
-        checkpoint=args.checkpoint, seed=args.seed, device=args.device, progress=not args.no_progress,
-        log=say))
+    pyro.settings.set(module_local_params=True)
+    try:
+        evaluate_run(
+            args.run_dir, k=args.k, split=args.split, batch_size=args.batch_size, k_chunk=args.k_chunk,
+            memory_mb=args.memory_mb, limit=args.limit, curve_images=args.curve_images,
+            checkpoint=args.checkpoint, seed=args.seed, device=args.device, accelerator=args.accelerator,
+            devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
+            progress=not args.no_progress, log=say)
+    except PyroVAEError as e:
+        return fail(f"error: {e}", 2)
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,19 +16,23 @@ from typing import Sequence
 
 import pyro
 
-from .config import GROUPS, FitConfig, config_fields, load_config_file
+from .config import GROUPS, FitConfig, config_fields, field_choices, load_config_file
 from .data import load_dataset
+from .engine import Trainer, fabric_for, launch, say
+from .engine.fabric import fail
 from .errors import CheckpointError, ConfigError, PyroVAEError
-from .train import Trainer, resolve_device, say
 
-# Options that may differ from the saved config when resuming a run.
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "tensorboard", "data_dir", "out", "eval_k"})
+# Options that may differ from the saved config when resuming a run (the number of processes may
+# not: the checkpoint holds one RNG state per process, and the resume checks it).
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "accelerator", "devices", "num_nodes", "strategy",
+                               "tensorboard", "data_dir", "out", "eval_k"})
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pyro_vae.fit",
-        description="Train a variational autoencoder, written as a Pyro model and guide, with SVI.",
+        description="Train a variational autoencoder, written as a Pyro model and guide, on Pyro's ELBO "
+                    "with one torch optimizer, in one process or many (Lightning Fabric).",
         epilog="Writes to --out: config.json, metrics.jsonl, last.pt, best.pt, summary.json and "
                "pictures (samples.png, reconstructions.png, curves.png, latent_map.png, interpolation.png; "
                "--model cvae / m2: analogies.png, and for m2 confusion_matrix.png and labelled_indices.json).",
@@ -44,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = f.metadata["help"]
         if "default:" not in help_text:  # some fields describe their default themselves
             help_text += f" (default: {default})"
-        if "choices" in f.metadata:
-            help_text = f"{{{','.join(f.metadata['choices'])}}} " + help_text
+        choices = field_choices(f)
+        if choices:
+            help_text = f"{{{','.join(choices)}}} " + help_text
         if f.type == "bool":
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                help=help_text)
@@ -91,28 +96,40 @@ def resolve_config(given: dict, config_file: str | None, resume: str | None) -> 
     return wanted
 
 
-def run(config: FitConfig, resume: str | None = None) -> dict:
-    pyro.settings.set(module_local_params=False)  # SVI needs Pyro's param store; VAEs have unique names
-    device = resolve_device(config.device)
-    dataset = load_dataset(config.dataset, config.data_dir)
-    trainer = Trainer(config, dataset, Path(config.out), device)
+def run(config: FitConfig, resume: str | None = None, fabric=None) -> dict:
+    """Train (or continue) the run ``config`` describes, in as many processes as it asks for:
+    ``--devices 2`` starts the second process here; under torchrun or SLURM each process runs
+    this. Returns rank 0's summary (an empty dict on the other ranks)."""
+    pyro.settings.set(module_local_params=True)  # parameters live in the modules
+    world = config.world_size
+    if world and config.batch_size % world:  # before any process starts (the variant checks it again)
+        raise ConfigError(f"--batch-size {config.batch_size} (the global batch) is split evenly across "
+                          f"{world} processes, so it must be divisible by {world}; e.g. --batch-size "
+                          f"{max(world, config.batch_size // world * world)}")
+    if fabric is None:
+        fabric = fabric_for(config)
+        launch(fabric)
+    dataset = load_dataset(config.dataset, config.data_dir, log=say if fabric.is_global_zero else (lambda _line: None))
+    trainer = Trainer(config, dataset, Path(config.out), fabric=fabric)
     if resume is not None:
         trainer.restore(Path(resume) / "last.pt")
         if trainer.epoch >= config.epochs:
             raise ConfigError(f"--resume {resume}: the run already has {trainer.epoch} epochs; "
                               f"ask for more with --epochs N (N > {trainer.epoch})")
     summary = trainer.fit()
-    final = summary["final"]
-    say(f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
-        f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
-        + (f"test accuracy of q(y|x) {final['test_accuracy']:.2%}; " if "test_accuracy" in final else "") +
-        f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/")
+    if fabric.is_global_zero:
+        final = summary["final"]
+        say(f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
+            f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
+            + (f"test accuracy of q(y|x) {final['test_accuracy']:.2%}; " if "test_accuracy" in final else "") +
+            f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/")
     if config.eval_k:
         from .evaluate import evaluate_run
 
         limit = min(config.eval_size, len(dataset.test)) if config.eval_size else None
-        summary["eval"] = evaluate_run(config.out, k=config.eval_k, limit=limit, device=config.device,
-                                       log=say)
+        entry = evaluate_run(config.out, k=config.eval_k, limit=limit, fabric=fabric, log=say)
+        if fabric.is_global_zero:
+            summary["eval"] = entry
     return summary
 
 
@@ -123,12 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve_config(args, config_file, resume)
         run(config, resume)
     except PyroVAEError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        # a bad option or a divergence is the same on every rank: rank 0 reports it; other
+        # errors (a file or data set missing on one machine) come from the rank that hit them
+        same_everywhere = isinstance(e, ConfigError) or getattr(e, "on_every_rank", False)
+        return fail(f"error: {e}", 2, every_rank=not same_everywhere)
     except KeyboardInterrupt:
-        print("interrupted: the last completed epoch's checkpoint (last.pt) is intact; continue with "
-              "--resume", file=sys.stderr)
-        return 130
+        return fail("interrupted: the last completed epoch's checkpoint (last.pt) is intact; continue "
+                     "with --resume", 130, every_rank=False)
     return 0
 
 

@@ -23,7 +23,8 @@ import torch
 from . import plots
 from .api import load
 from .errors import ConfigError, exit_status
-from .train import resolve_device, say
+from .engine import resolve_device, say
+from .engine.fabric import ACCELERATORS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="PNG file to write (default: in RUN_DIR)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--seed", type=int, default=0, help="seed of the latent draws (default: 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--accelerator", default="auto", choices=ACCELERATORS,
+                   help="auto (cuda, else mps, else cpu), cpu, cuda or mps (default: auto)")
+    p.add_argument("--device", default=None, choices=ACCELERATORS, help="old name of --accelerator")
     return p
 
 
@@ -75,10 +78,10 @@ def generate(run_dir: str | Path, *, label: int | None = None, n: int = 64, anal
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    pyro.settings.set(module_local_params=False)
+    pyro.settings.set(module_local_params=True)
     return exit_status(lambda: generate(args.run_dir, label=args.label, n=args.n, analogies=args.analogies,
                                         out=args.out, checkpoint=args.checkpoint, seed=args.seed,
-                                        device=args.device))
+                                        device=args.device or args.accelerator))
 
 
 if __name__ == "__main__":

@@ -1,33 +1,93 @@
-"""Training objectives: Pyro's ELBO estimators, the beta / KL warm-up weight, and the per-image
-ELBO terms (reconstruction and KL) read off model and guide traces.
+"""Training objectives: Pyro's ELBO estimators as loss modules, the beta / KL warm-up weight,
+mini-batch scaling, and the one helper that sums a trace's log-densities.
 
     ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z))
     ELBO_beta(x) = E_q(z|x)[log p(x|z)] - beta * KL(q(z|x) || p(z))     (beta-VAE, KL warm-up)
 
-beta multiplies the log-density of every latent site in both the model (log p(z)) and the guide
-(log q(z|x)), through :class:`ScaleLatents` (a ``poutine`` messenger), so the same code serves
-``Trace_ELBO`` (Monte-Carlo KL) and ``TraceMeanField_ELBO`` (analytic KL, which Pyro scales by
-the guide site's scale).
+A loss is Pyro's ELBO module, ``Trace_ELBO()(model, guide)``: an ``nn.Module`` whose forward is
+the differentiable loss and whose parameters are the model's and the guide's (module-local
+parameters, ``pyro.settings.set(module_local_params=True)``), so one ``torch.optim`` optimizer
+trains it. :class:`Minibatch` wraps model and guide so that on a batch of B of N images the loss
+estimates the whole data set's (beta-)ELBO: every site's log-density is multiplied by N / B and
+every latent site's by beta as well (both model log p(z) and guide log q(z|x)), which serves
+``Trace_ELBO`` (Monte-Carlo KL) and ``TraceMeanField_ELBO`` (analytic KL, scaled by the guide
+site's scale) alike.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
 import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
-from .errors import ConfigError
+from .errors import ConfigError, PyroVAEError
 from .registry import Registry
 
 MAX_PLATE_NESTING = 1  # the data plate; set explicitly so Pyro never has to guess
 
 ELBOS: Registry[ELBO] = Registry("ELBO")
 
+
+# -- the one helper that sums a trace's log-densities ------------------------------------------
+
+def sample_sites(trace: poutine.Trace, observed: bool | None = None) -> Iterator[tuple[str, dict]]:
+    """(name, site) of a trace's real sample sites (plates' subsample sites left out); only the
+    observed ones (``observed=True``) or only the latent ones (``False``) if asked."""
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        if observed is None or bool(site["is_observed"]) == observed:
+            yield name, site
+
+
+def site_log_density(site: dict) -> torch.Tensor:
+    """One site's masked, unscaled log-density, in float32 at least (bf16 / fp16 networks under
+    mixed precision still give float32 log-densities: a sum of 784 pixels in bf16 loses nats)."""
+    log_prob = scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
+    if log_prob.dtype in (torch.float16, torch.bfloat16):
+        log_prob = log_prob.float()
+    return log_prob
+
+
+def trace_log_density(trace: poutine.Trace, *, observed: bool | None = None,
+                      shape: tuple[int, ...] | None = None, who: str = "model",
+                      like: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over a trace's sample sites of their masked, unscaled log-density: one number per data
+    point, the data plate's dimension kept (and a particle dimension left of it, if any).
+
+    ``observed`` picks the observed (log p(x|z)) or the latent (log p(z), log q(z|x)) sites;
+    ``shape``, if given, is the shape every site's log-density must have (a site outside the data
+    plate, or one missing ``.to_event``, is then an error). With no matching site the sum is 0
+    (shaped like ``like`` or ``shape``). Used by training (the IWAE bound), the per-epoch ELBO
+    and the importance-weighted evaluator alike; site scales (mini-batch N/B, beta) are the
+    caller's business.
+    """
+    total = None
+    for name, site in sample_sites(trace, observed):
+        log_prob = site_log_density(site)
+        if shape is not None and log_prob.shape != tuple(shape):
+            raise PyroVAEError(
+                f"{who} site {name!r} has log_prob shape {tuple(log_prob.shape)}, expected "
+                f"{tuple(shape)}: every sample site must sit in pyro.plate('data', x.shape[0], dim=-1) "
+                "with its event dimensions declared (.to_event)")
+        total = log_prob if total is None else total + log_prob
+    if total is None:
+        if shape is None and like is None:
+            raise PyroVAEError(f"the {who} has no sample site to sum")
+        ref = like if like is not None else trace.nodes["_INPUT"]["args"][0]
+        return ref.new_zeros(tuple(shape) if shape is not None else ref.shape, dtype=torch.float32)
+    return total
+
+
+# -- the ELBO choices ----------------------------------------------------------------------------
 
 def _particle_kwargs(particles: int) -> dict:
     return dict(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=MAX_PLATE_NESTING)
@@ -43,7 +103,7 @@ def _meanfield(particles: int) -> ELBO:
     return TraceMeanField_ELBO(**_particle_kwargs(particles))
 
 
-class IWAE_ELBO(Trace_ELBO):  # reuses Trace_ELBO's tracing; replaces its objective
+class IWAE_ELBO(Trace_ELBO):  # reuses Trace_ELBO's tracing (and its ELBO module); replaces its objective
     """The importance-weighted bound of Burda et al. (2015), per image, summed over the batch:
 
         L_K(x) = E_{z_1..K ~ q(z|x)} [ log (1/K) sum_k p(x, z_k) / q(z_k|x) ]
@@ -61,20 +121,15 @@ class IWAE_ELBO(Trace_ELBO):  # reuses Trace_ELBO's tracing; replaces its object
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         (model_trace, guide_trace), = self._get_traces(model, guide, args, kwargs)
-        log_w = 0.0
-        scales = set()
-        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-            for name, site in trace.nodes.items():
-                if site["type"] != "sample":
-                    continue
-                if sign < 0 and not site["fn"].has_rsample:
-                    raise ConfigError(f"--elbo iwae needs a reparameterized guide; site {name!r} is not")
-                # log w_k = log p(x, z_k) - log q(z_k|x)      (K, B)
-                log_w = log_w + sign * site["fn"].log_prob(site["value"])
-                scales.add(float(site["scale"]))
+        for name, site in sample_sites(guide_trace):
+            if not site["fn"].has_rsample:
+                raise ConfigError(f"--elbo iwae needs a reparameterized guide; site {name!r} is not")
+        scales = {float(site["scale"]) for trace in (model_trace, guide_trace) for _, site in sample_sites(trace)}
         if len(scales) > 1:
             raise ConfigError("--elbo iwae weighs every site alike: it cannot be combined with "
                               "--beta != 1 or --warmup-epochs > 0")
+        # log w_k = log p(x, z_k) - log q(z_k|x)      (K, B)
+        log_w = trace_log_density(model_trace) - trace_log_density(guide_trace, who="guide")
         if self.num_particles == 1:  # Pyro adds no particle plate for a single particle
             log_w = log_w.unsqueeze(0)
         # L_K(x) = logsumexp_k log w_k - log K        (B,)
@@ -103,6 +158,8 @@ def build_elbo(name: str, particles: int = 1) -> ELBO:
     return ELBOS.build(name, particles)
 
 
+# -- scaling: mini-batch N/B and the KL weight beta ----------------------------------------------
+
 class ScaleLatents(Messenger):
     """Multiply the log-density of every latent (unobserved) sample site by ``beta``.
 
@@ -119,9 +176,25 @@ class ScaleLatents(Messenger):
             msg["scale"] = self.beta * msg["scale"]
 
 
+class Minibatch(torch.nn.Module):
+    """``fn(x, y)`` (a model or guide module) under the data-set scale ``data_scale`` (N / B for a
+    batch of B of N images; the training loop sets it per batch) and the KL weight of
+    ``latent_scale`` on its latent sites, so that its ELBO estimates the whole data set's."""
+
+    def __init__(self, fn: torch.nn.Module, latent_scale: ScaleLatents, data_scale: float = 1.0):
+        super().__init__()
+        self.fn = fn
+        self.latent_scale = latent_scale
+        self.data_scale = float(data_scale)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        with poutine.scale(scale=self.data_scale), self.latent_scale:
+            return self.fn(x, y)
+
+
 def minibatch_program(fn, num_data: int, latent_scale: ScaleLatents):
-    """``fn(x, y)`` under mini-batch scaling N/B and the KL weight beta on its latent sites, so
-    that on a batch of B of N images its ELBO estimates the whole data set's (beta-)ELBO."""
+    """``fn(x, y)`` scaled by N / B for each batch of B of ``num_data`` images and by beta on its
+    latent sites, as a plain function (for Pyro's SVI and for tests)."""
 
     def scaled(x, y=None):
         with poutine.scale(scale=num_data / x.shape[0]), latent_scale:
@@ -139,28 +212,7 @@ def beta_at(step: int, steps_per_epoch: int, beta: float, warmup_epochs: float) 
     return float(beta) * min(1.0, (step + 1) / warmup_steps)
 
 
-class DeviceSVI(pyro.infer.SVI):
-    """``pyro.infer.SVI`` whose ``step`` returns the loss as a detached tensor on the device.
-
-    Pyro's own ``SVI.step`` converts the loss to a Python float, which makes the host wait for
-    the GPU at every step. This step is otherwise the same (trace the params, backpropagate,
-    let the ``pyro.optim`` optimizer step them, zero their gradients); the trainer accumulates
-    the returned tensors and reads them once per log interval.
-    """
-
-    def __init__(self, model, guide, optim, loss: ELBO, **kwargs):
-        super().__init__(model, guide, optim, loss, **kwargs)
-        self.elbo = loss  # SVI keeps only the ELBO's bound methods; we need differentiable_loss
-
-    def step(self, *args, **kwargs) -> torch.Tensor:
-        with poutine.trace(param_only=True) as param_capture:
-            loss = self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
-            loss.backward()
-        params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
-        self.optim(params)
-        pyro.infer.util.zero_grads(params)
-        return loss.detach()
-
+# -- per-image ELBO terms --------------------------------------------------------------------
 
 def elbo_terms(model, guide, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-image ELBO terms from one z ~ q(z|x) per image, read off the traces.
@@ -171,33 +223,31 @@ def elbo_terms(model, guide, x: torch.Tensor, y: torch.Tensor | None = None) -> 
     """
     guide_trace = poutine.trace(guide).get_trace(x, y)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
-    recon = x.new_zeros(x.shape[0])
-    kl = x.new_zeros(x.shape[0])
-    for name, site in model_trace.nodes.items():
-        if site["type"] != "sample":
-            continue
-        if site["is_observed"]:
-            recon = recon + site["fn"].log_prob(site["value"])  # log p(x|z)       (B,)
-            continue
+    rows = (x.shape[0],)
+    recon = trace_log_density(model_trace, observed=True, shape=rows)  # log p(x|z)   (B,)
+    kl = x.new_zeros(rows, dtype=recon.dtype)
+    for name, site in sample_sites(model_trace, observed=False):
         q = guide_trace.nodes[name]["fn"]
         try:
-            kl = kl + kl_divergence(q, site["fn"])  # KL(q || p), closed form        (B,)
+            kl = kl + kl_divergence(q, site["fn"]).to(recon.dtype)  # KL(q || p), closed form   (B,)
         except NotImplementedError:
-            z = site["value"]
-            kl = kl + q.log_prob(z) - site["fn"].log_prob(z)  # log q(z|x) - log p(z)   (B,)
+            # log q(z|x) - log p(z), Monte Carlo     (B,)
+            kl = kl + site_log_density(guide_trace.nodes[name]) - site_log_density(site)
     return {"recon": recon, "kl": kl, "elbo": recon - kl}
 
 
+# -- M2: the semi-supervised objective ------------------------------------------------------
 
-class SemiSupervisedELBO:
+class SemiSupervisedLoss(torch.nn.Module):
     """Minus the M2 objective of Kingma et al. (2014, eq. 9) on one unlabelled and one labelled
-    mini-batch, ``differentiable_loss(model, guide, x_u, x_l, y_l)``:
+    mini-batch, ``forward(x_u, x_l, y_l)``:
 
         J_alpha = sum_{x in U} U(x) + sum_{(x,y) in L} [L(x, y) + alpha N log q(y|x) / N_L]
 
     L(x, y) is the ELBO with y observed; U(x) = E_q(y|x)[L(x, y)] + H[q(y|x)] is summed over
-    the C labels exactly: ``TraceEnum_ELBO`` enumerates the ``config_enumerate``-d guide's ``y``.
-    Each part is scaled to its whole set (N_u / B_u, N_l / B_l); ``alpha`` is in units of
+    the C labels exactly: Pyro's ``TraceEnum_ELBO`` enumerates the ``config_enumerate``-d guide's
+    ``y``. Each part is scaled to its whole set (N_u / B_u, N_l / B_l: ``unlabelled_scale`` and
+    ``labelled_scale``, set per batch by the training loop); ``alpha`` is in units of
     N = N_u + N_l (Kingma et al.: alpha = 0.1 N). With ``balanced=True`` the labelled part (its
     ELBO and the classification term) is weighted as if the labelled set were as large as the
     unlabelled one, i.e. multiplied by N_u / N_l: the weighting of training on equal numbers of
@@ -206,43 +256,46 @@ class SemiSupervisedELBO:
     sizes) and their losses added, so one optimizer step sees both.
     """
 
-    def __init__(self, num_unlabelled: int, num_labelled: int, alpha: float, latent_scale: ScaleLatents,
-                 particles: int = 1, balanced: bool = False):
-        from pyro.infer import TraceEnum_ELBO
-
+    def __init__(self, model, guide, num_unlabelled: int, num_labelled: int, alpha: float,
+                 latent_scale: ScaleLatents, particles: int = 1, balanced: bool = False):
+        super().__init__()
         if particles < 1:
             raise ConfigError(f"--particles must be at least 1, got {particles}")
+        self.model, self.guide = model, guide
         self.num_unlabelled, self.num_labelled = num_unlabelled, num_labelled
         self.labelled_weight = num_unlabelled / num_labelled if balanced else 1.0
         self.classification_weight = alpha * (num_unlabelled + num_labelled) * self.labelled_weight  # alpha N
         self.latent_scale = latent_scale
         self.unlabelled_elbo = TraceEnum_ELBO(**_particle_kwargs(particles))
         self.labelled_elbo = Trace_ELBO(**_particle_kwargs(particles))
+        # N_u / B_u and N_l / B_l of the full batches; the loop sets them for each (sharded) batch
+        self.unlabelled_scale = 1.0
+        self.labelled_scale = 1.0
 
-    def unlabelled_programs(self, model, guide):
-        from pyro.infer import config_enumerate
+    def _scaled(self, fn, scale: float):
+        def program(x, y=None):
+            with poutine.scale(scale=scale), self.latent_scale:
+                return fn(x, y)
+        return program
 
-        enumerated = config_enumerate(guide, default="parallel")  # y ~ q(y|x): all C values at once
-        return (minibatch_program(model, self.num_unlabelled, self.latent_scale),
-                minibatch_program(enumerated, self.num_unlabelled, self.latent_scale))
+    def unlabelled_loss(self, x_u: torch.Tensor) -> torch.Tensor:
+        enumerated = config_enumerate(self.guide, default="parallel")  # y ~ q(y|x): all C values at once
+        return self.unlabelled_elbo.differentiable_loss(self._scaled(self.model, self.unlabelled_scale),
+                                                        self._scaled(enumerated, self.unlabelled_scale), x_u)
 
-    def labelled_programs(self, model, guide):
-        scaled_model = minibatch_program(model, self.num_labelled * self.labelled_weight, self.latent_scale)
+    def labelled_loss(self, x_l: torch.Tensor, y_l: torch.Tensor) -> torch.Tensor:
+        scale = self.labelled_scale * self.labelled_weight
+        scaled_model = self._scaled(self.model, scale)
+        # the classification term, alpha N (1 / B_l) sum_i log q(y_i | x_i): B_l is the full batch's
+        per_image = self.classification_weight * self.labelled_scale / self.num_labelled
 
         def model_and_classifier(x, y):
             scaled_model(x, y)  # L(x, y), y observed
-            # + alpha N (1 / B_l) sum_i log q(y_i | x_i): the classifier learns from the labels too
-            log_q_y = guide.label_distribution(x).log_prob(y)  # (B_l,)
-            pyro.factor("classification", self.classification_weight * log_q_y.mean())
+            log_q_y = self.guide.label_distribution(x).log_prob(y)  # (B_l,)
+            pyro.factor("classification", per_image * log_q_y.sum())
 
-        return model_and_classifier, minibatch_program(guide, self.num_labelled * self.labelled_weight,
-                                                       self.latent_scale)
+        return self.labelled_elbo.differentiable_loss(model_and_classifier, self._scaled(self.guide, scale),
+                                                      x_l, y_l)
 
-    def differentiable_loss(self, model, guide, x_u, x_l, y_l) -> torch.Tensor:
-        unlabelled = self.unlabelled_elbo.differentiable_loss(*self.unlabelled_programs(model, guide), x_u)
-        labelled = self.labelled_elbo.differentiable_loss(*self.labelled_programs(model, guide), x_l, y_l)
-        return unlabelled + labelled  # -J_alpha on this pair of batches
-
-    def __call__(self, model, guide, *args) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args))
+    def forward(self, x_u: torch.Tensor, x_l: torch.Tensor, y_l: torch.Tensor) -> torch.Tensor:
+        return self.unlabelled_loss(x_u) + self.labelled_loss(x_l, y_l)  # -J_alpha on this pair of batches

@@ -1,44 +1,30 @@
-"""``VAE``: a model and its guide under one uniquely named ``PyroModule``, plus the user-facing
-methods ``encode``, ``decode``, ``sample`` and ``reconstruct``.
+"""``VAE``: a model and its guide under one ``PyroModule``, plus the user-facing methods
+``encode``, ``decode``, ``sample``, ``reconstruct`` and ``classify``.
 
-Pyro's SVI keeps parameters in the global param store, keyed by name. Every ``VAE`` gets its own
-name prefix (``vae1``, ``vae2``, ...), so two models in one process (a notebook comparing priors)
-never share or overwrite each other's parameters.
+Parameters live in the modules (``pyro.settings.set(module_local_params=True)``, set by the
+command-line tools, the tests and the notebooks), so two models in one process never share them.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import torch
 from pyro.nn import PyroModule
 
 from .config import FitConfig
 from .errors import ConfigError
-from .guides import GUIDES
-from .guides.semisupervised import LabelClassifier, M2Guide
+from .guides.semisupervised import M2Guide
 from .labels import check_label_values
-from .models import LIKELIHOODS, PRIORS, CVAEModel, LabelledGaussianPrior, M2Model, VAEModel
-from .nets import NetSpec, build_decoder, build_encoder
-
-LABEL_MODELS = ("cvae", "m2")  # models whose networks take the label
-
-_instance_numbers = itertools.count(1)
+from .models import VAEModel
 
 
 class VAE(PyroModule):
     """A VAE: ``model(x)`` is p(x, z), ``guide(x)`` is q(z | x); both are Pyro programs."""
 
-    def __init__(self, model: VAEModel, guide: PyroModule, name: str | None = None):
-        super().__init__(name or f"vae{next(_instance_numbers)}")
+    def __init__(self, model: VAEModel, guide: PyroModule):
+        super().__init__()
         self.model = model
         self.guide = guide
         self.config: FitConfig | None = None  # set by build_vae / pyro_vae.load
-
-    @property
-    def param_prefix(self) -> str:
-        """The prefix of this VAE's names in Pyro's param store, e.g. ``'vae1.'``."""
-        return self._pyro_name + "."
 
     @property
     def device(self) -> torch.device:
@@ -160,30 +146,8 @@ class VAE(PyroModule):
 
 
 def build_vae(config: FitConfig, image_shape: tuple[int, ...], num_classes: int = 10) -> VAE:
-    """Build the VAE that ``config`` describes for images of shape (C, H, W) (and, for
-    ``--model cvae`` / ``m2``, ``num_classes`` labels)."""
-    cond_dim = num_classes if config.model in LABEL_MODELS else 0
-    spec = NetSpec(image_shape=tuple(image_shape), latent_dim=config.latent_dim, hidden=tuple(config.hidden),
-                   cond_dim=cond_dim)
-    likelihood = LIKELIHOODS.build(config.likelihood, tuple(image_shape), config)
-    guide = GUIDES.build(config.guide, spec, config)  # q(z | x), or q(z | x, y) when cond_dim > 0
-    if config.model == "cvae" and config.prior == "learned":
-        prior = LabelledGaussianPrior(config.latent_dim, num_classes)  # p(z | y), one Gaussian per label
-    else:
-        prior = PRIORS.build(config.prior, spec, config, guide)  # VampPrior reuses the guide's encoder
-    if config.model == "m2":  # q(y, z | x) = q(y | x) q(z | x, y)
-        classifier_spec = NetSpec(tuple(image_shape), config.latent_dim, tuple(config.hidden))
-        guide = M2Guide(LabelClassifier(build_encoder(config.net, classifier_spec), num_classes), guide,
-                        num_classes)
-    if config.elbo == "meanfield" and not (prior.analytic_kl and guide.analytic_kl):
-        raise ConfigError(
-            f"--elbo meanfield needs the KL from q(z|x) to p(z) in closed form, which --guide "
-            f"{config.guide} with --prior {config.prior} does not have; use --elbo trace (its "
-            f"Monte-Carlo KL works for every pair)")
-    decoder = build_decoder(config.net, spec, likelihood.params_per_pixel)
-    model_class = {"vae": VAEModel, "cvae": CVAEModel, "m2": M2Model}[config.model]
-    model = model_class(prior, decoder, likelihood) if config.model == "vae" else \
-        model_class(prior, decoder, likelihood, num_classes)
-    vae = VAE(model, guide)
-    vae.config = config
-    return vae
+    """Build the VAE that ``config`` describes for images of shape (C, H, W) (and, for a kind
+    whose networks take the label, ``num_classes`` labels): its variant builds it."""
+    from .variants import variant_of
+
+    return variant_of(config).build(config, image_shape, num_classes)

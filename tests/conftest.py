@@ -1,8 +1,10 @@
-"""Shared test set-up: Pyro validation on, a clean param store and a seed per test.
+"""Shared test set-up: Pyro validation on, module-local parameters, a clean param store and a
+seed per test.
 
-pyro-vae trains with ``pyro.infer.SVI``, which needs Pyro's global param store
-(``module_local_params=False``; SVI fails on module-local parameters). Every ``VAE`` therefore
-gets a unique name prefix, so two models in one process never share parameters.
+pyro-vae trains Pyro's ELBO module with one torch optimizer: parameters live in the modules
+(``module_local_params=True``, set here as the command-line tools set it), so two models in one
+process never share them. Tests of Pyro's textbook ``SVI`` switch to the global param store
+with ``pyro.settings.context(module_local_params=False)``.
 """
 
 import pyro
@@ -15,7 +17,7 @@ pytest_plugins = ["data_fixtures"]  # real MNIST / Fashion-MNIST, fetched once p
 @pytest.fixture(autouse=True)
 def _pyro_settings():
     pyro.enable_validation(True)
-    pyro.settings.set(module_local_params=False)
+    pyro.settings.set(module_local_params=True)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     torch.set_num_threads(1)  # one thread per test process: the suite must pass beside a busy process per core

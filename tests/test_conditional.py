@@ -60,28 +60,31 @@ def test_m2_enumerated_elbo_equals_the_hand_summed_elbo_over_the_ten_labels(mnis
 
 
 def test_balanced_weighting_multiplies_the_labelled_part_by_n_unlabelled_over_n_labelled(mnist_dataset, one_thread):
-    from pyro_vae.objectives import ScaleLatents, SemiSupervisedELBO
+    from pyro_vae.objectives import ScaleLatents, SemiSupervisedLoss
 
     vae = build_vae(FitConfig(model="m2", latent_dim=3, hidden=(32,)), (1, 28, 28))
     x = binary_images(mnist_dataset, 7)
     xu, xl, yl = x[:4], x[4:], mnist_dataset.test.labels[4:7]
-    counted = SemiSupervisedELBO(600, 40, 0.1, ScaleLatents(1.0), balanced=False)
-    balanced = SemiSupervisedELBO(600, 40, 0.1, ScaleLatents(1.0), balanced=True)
+
+    def objective(alpha, balanced):
+        loss = SemiSupervisedLoss(vae.model, vae.guide, 600, 40, alpha, ScaleLatents(1.0), balanced=balanced)
+        loss.unlabelled_scale, loss.labelled_scale = 600 / 4, 40 / 3  # N_u / B_u, N_l / B_l
+        return loss
+
+    counted, balanced = objective(0.1, False), objective(0.1, True)
     losses = {}
-    for name, objective in (("counted", counted), ("balanced", balanced)):
+    for name, loss_fn in (("counted", counted), ("balanced", balanced)):
         pyro.set_rng_seed(1)
-        losses[name] = float(objective.differentiable_loss(vae.model, vae.guide, xu, xl, yl).detach())
+        losses[name] = float(loss_fn(xu, xl, yl).detach())
     pyro.set_rng_seed(1)
-    unlabelled = float(counted.unlabelled_elbo.differentiable_loss(
-        *counted.unlabelled_programs(vae.model, vae.guide), xu).detach())
+    unlabelled = float(counted.unlabelled_loss(xu).detach())
     labelled = losses["counted"] - unlabelled  # -[L(x, y) sum + alpha N mean log q(y|x)], counted once
     assert losses["balanced"] == pytest.approx(unlabelled + 600 / 40 * labelled, rel=1e-5)
     # and the classification term really is alpha N mean log q(y|x): take it away by hand
     with torch.no_grad():
         log_q = vae.guide.label_distribution(xl).log_prob(yl).mean()
-    no_classifier = SemiSupervisedELBO(600, 40, 0.0, ScaleLatents(1.0), balanced=False)
     pyro.set_rng_seed(1)
-    without = float(no_classifier.differentiable_loss(vae.model, vae.guide, xu, xl, yl).detach())
+    without = float(objective(0.0, False)(xu, xl, yl).detach())
     assert losses["counted"] == pytest.approx(without - 0.1 * 640 * float(log_q), rel=1e-5)
 
 

@@ -62,7 +62,11 @@ def test_json_config_file(tmp_path):
     ({"latent_dim": "0"}, "--latent-dim must be at least 1, got 0"),
     ({"lr": "-1"}, "--lr must be positive, got -1.0"),
     ({"epochs": "many"}, "bad value 'many' for epochs"),
-    ({"device": "tpu"}, "--device 'tpu' is not one of: auto, cpu, cuda"),
+    ({"device": "tpu"}, "--device 'tpu' is not one of: auto, cpu, cuda, mps"),
+    ({"accelerator": "tpu"}, "--accelerator 'tpu' is not one of: auto, cpu, cuda, mps"),
+    ({"devices": "two"}, "--devices takes a number of processes (1, 2, ...) or auto, got 'two'"),
+    ({"precision": "8-true"}, "--precision '8-true' is not one of: 32-true, bf16-mixed, 16-mixed"),
+    ({"device": "cpu", "accelerator": "cuda"}, "--device is the old name of --accelerator"),
     ({"lr_decay": "1.5"}, "--lr-decay must be in (0, 1], got 1.5"),
 ])
 def test_bad_option_values_are_named(given, message):
@@ -115,5 +119,31 @@ def test_cuda_without_gpu_is_a_clear_error(capsys, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert main(["--device", "cuda"]) == 2
-    assert "--device cuda was given but PyTorch sees no CUDA GPU" in capsys.readouterr().err
+    assert main(["--device", "cuda"]) == 2  # the old name of --accelerator
+    assert "--accelerator cuda was given but PyTorch sees no CUDA GPU" in capsys.readouterr().err
+    assert main(["--accelerator", "cuda"]) == 2
+    assert "--accelerator cuda was given but PyTorch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_device_is_an_alias_of_accelerator():
+    config = resolve_config({"device": "cpu"}, None, None)
+    assert config.accelerator == "cpu" and config.device is None
+    assert FitConfig.from_dict(config.to_dict()) == config
+
+
+def test_every_choice_comes_from_its_registry():
+    from pyro_vae.config import field_choices
+    from pyro_vae.data.catalog import DATASET_NAMES
+    from pyro_vae.guides import GUIDES
+    from pyro_vae.models import LIKELIHOODS, PRIORS
+    from pyro_vae.nets import ENCODERS
+    from pyro_vae.objectives import ELBOS
+    from pyro_vae.variants import VARIANTS
+
+    choices = {f.name: field_choices(f) for f in config_fields()}
+    for name, registry in [("model", VARIANTS), ("likelihood", LIKELIHOODS), ("prior", PRIORS),
+                           ("guide", GUIDES), ("net", ENCODERS), ("elbo", ELBOS)]:
+        assert choices[name] == tuple(registry.names()), name
+    assert choices["dataset"] == tuple(DATASET_NAMES)
+    text = build_parser().format_help()
+    assert "{vae,cvae,m2}" in text and "{trace,meanfield,iwae}" in text

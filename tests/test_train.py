@@ -9,12 +9,11 @@ import torch
 from PIL import Image
 
 import pyro_vae
-from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.engine import Trainer, load_checkpoint, mean_elbo_terms
 from pyro_vae.config import FitConfig
 from pyro_vae.data import evaluation_images
 from pyro_vae.errors import CheckpointError, TrainingDiverged
 from pyro_vae.fit import main
-from pyro_vae.train import Trainer, mean_elbo_terms
 
 # A few hundred real images and a small network: seconds per run on a 2-core CPU.
 SMALL = dict(train_size=400, eval_size=200, latent_dim=4, hidden=(64,), batch_size=50)
@@ -129,14 +128,14 @@ def test_grey_scale_data_with_bernoulli_likelihood_is_refused(mnist_dataset, tmp
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(mnist_dataset, tmp_path, monkeypatch):
     trainer = Trainer(small_config(mnist_dataset, tmp_path, epochs=3), mnist_dataset, tmp_path,
                       torch.device("cpu"), log=lambda _: None)
-    real_step = trainer.svi.step
-    steps_per_epoch = len(trainer.batches)
+    real_step = trainer.train_step
+    steps_per_epoch = len(trainer.variant)
 
-    def step_that_diverges_in_epoch_2(*args, **kwargs):
-        loss = real_step(*args, **kwargs)
+    def step_that_diverges_in_epoch_2(args):
+        loss = real_step(args)
         return loss * math.nan if trainer.step == steps_per_epoch + 2 else loss  # 3rd step of epoch 2
 
-    monkeypatch.setattr(trainer.svi, "step", step_that_diverges_in_epoch_2)
+    monkeypatch.setattr(trainer, "train_step", step_that_diverges_in_epoch_2)
     with pytest.raises(TrainingDiverged) as info:
         trainer.fit()
     message = str(info.value)

@@ -37,6 +37,7 @@ class DeviceBatches:
         device: str | torch.device,
         shuffle: bool = True,
         drop_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ):
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}.")
@@ -50,6 +51,9 @@ class DeviceBatches:
         self.dynamic = binarization == DYNAMIC
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.rank, self.world = shard  # this process takes the rank-th of world slices of each batch
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"shard {shard}: need 0 <= rank < processes")
         self.generator = torch.Generator(device=self.images.device)
         self.generator.manual_seed(seed)
 
@@ -58,7 +62,14 @@ class DeviceBatches:
         full, rest = divmod(self.images.shape[0], self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
+    def global_rows(self, index: int) -> int:
+        """Rows of global batch ``index`` (all processes' slices together)."""
+        return min(self.batch_size, self.images.shape[0] - index * self.batch_size)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of this process's shard: each process draws the same seeded permutation and
+        binarization of every global batch and keeps its own contiguous slice, so together the
+        processes cover each global batch (and the epoch) exactly once, as one process would."""
         device = self.images.device
         size = self.images.shape[0]
         if self.shuffle:
@@ -70,7 +81,10 @@ class DeviceBatches:
             x = self.images[index]  # (B, ...)
             if self.dynamic:
                 x = torch.bernoulli(x, generator=self.generator)
-            yield x, self.labels[index]
+            y = self.labels[index]
+            if self.world > 1:
+                x, y = x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
+            yield x, y
 
     def state_dict(self) -> dict:
         """The generator state: restoring it makes the next epoch repeat exactly."""

@@ -39,6 +39,8 @@ def evaluate_log_px(
     split: str | None = None,
     device: torch.device | str | None = None,
     sum_over_labels: int = 0,
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[object], list] | None = None,
 ) -> EvaluationResult:
     """log p_K(x), the ELBO, ESS, Pareto k-hat and E_q[z|x] of every image of a split.
 
@@ -53,44 +55,45 @@ def evaluate_log_px(
     :param progress: a tqdm bar over images on stderr.
     :param sum_over_labels: L > 0: the model's label ``y`` is latent (M2); log p(x) sums it
         over the L labels exactly (:func:`label_summed_log_px`); ``labels`` must be None.
+    :param shard: (rank, processes): this process scores batches rank, rank + processes, ...
+        (their seeds depend on the batch index only, so the numbers do not depend on the layout).
+    :param gather: collects one object from every process (rank order); every process then
+        returns the whole split's result.
     """
     images, labels = _check_inputs(images, labels, k, batch_size, sum_over_labels)
     if khat:
         _check_weights_fit(batch_size, k * max(1, sum_over_labels), memory_budget_mb)
     device = _device(model, images, device)
-    parts: dict[str, list[np.ndarray]] = {"log_px": [], "elbo": [], "log_ess": [], "khat": [],
-                                          "z_mean": []}
-    chunks, source = [], "none"
+    batches: list[tuple[int, dict]] = []  # (batch index, this batch's per-image arrays)
     start = time.perf_counter()
-    with tqdm(total=images.shape[0], unit="img", disable=not progress,
+    with tqdm(total=_shard_images(images.shape[0], batch_size, shard), unit="img", disable=not progress,
               desc=f"log p(x), K={k}") as bar:
-        for index, x, y in _batches(images, labels, batch_size, device):
+        for index, x, y in _batches(images, labels, batch_size, device, shard):
             est = _estimate(model, guide, x, y, sum_over_labels, k=k, k_chunk=k_chunk, seed=seed,
                             batch_index=index, memory_budget_mb=memory_budget_mb,
                             return_log_weights=khat, latent_site=latent_site)
-            parts["log_px"].append(est.log_px.numpy())
-            parts["elbo"].append(est.elbo.numpy())
-            parts["log_ess"].append(est.log_ess.numpy())
             n = x.shape[0]
-            parts["khat"].append(pareto_khat(est.log_weights.numpy()) if khat
-                                 else np.full(n, np.nan))
-            if est.z_mean is not None:
-                parts["z_mean"].append(est.z_mean.numpy())
-                source = est.z_mean_source
-            chunks.append(est.k_chunk)
+            batches.append((index, {
+                "log_px": est.log_px.numpy(), "elbo": est.elbo.numpy(), "log_ess": est.log_ess.numpy(),
+                "khat": pareto_khat(est.log_weights.numpy()) if khat else np.full(n, np.nan),
+                "z_mean": None if est.z_mean is None else est.z_mean.numpy(),
+                "source": est.z_mean_source, "k_chunk": est.k_chunk}))
             bar.update(n)
     seconds = time.perf_counter() - start
+    batches = _gathered(batches, gather)
+    parts = {key: [b[key] for _, b in batches] for key in batches[0][1]}
+    has_z = parts["z_mean"][0] is not None
     return EvaluationResult(
         log_px=np.concatenate(parts["log_px"]),
         elbo=np.concatenate(parts["elbo"]),
         log_ess=np.concatenate(parts["log_ess"]),
         khat=np.concatenate(parts["khat"]),
-        z_mean=np.concatenate(parts["z_mean"]) if parts["z_mean"] else None,
-        z_mean_source=source,
+        z_mean=np.concatenate(parts["z_mean"]) if has_z else None,
+        z_mean_source=parts["source"][0] if has_z else "none",
         k=k,
         seed=seed,
         batch_size=batch_size,
-        k_chunk=chunks[0],
+        k_chunk=parts["k_chunk"][0],
         seconds=seconds,
         split=split,
     )
@@ -111,12 +114,15 @@ def log_px_against_k(
     split: str | None = None,
     device: torch.device | str | None = None,
     sum_over_labels: int = 0,
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[object], list] | None = None,
 ) -> LogPxCurve:
     """log p_k(x) for each k in ``ks`` on ``images`` (pass a subset), from nested samples.
 
     Every image gets max(ks) particles; log p_k(x) uses the first k of them, so the curve is
     non-decreasing in expectation and its points are not independent noise. The value at k
     equals :func:`importance_weighted_log_px` with that k and the same seed and batches.
+    ``shard`` and ``gather`` split the batches over processes as in :func:`evaluate_log_px`.
     """
     ks = _check_ks(ks)
     k_max = ks[-1]
@@ -124,9 +130,9 @@ def log_px_against_k(
     _check_weights_fit(batch_size, k_max * max(1, sum_over_labels), memory_budget_mb)
     device = _device(model, images, device)
     rows = []
-    with tqdm(total=images.shape[0], unit="img", disable=not progress,
+    with tqdm(total=_shard_images(images.shape[0], batch_size, shard), unit="img", disable=not progress,
               desc=f"log p(x) against K <= {k_max}") as bar:
-        for index, x, y in _batches(images, labels, batch_size, device):
+        for index, x, y in _batches(images, labels, batch_size, device, shard):
             est = _estimate(model, guide, x, y, sum_over_labels, k=k_max, k_chunk=k_chunk, seed=seed,
                             batch_index=index, memory_budget_mb=memory_budget_mb,
                             return_log_weights=True, latent_site="")
@@ -134,8 +140,9 @@ def log_px_against_k(
             per = est.labels_summed
             # log p_k(x) = logsumexp_{j<k} log w_j - log k   (B, len(ks))   (all L labels of each j)
             cols = [torch.logsumexp(lw[:, :kk * per], 1) - np.log(kk) for kk in ks]
-            rows.append(torch.stack(cols, 1).numpy())
+            rows.append((index, torch.stack(cols, 1).numpy()))
             bar.update(x.shape[0])
+    rows = [r for _, r in _gathered(rows, gather)]
     return LogPxCurve(ks=tuple(ks), log_px=np.concatenate(rows), seed=seed, split=split)
 
 
@@ -147,12 +154,31 @@ def _estimate(model, guide, x, y, sum_over_labels: int, **kwargs):
 
 
 def _batches(images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
-             device: torch.device) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
-    """(batch index, x, y) over consecutive slices of ``batch_size`` images, moved to ``device``."""
+             device: torch.device, shard: tuple[int, int] = (0, 1),
+             ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """(batch index, x, y) over consecutive slices of ``batch_size`` images, moved to ``device``;
+    of these, only the batches of this process's ``shard`` (rank, processes)."""
+    rank, world = shard
     for index, start in enumerate(range(0, images.shape[0], batch_size)):
+        if index % world != rank:
+            continue
         x = images[start:start + batch_size].to(device)
         y = None if labels is None else labels[start:start + batch_size].to(device)
         yield index, x, y
+
+
+def _shard_images(n: int, batch_size: int, shard: tuple[int, int]) -> int:
+    """Images in this process's batches."""
+    rank, world = shard
+    return sum(min(batch_size, n - start) for index, start in enumerate(range(0, n, batch_size))
+               if index % world == rank)
+
+
+def _gathered(batches: list[tuple[int, object]], gather) -> list[tuple[int, object]]:
+    """Every process's (batch index, result) pairs, in batch order."""
+    if gather is not None:
+        batches = [b for part in gather(batches) for b in part]
+    return sorted(batches, key=lambda b: b[0])
 
 
 def _check_inputs(images, labels, k: int, batch_size: int, sum_over_labels: int = 0):

@@ -43,10 +43,9 @@ import pyro.poutine as poutine
 import torch
 import torch.utils._pytree
 import torch.utils._python_dispatch
-from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import site_is_subsample
 
 from ..errors import PyroVAEError
+from ..objectives import sample_sites, trace_log_density
 
 DEFAULT_MEMORY_BUDGET_MB = 256.0
 
@@ -260,7 +259,7 @@ def model_log_joint(
                 f"the model samples {name!r} but the guide does not: every unobserved model "
                 "site needs a guide site of the same name for importance sampling"
             )
-    missing = set(latents) - {name for name, _ in _sample_sites(model_trace)}
+    missing = set(latents) - {name for name, _ in sample_sites(model_trace)}
     if missing:
         raise PyroVAEError(
             f"the guide samples {sorted(missing)} which the model does not have; auxiliary "
@@ -270,38 +269,14 @@ def model_log_joint(
 
 
 def site_log_probs(trace: poutine.Trace, rows: int, who: str) -> torch.Tensor:
-    """Sum over a trace's sample sites of their (masked, unscaled) log_prob, shape (rows,).
-
-    The data plate's dimension is kept: row b is data point b. A site whose log_prob does not
-    have exactly that shape (a site outside the data plate, a missing ``.to_event``) is an error.
-    """
-    total = None
-    for name, site in _sample_sites(trace):
-        log_prob = scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
-        if log_prob.shape != (rows,):
-            raise PyroVAEError(
-                f"{who} site {name!r} has log_prob shape {tuple(log_prob.shape)}, expected "
-                f"({rows},): every sample site must sit in pyro.plate('data', x.shape[0], dim=-1) "
-                "with its event dimensions declared (.to_event)"
-            )
-        total = log_prob if total is None else total + log_prob
-    if total is None:
-        return trace.nodes["_INPUT"]["args"][0].new_zeros(rows)
-    return total
-
-
-def _sample_sites(trace: poutine.Trace) -> Iterator[tuple[str, dict]]:
-    """(name, site) of the real sample sites of a trace (plates' subsample sites left out)."""
-    for name, site in trace.nodes.items():
-        if site["type"] == "sample" and not site_is_subsample(site):
-            yield name, site
+    """Sum over a trace's sample sites of their (masked, unscaled) log_prob, shape (rows,): the
+    shared :func:`pyro_vae.objectives.trace_log_density`, every site checked to be per image."""
+    return trace_log_density(trace, shape=(rows,), who=who)
 
 
 def _latent_sites(trace: poutine.Trace) -> Iterator[tuple[str, dict]]:
     """(name, site) of the unobserved sample sites of a trace."""
-    for name, site in _sample_sites(trace):
-        if not site["is_observed"]:
-            yield name, site
+    return sample_sites(trace, observed=False)
 
 
 def _site_mean(site: dict) -> tuple[torch.Tensor, bool]:

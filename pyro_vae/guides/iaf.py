@@ -40,11 +40,13 @@ class AmortizedIAF(PyroModule):
             conditional_affine_autoregressive(latent_dim, features, hidden_dims=[flow_hidden, flow_hidden])
             for _ in range(flow_layers))
         self.flows = flows  # plain torch modules: Pyro's transforms cannot become PyroModules
-        # (metaclass conflict), so distribution() registers them with pyro.module
+        # (metaclass conflict); they are ordinary submodules, and with the global param store
+        # distribution() registers them with pyro.module
         self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1))
 
     def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
-        pyro.module(f"{self._pyro_name}.flows", self.flows)  # named under this VAE's prefix
+        if not pyro.settings.get("module_local_params"):  # Pyro's global param store (e.g. SVI)
+            pyro.module(f"{self._pyro_name}.flows", self.flows)  # registers the flows there
         h = self.encoder(x, label_input(y, self.num_classes))  # h(x[, y])  (..., B, F)
         loc = self.loc_head(h)  # (B, D)
         scale = F.softplus(self.scale_head(h)) + MIN_POSTERIOR_SCALE

@@ -1,0 +1,185 @@
+"""Lightning Fabric, set up from a run's options: where the processes run (``--accelerator``,
+``--devices``, ``--num-nodes``), how they share the work (``--strategy``) and in what precision
+(``--precision``). Fabric starts the processes itself (``--devices 2``), or takes them from
+``torchrun`` or SLURM when launched under them; the training loop stays ours.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+ACCELERATORS = ("auto", "cpu", "cuda", "mps")
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+LAUNCHER_PID = "PYRO_VAE_LAUNCHER_PID"  # set for the processes that Fabric starts from ours
+
+
+def check_accelerator(name: str, flag: str = "--accelerator") -> str:
+    """``name`` if this machine has it; a clear error otherwise."""
+    if name not in ACCELERATORS:
+        raise ConfigError(f"{flag} {name!r} is not one of: {', '.join(ACCELERATORS)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{flag} cuda was given but PyTorch sees no CUDA GPU here; use {flag} cpu "
+                          "(or auto), or install a CUDA build of PyTorch on a machine with a GPU")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{flag} mps was given but this PyTorch has no Apple MPS device; use {flag} cpu")
+    return name
+
+
+def resolve_device(name: str | torch.device, flag: str = "--accelerator") -> torch.device:
+    """One device for a single-process tool: ``auto`` -> cuda, else mps, else cpu."""
+    if isinstance(name, torch.device):
+        return name
+    name = check_accelerator(name, flag)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _devices(value: str | int) -> int | str:
+    return "auto" if str(value) == "auto" else int(value)
+
+
+def build_fabric(accelerator: str = "auto", devices: str | int = 1, num_nodes: int = 1,
+                 strategy: str = "auto", precision: str = "32-true"):
+    """A ``lightning.fabric.Fabric`` for these options (not launched yet), or a clear error."""
+    from lightning.fabric import Fabric
+
+    check_accelerator(accelerator)
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy {strategy!r} is not one of: {', '.join(STRATEGIES)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
+    if precision == "16-mixed" and resolve_device(accelerator).type == "cpu":
+        raise ConfigError("--precision 16-mixed (float16 with loss scaling) needs a GPU; on a CPU use "
+                          "--precision bf16-mixed")
+    try:
+        return Fabric(accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes,
+                      strategy=strategy, precision=precision)
+    except (ValueError, RuntimeError, TypeError) as e:  # Lightning's MisconfigurationException too
+        raise ConfigError(f"Lightning Fabric refused --accelerator {accelerator} --devices {devices} "
+                          f"--num-nodes {num_nodes} --strategy {strategy} --precision {precision}: {e}") from None
+
+
+def fabric_for(config, device: str | torch.device | None = None):
+    """The Fabric of a run's config; ``device`` (a torch device or accelerator name) overrides
+    the accelerator and means one process on it (in-process use: tests, notebooks)."""
+    if device is None:
+        return build_fabric(config.accelerator, config.devices, config.num_nodes, config.strategy,
+                            config.precision)
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    return build_fabric(device.type, 1, 1, "auto", config.precision)
+
+
+def launch(fabric) -> None:
+    """Start (or join) the processes. Processes that Fabric starts from this one get a
+    watchdog: if this process (rank 0) ends, they end too instead of waiting in a collective."""
+    if fabric.world_size > 1 and "LOCAL_RANK" not in os.environ:
+        if not _relaunchable():
+            raise ConfigError(
+                f"{fabric.world_size} processes are started by running this program's command again, which "
+                "works for `python -m pyro_vae.fit` / `pyro_vae.evaluate` and for Python scripts, not from "
+                "here (a notebook, pytest, an interactive session); run the command line, or use torchrun")
+        os.environ[LAUNCHER_PID] = str(os.getpid())  # inherited by the children Fabric starts
+    fabric.launch()
+    if fabric.local_rank > 0 and os.environ.get(LAUNCHER_PID):
+        _watch_parent(int(os.environ[LAUNCHER_PID]), fabric.global_rank)
+
+
+def _relaunchable() -> bool:
+    """Whether Fabric's launcher can start more processes by re-running this command line."""
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    if spec is not None:
+        return spec.name.startswith("pyro_vae.")
+    return bool(sys.argv and sys.argv[0].endswith(".py"))
+
+
+def _watch_parent(pid: int, rank: int) -> None:
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != pid:
+                print(f"rank {rank}: the launching process (rank 0) has ended; stopping too",
+                      file=sys.stderr, flush=True)
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="pyro-vae-parent-watchdog").start()
+
+
+def process_seed(seed: int, rank: int) -> int:
+    """The torch seed of process ``rank``: each process draws its own z noise."""
+    return int(np.random.SeedSequence(seed, spawn_key=(rank,)).generate_state(1, np.uint32)[0])
+
+
+def gather_objects(fabric, obj: Any) -> list[Any]:
+    """``obj`` of every process, in rank order (a list of one without distribution)."""
+    if fabric.world_size == 1:
+        return [obj]
+    import io
+
+    import torch.distributed as dist
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)  # tensors travel as torch's own bytes: all_gather_object's own pickling
+    out: list[Any] = [None] * fabric.world_size  # of CPU tensors fails in this torch version
+    dist.all_gather_object(out, buffer.getvalue())
+    # bytes from this job's own processes (not a file): numpy arrays and the like allowed
+    return [torch.load(io.BytesIO(b), weights_only=False) for b in out]
+
+
+def broadcast_buffers(fabric, module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (batch-norm statistics) to every process: DDP's own broadcast
+    happens before each forward, so after an epoch each process holds its last batch's."""
+    if fabric.world_size == 1:
+        return
+    import torch.distributed as dist
+
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
+def describe(fabric) -> str:
+    """'cpu', or '2 processes x cpu (ddp, 32-true)'-like words for the logs and the summary."""
+    device = fabric.device.type
+    if fabric.device.type == "cuda":
+        device = torch.cuda.get_device_name(fabric.device)
+    precision = getattr(fabric._precision, "precision", "")
+    if fabric.world_size == 1:
+        return f"{device}" + (f", {precision}" if precision and precision != "32-true" else "")
+    return f"{fabric.world_size} processes x {device} ({type(fabric.strategy).__name__}, {precision})"
+
+
+def fail(message: str, status: int, every_rank: bool = True) -> int:
+    """Report an error (rank 0, or every rank that hit an error of its own, its rank named) and,
+    in a job of several processes, end this process at once: its peers are ended by the launcher
+    (a child that fails) or by their watchdog (when rank 0 ends), never left waiting."""
+    rank, world = rank_and_world()
+    if rank == 0 or every_rank:
+        print(message if world == 1 else f"{message} (rank {rank} of {world})", file=sys.stderr, flush=True)
+    if world > 1:
+        sys.stdout.flush()
+        os._exit(status)
+    return status
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's global rank and the number of processes (0, 1 outside a job)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return (int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))),
+            int(os.environ.get("WORLD_SIZE", 1)))

@@ -1,0 +1,312 @@
+"""The training loop on Lightning Fabric: one code path for one process and many.
+
+Each step, on each of the W processes, for its slice of a global batch of B of the N training
+images:
+    loss = -(N W / B) * sum_i [ log p(x_i|z_i) + beta * (log p(z_i) - log q(z_i|x_i)) ],  z_i ~ q(z|x_i)
+so every process's loss estimates minus the whole training set's (beta-)ELBO, and the gradients
+that DDP averages over the processes equal one process's on the whole global batch. The loss is
+Pyro's ELBO module (``Trace_ELBO()(model, guide)``, built by the run's variant), the optimizer one
+``torch.optim.Adam`` over its parameters. No step waits for the device: losses stay on it and are
+read (and reduced across processes) once per log interval. Only rank 0 writes files, prints and
+shows the progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import pyro
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import plots
+from ..atomic import atomic_open, atomic_path, write_json
+from ..config import FitConfig
+from ..data import evaluation_images
+from ..errors import ConfigError, TrainingDiverged
+from ..objectives import beta_at
+from ..variants import EvalSet, variant_of
+from ..vae import VAE, build_vae
+from .checkpoint import check_resumable, load_checkpoint, restore_networks, rng_state, save_checkpoint, set_rng_state
+from .fabric import broadcast_buffers, describe, fabric_for, gather_objects, process_seed
+from .optim import build_optimizer, build_scheduler, clip_value, current_lr
+
+LOG_EVERY = 50  # steps between reads of the running loss (one host-device sync each)
+TRAIN_EVAL_SIZE = 10_000  # training images on which the per-epoch train ELBO is measured
+
+# Every line the tools print is flushed at once, so progress shows in piped logs too.
+say = partial(print, flush=True)
+
+
+def float32_outputs(module: nn.Module) -> None:
+    """Under mixed precision, cast every linear / convolution layer's low-precision output back
+    to float32: the next layer is cast down again by autocast, but every distribution (and so
+    every log-density the ELBO sums) sees float32 parameters."""
+    def to_float32(_module, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.dtype in (torch.bfloat16, torch.float16):
+            return output.float()
+        return output
+
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+            m.register_forward_hook(to_float32)
+
+
+class Trainer:
+    """Trains a VAE on ``dataset`` as ``config`` says, writing everything to ``out_dir``.
+
+    ``fabric`` is a launched ``lightning.fabric.Fabric`` (the CLI's, possibly many processes);
+    without one, the trainer runs in this process on ``device`` (default: ``config.accelerator``).
+    ``step_hooks`` are called as ``hook(trainer, loss)`` after every optimizer step.
+    """
+
+    def __init__(self, config: FitConfig, dataset, out_dir: str | Path, device=None, *, fabric=None,
+                 vae: VAE | None = None, log: Callable[[str], None] = say):
+        cfg = self.config = config
+        self.dataset = dataset
+        self.out_dir = Path(out_dir)
+        self.fabric = fabric if fabric is not None else fabric_for(config, device)
+        self.rank, self.world = self.fabric.global_rank, self.fabric.world_size
+        self.is_main = self.fabric.is_global_zero
+        self.device = self.fabric.device
+        self.log = log if self.is_main else (lambda _line: None)
+        self.records: list[dict] = []
+        self.step_hooks: list[Callable] = []
+        pyro.set_rng_seed(cfg.seed)  # the same initial networks in every process
+        train = dataset.train if cfg.train_size is None else dataset.train.subset(cfg.train_size)
+        self.vae = vae if vae is not None else build_vae(cfg, dataset.image_shape, dataset.num_classes)
+        self.vae.to(self.device)
+        self.vae.model.likelihood.check_data(train.images, cfg.binarize)
+        self.eval_sets = self._eval_sets(train)
+        self.variant = variant_of(cfg)(cfg, dataset.num_classes, self.device, shard=(self.rank, self.world))
+        self.description = self.variant.setup(train, self.vae, self.log)
+        loss = self.variant.loss
+        with torch.random.fork_rng(devices=self._cuda()):  # (grad on: TraceEnum_ELBO insists)
+            loss(*self.variant.first_batch())  # lazy parameters exist before the optimizer sees them
+        if cfg.precision != "32-true":
+            float32_outputs(self.vae)
+        self.optimizer = build_optimizer(loss.parameters(), cfg.lr)
+        self.scheduler = build_scheduler(self.optimizer, cfg.lr_decay)
+        self.clip = clip_value(cfg.optimizer)
+        self.loss, self.fabric_optimizer = self.fabric.setup(loss, self.optimizer)
+        pyro.set_rng_seed(process_seed(cfg.seed, self.rank))  # each process draws its own noise
+        self.epoch, self.step = 0, 0
+        self.best_valid = -math.inf
+        self.writer = self._tensorboard() if cfg.tensorboard and self.is_main else None
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _cuda(self) -> list:
+        return [self.device] if self.device.type == "cuda" else []
+
+    def _eval_sets(self, train) -> list[EvalSet]:
+        cfg = self.config
+        sets = []
+        limits = {"train": TRAIN_EVAL_SIZE, "valid": cfg.eval_size, "test": cfg.eval_size}
+        for split in (train, self.dataset.valid, self.dataset.test):
+            # binarize the whole split, then take the first n: under --binarize static the
+            # training-set evaluation sees exactly the images training sees
+            images, description = evaluation_images(split, cfg.binarize, cfg.seed)
+            n = min(limits[split.name] or len(split), len(split))
+            self.vae.model.likelihood.check_data(images[:n], "none")
+            sets.append(EvalSet(split.name, images[:n].to(self.device), split.labels[:n].to(self.device),
+                                description))
+        return sets
+
+    def _eval_set(self, name: str) -> EvalSet:
+        return next(s for s in self.eval_sets if s.name == name)
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    # -- resume --------------------------------------------------------------------------------
+    def restore(self, checkpoint_path: Path) -> None:
+        """Continue from a checkpoint: networks, optimizer, scheduler, RNGs, sampler, epoch, metrics."""
+        payload = load_checkpoint(checkpoint_path)
+        check_resumable(payload, checkpoint_path, self.world)
+        restore_networks(self.vae, payload, checkpoint_path)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        set_rng_state(payload["rng"][self.rank])
+        self.variant.load_sampler_state(payload["sampler"])
+        self.epoch, self.step = payload["epoch"], payload["step"]
+        self.best_valid = payload["extra"].get("best_valid_elbo", -math.inf)
+        if self.is_main:
+            self.records = [r for r in read_metrics(self.out_dir / "metrics.jsonl") if r["epoch"] <= self.epoch]
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg = self.config
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.out_dir / "config.json", cfg.to_dict())
+            for name, content in self.variant.files(self.out_dir).items():
+                write_json(self.out_dir / name, content)
+        test = self._eval_set("test")
+        self.log(f"fit: {cfg.model} on {cfg.dataset}, {self.description} ({cfg.binarize} binarization), "
+                 f"{test.description}; {describe(self.fabric)}; epochs {self.epoch + 1}..{cfg.epochs}")
+        started = time.perf_counter()
+        for epoch in range(self.epoch + 1, cfg.epochs + 1):
+            record = self._train_epoch(epoch)
+            record.update(self._evaluate())
+            self.records.append(record)
+            self.epoch = epoch
+            self._save_epoch(record)
+            self.log(self._epoch_line(record))
+        summary = {}
+        if self.is_main:
+            pictures = self.write_pictures()
+            summary = self._summary(time.perf_counter() - started, pictures)
+            write_json(self.out_dir / "summary.json", summary)
+        if self.writer is not None:
+            self.writer.close()
+        self.fabric.barrier()  # every file is written before any process reads the run (evaluate)
+        return summary
+
+    def train_step(self, args: tuple) -> torch.Tensor:
+        """One optimizer step on one batch's loss arguments; returns the detached loss."""
+        loss = self.loss(*args)
+        self.fabric.backward(loss)
+        if self.clip is not None:
+            self.fabric.clip_gradients(self.loss, self.fabric_optimizer, clip_val=self.clip)
+        self.fabric_optimizer.step()
+        self.fabric_optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def _train_epoch(self, epoch: int) -> dict:
+        cfg = self.config
+        self.vae.train()
+        steps = len(self.variant)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        pending: list[torch.Tensor] = []
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=None if self.is_main else True)
+        started = time.perf_counter()
+        for i, args in enumerate(self.variant.training_batches()):
+            self.variant.latent_scale.beta = beta_at(self.step, steps, cfg.beta, cfg.warmup_epochs)
+            loss = self.train_step(args)
+            pending.append(loss)
+            self.step += 1
+            for hook in self.step_hooks:
+                hook(self, loss)
+            if len(pending) == LOG_EVERY or i == steps - 1:
+                total += self._check_finite(pending, epoch, i)
+                running = -float(total) / (self.variant.num_train * (i + 1))
+                bar.set_postfix_str(f"ELBO {running:.2f} nats/image, beta {self.variant.latent_scale.beta:.2f}")
+                pending = []
+            bar.update(1)
+        bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        broadcast_buffers(self.fabric, self.vae)  # every process evaluates and saves rank 0's statistics
+        lr = current_lr(self.optimizer)
+        self.scheduler.step()  # learning-rate schedule: one step per epoch
+        n = self.variant.num_train
+        return {"epoch": epoch, "step": self.step, "beta": self.variant.latent_scale.beta, "lr": lr,
+                "train_objective": float(total) / (n * steps), "seconds": seconds, "images_per_s": n / seconds}
+
+    def _check_finite(self, losses: list[torch.Tensor], epoch: int, last_index: int) -> torch.Tensor:
+        """The pending losses averaged over the processes (each is already an estimate of the
+        whole set's loss) and summed; a clear message, on every process, at the first one that
+        is not finite."""
+        stacked = self.fabric.all_reduce(torch.stack(losses).double(), reduce_op="mean")
+        finite = torch.isfinite(stacked)
+        if bool(finite.all()):
+            return stacked.sum()
+        first = int((~finite).nonzero()[0])
+        batch = last_index - len(losses) + 1 + first
+        step = self.step - len(losses) + first + 1
+        kept = (f"the last good checkpoint, {self.out_dir / 'last.pt'} (epoch {self.epoch}), is kept"
+                if self.epoch > 0 else "no checkpoint was written yet")
+        error = TrainingDiverged(
+            f"the loss became {float(stacked[first])} at epoch {epoch}, step {step} (batch {batch + 1} of "
+            f"{len(self.variant)}); training stopped and {kept}. Try a lower --lr (now {self.config.lr:g}), "
+            f"--optimizer clipped-adam, or KL warm-up (--warmup-epochs 5)")
+        error.on_every_rank = True  # every process raises it: rank 0 alone reports it
+        raise error
+
+    def _evaluate(self) -> dict:
+        """The variant's per-split metrics, each process scoring its share of the images."""
+        return self.variant.epoch_metrics(self.vae, self.eval_sets,
+                                          reduce=lambda t: self.fabric.all_reduce(t, reduce_op="sum"))
+
+    def _epoch_line(self, r: dict) -> str:
+        return (f"epoch {r['epoch']:>3}/{self.config.epochs}  train ELBO {r['train_elbo']:8.2f}  "
+                f"valid {r['valid_elbo']:8.2f}  test {r['test_elbo']:8.2f} nats/image  "
+                f"(recon {r['test_recon']:.2f}, KL {r['test_kl']:.2f})  beta {r['beta']:.2f}  "
+                f"lr {r['lr']:.2e}  {r['seconds']:.1f}s, {r['images_per_s']:,.0f} img/s"
+                + self.variant.epoch_line(r))
+
+    # -- outputs -------------------------------------------------------------------------------
+    def _save_epoch(self, record: dict) -> None:
+        rngs = gather_objects(self.fabric, rng_state())  # every process's RNGs, for an exact resume
+        improved = record["valid_elbo"] > self.best_valid
+        if improved:
+            self.best_valid = record["valid_elbo"]
+        if not self.is_main:
+            return
+        write_metrics(self.out_dir / "metrics.jsonl", self.records)
+        last = self.out_dir / "last.pt"
+        save_checkpoint(last, vae=self.vae, optimizer=self.optimizer, scheduler=self.scheduler, rng=rngs,
+                        sampler_state=self.variant.sampler_state(), epoch=self.epoch, step=self.step,
+                        config=self.config.to_dict(),
+                        extra={"best_valid_elbo": self.best_valid, "record": record,
+                               "image_shape": list(self.dataset.image_shape),
+                               "num_classes": self.dataset.num_classes, "processes": self.world})
+        if improved:
+            with atomic_path(self.out_dir / "best.pt") as tmp:
+                shutil.copyfile(last, tmp)
+        plots.training_curves(self.records, self.out_dir / "curves.png")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "epoch":
+                    self.writer.add_scalar(key.replace("_", "/", 1), value, record["epoch"])
+            self.writer.add_images("samples", self.vae.sample(64).cpu(), record["epoch"])
+
+    def write_pictures(self) -> list[Path]:
+        """The variant's pictures of the current model (samples, reconstructions, latent maps,
+        ...), drawn from the run's seed, and the training curves."""
+        self.vae.eval()
+        with torch.random.fork_rng(devices=self._cuda()):
+            torch.manual_seed(self.config.seed)
+            paths = self.variant.pictures(self.vae, self._eval_set("test"), self.out_dir)
+        paths.append(self.out_dir / "curves.png")
+        return paths
+
+    def _summary(self, seconds: float, pictures: list[Path]) -> dict:
+        last = self.records[-1]
+        best = max(self.records, key=lambda r: r["valid_elbo"])
+        return {
+            "model": self.config.model, "epochs": self.epoch, "seconds": seconds,
+            "device": describe(self.fabric), "processes": self.world,
+            "test_binarization": self._eval_set("test").description,
+            "final": {k: last[k] for k in last if k.split("_")[0] in ("train", "valid", "test")},
+            "best_epoch": best["epoch"], "best_valid_elbo": best["valid_elbo"],
+            "best_test_elbo": best["test_elbo"],
+            "files": sorted(p.name for p in self.out_dir.iterdir() if p.is_file()),
+            "pictures": [p.name for p in pictures],
+        }
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_metrics(path: Path, records: list[dict]) -> None:
+    """Rewrite metrics.jsonl atomically with one JSON object per epoch."""
+    with atomic_open(path) as f:
+        for r in records:
+            f.write(json.dumps(r, sort_keys=True) + "\n")

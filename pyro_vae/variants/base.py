@@ -1,0 +1,250 @@
+"""What every model kind (a *variant*) tells the engine: how its VAE is built, what a training
+batch is, its objective, its per-epoch metrics, its log p(x) estimator and its pictures.
+
+The training loop, ``evaluate`` and ``generate`` only call these methods; they never ask which
+kind they run. Adding a kind is one module with a :class:`Variant` subclass and one line in
+:data:`pyro_vae.variants.VARIANTS`.
+
+A variant instance holds one run's training state (its batch streams and its loss module); its
+class methods (``build``, ``config_problems``, ``log_px_inputs``) need no run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar, Iterator
+
+import numpy as np
+import torch
+
+from .. import plots
+from ..data import DeviceBatches
+from ..errors import ConfigError
+from ..evaluation import eval_mode
+from ..models import LIKELIHOODS, PRIORS
+from ..nets import NetSpec, build_decoder
+from ..guides import GUIDES
+from ..objectives import ELBOS, Minibatch, ScaleLatents, elbo_terms
+
+EVAL_BATCH_SIZE = 1000  # images per seeded chunk of the per-epoch ELBO
+EVAL_SEED = 12345  # z-sampling seed of the per-epoch ELBO evaluations (same every epoch)
+PICTURE_IMAGES = 32  # test images shown in the reconstruction and interpolation pictures
+ANALOGY_COLUMNS = 12  # test images whose style the analogies figure carries across the labels
+MAP_IMAGES = 5000  # test images in the latent maps
+
+Shard = tuple[int, int]  # (this process's rank, number of processes)
+Reduce = Callable[[torch.Tensor], torch.Tensor]  # sums a tensor over the processes
+
+
+@dataclass
+class EvalSet:
+    """One split's evaluation images on the device, with its labels and a description."""
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    description: str
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The z-sampling seed of evaluation chunk ``chunk``: chunks draw the same z in every
+    process layout, so 1 and N processes give the same per-epoch ELBO."""
+    return int(np.random.SeedSequence(seed, spawn_key=(chunk,)).generate_state(1, np.uint64)[0] % 2**63)
+
+
+def _no_reduce(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+@torch.no_grad()
+def mean_elbo_terms(vae, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+                    batch_size: int = EVAL_BATCH_SIZE, seed: int = EVAL_SEED, shard: Shard = (0, 1),
+                    reduce: Reduce = _no_reduce) -> dict[str, float]:
+    """Average ELBO, reconstruction and KL in nats per image, z drawn from per-chunk seeds (the
+    global RNG is left untouched, so evaluation never changes a training run). With ``shard``
+    (rank, processes) this process scores chunks rank, rank + processes, ...; ``reduce`` sums
+    the float64 totals over the processes."""
+    rank, world = shard
+    devices = [images.device] if images.device.type == "cuda" else []
+    sums = torch.zeros(3, dtype=torch.float64, device=images.device)  # elbo, recon, kl
+    with eval_mode(vae), torch.random.fork_rng(devices=devices):
+        for chunk, start in enumerate(range(0, images.shape[0], batch_size)):
+            if chunk % world != rank:
+                continue
+            torch.manual_seed(chunk_seed(seed, chunk))
+            x = images[start:start + batch_size]
+            y = None if labels is None else labels[start:start + batch_size]
+            terms = elbo_terms(vae.model, vae.guide, x, y)
+            sums += torch.stack([terms[k].double().sum() for k in ("elbo", "recon", "kl")])
+    sums = reduce(sums)
+    return {k: float(v) / images.shape[0] for k, v in zip(("elbo", "recon", "kl"), sums)}
+
+
+class Variant:
+    """Base class of the model kinds. Subclasses set ``name`` and ``takes_labels`` and override
+    what differs; the defaults are the plain VAE's."""
+
+    name: ClassVar[str] = ""
+    takes_labels: ClassVar[bool] = False  # the networks take the label (one-hot)
+    conditions_on_labels: ClassVar[bool] = False  # ELBO / log p(x) given the true labels
+
+    # -- building ----------------------------------------------------------------------------
+    @classmethod
+    def config_problems(cls, config) -> list[str]:
+        """What this kind refuses in ``config`` (messages naming the flags)."""
+        problems = []
+        if config.labels is not None:
+            problems.append(f"--labels picks the labelled images of --model m2; this run is --model "
+                            f"{config.model} (drop --labels, or use --model m2)")
+        return problems
+
+    @classmethod
+    def build(cls, config, image_shape: tuple[int, ...], num_classes: int = 10):
+        """The VAE that ``config`` describes for images of shape (C, H, W)."""
+        from ..vae import VAE
+
+        cond_dim = num_classes if cls.takes_labels else 0
+        spec = NetSpec(image_shape=tuple(image_shape), latent_dim=config.latent_dim,
+                       hidden=tuple(config.hidden), cond_dim=cond_dim)
+        likelihood = LIKELIHOODS.build(config.likelihood, tuple(image_shape), config)
+        guide = GUIDES.build(config.guide, spec, config)  # q(z | x), or q(z | x, y) when cond_dim > 0
+        prior = cls.build_prior(config, spec, guide, num_classes)
+        guide = cls.wrap_guide(guide, config, spec, num_classes)
+        if config.elbo == "meanfield" and not (prior.analytic_kl and guide.analytic_kl):
+            raise ConfigError(
+                f"--elbo meanfield needs the KL from q(z|x) to p(z) in closed form, which --guide "
+                f"{config.guide} with --prior {config.prior} does not have; use --elbo trace (its "
+                f"Monte-Carlo KL works for every pair)")
+        decoder = build_decoder(config.net, spec, likelihood.params_per_pixel)
+        vae = VAE(cls.build_model(prior, decoder, likelihood, num_classes), guide)
+        vae.config = config
+        return vae
+
+    @classmethod
+    def build_prior(cls, config, spec: NetSpec, guide, num_classes: int):
+        return PRIORS.build(config.prior, spec, config, guide)  # VampPrior reuses the guide's encoder
+
+    @classmethod
+    def wrap_guide(cls, guide, config, spec: NetSpec, num_classes: int):
+        return guide
+
+    @classmethod
+    def build_model(cls, prior, decoder, likelihood, num_classes: int):
+        raise NotImplementedError
+
+    # -- evaluation (no run needed) ------------------------------------------------------------
+    @classmethod
+    def log_px_inputs(cls, labels: torch.Tensor, num_classes: int) -> tuple[dict, str]:
+        """Keyword arguments of :func:`pyro_vae.evaluation.evaluate_log_px` for this kind, and
+        the quantity it estimates, in words."""
+        return {}, "log p(x)"
+
+    # -- one run's training state --------------------------------------------------------------
+    def __init__(self, config, num_classes: int, device: torch.device, shard: Shard = (0, 1)):
+        self.config = config
+        self.num_classes = num_classes
+        self.device = device
+        self.shard = shard
+        self.latent_scale = ScaleLatents(1.0)
+        self.loss: torch.nn.Module | None = None
+
+    def _batches(self, images, labels, batch_size: int, seed: int, what: str | None = None) -> DeviceBatches:
+        world = self.shard[1]
+        if batch_size % world:
+            what = what or f"--batch-size {batch_size} (the global batch)"
+            raise ConfigError(f"{what} is split evenly across {world} processes, so it must be divisible "
+                              f"by {world}; e.g. --batch-size {max(world, batch_size // world * world)}")
+        return DeviceBatches(images, labels, batch_size, binarization=self.config.binarize, seed=seed,
+                             device=self.device, shard=self.shard)
+
+    def setup(self, train, vae, log: Callable[[str], None]) -> str:
+        """Prepare the training batches of the split ``train`` and the loss module of ``vae``;
+        returns a description of the training images."""
+        cfg = self.config
+        self.num_train = len(train)
+        self.batches = self._batches(train.images, train.labels, cfg.batch_size, cfg.seed)
+        self.model = Minibatch(vae.model, self.latent_scale)
+        self.guide = Minibatch(vae.guide, self.latent_scale)
+        self.loss = ELBOS.build(cfg.elbo, cfg.particles)(self.model, self.guide)  # Pyro's ELBO module
+        return f"{self.num_train:,} training images"
+
+    def __len__(self) -> int:
+        """Optimizer steps per epoch."""
+        return len(self.batches)
+
+    def _data_scale(self, num_data: int, batches: DeviceBatches, index: int) -> float:
+        """N / B of the global batch, times the processes: the gradients DDP averages over the
+        processes then equal one process's on the whole global batch, and each process's loss
+        is itself an estimate of the whole training set's ELBO."""
+        return num_data / batches.global_rows(index) * self.shard[1]
+
+    def training_batches(self) -> Iterator[tuple]:
+        """One epoch of the loss module's arguments, its scales set for each batch."""
+        for i, (x, y) in enumerate(self.batches):
+            self.model.data_scale = self.guide.data_scale = self._data_scale(self.num_train, self.batches, i)
+            yield self.loss_args(x, y)
+
+    def loss_args(self, x: torch.Tensor, y: torch.Tensor) -> tuple:
+        return (x,)
+
+    def first_batch(self) -> tuple:
+        """The arguments of one (small) training batch, to create lazy parameters and check the
+        data before the loss module is wrapped for the devices; draws from no generator."""
+        x = self.batches.images[:2]
+        if self.config.binarize == "dynamic":
+            x = (x > 0.5).to(x.dtype)
+        return self.loss_args(x, self.batches.labels[:2])
+
+    def sampler_state(self) -> dict:
+        return self.batches.state_dict()
+
+    def load_sampler_state(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
+
+    def files(self, out: Path) -> dict[str, dict]:
+        """Extra JSON files this kind writes at the start of a run (name -> content)."""
+        return {}
+
+    # -- per-epoch metrics ---------------------------------------------------------------------
+    def eval_labels(self, eval_set: EvalSet) -> torch.Tensor | None:
+        """The labels the per-epoch ELBO conditions on (None: p(x))."""
+        return eval_set.labels if self.conditions_on_labels else None
+
+    def epoch_metrics(self, vae, eval_sets: list[EvalSet], reduce: Reduce = _no_reduce) -> dict[str, float]:
+        """``<split>_elbo``, ``_recon`` and ``_kl`` per split (nats per image)."""
+        out = {}
+        for s in eval_sets:
+            terms = mean_elbo_terms(vae, s.images, self.eval_labels(s), shard=self.shard, reduce=reduce)
+            out.update({f"{s.name}_{k}": v for k, v in terms.items()})
+        return out
+
+    def epoch_line(self, record: dict) -> str:
+        """Extra text for the epoch's log line."""
+        return ""
+
+    # -- pictures ------------------------------------------------------------------------------
+    def pictures(self, vae, test: EvalSet, out: Path) -> list[Path]:
+        """Samples, reconstructions, interpolations and latent maps of the current model."""
+        n = min(PICTURE_IMAGES, test.images.shape[0])
+        x = test.images[:n]
+        paths = [plots.sample_grid(vae, out / "samples.png"),
+                 plots.reconstruction_grid(vae, x, out / "reconstructions.png")]
+        half = n // 2
+        if half:
+            paths.append(plots.interpolation_grid(vae, x[:min(half, 8)], x[half:half + min(half, 8)],
+                                                  out / "interpolation.png"))
+        paths += plots.latent_maps(vae, test.images[:MAP_IMAGES], test.labels[:MAP_IMAGES], out)
+        return paths
+
+    def conditional_pictures(self, vae, test: EvalSet, out: Path, given: torch.Tensor | None) -> list[Path]:
+        """Labelled kinds: samples by label, the analogies figure, reconstructions (given the
+        true label, or None: the classifier's) and the latent map."""
+        n = min(PICTURE_IMAGES, test.images.shape[0])
+        return [plots.label_sample_grid(vae, out / "samples.png"),
+                plots.analogy_grid(vae, out / "analogies.png", sources=test.images[:ANALOGY_COLUMNS],
+                                   source_labels=None if given is None else given[:ANALOGY_COLUMNS]),
+                plots.reconstruction_grid(vae, test.images[:n], out / "reconstructions.png",
+                                          None if given is None else given[:n]),
+                *plots.latent_maps(vae, test.images[:MAP_IMAGES], test.labels[:MAP_IMAGES], out,
+                                   condition=None if given is None else given[:MAP_IMAGES])]

@@ -1,0 +1,142 @@
+"""The semi-supervised M2 model of Kingma et al. (2014), p(x, y, z) = p(y) p(z) p(x | z, y), the
+label a latent variable observed for ``--labels`` images: a batch is an unlabelled batch and the
+next labelled one, the objective -J_alpha (TraceEnum_ELBO sums the unlabelled images' labels
+exactly), per-epoch metrics add the classifier's accuracy, log p(x) sums over the labels, and
+the pictures add the confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from .. import plots
+from ..guides.semisupervised import LabelClassifier, M2Guide
+from ..labels import balanced_labelled_subset
+from ..models import M2Model
+from ..nets import NetSpec, build_encoder
+from ..objectives import SemiSupervisedLoss
+from ..evaluation import eval_mode
+from .base import EVAL_BATCH_SIZE, EvalSet, Reduce, Variant, _no_reduce
+
+PRIORS_WITHOUT_PSEUDO_INPUTS = ("standard", "learned", "mog")
+
+
+class M2Variant(Variant):
+    name = "m2"
+    takes_labels = True
+
+    @classmethod
+    def config_problems(cls, config) -> list[str]:
+        problems = []
+        if config.prior not in PRIORS_WITHOUT_PSEUDO_INPUTS:
+            problems.append(f"--model m2 takes --prior {' or '.join(PRIORS_WITHOUT_PSEUDO_INPUTS)}, not "
+                            f"{config.prior} (the VampPrior's pseudo-inputs have no labels)")
+        if config.elbo != "trace":
+            problems.append(f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo trace, "
+                            f"not {config.elbo}")
+        return problems
+
+    @classmethod
+    def wrap_guide(cls, guide, config, spec: NetSpec, num_classes: int):
+        # q(y, z | x) = q(y | x) q(z | x, y)
+        classifier_spec = NetSpec(spec.image_shape, config.latent_dim, tuple(config.hidden))
+        return M2Guide(LabelClassifier(build_encoder(config.net, classifier_spec), num_classes), guide,
+                       num_classes)
+
+    @classmethod
+    def build_model(cls, prior, decoder, likelihood, num_classes: int):
+        return M2Model(prior, decoder, likelihood, num_classes)
+
+    @classmethod
+    def log_px_inputs(cls, labels: torch.Tensor, num_classes: int) -> tuple[dict, str]:
+        return ({"sum_over_labels": num_classes},
+                f"log p(x) = log sum_y p(x, y) over {num_classes} labels")
+
+    # -- training: an unlabelled batch and the next labelled one --------------------------------
+    def setup(self, train, vae, log: Callable[[str], None]) -> str:
+        """A class-balanced seeded subset of ``--labels`` images keeps its labels; the rest of the
+        training set is used unlabelled."""
+        cfg = self.config
+        chosen = balanced_labelled_subset(train.labels, cfg.labelled, self.num_classes, cfg.seed)
+        self.labelled_indices = chosen
+        keep = torch.ones(len(train), dtype=torch.bool)
+        keep[chosen] = False
+        self.num_labelled = int(chosen.numel())
+        self.num_train = len(train) - self.num_labelled
+        self.labelled_batches = self._batches(train.images[chosen], train.labels[chosen],
+                                              min(cfg.batch_size, self.num_labelled), cfg.seed + 1,
+                                              what=f"the labelled batch, min(--batch-size, --labels) = "
+                                                   f"{min(cfg.batch_size, self.num_labelled)},")
+        self.batches = self._batches(train.images[keep], train.labels[keep], cfg.batch_size, cfg.seed)
+        self.loss = SemiSupervisedLoss(vae.model, vae.guide, self.num_train, self.num_labelled, cfg.alpha,
+                                       self.latent_scale, cfg.particles,
+                                       balanced=cfg.labelled_weight == "balanced")
+        return f"{self.num_train:,} unlabelled + {self.num_labelled} labelled training images"
+
+    def _labelled_stream(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Epoch after epoch of the (small) labelled set, started afresh at each unlabelled epoch
+        so that a checkpoint between epochs captures the whole state."""
+        while True:
+            for i, (x, y) in enumerate(self.labelled_batches):
+                yield i, x, y
+
+    def training_batches(self) -> Iterator[tuple]:
+        labelled = self._labelled_stream()
+        for i, (x_u, _) in enumerate(self.batches):
+            j, x_l, y_l = next(labelled)
+            self.loss.unlabelled_scale = self._data_scale(self.num_train, self.batches, i)
+            self.loss.labelled_scale = self._data_scale(self.num_labelled, self.labelled_batches, j)
+            yield x_u, x_l, y_l  # -J_alpha on this pair
+
+    def first_batch(self) -> tuple:
+        x_u = self.batches.images[:2]
+        x_l, y_l = self.labelled_batches.images[:2], self.labelled_batches.labels[:2]
+        if self.config.binarize == "dynamic":
+            x_u, x_l = (x_u > 0.5).to(x_u.dtype), (x_l > 0.5).to(x_l.dtype)
+        return x_u, x_l, y_l
+
+    def sampler_state(self) -> dict:
+        return {"unlabelled": self.batches.state_dict(), "labelled": self.labelled_batches.state_dict()}
+
+    def load_sampler_state(self, state: dict) -> None:
+        self.batches.load_state_dict(state["unlabelled"])
+        self.labelled_batches.load_state_dict(state["labelled"])
+
+    def files(self, out: Path) -> dict[str, dict]:
+        return {"labelled_indices.json": {"labels": self.config.labelled, "seed": self.config.seed,
+                                          "indices_into_training_set": self.labelled_indices.tolist()}}
+
+    # -- metrics and pictures -------------------------------------------------------------------
+    def epoch_metrics(self, vae, eval_sets: list[EvalSet], reduce: Reduce = _no_reduce) -> dict[str, float]:
+        """The ELBO of p(x) (one draw of y ~ q(y|x) and z per image) and q(y|x)'s accuracy."""
+        out = super().epoch_metrics(vae, eval_sets, reduce)
+        rank, world = self.shard
+        for s in eval_sets:
+            correct = torch.zeros((), dtype=torch.float64, device=s.images.device)
+            for chunk, start in enumerate(range(0, s.images.shape[0], EVAL_BATCH_SIZE)):
+                if chunk % world == rank:
+                    predicted = predict(vae, s.images[start:start + EVAL_BATCH_SIZE])
+                    correct += (predicted == s.labels[start:start + EVAL_BATCH_SIZE]).double().sum()
+            out[f"{s.name}_accuracy"] = float(reduce(correct)) / s.images.shape[0]
+        return out
+
+    def epoch_line(self, record: dict) -> str:
+        return f"  test accuracy {record['test_accuracy']:.2%}"
+
+    def pictures(self, vae, test: EvalSet, out: Path) -> list[Path]:
+        paths = self.conditional_pictures(vae, test, out, given=None)  # M2 infers the label
+        predicted = torch.cat([predict(vae, test.images[i:i + EVAL_BATCH_SIZE])
+                               for i in range(0, test.images.shape[0], EVAL_BATCH_SIZE)])
+        paths.append(plots.confusion_matrix(test.labels.cpu(), predicted.cpu(), out / "confusion_matrix.png",
+                                            title=f"q(y|x) on the {test.description.split(':')[0]}, "
+                                                  f"{self.config.labelled} labels"))
+        return paths
+
+
+@torch.no_grad()
+def predict(vae, images: torch.Tensor) -> torch.Tensor:
+    """argmax_y q(y | x), in eval mode."""
+    with eval_mode(vae):
+        return vae.classify(images).argmax(-1)

@@ -1,0 +1,96 @@
+"""A small training run under Fabric with instruments, started by tests/test_distributed.py as a
+subprocess (``--devices 2`` makes Fabric start the second process by re-running this script).
+
+Each process writes ``<log-dir>/rank<r>.json``: after every optimizer step, the loss averaged over
+the processes and a hash of every parameter's bytes; and every file it wrote (atomically, through
+``os.replace``). ``--deterministic`` draws no noise: z is the guide's mean (the reparameterized
+sample with eps = 0), so a 1-process and a 2-process run must take the same steps.
+``--fail-rank R`` raises an exception on rank R at its third step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--devices", default="1")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--log-dir", required=True)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--fail-rank", type=int, default=None)
+    args = p.parse_args()
+
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    torch.set_num_threads(1)
+    pyro.settings.set(module_local_params=True)
+    pyro.enable_validation(True)
+    from pyro_vae.config import FitConfig
+    from pyro_vae.data import load_dataset
+    from pyro_vae.engine import Trainer, fabric_for, launch
+    from pyro_vae.guides import diagonal
+
+    if args.deterministic:
+        class MeanNormal(dist.Normal):
+            def rsample(self, sample_shape=torch.Size()):
+                return self.loc.expand(self._extended_shape(sample_shape)) + 0.0 * self.scale  # eps = 0
+
+        real = diagonal.AmortizedDiagonalNormal.distribution
+
+        def distribution(self, x, y=None):
+            q = real(self, x, y)
+            return MeanNormal(q.base_dist.loc, q.base_dist.scale).to_event(1)
+
+        diagonal.AmortizedDiagonalNormal.distribution = distribution
+
+    written: list[str] = []
+    real_replace = os.replace
+
+    def recording_replace(src, dst, *a, **k):
+        written.append(str(dst))
+        return real_replace(src, dst, *a, **k)
+
+    os.replace = recording_replace  # every atomic write of pyro-vae ends in os.replace
+
+    config = FitConfig(train_size=300, eval_size=100, latent_dim=2, hidden=(32,), batch_size=50,
+                       epochs=args.epochs, accelerator="cpu", devices=args.devices, data_dir=args.data_dir,
+                       out=args.out)
+    fabric = fabric_for(config)
+    launch(fabric)
+    dataset = load_dataset(config.dataset, config.data_dir, log=lambda _line: None)
+    trainer = Trainer(config, dataset, config.out, fabric=fabric, log=print)
+    steps = []
+
+    def record(trainer, loss):
+        mean_loss = fabric.all_reduce(loss.detach().clone(), reduce_op="mean")
+        digest = hashlib.sha256()
+        for t in trainer.vae.state_dict().values():
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        steps.append({"step": trainer.step, "loss": float(mean_loss), "params": digest.hexdigest()})
+        if args.fail_rank == fabric.global_rank and trainer.step == 3:
+            raise RuntimeError(f"injected failure on rank {fabric.global_rank} at step 3")
+
+    trainer.step_hooks.append(record)
+    trainer.fit()
+    params = {k: v.tolist() for k, v in trainer.vae.state_dict().items()}
+    log = Path(args.log_dir)
+    log.mkdir(parents=True, exist_ok=True)
+    (log / f"rank{fabric.global_rank}.json").write_text(json.dumps(
+        {"rank": fabric.global_rank, "world": fabric.world_size, "steps": steps, "written": written,
+         "params": params}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
