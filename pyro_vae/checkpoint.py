@@ -10,6 +10,7 @@ VAE (``model.decoder...``) so a checkpoint loads into any instance.
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ import numpy as np
 import pyro
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_open
 from .errors import CheckpointError
+from .torch_files import load_weights_only
 
 FORMAT = "pyro-vae-checkpoint/1"
 
@@ -78,8 +80,10 @@ def save_checkpoint(path: str | Path, *, vae, optim, sampler_state: dict, epoch:
         "sampler": sampler_state,
         "extra": extra or {},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory first: a full disk then fails in our own write, with its errno
+    with atomic_open(path, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -88,12 +92,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(
             f"no checkpoint at {path}; train first with `python -m pyro_vae.fit --out {path.parent}`")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file fails in many ways
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a pyro-vae checkpoint ({type(e).__name__}: {e}); "
-            f"delete it and resume from another checkpoint, or train again") from None
+    payload = load_weights_only(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {path} is not a {FORMAT} file (format: "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +23,7 @@ import torch
 from .api import load
 from .atomic import write_json
 from .data import evaluation_images, load_dataset
+from .config import check_seed
 from .errors import ConfigError, exit_status
 from .evaluation import DEFAULT_KS, evaluate_log_px, log_px_against_k
 from .evaluation.plots import plot_khat_histogram, plot_log_px_against_k
@@ -75,13 +77,26 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
         raise ConfigError(f"--split {split!r} does not exist; choose one of: {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
+    if k_chunk is not None and k_chunk < 1:
+        raise ConfigError(f"--k-chunk must be at least 1, got {k_chunk} (or leave it out: --memory-mb sizes it)")
+    if not (math.isfinite(memory_mb) and memory_mb > 0):
+        raise ConfigError(f"--memory-mb must be a positive number of megabytes, got {memory_mb:g}")
+    if curve_images < 0:
+        raise ConfigError(f"--curve-images must be >= 0 (0 skips the picture), got {curve_images}")
+    check_seed(seed)
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     vae = load(run_dir, checkpoint=checkpoint, device=dev)
     config = vae.config
+    kept_mb = batch_size * k * max(1, vae.num_classes if config.model == "m2" else 0) * 8 / 2**20
+    if kept_mb > memory_mb:  # the (batch, K) float64 log-weights kept for Pareto k-hat
+        fits = max(1, int(memory_mb * batch_size / kept_mb))
+        raise ConfigError(f"--batch-size {batch_size} with --k {k} keeps {kept_mb:,.0f} MB of log-weights per "
+                          f"batch (for Pareto k-hat), more than --memory-mb {memory_mb:g}; use --batch-size "
+                          f"{fits} or less, or a larger --memory-mb")
     dataset = load_dataset(config.dataset, config.data_dir, log=log)
     data = getattr(dataset, split)
-    images, description = evaluation_images(data, config.binarize, config.seed)
+    images, description = evaluation_images(data, config.binarize)
     labels = data.labels
     if limit is not None:
         images, labels = images[:limit], labels[:limit]

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import pyro
 
-from .config import FitConfig, config_fields, load_config_file
+from .config import RESUMABLE_CHANGES, FitConfig, config_fields, load_config_file, read_run_config
 from .data import load_dataset
-from .errors import CheckpointError, ConfigError, PyroVAEError
+from .errors import ConfigError, PyroVAEError, user_error
+from .run_lock import ensure_writable_folder
 from .train import Trainer, resolve_device, say
-
-# Options that may differ from the saved config when resuming a run.
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "tensorboard", "data_dir", "out", "eval_k"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,14 +60,7 @@ def resolve_config(given: dict, config_file: str | None, resume: str | None) -> 
     if resume is None:
         return FitConfig.from_dict(requested, source="options")
     run_dir = Path(resume)
-    saved_path = run_dir / "config.json"
-    if not saved_path.is_file():
-        raise CheckpointError(f"--resume {run_dir}: no config.json there; is it a folder written by "
-                              f"`python -m pyro_vae.fit --out {run_dir}`?")
-    try:
-        saved = FitConfig.from_dict(json.loads(saved_path.read_text()), source=str(saved_path))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"--resume {run_dir}: config.json is corrupt ({e})") from None
+    saved = read_run_config(run_dir, f"--resume {run_dir}")
     requested.setdefault("out", str(run_dir))
     wanted = FitConfig.from_dict({**saved.to_dict(), **requested}, source="options")
     conflicts = [
@@ -90,6 +80,7 @@ def resolve_config(given: dict, config_file: str | None, resume: str | None) -> 
 def run(config: FitConfig, resume: str | None = None) -> dict:
     pyro.settings.set(module_local_params=False)  # SVI needs Pyro's param store; VAEs have unique names
     device = resolve_device(config.device)
+    ensure_writable_folder(config.out, "--out")  # before the data and the model: fail in a second
     dataset = load_dataset(config.dataset, config.data_dir)
     trainer = Trainer(config, dataset, Path(config.out), device)
     if resume is not None:
@@ -118,8 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = resolve_config(args, config_file, resume)
         run(config, resume)
-    except PyroVAEError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (PyroVAEError, OSError) as e:
+        shown = user_error(e)
+        if shown is None:
+            raise
+        print(f"error: {shown}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the last completed epoch's checkpoint (last.pt) is intact; continue with "

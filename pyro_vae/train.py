@@ -31,6 +31,8 @@ from .checkpoint import (load_checkpoint, restore_networks, restore_training_sta
                          save_checkpoint)
 from .config import FitConfig
 from .data import DeviceBatches, evaluation_images
+from .data.binarize import EVALUATION_SEED
+from .devices import resolve_device  # noqa: F401 - re-exported for the CLIs and benchmarks
 from .errors import ConfigError, TrainingDiverged
 from .evaluation import eval_mode
 from .labels import balanced_labelled_subset
@@ -49,16 +51,6 @@ ANALOGY_COLUMNS = 12  # test images whose style the analogies figure carries acr
 
 # Every line the tools print is flushed at once, so progress shows in piped logs too.
 say = partial(print, flush=True)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was given but PyTorch sees no CUDA GPU here; use --device cpu "
-                          "(or auto), or install a CUDA build of PyTorch on a machine with a GPU")
-    return torch.device(name)
 
 
 def build_optimizer(config: FitConfig) -> pyro.optim.PyroLRScheduler:
@@ -167,7 +159,9 @@ class Trainer:
         for split in (train, self.dataset.valid, self.dataset.test):
             # binarize the whole split, then take the first n: under --binarize static the
             # training-set evaluation sees exactly the images training sees
-            images, description = evaluation_images(split, cfg.binarize, cfg.seed)
+            # seed 0 for every run, except --binarize static's training split: its own binarization
+            seed = cfg.seed if cfg.binarize == "static" and split is train else EVALUATION_SEED
+            images, description = evaluation_images(split, cfg.binarize, seed)
             n = min(limits[split.name] or len(split), len(split))
             self.vae.model.likelihood.check_data(images[:n], "none")
             sets.append(EvalSet(split.name, images[:n].to(self.device), split.labels[:n].to(self.device),
