@@ -93,8 +93,9 @@ class VampMixture(TorchDistribution):
     has_rsample = False
 
     def __init__(self, guide: PyroModule, features: torch.Tensor, latent_dim: int,
-                 block_bytes: int = VAMP_BLOCK_BYTES):
+                 block_bytes: int | None = None):
         self.guide, self.features = guide, features  # features h(u_k)   (K, F)
+        block_bytes = VAMP_BLOCK_BYTES if block_bytes is None else block_bytes
         pair_bytes = getattr(guide, "log_prob_bytes", lambda: 64 * 1024)()
         self.block_pairs = max(1, block_bytes // max(1, pair_bytes))
         super().__init__(torch.Size(), torch.Size([latent_dim]), validate_args=False)
