@@ -18,6 +18,7 @@ import pyro
 from .config import RESUMABLE_CHANGES, FitConfig, config_fields, load_config_file, read_run_config
 from .data import load_dataset
 from .errors import ConfigError, PyroVAEError, user_error
+from .memory import check_training_memory
 from .run_lock import ensure_writable_folder
 from .train import Trainer, resolve_device, say
 
@@ -82,6 +83,7 @@ def run(config: FitConfig, resume: str | None = None) -> dict:
     device = resolve_device(config.device)
     ensure_writable_folder(config.out, "--out")  # before the data and the model: fail in a second
     dataset = load_dataset(config.dataset, config.data_dir)
+    check_training_memory(config, dataset, device)  # refuse a run that cannot fit, with the fix
     trainer = Trainer(config, dataset, Path(config.out), device)
     if resume is not None:
         trainer.restore(Path(resume) / "last.pt")
