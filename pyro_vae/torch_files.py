@@ -9,6 +9,7 @@ user: :func:`load_weights_only` names the file and what is wrong with it in its 
 from __future__ import annotations
 
 import pickle
+import pickletools
 import re
 import warnings
 from pathlib import Path
@@ -33,9 +34,10 @@ def load_weights_only(path: str | Path, map_location: str | torch.device = "cpu"
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         found = _GLOBAL.search(str(e))
-        if found:
+        name = found.group(1) if found else _first_global(path)
+        if name:
             raise CheckpointError(
-                f"{what} {path} is not a pyro-vae {what}: it holds Python objects ({found.group(1)}) that "
+                f"{what} {path} is not a pyro-vae {what}: it holds Python objects ({name}) that "
                 f"a pyro-vae {what} never contains, so it was refused without running them. Do not "
                 f"load it any other way unless you know where it came from; {fix}") from None
         raise CheckpointError(f"{what} {path} is not a pyro-vae {what} (not a readable tensor file: "
@@ -46,3 +48,21 @@ def load_weights_only(path: str | Path, map_location: str | torch.device = "cpu"
         size = path.stat().st_size if path.is_file() else 0
         raise CheckpointError(f"{what} {path} is corrupt or truncated ({size:,} bytes) and cannot be read; "
                               f"{fix}") from None
+
+
+def _first_global(path: Path, limit: int = 1 << 20) -> str | None:
+    """The first Python object a plain pickle file refers to ("posix.system"), read with
+    ``pickletools`` (which parses, never executes), or None."""
+    try:
+        data = path.read_bytes()[:limit]
+        strings: list[str] = []
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name == "GLOBAL":
+                return str(arg).replace(" ", ".")
+            if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                return f"{strings[-2]}.{strings[-1]}"
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - not a pickle, or a damaged one: no name to give
+        return None
+    return None
