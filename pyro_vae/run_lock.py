@@ -99,6 +99,7 @@ class RunLock:
         if self._fd is not None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             import fcntl
@@ -112,6 +113,8 @@ class RunLock:
             os.close(fd)
             if isinstance(e, OSError) and e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 raise
+            if created:  # the empty file just made here is no one's lock
+                self.path.unlink(missing_ok=True)
             return self._acquire_exclusive_file()
         previous = _parse(os.read(fd, 1 << 16).decode(errors="replace"))
         if previous:
