@@ -114,7 +114,7 @@ def step_bytes(config: FitConfig, image_shape, num_classes: int) -> tuple[int, i
     from .vae import build_vae
 
     saved = []
-    with _scratch_params(), torch.random.fork_rng():
+    with _scratch_params(), torch.random.fork_rng(devices=[]):  # the probe runs on the CPU
         torch.manual_seed(0)
         vae = build_vae(config, tuple(image_shape), num_classes)
         vae.train()

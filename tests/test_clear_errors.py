@@ -284,3 +284,24 @@ def test_evaluation_binarization_is_seed_0_whatever_the_training_seed(small_run,
         "test set: one fixed Bernoulli binarization, seed 0"
     assert json.loads((small_run / "summary.json").read_text())["test_binarization"] == \
         "test set: one fixed Bernoulli binarization, seed 0"
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static"])
+def test_trainer_scores_every_run_on_the_seed_0_binarization(mnist_dataset, tmp_path, binarize):
+    from pyro_vae.data import binarize_fixed
+    from pyro_vae.train import Trainer
+    from test_train import small_config
+
+    sets = {}
+    for seed in (0, RUN_SEED):
+        trainer = Trainer(small_config(mnist_dataset, tmp_path, seed=seed, binarize=binarize), mnist_dataset,
+                          tmp_path, torch.device("cpu"))
+        sets[seed] = {s.name: s.images for s in trainer.eval_sets}
+    for split in ("valid", "test"):
+        n = sets[RUN_SEED][split].shape[0]
+        expected = binarize_fixed(getattr(mnist_dataset, split).images, 0)[:n]
+        assert torch.equal(sets[RUN_SEED][split], expected) and torch.equal(sets[0][split], expected)
+    # static: the training-set ELBO is measured on the binarization training used, the run's own
+    train = mnist_dataset.train.subset(sets[RUN_SEED]["train"].shape[0]).images
+    own = binarize_fixed(train, RUN_SEED if binarize == "static" else 0)
+    assert torch.equal(sets[RUN_SEED]["train"], own)
