@@ -64,6 +64,9 @@ device = (torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.
 lines = [f"# README figures, regenerated {datetime.now(timezone.utc):%Y-%m-%d} on {device}",
          f"torch {torch.__version__}; commands and timings in commands.log", ""]
 
+def fmt(value, spec=".2f"):
+    return "n/a" if value is None else format(value, spec)
+
 def load(path):
     path = out / path
     return json.loads(path.read_text()) if path.is_file() else None
@@ -86,8 +89,8 @@ for run, command in [("mnist", "python -m pyro_vae.fit --out runs/mnist"),
     if evaluation and "test" in evaluation:
         e = evaluation["test"]
         lines.append(f"- `python -m pyro_vae.evaluate runs/{run} --k {e['k']}`: test log p(x) "
-                     f"{e['log_px_mean']:.2f} ± {e.get('log_px_stderr', float('nan')):.2f}; ELBO {e['elbo_mean']:.2f}; "
-                     f"active units {e.get('active_units')}; k-hat > 0.7: {e.get('khat_share_above_0.7', float('nan')):.0%}")
+                     f"{fmt(e.get('log_px_mean'))} ± {fmt(e.get('log_px_stderr'))}; ELBO {fmt(e.get('elbo_mean'))}; "
+                     f"active units {e.get('active_units')}; k-hat > 0.7: {fmt(e.get('khat_share_above_0.7'), '.0%')}")
 for name in ("priors_guides.json", "train_speed.json"):
     data = load(name)
     if data is not None:
