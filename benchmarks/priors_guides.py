@@ -94,8 +94,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"{run_dir} has {summary_json['epochs']} epochs, not {args.epochs}; remove it")
         fit_seconds = summary_json["seconds"]  # the training loop, per-epoch evaluation included
         vae = load(run_dir, checkpoint="best", device=device)
-        images, description = evaluation_images(load_dataset("mnist", args.data_dir).test, vae.config.binarize,
-                                                vae.config.seed)
+        images, description = evaluation_images(load_dataset("mnist", args.data_dir).test, vae.config.binarize)
         images = images[:args.test_images]
         result = evaluate_log_px(vae.model, vae.guide, images, k=args.k, batch_size=200, seed=args.seed,
                                  split="test", device=device, memory_budget_mb=1024,

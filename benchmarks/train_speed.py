@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     device = resolve_device(config.accelerator)
     dataset = load_dataset(config.dataset, args.data_dir)
     train = dataset.train if args.train_size is None else dataset.train.subset(args.train_size)
-    test_images, test_description = evaluation_images(dataset.test, config.binarize, config.seed)
+    test_images, test_description = evaluation_images(dataset.test, config.binarize)
     test_images = test_images.to(device)
     n = len(train)
 

@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from .config import FitConfig
+from .config import check_checkpoint_config, read_run_config
+from .devices import resolve_device
 from .engine.checkpoint import load_checkpoint, restore_networks
 from .errors import CheckpointError
 from .vae import VAE, build_vae
@@ -22,13 +22,11 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.devi
     run_dir = Path(run_dir)
     if checkpoint not in ("best", "last"):
         raise CheckpointError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise CheckpointError(f"{run_dir} has no config.json; is it a folder written by "
-                              f"`python -m pyro_vae.fit --out {run_dir}`?")
-    config = FitConfig.from_dict(json.loads(config_path.read_text()), source=str(config_path))
+    device = resolve_device(device, flag="device")
+    config = read_run_config(run_dir)
     path = run_dir / f"{checkpoint}.pt"
     payload = load_checkpoint(path)
+    check_checkpoint_config(config, payload.get("config"), path)
     vae = build_vae(config, tuple(payload["extra"]["image_shape"]), payload["extra"].get("num_classes", 10))
     restore_networks(vae, payload, path)
     vae.to(device)

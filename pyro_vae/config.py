@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,6 +17,12 @@ from .errors import ConfigError
 
 
 DEFAULT_PRIOR_COMPONENTS = {"mog": 10, "vamp": 500}  # vamp: Tomczak & Welling's K
+# Options that may differ between a run's config.json and the checkpoints of that run (resuming may
+# change them); every other option defines the model and its training, and must agree. The number
+# of processes may not change: the checkpoint holds one RNG state per process, and the resume checks it.
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "accelerator", "devices", "num_nodes", "strategy",
+                               "tensorboard", "data_dir", "out", "eval_k"})
+SEED_LIMIT = 2**32  # seeds lie in [0, 2^32): NumPy's seed range, which pyro.set_rng_seed also sets
 
 
 # The sections of ``fit --help``, in order; each field's ``group`` metadata names one.
@@ -143,7 +150,13 @@ class FitConfig:
         "(python -m pyro_vae.evaluate OUT --k K); 0 skips it")
 
     def __post_init__(self):
-        problems = []
+        problems = [f"--{_flag(f.name)} must be a finite number, got {getattr(self, f.name)}"
+                    for f in dataclasses.fields(self)
+                    if f.type == "float" and not math.isfinite(getattr(self, f.name))]
+        if problems:  # NaN or infinity would slip through every range check below
+            raise ConfigError("; ".join(problems))
+        if (problem := seed_problem(self.seed, "--seed")) is not None:
+            problems.append(problem)
         for name in ("latent_dim", "epochs", "batch_size", "particles", "guide_rank", "flow_layers",
                      "flow_hidden"):
             if getattr(self, name) < 1:
@@ -266,6 +279,11 @@ def coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
             if "None" in kind:
                 return None
             raise ValueError("a value is required")
+        if isinstance(value, (list, dict)) and not kind.startswith("tuple"):
+            raise ValueError(f"expected a single value, got a {type(value).__name__}")
+        if isinstance(value, bool) and not kind.startswith("bool"):
+            # YAML's `epochs: true` is Python's True == 1; never take a yes/no for a number
+            raise ValueError(f"expected {'a number' if kind[:3] in ('int', 'flo') else 'text'}, got {value}")
         if kind.startswith("tuple"):
             if isinstance(value, str):
                 value = [v for v in value.replace(" ", "").split(",") if v]
@@ -281,6 +299,8 @@ def coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
         if kind.startswith("int"):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError("expected a whole number")
+            if isinstance(value, str):
+                value = value.strip()
             return int(value)
         if kind.startswith("float"):
             return float(value)
@@ -306,8 +326,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
     except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
         raise ConfigError(f"--config {path}: cannot parse it as {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
-    if data is None:
-        return {}
+    if data is None or data == {}:
+        raise ConfigError(f"--config {path}: the file holds no options; write one option per line "
+                          f"(YAML `epochs: 5`, or JSON {{\"epochs\": 5}}), or drop --config to run the defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a mapping of option names to values, got {type(data).__name__}")
     return data
@@ -328,3 +349,75 @@ def field_choices(f: dataclasses.Field) -> tuple[str, ...] | None:
 
 def config_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(FitConfig))
+
+
+def seed_problem(seed, flag: str) -> str | None:
+    """Why ``seed`` is not a usable seed (None if it is): a whole number in [0, 2^32)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        return f"{flag} must be a whole number from 0 to {SEED_LIMIT - 1:,} (2^32 - 1), got {seed}"
+    return None
+
+
+def check_seed(seed, flag: str = "--seed") -> int:
+    """``seed`` if it lies in [0, 2^32); :class:`ConfigError` naming ``flag`` if not."""
+    if (problem := seed_problem(seed, flag)) is not None:
+        raise ConfigError(problem)
+    return seed
+
+
+def read_run_config(run_dir: str | Path, what: str = "") -> FitConfig:
+    """The :class:`FitConfig` saved in ``run_dir/config.json``, or an error that names the file and
+    what is wrong with it (missing, unreadable, not JSON, not a mapping, bad values).
+
+    ``what`` prefixes the messages, e.g. ``"--resume runs/a"``."""
+    from .errors import CheckpointError
+
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    prefix = f"{what}: " if what else ""
+    if not path.is_file():
+        raise CheckpointError(f"{prefix}{run_dir}: no config.json there; is it a folder written by "
+                              f"`python -m pyro_vae.fit --out {run_dir}`?")
+    damaged = (f"it is written by `python -m pyro_vae.fit` and rebuilds the model; restore it from a "
+               f"copy, or train again (the checkpoints also hold the run's configuration)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CheckpointError(f"{prefix}cannot read {path}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{prefix}{path} is corrupt: not valid JSON ({e}); {damaged}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{prefix}{path} is corrupt: it holds a JSON {type(data).__name__}, not a "
+                              f"mapping of option names to values; {damaged}")
+    try:
+        return FitConfig.from_dict(data, source=str(path))
+    except ConfigError as e:
+        raise CheckpointError(f"{prefix}{e}; {damaged}") from None
+
+
+def check_checkpoint_config(config: FitConfig, checkpoint_config, path: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless the configuration stored inside the checkpoint at
+    ``path`` describes the same run as ``config`` (the run's config.json), up to the options a
+    resumed run may change (:data:`RESUMABLE_CHANGES`).
+
+    Two processes writing one folder could leave config.json from one run and the checkpoints from
+    another; loading such a mix gives a model with the wrong prior or likelihood and nonsense log
+    p(x). This check catches it."""
+    from .errors import CheckpointError
+
+    if not isinstance(checkpoint_config, Mapping):
+        raise CheckpointError(f"checkpoint {path} holds no configuration; it was not written by "
+                              f"`python -m pyro_vae.fit`")
+    try:
+        own = FitConfig.from_dict(checkpoint_config, source=f"the configuration inside {path}")
+    except ConfigError as e:
+        raise CheckpointError(f"{e}; the checkpoint does not belong to this version of pyro-vae or "
+                              f"this run") from None
+    differ = [f"{_flag(f.name)} (config.json: {getattr(config, f.name)!r}, checkpoint: "
+              f"{getattr(own, f.name)!r})"
+              for f in dataclasses.fields(FitConfig)
+              if f.name not in RESUMABLE_CHANGES and getattr(config, f.name) != getattr(own, f.name)]
+    if differ:
+        raise CheckpointError(
+            f"checkpoint {path} belongs to another run than its folder's config.json: {'; '.join(differ)}. "
+            f"Two runs wrote into one folder; train again into an empty --out folder")

@@ -25,6 +25,22 @@ class TrainingDiverged(PyroVAEError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def user_error(error: BaseException) -> PyroVAEError | None:
+    """What to show the user for ``error``: a :class:`PyroVAEError` as it is; an ``OSError`` of a
+    full disk (from a write outside :mod:`pyro_vae.atomic`) as :class:`DiskFull`; otherwise None
+    (a bug: let its traceback show)."""
+    import errno
+
+    if isinstance(error, PyroVAEError):
+        return error
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" while writing {error.filename}" if error.filename else ""
+        return DiskFull(f"no space left on device{where}; files written before are kept. Free some space "
+                        f"and run the command again (a training run continues from its last checkpoint "
+                        f"with --resume)")
+    return None
+
+
 def exit_status(work) -> int:
     """Run a command-line tool's ``work()``: exit status 0, or 2 after printing a
     :class:`PyroVAEError` as ``error: <message>`` on stderr (no traceback)."""
@@ -32,7 +48,18 @@ def exit_status(work) -> int:
 
     try:
         work()
-    except PyroVAEError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (PyroVAEError, OSError) as e:
+        shown = user_error(e)
+        if shown is None:
+            raise
+        print(f"error: {shown}", file=sys.stderr)
         return 2
     return 0
+
+
+class OutputError(PyroVAEError):
+    """A file or folder could not be written: no space, no permission, or a file in the way."""
+
+
+class DiskFull(OutputError):
+    """The disk filled up while writing; the file's previous version is kept."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -22,9 +23,10 @@ import torch
 from .api import load
 from .atomic import write_json
 from .data import evaluation_images, load_dataset
+from .config import check_seed
 from .engine import build_fabric, launch, say
-from .engine.fabric import ACCELERATORS, STRATEGIES, fail, gather_objects
-from .errors import ConfigError, PyroVAEError
+from .engine.fabric import ACCELERATORS, STRATEGIES, check_accelerator, fail, gather_objects
+from .errors import ConfigError, PyroVAEError, user_error
 from .evaluation import DEFAULT_KS, evaluate_log_px, log_px_against_k
 from .evaluation.plots import plot_khat_histogram, plot_log_px_against_k
 from .variants import variant_of
@@ -66,13 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=("best", "last"),
                    help="which checkpoint to evaluate (default: best)")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
-    p.add_argument("--accelerator", default="auto", choices=ACCELERATORS,
+    p.add_argument("--accelerator", default="auto", metavar="{" + ",".join(ACCELERATORS) + "}",
                    help="auto (cuda, else mps, else cpu), cpu, cuda or mps (default: auto)")
     p.add_argument("--devices", default="1", help="processes per node, each scoring its share of the "
                    "images; the numbers equal one process's (default: 1)")
     p.add_argument("--num-nodes", type=int, default=1, help="machines taking part (default: 1)")
     p.add_argument("--strategy", default="auto", choices=STRATEGIES, help="(default: auto)")
-    p.add_argument("--device", default=None, choices=ACCELERATORS, help="old name of --accelerator")
+    p.add_argument("--device", default=None, metavar="{" + ",".join(ACCELERATORS) + "}",
+                   help="old name of --accelerator")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -97,9 +100,17 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
         raise ConfigError(f"--split {split!r} does not exist; choose one of: {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
+    if k_chunk is not None and k_chunk < 1:
+        raise ConfigError(f"--k-chunk must be at least 1, got {k_chunk} (or leave it out: --memory-mb sizes it)")
+    if not (math.isfinite(memory_mb) and memory_mb > 0):
+        raise ConfigError(f"--memory-mb must be a positive number of megabytes, got {memory_mb:g}")
+    if curve_images < 0:
+        raise ConfigError(f"--curve-images must be >= 0 (0 skips the picture), got {curve_images}")
+    check_seed(seed)
     run_dir = Path(run_dir)
     if fabric is None:
         if device is not None:
+            check_accelerator(device, "--device")
             if accelerator not in ("auto", device):
                 raise ConfigError("--device is the old name of --accelerator; give only --accelerator")
             accelerator = device
@@ -112,9 +123,15 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
              "gather": lambda obj: gather_objects(fabric, obj)}
     vae = load(run_dir, checkpoint=checkpoint, device=dev)
     config = vae.config
+    kept_mb = batch_size * k * max(1, vae.num_classes if config.model == "m2" else 0) * 8 / 2**20
+    if kept_mb > memory_mb:  # the (batch, K) float64 log-weights kept for Pareto k-hat
+        fits = max(1, int(memory_mb * batch_size / kept_mb))
+        raise ConfigError(f"--batch-size {batch_size} with --k {k} keeps {kept_mb:,.0f} MB of log-weights per "
+                          f"batch (for Pareto k-hat), more than --memory-mb {memory_mb:g}; use --batch-size "
+                          f"{fits} or less, or a larger --memory-mb")
     dataset = load_dataset(config.dataset, config.data_dir, log=log)
     data = getattr(dataset, split)
-    images, description = evaluation_images(data, config.binarize, config.seed)
+    images, description = evaluation_images(data, config.binarize)
     labels = data.labels
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -166,8 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             checkpoint=args.checkpoint, seed=args.seed, device=args.device, accelerator=args.accelerator,
             devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
             progress=not args.no_progress, log=say)
-    except PyroVAEError as e:
-        return fail(f"error: {e}", 2)
+    except (PyroVAEError, OSError) as e:
+        shown = user_error(e)  # a full disk as a message; any other OSError is a bug: its traceback shows
+        if shown is None:
+            raise
+        return fail(f"error: {shown}", 2)
     return 0
 
 

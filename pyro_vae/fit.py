@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import pyro
 
-from .config import GROUPS, FitConfig, config_fields, field_choices, load_config_file
+from .config import GROUPS, RESUMABLE_CHANGES, FitConfig, config_fields, field_choices, load_config_file, read_run_config
 from .data import load_dataset
 from .engine import Trainer, fabric_for, launch, say
 from .engine.fabric import fail
-from .errors import CheckpointError, ConfigError, PyroVAEError
-
-# Options that may differ from the saved config when resuming a run (the number of processes may
-# not: the checkpoint holds one RNG state per process, and the resume checks it).
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "accelerator", "devices", "num_nodes", "strategy",
-                               "tensorboard", "data_dir", "out", "eval_k"})
+from .errors import ConfigError, PyroVAEError, user_error
+from .memory import check_training_memory
+from .run_lock import ensure_writable_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,14 +68,7 @@ def resolve_config(given: dict, config_file: str | None, resume: str | None) -> 
     if resume is None:
         return FitConfig.from_dict(requested, source="options")
     run_dir = Path(resume)
-    saved_path = run_dir / "config.json"
-    if not saved_path.is_file():
-        raise CheckpointError(f"--resume {run_dir}: no config.json there; is it a folder written by "
-                              f"`python -m pyro_vae.fit --out {run_dir}`?")
-    try:
-        saved = FitConfig.from_dict(json.loads(saved_path.read_text()), source=str(saved_path))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"--resume {run_dir}: config.json is corrupt ({e})") from None
+    saved = read_run_config(run_dir, f"--resume {run_dir}")
     requested.setdefault("out", str(run_dir))
     wanted = FitConfig.from_dict({**saved.to_dict(), **requested}, source="options")
     conflicts = [
@@ -106,10 +95,13 @@ def run(config: FitConfig, resume: str | None = None, fabric=None) -> dict:
         raise ConfigError(f"--batch-size {config.batch_size} (the global batch) is split evenly across "
                           f"{world} processes, so it must be divisible by {world}; e.g. --batch-size "
                           f"{max(world, config.batch_size // world * world)}")
+    if fabric is None or fabric.is_global_zero:
+        ensure_writable_folder(config.out, "--out")  # before the data and the model: fail in a second
     if fabric is None:
         fabric = fabric_for(config)
         launch(fabric)
     dataset = load_dataset(config.dataset, config.data_dir, log=say if fabric.is_global_zero else (lambda _line: None))
+    check_training_memory(config, dataset, fabric.device)  # refuse a run that cannot fit, with the fix
     trainer = Trainer(config, dataset, Path(config.out), fabric=fabric)
     if resume is not None:
         trainer.restore(Path(resume) / "last.pt")
@@ -139,11 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = resolve_config(args, config_file, resume)
         run(config, resume)
-    except PyroVAEError as e:
+    except (PyroVAEError, OSError) as e:
+        shown = user_error(e)  # a full disk as a message; any other OSError is a bug: its traceback shows
+        if shown is None:
+            raise
         # a bad option or a divergence is the same on every rank: rank 0 reports it; other
         # errors (a file or data set missing on one machine) come from the rank that hit them
-        same_everywhere = isinstance(e, ConfigError) or getattr(e, "on_every_rank", False)
-        return fail(f"error: {e}", 2, every_rank=not same_everywhere)
+        same_everywhere = isinstance(shown, ConfigError) or getattr(shown, "on_every_rank", False)
+        return fail(f"error: {shown}", 2, every_rank=not same_everywhere)
     except KeyboardInterrupt:
         return fail("interrupted: the last completed epoch's checkpoint (last.pt) is intact; continue "
                      "with --resume", 130, every_rank=False)

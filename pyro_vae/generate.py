@@ -22,6 +22,7 @@ import torch
 
 from . import plots
 from .api import load
+from .config import check_seed
 from .errors import ConfigError, exit_status
 from .engine import resolve_device, say
 from .engine.fabric import ACCELERATORS
@@ -40,20 +41,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="PNG file to write (default: in RUN_DIR)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--seed", type=int, default=0, help="seed of the latent draws (default: 0)")
-    p.add_argument("--accelerator", default="auto", choices=ACCELERATORS,
-                   help="auto (cuda, else mps, else cpu), cpu, cuda or mps (default: auto)")
-    p.add_argument("--device", default=None, choices=ACCELERATORS, help="old name of --accelerator")
+    p.add_argument("--accelerator", default="auto", metavar="{" + ",".join(ACCELERATORS) + "}",
+                   help="auto (cuda, else mps, else cpu), cpu, cuda (or cuda:N) or mps (default: auto)")
+    p.add_argument("--device", default=None, metavar="{" + ",".join(ACCELERATORS) + "}",
+                   help="old name of --accelerator")
     return p
+
+
+MAX_IMAGES = 10_000  # a 100 x 100 grid: a 3,000-pixel-wide picture of 28-pixel images
+MAX_ANALOGY_COLUMNS = 1_000
+
+
+def picture_path(out: Path, default_name: str) -> Path:
+    """Where ``--out`` asks for the picture: a folder gets ``default_name`` inside it; a file name
+    must end in .png; a file cannot lie under another file."""
+    if out.is_dir():
+        return out / default_name
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {out}: the picture is a PNG file; give a name ending in .png, or an "
+                          f"existing folder to write {default_name} into")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"--out {out}: {blocking} is a file, not a folder; choose another path")
+    return out
 
 
 def generate(run_dir: str | Path, *, label: int | None = None, n: int = 64, analogies: int = 0,
              out: str | Path | None = None, checkpoint: str = "best", seed: int = 0,
-             device: str = "auto", log=say) -> list[Path]:
+             device: str | torch.device = "auto", log=say) -> list[Path]:
     """Write the grid (and the analogies picture); returns the paths written."""
-    if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
-    if analogies < 0:
-        raise ConfigError(f"--analogies must be >= 0, got {analogies}")
+    if not 1 <= n <= MAX_IMAGES:
+        raise ConfigError(f"--n must be from 1 to {MAX_IMAGES:,} (one picture of a grid of images), got {n:,}; "
+                          f"for more images call pyro_vae.load(RUN_DIR).sample(n) in batches")
+    if not 0 <= analogies <= MAX_ANALOGY_COLUMNS:
+        raise ConfigError(f"--analogies must be from 0 to {MAX_ANALOGY_COLUMNS}, got {analogies}")
+    check_seed(seed)
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     vae = load(run_dir, checkpoint=checkpoint, device=dev)
@@ -62,7 +84,7 @@ def generate(run_dir: str | Path, *, label: int | None = None, n: int = 64, anal
                           "(python -m pyro_vae.fit --model cvae or --model m2)")
     vae.sample_labels(1, label)  # a clear error for --label on a plain VAE or outside 0-9, before work
     name = "generated.png" if label is None else f"generated_label{label}.png"
-    path = Path(out) if out else run_dir / name
+    path = picture_path(Path(out), name) if out else run_dir / name
     written = []
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -79,9 +101,10 @@ def generate(run_dir: str | Path, *, label: int | None = None, n: int = 64, anal
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     pyro.settings.set(module_local_params=True)
+    device, flag = (args.device, "--device") if args.device else (args.accelerator, "--accelerator")
     return exit_status(lambda: generate(args.run_dir, label=args.label, n=args.n, analogies=args.analogies,
                                         out=args.out, checkpoint=args.checkpoint, seed=args.seed,
-                                        device=args.device or args.accelerator))
+                                        device=resolve_device(device, flag)))
 
 
 if __name__ == "__main__":

@@ -48,11 +48,16 @@ def test_dynamic_draws_differ_between_epochs_and_are_exactly_0_or_1(few_images):
 
 
 def test_static_binarization_is_the_same_every_epoch_and_equals_the_evaluation_one(few_images):
-    first, second = draw_epochs(few_images, "static", 2, seed=3)
+    train = Split("train", few_images.images, few_images.labels)
+    first, second = draw_epochs(train, "static", 2, seed=3)
     assert torch.equal(first, second)
-    images, description = evaluation_images(few_images, "static", seed=3)
+    images, description = evaluation_images(train, "static", seed=3)
     assert torch.equal(first, images)
-    assert description == "test set: its static Bernoulli binarization (as in training), seed 3"
+    assert description == "train set: its static Bernoulli binarization (as in training), seed 3"
+    # a held-out split under static is scored on the one binarization every run uses, seed 0
+    images, description = evaluation_images(few_images, "static")
+    assert torch.equal(images, binarize_fixed(few_images.images, 0))
+    assert description == "test set: one fixed Bernoulli binarization, seed 0"
 
 
 def test_fixed_binarization_is_reproducible_differs_across_seeds_and_ignores_global_rng(few_images):

@@ -152,7 +152,7 @@ def test_missing_and_corrupt_checkpoints(mnist_dataset, tmp_path, capsys):
     assert main(cli_args(mnist_dataset, out, epochs=1)) == 0
     (out / "last.pt").write_bytes((out / "last.pt").read_bytes()[:1000])  # truncated
     assert main(["--resume", str(out), "--epochs", "2"]) == 2
-    assert "last.pt is corrupt or not a pyro-vae checkpoint" in capsys.readouterr().err
+    assert "last.pt is corrupt or truncated" in capsys.readouterr().err
     (out / "last.pt").unlink()
     assert main(["--resume", str(out), "--epochs", "2"]) == 2
     assert "no checkpoint at" in capsys.readouterr().err

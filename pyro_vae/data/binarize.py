@@ -5,8 +5,8 @@ Modes:
     (what the literature's MNIST log-likelihoods train on: Burda et al. 2015);
   - ``static``: one fixed, seeded binarization of each split, the same in every epoch;
   - ``none``: the intensities in [0, 1] themselves.
-Models are evaluated on one fixed seeded binarization (dynamic, static) or on the intensities
-(none); :func:`evaluation_images` returns it with a description to print and store.
+Models are evaluated on one fixed binarization seeded 0 for every run (dynamic, static) or on the
+intensities (none); :func:`evaluation_images` returns it with a description to print and store.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 DYNAMIC, STATIC, NONE = "dynamic", "static", "none"
 BINARIZATION_MODES = (DYNAMIC, STATIC, NONE)
+# The seed of the one fixed binarization every model is evaluated on (validation and test sets, and
+# `python -m pyro_vae.evaluate` on any split): the same for every run, whatever its training seed.
+EVALUATION_SEED = 0
 
 
 def check_binarization(mode: str) -> str:
@@ -42,16 +45,18 @@ def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.bernoulli(images, generator=generator)
 
 
-def evaluation_images(split: Split, mode: str, seed: int) -> tuple[torch.Tensor, str]:
+def evaluation_images(split: Split, mode: str, seed: int = EVALUATION_SEED) -> tuple[torch.Tensor, str]:
     """The images a model is evaluated on for ``mode``, and a short description of them.
 
     ``dynamic`` and ``static`` give one fixed Bernoulli binarization, ``binarize_fixed(images,
-    seed)``; for ``static`` that is the very binarization training used for this split (the
-    same function of the same images and seed). ``none`` gives the intensities.
+    seed)``, with ``seed`` 0 whatever the run's training seed, so that every run is scored on the
+    same images. The one exception is the training split under ``static``: the trainer passes its
+    training seed there, so the training ELBO is measured on exactly the images training saw.
+    ``none`` gives the intensities.
     """
     if check_binarization(mode) == NONE:
         return split.images, f"{split.name} set: grey-scale intensities in [0, 1], not binarized"
-    if mode == STATIC:
+    if mode == STATIC and split.name == "train":
         which = "its static Bernoulli binarization (as in training)"
     else:
         which = "one fixed Bernoulli binarization"

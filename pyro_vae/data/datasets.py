@@ -8,10 +8,11 @@ uint8 / 255 in [0, 1], shaped (N, 1, 28, 28); labels are int64 (N,).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pyro_vae.data.catalog import DatasetSpec, dataset_spec
@@ -25,7 +26,9 @@ from pyro_vae.data.idx import (
     TRAIN_COUNT,
     TRAIN_IMAGES,
     TRAIN_LABELS,
-    read_idx,
+    IdxFile,
+    idx_tensor,
+    read_idx_bytes,
 )
 from pyro_vae.errors import ConfigError
 
@@ -83,8 +86,8 @@ def load_dataset(
     """
     spec = dataset_spec(name)
     raw_dir = resolve_data_dir(data_dir) / spec.folder / "raw"
-    provenance = ensure_raw_files(spec, raw_dir, sources)
-    dataset = read_dataset(spec, raw_dir, provenance.source)
+    provenance, contents = ensure_raw_files(spec, raw_dir, sources)  # every file's sha256 checked
+    dataset = read_dataset(spec, raw_dir, provenance.source, contents)
     log(
         f"{spec.name}: {TRAIN_COUNT:,} train+valid / {TEST_COUNT:,} test images, "
         f"{IMAGE_SIDE}x{IMAGE_SIDE}, labels 0-{NUM_CLASSES - 1} — {provenance.story}"
@@ -92,12 +95,21 @@ def load_dataset(
     return dataset
 
 
-def read_dataset(spec: DatasetSpec, raw_dir: Path, source: str) -> Dataset:
-    """Read the four verified raw files of ``spec`` from ``raw_dir`` into the three splits."""
-    train_images = _intensities(read_idx(raw_dir / TRAIN_IMAGES.name, TRAIN_IMAGES))
-    train_labels = read_idx(raw_dir / TRAIN_LABELS.name, TRAIN_LABELS)
-    test_images = _intensities(read_idx(raw_dir / TEST_IMAGES.name, TEST_IMAGES))
-    test_labels = read_idx(raw_dir / TEST_LABELS.name, TEST_LABELS)
+def read_dataset(spec: DatasetSpec, raw_dir: Path, source: str,
+                 contents: Mapping[str, np.ndarray] | None = None) -> Dataset:
+    """The three splits of ``spec`` from the four raw files in ``raw_dir``: from ``contents``, their
+    verified bytes (see :func:`~pyro_vae.data.verify.read_verified_files`), if given, else read
+    (header and size checked, not the sha256)."""
+
+    def tensor(file: IdxFile) -> torch.Tensor:
+        path = raw_dir / file.name
+        data = contents[file.name] if contents is not None else read_idx_bytes(path, file)
+        return idx_tensor(data, file, path)
+
+    train_images = _intensities(tensor(TRAIN_IMAGES))
+    train_labels = tensor(TRAIN_LABELS)
+    test_images = _intensities(tensor(TEST_IMAGES))
+    test_labels = tensor(TEST_LABELS)
     return Dataset(
         name=spec.name,
         train=Split("train", train_images[:TRAIN_SIZE], train_labels[:TRAIN_SIZE]),

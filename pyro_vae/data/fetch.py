@@ -15,10 +15,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pyro_vae.data.catalog import DatasetSpec
 from pyro_vae.data.idx import RAW_FILES
 from pyro_vae.data.sources import SOURCE_KINDS, TORCHVISION, Source, SourceUnavailable
-from pyro_vae.data.verify import STAMP_NAME, read_stamp, verify_raw_files
+from pyro_vae.data.verify import STAMP_NAME, read_stamp, read_verified_files, record_stamp, verify_raw_files
 from pyro_vae.errors import ConfigError, DataError
 
 DATA_DIR_ENV = "PYRO_VAE_DATA"
@@ -66,16 +68,22 @@ def select_sources(spec: DatasetSpec, kinds: Iterable[str] | None) -> tuple[list
     return chosen, skipped
 
 
-def ensure_raw_files(spec: DatasetSpec, raw_dir: Path, kinds: Iterable[str] | None) -> Provenance:
-    """Verify the raw files in ``raw_dir``, fetching them first if there are none."""
+def ensure_raw_files(
+    spec: DatasetSpec, raw_dir: Path, kinds: Iterable[str] | None
+) -> tuple[Provenance, dict[str, np.ndarray]]:
+    """The raw files of ``spec`` in ``raw_dir``, fetched first if there are none, read and verified
+    (header, size, sha256 of the bytes read): where they came from, and each file's bytes."""
     chosen, skipped = select_sources(spec, kinds)  # checks ``kinds`` even when nothing is fetched
     if not any((raw_dir / spec_file.name).exists() for spec_file in RAW_FILES):
-        return fetch_from_sources(spec, raw_dir, chosen, skipped)
-    verified_before = bool(read_stamp(raw_dir))
-    provenance = verify_raw_files(raw_dir, spec.title, spec.sha256, USER_FILES)
-    if verified_before:
-        return Provenance(f"cache ({provenance})", f"from cache {raw_dir} ({provenance})")
-    return Provenance(USER_FILES, f"from files found in {raw_dir} (sha256 verified)")
+        provenance = fetch_from_sources(spec, raw_dir, chosen, skipped)
+        return provenance, read_verified_files(raw_dir, spec.title, spec.sha256)
+    stamp = read_stamp(raw_dir)
+    contents = read_verified_files(raw_dir, spec.title, spec.sha256)  # every load, stamp or not
+    if stamp.get("source"):
+        source = stamp["source"]
+        return Provenance(f"cache ({source})", f"from cache {raw_dir} ({source})"), contents
+    record_stamp(raw_dir, USER_FILES, spec.sha256, contents)
+    return Provenance(USER_FILES, f"from files found in {raw_dir} (sha256 verified)"), contents
 
 
 def fetch_from_sources(

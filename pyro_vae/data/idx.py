@@ -83,11 +83,15 @@ def check_idx_file(path: Path, spec: IdxFile) -> None:
     Raises :class:`DataError` naming the file, what was expected and what was found.
     """
     size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(spec.header_bytes)
+    _check_header_and_size(header, size, path, spec)
+
+
+def _check_header_and_size(header: bytes, size: int, path: Path, spec: IdxFile) -> None:
     expected = f"expected {spec.expected_bytes:,} bytes for {spec.describe()}"
     if size < spec.header_bytes:
         raise DataError(f"{path}: {expected}, found {size:,}. {refetch_hint(path)}")
-    with open(path, "rb") as f:
-        header = f.read(spec.header_bytes)
     ndim = len(spec.dims)
     (magic,) = struct.unpack(">I", header[:MAGIC_BYTES])
     if magic != _magic(ndim):
@@ -95,7 +99,7 @@ def check_idx_file(path: Path, spec: IdxFile) -> None:
             f"{path}: not an IDX file of unsigned bytes with {ndim} dimension(s): magic number "
             f"0x{magic:08X}, expected 0x{_magic(ndim):08X}. {refetch_hint(path)}"
         )
-    dims = struct.unpack(f">{ndim}I", header[MAGIC_BYTES:])
+    dims = struct.unpack(f">{ndim}I", header[MAGIC_BYTES:spec.header_bytes])
     if dims != spec.dims:
         found = "x".join(str(d) for d in dims)
         wanted = "x".join(str(d) for d in spec.dims)
@@ -104,18 +108,30 @@ def check_idx_file(path: Path, spec: IdxFile) -> None:
         raise DataError(f"{path}: {expected}, found {size:,}. {refetch_hint(path)}")
 
 
-def read_idx(path: Path, spec: IdxFile) -> torch.Tensor:
-    """Read a checked IDX file: uint8 images (count, 28, 28) or int64 labels (count,)."""
-    check_idx_file(path, spec)
-    data = np.fromfile(path, dtype=np.uint8, offset=spec.header_bytes).reshape(spec.dims)
+def read_idx_bytes(path: Path, spec: IdxFile) -> np.ndarray:
+    """The whole file ``path`` as uint8 bytes (header included), its header and size checked."""
+    data = np.fromfile(path, dtype=np.uint8)
+    _check_header_and_size(data[:spec.header_bytes].tobytes(), data.size, path, spec)
+    return data
+
+
+def idx_tensor(data: np.ndarray, spec: IdxFile, path: Path) -> torch.Tensor:
+    """The contents of a checked IDX file's bytes (from :func:`read_idx_bytes`): uint8 images
+    (count, 28, 28), a view of ``data``, or int64 labels (count,)."""
+    values = data[spec.header_bytes:].reshape(spec.dims)
     if spec.is_images:
-        return torch.from_numpy(data)
-    labels = torch.from_numpy(data.astype(np.int64))
+        return torch.from_numpy(values)
+    labels = torch.from_numpy(values.astype(np.int64))
     if int(labels.max()) >= NUM_CLASSES:
         raise DataError(
             f"{path}: labels must lie in 0-{NUM_CLASSES - 1}, found {int(labels.max())}. {refetch_hint(path)}"
         )
     return labels
+
+
+def read_idx(path: Path, spec: IdxFile) -> torch.Tensor:
+    """Read a checked IDX file: uint8 images (count, 28, 28) or int64 labels (count,)."""
+    return idx_tensor(read_idx_bytes(path, spec), spec, path)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -1,9 +1,16 @@
-"""Verification of the four raw files of a data set, with a stamp that makes cached loads fast.
+"""Verification of the four raw files of a data set: every load checks what it reads.
 
-Every load checks each file's header and size (cheap). The sha256 of a file is compared with the
-canonical one only when the file is new or changed: after a file passes, its size, modification
-time and sha256 are recorded in a small JSON stamp beside it, and a later load re-hashes only
-when size or modification time differ from the stamp.
+Every load (:func:`read_verified_files`) reads each raw file once, checks its header and size,
+computes the sha256 of the bytes read and compares it with the canonical one, then hands on those
+very bytes, so the images a model sees are the canonical ones, whatever happened to the file since
+(an edit that kept its size and modification time included). Hashing MNIST's 55 MB costs about
+0.05 s of a cached load's 0.13-0.26 s (measured 2026-11-30 on a 2-core x86-64 CPU, AMD EPYC with
+SHA extensions; a CPU without them hashes at roughly 0.5 GB/s, about 0.1 s).
+
+Files fetched from a source are verified in a staging folder before they are moved into place
+(:func:`verify_raw_files`). A small JSON stamp beside the files records where they came from
+(shown as the data set's provenance) and their sha256; it is a record, not a shortcut: no check is
+skipped because of it.
 """
 
 from __future__ import annotations
@@ -13,21 +20,13 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 from pyro_vae.atomic import write_json
-from pyro_vae.data.idx import RAW_FILES, check_idx_file, refetch_hint
-from pyro_vae.errors import DataError
+from pyro_vae.data.idx import RAW_FILES, read_idx_bytes, refetch_hint
+from pyro_vae.errors import DataError, PyroVAEError
 
 STAMP_NAME = ".pyro-vae-verified.json"
-HASH_CHUNK_BYTES = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes, as 64 hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_stamp(raw_dir: Path) -> dict:
@@ -40,24 +39,12 @@ def read_stamp(raw_dir: Path) -> dict:
 
 
 def verify_raw_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str], source: str) -> str:
-    """Check the four raw files in ``raw_dir``; record them in the stamp; return their provenance.
-
-    ``source`` says where the files came from; it is recorded in the stamp unless the stamp
-    already names one (files verified before keep their original provenance).
+    """Check the four raw files fetched into the staging folder ``raw_dir`` (header, size, sha256)
+    and write the stamp naming ``source`` beside them; returns ``source``.
     Raises :class:`DataError` for a missing, truncated or corrupt file or a sha256 mismatch.
     """
-    _check_all_present(raw_dir, title)
-    stamp = read_stamp(raw_dir)
-    recorded = stamp.get("files", {})
-    files = {}
-    for spec in RAW_FILES:
-        path = raw_dir / spec.name
-        check_idx_file(path, spec)
-        files[spec.name] = _verified_entry(path, known_sha256[spec.name], recorded.get(spec.name), title)
-    provenance = stamp.get("source", source)
-    if files != recorded or provenance != stamp.get("source"):
-        write_json(raw_dir / STAMP_NAME, {"source": provenance, "files": files})
-    return provenance
+    write_json(raw_dir / STAMP_NAME, _stamp(source, known_sha256, read_verified_files(raw_dir, title, known_sha256)))
+    return source
 
 
 def _check_all_present(raw_dir: Path, title: str) -> None:
@@ -70,17 +57,44 @@ def _check_all_present(raw_dir: Path, title: str) -> None:
         )
 
 
-def _verified_entry(path: Path, expected_sha256: str, recorded: dict | None, title: str) -> dict:
-    """The stamp entry of a file whose sha256 is the canonical one; hashes only if it changed."""
-    status = path.stat()
-    entry = {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": expected_sha256}
-    if recorded == entry:
-        return entry  # unchanged since it was verified
-    actual = file_sha256(path)
-    if actual != expected_sha256:
+def _check_sha256(path: Path, actual: str, expected: str, title: str) -> None:
+    if actual != expected:
         raise DataError(
             f"{path}: sha256 {actual} differs from the canonical {title} file's sha256 "
-            f"{expected_sha256}. Its header and size are right, so its content differs from the "
+            f"{expected}. Its header and size are right, so its content differs from the "
             f"canonical {title} data (edited, or another data set). {refetch_hint(path)}"
         )
-    return entry
+
+
+def content_sha256(data: np.ndarray) -> str:
+    """The sha256 of bytes held in a contiguous uint8 array, as 64 hex digits."""
+    return hashlib.sha256(memoryview(np.ascontiguousarray(data))).hexdigest()
+
+
+def read_verified_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Read the four raw files of ``raw_dir`` once each: header, size and the sha256 of the bytes
+    read checked against the canonical ones. Returns each file's bytes (header included), which
+    are exactly the bytes that were hashed. Raises :class:`DataError` naming a bad file."""
+    _check_all_present(raw_dir, title)
+    contents = {}
+    for spec in RAW_FILES:
+        path = raw_dir / spec.name
+        data = read_idx_bytes(path, spec)
+        _check_sha256(path, content_sha256(data), known_sha256[spec.name], title)
+        contents[spec.name] = data
+    return contents
+
+
+def record_stamp(raw_dir: Path, source: str, known_sha256: Mapping[str, str],
+                 contents: Mapping[str, np.ndarray]) -> None:
+    """Write the provenance stamp beside files verified for the first time. Best effort: a read-only
+    data dir is fine (the stamp is a record, and every load verifies the files anyway)."""
+    try:
+        write_json(raw_dir / STAMP_NAME, _stamp(source, known_sha256, contents))
+    except (OSError, PyroVAEError):
+        pass
+
+
+def _stamp(source: str, known_sha256: Mapping[str, str], contents: Mapping[str, np.ndarray]) -> dict:
+    files = {name: {"size": int(data.size), "sha256": known_sha256[name]} for name, data in contents.items()}
+    return {"source": source, "files": files}

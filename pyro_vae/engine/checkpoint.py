@@ -13,6 +13,7 @@ refuses it (its optimizer state cannot continue exactly in a torch optimizer).
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
+from ..atomic import atomic_open
 from ..errors import CheckpointError
+from ..torch_files import load_weights_only
 
 FORMAT = "pyro-vae-checkpoint/2"
 READABLE_FORMATS = (FORMAT, "pyro-vae-checkpoint/1")  # networks readable; only FORMAT resumes
@@ -50,7 +52,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(path: str | Path, *, vae, optimizer, scheduler, rng: list[dict], sampler_state: dict,
                     epoch: int, step: int, config: dict, extra: dict | None = None) -> None:
     """Write a checkpoint to ``path`` atomically (temporary file + rename); ``rng`` has one
-    entry per process, in rank order."""
+    entry per process, in rank order. A full disk raises :class:`~pyro_vae.errors.DiskFull` and
+    keeps the previous file at ``path``."""
     payload = {
         "format": FORMAT,
         "config": config,
@@ -63,8 +66,10 @@ def save_checkpoint(path: str | Path, *, vae, optimizer, scheduler, rng: list[di
         "sampler": sampler_state,
         "extra": extra or {},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory first: a full disk then fails in our own write, with its errno
+    with atomic_open(path, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -73,12 +78,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(
             f"no checkpoint at {path}; train first with `python -m pyro_vae.fit --out {path.parent}`")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file fails in many ways
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a pyro-vae checkpoint ({type(e).__name__}: {e}); "
-            f"delete it and resume from another checkpoint, or train again") from None
+    payload = load_weights_only(path, "cpu")  # never torch's advice to load it unsafely
     if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
         raise CheckpointError(
             f"checkpoint {path} is not a {FORMAT} file (format: "

@@ -15,36 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..devices import ACCELERATORS, check_accelerator, resolve_device  # noqa: F401 - the one device check
 from ..errors import ConfigError
 
-ACCELERATORS = ("auto", "cpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 LAUNCHER_PID = "PYRO_VAE_LAUNCHER_PID"  # set for the processes that Fabric starts from ours
-
-
-def check_accelerator(name: str, flag: str = "--accelerator") -> str:
-    """``name`` if this machine has it; a clear error otherwise."""
-    if name not in ACCELERATORS:
-        raise ConfigError(f"{flag} {name!r} is not one of: {', '.join(ACCELERATORS)}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{flag} cuda was given but PyTorch sees no CUDA GPU here; use {flag} cpu "
-                          "(or auto), or install a CUDA build of PyTorch on a machine with a GPU")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"{flag} mps was given but this PyTorch has no Apple MPS device; use {flag} cpu")
-    return name
-
-
-def resolve_device(name: str | torch.device, flag: str = "--accelerator") -> torch.device:
-    """One device for a single-process tool: ``auto`` -> cuda, else mps, else cpu."""
-    if isinstance(name, torch.device):
-        return name
-    name = check_accelerator(name, flag)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _devices(value: str | int) -> int | str:

@@ -30,6 +30,7 @@ from .. import plots
 from ..atomic import atomic_open, atomic_path, write_json
 from ..config import FitConfig
 from ..data import evaluation_images
+from ..data.binarize import EVALUATION_SEED
 from ..errors import ConfigError, TrainingDiverged
 from ..objectives import beta_at
 from ..variants import EvalSet, variant_of
@@ -112,7 +113,9 @@ class Trainer:
         for split in (train, self.dataset.valid, self.dataset.test):
             # binarize the whole split, then take the first n: under --binarize static the
             # training-set evaluation sees exactly the images training sees
-            images, description = evaluation_images(split, cfg.binarize, cfg.seed)
+            # seed 0 for every run, except --binarize static's training split: its own binarization
+            seed = cfg.seed if cfg.binarize == "static" and split is train else EVALUATION_SEED
+            images, description = evaluation_images(split, cfg.binarize, seed)
             n = min(limits[split.name] or len(split), len(split))
             self.vae.model.likelihood.check_data(images[:n], "none")
             sets.append(EvalSet(split.name, images[:n].to(self.device), split.labels[:n].to(self.device),

@@ -27,6 +27,10 @@ class AmortizedDiagonalNormal(PyroModule):
 
     analytic_kl = True  # KL to a (diagonal) Normal prior has a closed form
 
+    def log_prob_bytes(self) -> int:
+        """About the memory autograd keeps per point of ``log_prob`` (a few (D,) tensors)."""
+        return 8 * 4 * self.loc_head.out_features
+
     def __init__(self, encoder: nn.Module, latent_dim: int, num_classes: int = 0):
         super().__init__()
         to_pyro_module_(encoder)
@@ -37,7 +41,14 @@ class AmortizedDiagonalNormal(PyroModule):
 
     def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
         """q(z | x): batch shape (B,), event shape (D,)."""
-        h = self.encoder(x, label_input(y, self.num_classes))  # h(x[, y])  (..., B, F)
+        return self.distribution_from_features(self.features(x, y))
+
+    def features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's features h(x[, y])  (..., B, F)."""
+        return self.encoder(x, label_input(y, self.num_classes))
+
+    def distribution_from_features(self, h: torch.Tensor) -> dist.TorchDistribution:
+        """q(z | x) from the encoder's features h(x) (B, F): batch shape (B,), event shape (D,)."""
         loc = self.loc_head(h)  # mu(x)     (B, D)
         scale = F.softplus(self.scale_head(h)) + MIN_POSTERIOR_SCALE  # sigma(x)  (B, D)
         return dist.Normal(loc, scale).to_event(1)

@@ -39,15 +39,34 @@ class AmortizedIAF(PyroModule):
         flows = nn.ModuleList(
             conditional_affine_autoregressive(latent_dim, features, hidden_dims=[flow_hidden, flow_hidden])
             for _ in range(flow_layers))
+        self.flow_hidden = flow_hidden
         self.flows = flows  # plain torch modules: Pyro's transforms cannot become PyroModules
         # (metaclass conflict); they are ordinary submodules, and with the global param store
         # distribution() registers them with pyro.module
         self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1))
 
     def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
+        return self.distribution_from_features(self.features(x, y))
+
+    def features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's features h(x[, y])  (..., B, F); with Pyro's global param store in use,
+        registers the flows there."""
         if not pyro.settings.get("module_local_params"):  # Pyro's global param store (e.g. SVI)
             pyro.module(f"{self._pyro_name}.flows", self.flows)  # registers the flows there
-        h = self.encoder(x, label_input(y, self.num_classes))  # h(x[, y])  (..., B, F)
+        return self.encoder(x, label_input(y, self.num_classes))
+
+    def log_prob_bytes(self) -> int:
+        """About the memory autograd keeps per point of ``log_prob``. Evaluating the density of a
+        given z inverts each autoregressive transform: D sequential passes through its network,
+        each keeping the input (context F + D), two hidden layers (before and after the ReLU) and
+        the output (2 D)."""
+        latent, features = self.loc_head.out_features, self.loc_head.in_features
+        hidden = self.flow_hidden
+        per_pass = features + latent + 4 * hidden + 2 * latent + 4 * latent
+        return 4 * len(self.flows) * latent * per_pass
+
+    def distribution_from_features(self, h: torch.Tensor) -> dist.TorchDistribution:
+        """q(z | x) from the encoder's features h(x) (B, F): batch (B,), event (D,)."""
         loc = self.loc_head(h)  # (B, D)
         scale = F.softplus(self.scale_head(h)) + MIN_POSTERIOR_SCALE
         base = dist.Normal(loc, scale).to_event(1)  # q(z_0|x): batch (B,), event (D,)

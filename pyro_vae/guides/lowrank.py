@@ -32,7 +32,18 @@ class AmortizedLowRankNormal(PyroModule):
         self.factor_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim * rank)
 
     def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
-        h = self.encoder(x, label_input(y, self.num_classes))  # h(x[, y])  (..., B, F)
+        return self.distribution_from_features(self.features(x, y))
+
+    def features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's features h(x[, y])  (..., B, F)."""
+        return self.encoder(x, label_input(y, self.num_classes))
+
+    def log_prob_bytes(self) -> int:
+        """About the memory autograd keeps per point of ``log_prob`` (D x rank solves)."""
+        return 8 * 4 * self.latent_dim * (self.rank + 2)
+
+    def distribution_from_features(self, h: torch.Tensor) -> dist.TorchDistribution:
+        """q(z | x) from the encoder's features h(x) (B, F): batch (B,), event (D,)."""
         loc = self.loc_head(h)  # (B, D)
         cov_diag = (F.softplus(self.diag_head(h)) + MIN_POSTERIOR_SCALE) ** 2  # d(x)  (B, D)
         cov_factor = self.factor_head(h).unflatten(-1, (self.latent_dim, self.rank))  # W(x)  (B, D, R)
