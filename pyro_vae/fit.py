@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +20,7 @@ from .config import GROUPS, RESUMABLE_CHANGES, FitConfig, config_fields, field_c
 from .data import load_dataset
 from .engine import Trainer, fabric_for, launch, say
 from .engine.fabric import fail
+from .engine.run_folder import claim
 from .errors import ConfigError, PyroVAEError, user_error
 from .memory import check_training_memory
 from .run_lock import ensure_writable_folder
@@ -56,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--config", metavar="FILE", help="YAML or JSON file of options (same keys as "
                         "the flags, dashes or underscores); flags given here override it")
     output.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt up to "
-                        "--epochs; other options must match the run's config.json")
+                        "--epochs, or finish what an interruption left (best.pt, pictures, summary); other "
+                        "options must match the run's config.json")
+    output.add_argument("--overwrite", action="store_true", help="start a new run in an --out folder that "
+                        "holds one, deleting that run's files first (without it, fit refuses such a folder)")
     return parser
 
 
@@ -85,10 +90,13 @@ def resolve_config(given: dict, config_file: str | None, resume: str | None) -> 
     return wanted
 
 
-def run(config: FitConfig, resume: str | None = None, fabric=None) -> dict:
+def run(config: FitConfig, resume: str | None = None, fabric=None, overwrite: bool = False) -> dict:
     """Train (or continue) the run ``config`` describes, in as many processes as it asks for:
     ``--devices 2`` starts the second process here; under torchrun or SLURM each process runs
-    this. Returns rank 0's summary (an empty dict on the other ranks)."""
+    this. Returns rank 0's summary (an empty dict on the other ranks).
+
+    Rank 0 holds the output folder's lock for the whole run (a second ``fit`` on it is refused);
+    a folder that already holds a run is refused unless ``resume`` or ``overwrite`` is given."""
     pyro.settings.set(module_local_params=True)  # parameters live in the modules
     world = config.world_size
     if world and config.batch_size % world:  # before any process starts (the variant checks it again)
@@ -100,14 +108,32 @@ def run(config: FitConfig, resume: str | None = None, fabric=None) -> dict:
     if fabric is None:
         fabric = fabric_for(config)
         launch(fabric)
+    # after the launch: the processes Fabric starts run this too, and only rank 0 owns the folder
+    lock = claim(config.out, resume=resume is not None, overwrite=overwrite, log=say) if fabric.is_global_zero else None
+    try:
+        return _run(config, resume, fabric)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(config: FitConfig, resume: str | None, fabric) -> dict:
     dataset = load_dataset(config.dataset, config.data_dir, log=say if fabric.is_global_zero else (lambda _line: None))
     check_training_memory(config, dataset, fabric.device)  # refuse a run that cannot fit, with the fix
     trainer = Trainer(config, dataset, Path(config.out), fabric=fabric)
     if resume is not None:
         trainer.restore(Path(resume) / "last.pt")
-        if trainer.epoch >= config.epochs:
-            raise ConfigError(f"--resume {resume}: the run already has {trainer.epoch} epochs; "
-                              f"ask for more with --epochs N (N > {trainer.epoch})")
+        if trainer.epoch > config.epochs:
+            raise ConfigError(f"--resume {resume}: the run already has {trainer.epoch} epochs, more than "
+                              f"--epochs {config.epochs}; ask for more with --epochs N (N > {trainer.epoch})")
+        if trainer.epoch == config.epochs:
+            missing = fabric.broadcast(unfinished(trainer) if fabric.is_global_zero else None, src=0)
+            if not missing:
+                raise ConfigError(f"--resume {resume}: the run already has {trainer.epoch} epochs and is "
+                                  f"complete; ask for more with --epochs N (N > {trainer.epoch})")
+            if fabric.is_global_zero:
+                say(f"--resume {resume}: its {trainer.epoch} epochs are done; finishing what an interruption "
+                    f"left: {', '.join(missing)}")
     summary = trainer.fit()
     if fabric.is_global_zero:
         final = summary["final"]
@@ -125,12 +151,27 @@ def run(config: FitConfig, resume: str | None = None, fabric=None) -> dict:
     return summary
 
 
+def unfinished(trainer) -> list[str]:
+    """What a run whose epochs are all done still lacks (an interruption after its last
+    checkpoint): what ``restore`` mended (best.pt, metrics.jsonl), the pictures and summary.json."""
+    out = trainer.out_dir
+    missing = list(trainer.repaired)
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = None
+    if not isinstance(summary, dict) or summary.get("epochs") != trainer.epoch:
+        return missing + ["pictures", "summary.json"]
+    absent = [name for name in summary.get("pictures", []) if not (out / name).is_file()]
+    return missing + absent
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    config_file, resume = args.pop("config"), args.pop("resume")
+    config_file, resume, overwrite = args.pop("config"), args.pop("resume"), args.pop("overwrite")
     try:
         config = resolve_config(args, config_file, resume)
-        run(config, resume)
+        run(config, resume, overwrite=overwrite)
     except (PyroVAEError, OSError) as e:
         shown = user_error(e)  # a full disk as a message; any other OSError is a bug: its traceback shows
         if shown is None:

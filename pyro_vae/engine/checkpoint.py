@@ -24,6 +24,7 @@ import torch
 from ..atomic import atomic_open
 from ..errors import CheckpointError
 from ..torch_files import load_weights_only
+from .faults import kill_point
 
 FORMAT = "pyro-vae-checkpoint/2"
 READABLE_FORMATS = (FORMAT, "pyro-vae-checkpoint/1")  # networks readable; only FORMAT resumes
@@ -70,6 +71,7 @@ def save_checkpoint(path: str | Path, *, vae, optimizer, scheduler, rng: list[di
     torch.save(payload, buffer)  # in memory first: a full disk then fails in our own write, with its errno
     with atomic_open(path, "wb") as f:
         f.write(buffer.getbuffer())
+        kill_point("checkpoint", epoch)  # (tests only: an interruption before the rename)
 
 
 def load_checkpoint(path: str | Path) -> dict:

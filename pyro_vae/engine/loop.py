@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import shutil
 import time
 from functools import partial
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .. import plots
 from ..atomic import atomic_open, atomic_path, write_json
-from ..config import FitConfig
+from ..config import FitConfig, check_checkpoint_config
 from ..data import evaluation_images
 from ..data.binarize import EVALUATION_SEED
 from ..errors import ConfigError, TrainingDiverged
@@ -36,9 +38,14 @@ from ..objectives import beta_at
 from ..variants import EvalSet, variant_of
 from ..vae import VAE, build_vae
 from .checkpoint import check_resumable, load_checkpoint, restore_networks, rng_state, save_checkpoint, set_rng_state
+from .faults import KILL_ENV, kill_point, step_hook
 from .fabric import broadcast_buffers, describe, fabric_for, gather_objects, process_seed
 from .optim import build_optimizer, build_scheduler, clip_value, current_lr
 
+# torch's argument check of a distribution: "Expected parameter loc (Tensor of shape ...) of
+# distribution Normal(...) to satisfy the constraint Real(), but found invalid values"
+_INVALID_ARGUMENT = re.compile(r"Expected parameter (?P<name>\w+) .*?of distribution (?P<dist>\w+).*?"
+                               r"but found invalid values", re.DOTALL)
 LOG_EVERY = 50  # steps between reads of the running loss (one host-device sync each)
 TRAIN_EVAL_SIZE = 10_000  # training images on which the per-epoch train ELBO is measured
 
@@ -79,7 +86,8 @@ class Trainer:
         self.device = self.fabric.device
         self.log = log if self.is_main else (lambda _line: None)
         self.records: list[dict] = []
-        self.step_hooks: list[Callable] = []
+        self.step_hooks: list[Callable] = [step_hook] if os.environ.get(KILL_ENV) else []  # tests: kill -9
+        self.repaired: list[str] = []  # what restore() mended of an interrupted run
         pyro.set_rng_seed(cfg.seed)  # the same initial networks in every process
         train = dataset.train if cfg.train_size is None else dataset.train.subset(cfg.train_size)
         self.vae = vae if vae is not None else build_vae(cfg, dataset.image_shape, dataset.num_classes)
@@ -137,6 +145,7 @@ class Trainer:
         """Continue from a checkpoint: networks, optimizer, scheduler, RNGs, sampler, epoch, metrics."""
         payload = load_checkpoint(checkpoint_path)
         check_resumable(payload, checkpoint_path, self.world)
+        check_checkpoint_config(self.config, payload.get("config"), checkpoint_path)  # the same run
         restore_networks(self.vae, payload, checkpoint_path)
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
@@ -146,6 +155,33 @@ class Trainer:
         self.best_valid = payload["extra"].get("best_valid_elbo", -math.inf)
         if self.is_main:
             self.records = [r for r in read_metrics(self.out_dir / "metrics.jsonl") if r["epoch"] <= self.epoch]
+            self._repair(checkpoint_path, payload["extra"].get("record"))
+
+    def _repair(self, last: Path, last_record: dict | None) -> None:
+        """Mend what an interruption between the writes of one epoch left behind (rank 0). Each
+        epoch writes last.pt, then best.pt, then metrics.jsonl; a kill between them leaves
+        metrics.jsonl without last.pt's epoch (its record is inside last.pt) or best.pt one
+        epoch behind: both are brought up to last.pt here, so that best.pt holds the best
+        validation epoch of metrics.jsonl."""
+        if last_record is not None and (not self.records or self.records[-1]["epoch"] < self.epoch):
+            self.records.append(last_record)
+            write_metrics(self.out_dir / "metrics.jsonl", self.records)
+            plots.training_curves(self.records, self.out_dir / "curves.png")
+            self.repaired.append("metrics.jsonl")
+        if not self.records:
+            return
+        best_epoch = max(self.records, key=lambda r: r["valid_elbo"])["epoch"]
+        best = self.out_dir / "best.pt"
+        held = load_checkpoint(best)["epoch"] if best.is_file() else None
+        if held == best_epoch:
+            return
+        if best_epoch == self.epoch:  # last.pt is the best epoch: the copy did not happen
+            with atomic_path(best) as tmp:
+                shutil.copyfile(last, tmp)
+            self.repaired.append("best.pt")
+        else:
+            self.log(f"warning: {best} holds epoch {held}, but metrics.jsonl's best validation epoch is "
+                     f"{best_epoch}, whose checkpoint is gone; it is replaced when a later epoch does better")
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -160,16 +196,22 @@ class Trainer:
                  f"{test.description}; {describe(self.fabric)}; epochs {self.epoch + 1}..{cfg.epochs}")
         started = time.perf_counter()
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
-            record = self._train_epoch(epoch)
-            record.update(self._evaluate())
+            try:
+                record = self._train_epoch(epoch)
+                record.update(self._evaluate())
+            except ValueError as e:  # a distribution's argument check on non-finite parameters
+                raise self._diverged(epoch, e) from None
+            self._check_parameters(epoch)  # never a checkpoint of non-finite parameters
             self.records.append(record)
             self.epoch = epoch
             self._save_epoch(record)
             self.log(self._epoch_line(record))
         summary = {}
         if self.is_main:
+            kill_point("pictures", self.epoch)
             pictures = self.write_pictures()
             summary = self._summary(time.perf_counter() - started, pictures)
+            kill_point("summary", self.epoch)
             write_json(self.out_dir / "summary.json", summary)
         if self.writer is not None:
             self.writer.close()
@@ -239,6 +281,45 @@ class Trainer:
         error.on_every_rank = True  # every process raises it: rank 0 alone reports it
         raise error
 
+    def _non_finite_parameters(self) -> list[str]:
+        """The names of the parameters holding NaN or infinity (one device sync)."""
+        named = list(self.vae.named_parameters())
+        finite = torch.stack([torch.isfinite(p).all() for _, p in named]).tolist()
+        return [name for (name, _), ok in zip(named, finite) if not ok]
+
+    def _check_parameters(self, epoch: int) -> None:
+        """After an epoch, before its checkpoint: every parameter finite, or TrainingDiverged."""
+        bad = self._non_finite_parameters()
+        if bad:
+            raise self._diverged(epoch, None, bad)
+
+    def _diverged(self, epoch: int, error: ValueError | None, bad: list[str] | None = None) -> Exception:
+        """TrainingDiverged when the parameters are no longer finite, or when a distribution
+        refused the invalid (NaN, infinite) arguments that overflowing networks gave it: torch's
+        argument check raises that ValueError inside a step, before any loss can be read. (The
+        data were checked before training.) Any other ``error`` is returned as it is."""
+        bad = self._non_finite_parameters() if bad is None else bad
+        refused = None if error is None else _INVALID_ARGUMENT.search(str(error))
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            cause = f"the parameters became NaN or infinite ({shown})"
+        elif refused:
+            cause = (f"the networks' outputs overflowed: the {refused['name']} of a {refused['dist']} "
+                     f"distribution became NaN or infinite")
+        else:
+            return error
+        steps = len(self.variant)
+        batch = self.step - (epoch - 1) * steps  # optimizer steps done in this epoch
+        where = (f"epoch {epoch}, after step {self.step} (batch {batch} of {steps})" if batch < steps
+                 else f"the end of epoch {epoch}")
+        kept = (f"the last good checkpoint, {self.out_dir / 'last.pt'} (epoch {self.epoch}), is kept"
+                if self.epoch > 0 else "no checkpoint was written yet")
+        diverged = TrainingDiverged(
+            f"training diverged at {where}: {cause}; training stopped and {kept}. Try a lower --lr (now "
+            f"{self.config.lr:g}), --optimizer clipped-adam, or KL warm-up (--warmup-epochs 5)")
+        diverged.on_every_rank = True  # the parameters are the same on every process
+        return diverged
+
     def _evaluate(self) -> dict:
         """The variant's per-split metrics, each process scoring its share of the images."""
         return self.variant.epoch_metrics(self.vae, self.eval_sets,
@@ -259,7 +340,9 @@ class Trainer:
             self.best_valid = record["valid_elbo"]
         if not self.is_main:
             return
-        write_metrics(self.out_dir / "metrics.jsonl", self.records)
+        # last.pt (holding the epoch's record), then best.pt, then metrics.jsonl: after a kill
+        # anywhere here, metrics.jsonl's best validation epoch is the one best.pt holds, and
+        # --resume adds the record that metrics.jsonl lacks (restore's _repair)
         last = self.out_dir / "last.pt"
         save_checkpoint(last, vae=self.vae, optimizer=self.optimizer, scheduler=self.scheduler, rng=rngs,
                         sampler_state=self.variant.sampler_state(), epoch=self.epoch, step=self.step,
@@ -270,6 +353,9 @@ class Trainer:
         if improved:
             with atomic_path(self.out_dir / "best.pt") as tmp:
                 shutil.copyfile(last, tmp)
+                kill_point("best", self.epoch)  # (tests only: an interruption before the rename)
+        kill_point("metrics", self.epoch)
+        write_metrics(self.out_dir / "metrics.jsonl", self.records)
         plots.training_curves(self.records, self.out_dir / "curves.png")
         if self.writer is not None:
             for key, value in record.items():
@@ -297,7 +383,7 @@ class Trainer:
             "final": {k: last[k] for k in last if k.split("_")[0] in ("train", "valid", "test")},
             "best_epoch": best["epoch"], "best_valid_elbo": best["valid_elbo"],
             "best_test_elbo": best["test_elbo"],
-            "files": sorted(p.name for p in self.out_dir.iterdir() if p.is_file()),
+            "files": sorted(p.name for p in self.out_dir.iterdir() if p.is_file() and not p.name.startswith(".")),
             "pictures": [p.name for p in pictures],
         }
 
