@@ -162,7 +162,7 @@ def test_resume_past_the_last_epoch_asks_for_more(mnist_dataset, tmp_path, capsy
     out = tmp_path / "run"
     assert main(cli_args(mnist_dataset, out, epochs=1)) == 0
     assert main(["--resume", str(out)]) == 2
-    assert "already has 1 epochs; ask for more with --epochs N" in capsys.readouterr().err
+    assert "already has 1 epochs and is complete; ask for more with --epochs N" in capsys.readouterr().err
 
 
 def test_iwae_training_from_the_cli_improves_the_elbo(mnist_dataset, tmp_path):
