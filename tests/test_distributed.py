@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pyro_vae.run_lock import LOCK_NAME
 from test_train import data_dir_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +118,9 @@ def test_c_only_rank_0_writes_files_and_prints(runs):
     rank0, rank1 = rank_logs(runs["base"], "det2")
     assert rank1["written"] == []
     assert {Path(p).name for p in rank0["written"]} == EXPECTED_FILES
-    assert {p.name for p in (runs["base"] / "two").iterdir()} == EXPECTED_FILES  # no stray temporary files
+    # no stray temporary files; the folder's lock, taken by rank 0 only, released (empty)
+    assert {p.name for p in (runs["base"] / "two").iterdir()} == EXPECTED_FILES | {LOCK_NAME}
+    assert (runs["base"] / "two" / LOCK_NAME).read_text() == ""
     stdout = runs["two"].stdout
     assert stdout.count("epoch   1/2") == 1 and stdout.count("done: 2 epochs") == 1
     assert "2 processes x cpu" in stdout
