@@ -153,7 +153,8 @@ def _run(config: FitConfig, resume: str | None, fabric) -> dict:
 
 def unfinished(trainer) -> list[str]:
     """What a run whose epochs are all done still lacks (an interruption after its last
-    checkpoint): what ``restore`` mended (best.pt, metrics.jsonl), the pictures and summary.json."""
+    checkpoint): what ``restore`` mended (best.pt, metrics.jsonl), the pictures, summary.json, and
+    with --eval-k the evaluation."""
     out = trainer.out_dir
     missing = list(trainer.repaired)
     try:
@@ -161,9 +162,17 @@ def unfinished(trainer) -> list[str]:
     except (OSError, ValueError):
         summary = None
     if not isinstance(summary, dict) or summary.get("epochs") != trainer.epoch:
-        return missing + ["pictures", "summary.json"]
-    absent = [name for name in summary.get("pictures", []) if not (out / name).is_file()]
-    return missing + absent
+        missing += ["pictures", "summary.json"]
+    else:
+        missing += [name for name in summary.get("pictures", []) if not (out / name).is_file()]
+    if trainer.config.eval_k:  # --eval-k: the evaluation after training, into eval.json
+        try:
+            evaluated = "test" in json.loads((out / "eval.json").read_text())
+        except (OSError, ValueError, TypeError):
+            evaluated = False
+        if not evaluated:
+            missing.append("eval.json")
+    return missing
 
 
 def main(argv: Sequence[str] | None = None) -> int:

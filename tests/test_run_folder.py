@@ -205,7 +205,10 @@ def test_huge_learning_rate_ends_in_the_divergence_message(mnist_dataset, tmp_pa
     assert captured.err.startswith("error: training diverged at epoch 1, after step "), captured.err
     assert "became NaN or infinite" in captured.err and "no checkpoint was written yet" in captured.err
     assert "lower --lr (now 1e+06)" in captured.err
-    assert not (out / "last.pt").exists()
+    assert not (out / "last.pt").exists() and (out / "config.json").exists()
+    # a run stopped in its first epoch holds nothing to resume: a new run may simply start there
+    assert main(tiny_args(mnist_dataset, out, epochs=1)) == 0
+    assert json.loads((out / "config.json").read_text())["lr"] == 1e-3
 
 
 def test_non_finite_parameters_stop_training_and_keep_the_last_good_checkpoint(mnist_dataset, tmp_path):

@@ -22,10 +22,11 @@ from ..atomic import TMP_SUFFIX
 from ..errors import ConfigError
 from ..run_lock import LOCK_NAME, RunLock
 
-# What `fit` (and `evaluate`, `generate` in a run folder) write: --overwrite removes these, and a
-# folder holding any of the first group holds a run.
-RUN_MARKERS = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
-RUN_FILES = (*RUN_MARKERS, "eval.json", "labelled_indices.json")
+# What `fit` (and `evaluate`, `generate` in a run folder) write: --overwrite removes these. A folder
+# holding any of the markers holds a run that completed at least one epoch; a config.json alone is
+# a run stopped in its first epoch (nothing to resume), which a new run simply replaces.
+RUN_MARKERS = ("metrics.jsonl", "last.pt", "best.pt", "summary.json")
+RUN_FILES = ("config.json", *RUN_MARKERS, "eval.json", "labelled_indices.json")
 RUN_PATTERNS = ("samples.png", "reconstructions.png", "interpolation.png", "curves.png", "latent_*.png",
                 "analogies*.png", "confusion_matrix.png", "khat_*.png", "log_px_vs_k_*.png", "generated*.png")
 RUN_FOLDERS = ("tensorboard",)
