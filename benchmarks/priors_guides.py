@@ -40,7 +40,7 @@ def fit_command(prior: str, guide: str, args, out: Path) -> list[str]:
     return [sys.executable, "-m", "pyro_vae.fit", "--prior", prior, "--guide", guide,
             "--epochs", str(args.epochs), "--latent-dim", str(args.latent_dim),
             "--warmup-epochs", str(args.warmup_epochs), "--device", args.device, "--seed", str(args.seed),
-            "--out", str(out)] + (["--data-dir", args.data_dir] if args.data_dir else []) \
+            "--out", str(out), "--overwrite"] + (["--data-dir", args.data_dir] if args.data_dir else []) \
         + (["--train-size", str(args.train_size)] if args.train_size else [])
 
 

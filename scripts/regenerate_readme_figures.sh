@@ -30,7 +30,7 @@ for part in "${PARTS[@]}"; do
   case "$part" in
     default)
       # README "Measured": the default run (30 epochs) and its test log p(x) with K = 5000
-      run "$PY" -m pyro_vae.fit --out "$OUT/mnist"
+      run "$PY" -m pyro_vae.fit --out "$OUT/mnist" --overwrite
       run "$PY" -m pyro_vae.evaluate "$OUT/mnist" --k 5000 --no-progress ;;
     priors_guides)
       # README "Standard vs VampPrior, diagonal vs IAF: measured"
@@ -38,11 +38,11 @@ for part in "${PARTS[@]}"; do
         --runs "$OUT/priors_guides_runs" --out "$OUT/priors_guides.json" ;;
     cvae)
       # README "Conditional and semi-supervised models: measured", CVAE row
-      run "$PY" -m pyro_vae.fit --model cvae --prior learned --epochs 20 --out "$OUT/cvae" ;;
+      run "$PY" -m pyro_vae.fit --model cvae --prior learned --epochs 20 --out "$OUT/cvae" --overwrite ;;
     m2)
       # the M2 row: 67 epochs (the README's run was stopped after 66 and resumed to 67: the same run)
       run "$PY" -m pyro_vae.fit --model m2 --labels 100 --hidden 500 --latent-dim 50 --lr-decay 0.99 \
-        --epochs 67 --out "$OUT/m2-100" ;;
+        --epochs 67 --out "$OUT/m2-100" --overwrite ;;
     train_speed)
       # README "Benchmarks"
       run "$PY" benchmarks/train_speed.py --epochs 3 --out "$OUT/train_speed.json" ;;
