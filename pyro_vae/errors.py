@@ -36,3 +36,7 @@ def exit_status(work) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+class InputError(PyroVAEError, ValueError):
+    """Tensors handed to a model's methods have the wrong shape, type or range."""

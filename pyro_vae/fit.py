@@ -21,6 +21,7 @@ from .data import load_dataset
 from .engine import Trainer, fabric_for, launch, say
 from .engine.fabric import fail
 from .errors import CheckpointError, ConfigError, PyroVAEError
+from .vae import build_vae
 
 # Options that may differ from the saved config when resuming a run (the number of processes may
 # not: the checkpoint holds one RNG state per process, and the resume checks it).
@@ -96,10 +97,11 @@ def resolve_config(given: dict, config_file: str | None, resume: str | None) -> 
     return wanted
 
 
-def run(config: FitConfig, resume: str | None = None, fabric=None) -> dict:
+def run(config: FitConfig, resume: str | None = None, fabric=None, pieces: dict | None = None) -> dict:
     """Train (or continue) the run ``config`` describes, in as many processes as it asks for:
     ``--devices 2`` starts the second process here; under torchrun or SLURM each process runs
-    this. Returns rank 0's summary (an empty dict on the other ranks)."""
+    this. ``pieces``: prior / guide / likelihood objects to build the VAE with (``pyro_vae.fit``;
+    config names their classes). Returns rank 0's summary (an empty dict on the other ranks)."""
     pyro.settings.set(module_local_params=True)  # parameters live in the modules
     world = config.world_size
     if world and config.batch_size % world:  # before any process starts (the variant checks it again)
@@ -110,7 +112,11 @@ def run(config: FitConfig, resume: str | None = None, fabric=None) -> dict:
         fabric = fabric_for(config)
         launch(fabric)
     dataset = load_dataset(config.dataset, config.data_dir, log=say if fabric.is_global_zero else (lambda _line: None))
-    trainer = Trainer(config, dataset, Path(config.out), fabric=fabric)
+    vae = None
+    if pieces:
+        pyro.set_rng_seed(config.seed)
+        vae = build_vae(config, dataset.image_shape, dataset.num_classes, **pieces)
+    trainer = Trainer(config, dataset, Path(config.out), fabric=fabric, vae=vae)
     if resume is not None:
         trainer.restore(Path(resume) / "last.pt")
         if trainer.epoch >= config.epochs:

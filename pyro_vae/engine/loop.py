@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import plots
 from ..atomic import atomic_open, atomic_path, write_json
+from ..components import check_matches_config
 from ..config import FitConfig
 from ..data import evaluation_images
 from ..errors import ConfigError, TrainingDiverged
@@ -81,6 +82,8 @@ class Trainer:
         self.step_hooks: list[Callable] = []
         pyro.set_rng_seed(cfg.seed)  # the same initial networks in every process
         train = dataset.train if cfg.train_size is None else dataset.train.subset(cfg.train_size)
+        if vae is not None:  # config.json must describe it, or the run could not be reloaded
+            check_matches_config(vae, cfg, dataset.image_shape, dataset.num_classes)
         self.vae = vae if vae is not None else build_vae(cfg, dataset.image_shape, dataset.num_classes)
         self.vae.to(self.device)
         self.vae.model.likelihood.check_data(train.images, cfg.binarize)

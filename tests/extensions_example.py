@@ -1,0 +1,71 @@
+"""A user's own model pieces, defined outside pyro_vae (docs/extending.md shows this module):
+a Laplace prior, a full-covariance Normal guide, a likelihood and a pair of networks.
+
+Nothing here is registered: the tests use them by import path
+(``--prior extensions_example:LaplacePrior`` with this folder on PYTHONPATH), as classes from
+Python, and under a registered name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.distributions import constraints
+from pyro.nn import PyroModule, PyroParam
+from pyro.nn.module import to_pyro_module_
+from torch import nn
+
+
+class LaplacePrior(PyroModule):
+    """p(z) = prod_d Laplace(z_d; 0, b_d), the scales b learned (start: variance 1)."""
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.scale = PyroParam(torch.full((latent_dim,), 1 / math.sqrt(2)), constraint=constraints.positive)
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.Laplace(self.loc, self.scale).to_event(1)  # batch (), event (D,)
+
+
+class FullCovarianceGuide(PyroModule):
+    """q(z | x) = N(mu(x), L(x) L(x)^T), L lower triangular with a positive diagonal."""
+
+    def __init__(self, encoder: nn.Module, latent_dim: int):
+        super().__init__()
+        to_pyro_module_(encoder)
+        self.encoder = encoder  # a fresh encoder of --net, with its feature_dim
+        self.latent_dim = latent_dim
+        self.loc_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
+        self.tril_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim * (latent_dim + 1) // 2)
+        self.register_buffer("rows", torch.tril_indices(latent_dim, latent_dim)[0], persistent=False)
+        self.register_buffer("cols", torch.tril_indices(latent_dim, latent_dim)[1], persistent=False)
+
+    def distribution(self, x: torch.Tensor, y=None) -> dist.TorchDistribution:
+        h = self.encoder(x)  # (B, F)
+        loc = self.loc_head(h)  # (B, D)
+        entries = self.tril_head(h)  # (B, D(D+1)/2)
+        tril = loc.new_zeros(*loc.shape, self.latent_dim)  # (B, D, D)
+        tril[..., self.rows, self.cols] = entries
+        diagonal = F.softplus(tril.diagonal(dim1=-2, dim2=-1)) + 1e-4  # positive   (B, D)
+        tril = tril.tril(-1) + torch.diag_embed(diagonal)
+        return dist.MultivariateNormal(loc, scale_tril=tril)  # batch (B,), event (D,)
+
+    def forward(self, x: torch.Tensor, y=None) -> torch.Tensor:
+        with pyro.plate("data", x.shape[0], dim=-1):
+            return pyro.sample("z", self.distribution(x))  # z_i ~ q(z | x_i)   (B, D)
+
+
+class StudentTPrior(PyroModule):
+    """p(z) = prod_d StudentT(z_d; nu=3): no closed-form KL from a Normal guide."""
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(latent_dim))
+
+    def forward(self) -> dist.TorchDistribution:
+        return dist.StudentT(3.0, self.loc, torch.ones_like(self.loc)).to_event(1)
