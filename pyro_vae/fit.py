@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import types
 from pathlib import Path
 from typing import Sequence
 
@@ -155,6 +156,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "with --resume", 130, every_rank=False)
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this module (``from pyro_vae.fit import main``, as the tests and scripts do) sets
+    the package attribute ``pyro_vae.fit`` to it, in place of the function
+    :func:`pyro_vae.api.fit`; calling the module calls that function, so ``pyro_vae.fit(...)``
+    works either way."""
+
+    def __call__(self, *args, **kwargs):
+        from .api import fit
+
+        return fit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())
