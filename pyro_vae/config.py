@@ -178,6 +178,10 @@ class FitConfig:
             if registry is not None and getattr(registry, "arguments", None) is not None:
                 # one's own component: an import path, a name registered from outside, or (from
                 # Python) a class; config.json records what rebuilds it in a fresh process
+                if isinstance(value, str) and ":" not in value and value not in registry:
+                    problems.append(f"--{_flag(f.name)} {value!r} is not one of: {', '.join(registry.names())} "
+                                    f"(or the import path of your own, module.sub:Name)")
+                    continue
                 try:
                     object.__setattr__(self, f.name, registry.record(value))
                 except ConfigError as e:

@@ -19,6 +19,8 @@ from pyro.nn import PyroModule, PyroParam
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
+from pyro_vae.models.likelihoods import Likelihood
+
 
 class LaplacePrior(PyroModule):
     """p(z) = prod_d Laplace(z_d; 0, b_d), the scales b learned (start: variance 1)."""
@@ -69,3 +71,46 @@ class StudentTPrior(PyroModule):
 
     def forward(self) -> dist.TorchDistribution:
         return dist.StudentT(3.0, self.loc, torch.ones_like(self.loc)).to_event(1)
+
+
+class GlobalScaleGaussian(Likelihood):
+    """x_ij ~ N(sigmoid(a_ij), s^2) with one learned scale s >= 0.01 for every pixel (intensities)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = PyroParam(torch.tensor(0.1), constraint=constraints.greater_than(0.01))
+
+    def forward(self, params: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Normal(torch.sigmoid(params), self.scale).to_event(3)  # event (C, H, W)
+
+
+class TinyEncoder(nn.Module):
+    """x (B, C, H, W) -> features (B, 16): one hidden layer of 16 units."""
+
+    def __init__(self, image_shape: tuple[int, ...], cond_dim: int = 0):
+        super().__init__()
+        self.feature_dim = 16
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(image_shape), 16), nn.ReLU())
+
+    def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        return self.net(x)
+
+
+class TinyDecoder(nn.Module):
+    """z (..., D) -> parameter maps (..., P * C, H, W) through 16 hidden units."""
+
+    def __init__(self, image_shape: tuple[int, ...], latent_dim: int, params_per_pixel: int):
+        super().__init__()
+        c, h, w = image_shape
+        self.out_shape = (params_per_pixel * c, h, w)
+        self.net = nn.Sequential(nn.Linear(latent_dim, 16), nn.ReLU(), nn.Linear(16, math.prod(self.out_shape)))
+
+    def forward(self, z: torch.Tensor, cond=None) -> torch.Tensor:
+        return self.net(z).unflatten(-1, self.out_shape)
+
+
+class TinyNets:
+    """A network choice: --net extensions_example:TinyNets (an encoder and a decoder)."""
+
+    encoder = TinyEncoder
+    decoder = TinyDecoder

@@ -241,3 +241,20 @@ def test_arrays_and_single_images_in_a_batch_work(vae):
     assert vae.encode(x).batch_shape == (3,)
     assert vae.reconstruct(torch.as_tensor(x[0])[None]).shape == (1, 1, 28, 28)
     assert vae.decode(vae.encode(x).mean).batch_shape == (3,)
+
+
+def test_own_likelihood_and_networks_by_import_path():
+    from extensions_example import GlobalScaleGaussian, TinyDecoder, TinyEncoder
+
+    config = FitConfig(likelihood="extensions_example:GlobalScaleGaussian", net="extensions_example:TinyNets",
+                       binarize="none", latent_dim=3)
+    assert (config.likelihood, config.net) == ("extensions_example:GlobalScaleGaussian",
+                                               "extensions_example:TinyNets")
+    vae = build_vae(config, (1, 28, 28)).eval()
+    assert isinstance(vae.model.likelihood, GlobalScaleGaussian) and isinstance(vae.model.decoder, TinyDecoder)
+    assert isinstance(vae.guide.encoder, TinyEncoder)
+    x = torch.rand(4, 1, 28, 28)
+    result = vae.log_px(x, k=3, binarize="none")  # intensities scored as they are
+    assert result.log_px.shape == (4,) and (result.log_px >= result.elbo - 1e-9).all()
+    with pytest.raises(ConfigError, match="no attribute 'encoder'"):
+        FitConfig(net="extensions_example:TinyEncoder")
