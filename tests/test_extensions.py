@@ -258,3 +258,21 @@ def test_own_likelihood_and_networks_by_import_path():
     assert result.log_px.shape == (4,) and (result.log_px >= result.elbo - 1e-9).all()
     with pytest.raises(ConfigError, match="no attribute 'encoder'"):
         FitConfig(net="extensions_example:TinyEncoder")
+
+
+def test_log_px_of_labelled_models_takes_what_their_variant_says():
+    """cvae: log p(x | y) needs y; M2: log p(x) sums over the labels and takes no y."""
+    x = binarize_fixed(torch.rand(5, 1, 28, 28), 0)
+    y = torch.tensor([0, 1, 2, 3, 4])
+    cvae = build_vae(FitConfig(model="cvae", latent_dim=3, hidden=(32,)), (1, 28, 28)).eval()
+    with pytest.raises(InputError, match="scores log p\\(x \\| y\\): pass y"):
+        cvae.log_px(x, k=4)
+    given = cvae.log_px(x, k=4, y=y)
+    direct = evaluate_log_px(cvae.model, cvae.guide, x, y, k=4, batch_size=5, progress=False)
+    assert given.log_px.tolist() == direct.log_px.tolist()
+    m2 = build_vae(FitConfig(model="m2", latent_dim=3, hidden=(32,)), (1, 28, 28)).eval()
+    with pytest.raises(InputError, match="summed over the labels; it takes no y"):
+        m2.log_px(x, k=4, y=y)
+    summed = m2.log_px(x, k=4)
+    direct = evaluate_log_px(m2.model, m2.guide, x, k=4, batch_size=5, progress=False, sum_over_labels=10)
+    assert summed.log_px.tolist() == direct.log_px.tolist()
