@@ -116,8 +116,11 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.what} name {name!r} must not contain ':' (that marks an import path)")
 
         def decorate(factory: Callable[..., T]) -> Callable[..., T]:
-            if name in self._factories and self._factories[name] is not factory:
-                raise ValueError(f"{self.what} {name!r} is registered twice")
+            known = self._factories.get(name)
+            if known is not None and _describe(known) != _describe(factory):
+                raise ValueError(f"{self.what} {name!r} is registered twice ({_describe(known)} and "
+                                 f"{_describe(factory)})")
+            # (the same class defined again, e.g. a notebook cell run twice, replaces the old one)
             self._factories[name] = factory
             return factory
 

@@ -42,6 +42,13 @@ class VAE(PyroModule):
         return None if self.config is None else self.config.latent_dim
 
     # -- input checks --------------------------------------------------------------------------
+    def _dtype(self) -> torch.dtype:
+        """The floating type of the parameters (inputs are converted to it)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.get_default_dtype()
+
     def _expected_images(self) -> str:
         return f"(B, {', '.join(map(str, self.image_shape))})" if self.image_shape else "(B, C, H, W)"
 
@@ -73,7 +80,7 @@ class VAE(PyroModule):
             lo, hi = int(x.min()), int(x.max())
             raise InputError(f"{what} holds integers ({x.dtype}, values {lo}..{hi}); pass intensities in "
                              f"[0, 1]: {what}.float() / 255 for 8-bit pixels")
-        x = x.to(device=self.device, dtype=torch.get_default_dtype() if x.dtype == torch.bool else x.dtype)
+        x = x.to(device=self.device, dtype=self._dtype())
         if not bool(torch.isfinite(x).all()):
             raise InputError(f"{what} holds NaN or infinite values")
         lo, hi = float(x.min()), float(x.max())
@@ -93,9 +100,7 @@ class VAE(PyroModule):
         if z.dim() != 2 or (d is not None and z.shape[1] != d):
             raise InputError(f"{what} must be a batch of latents of shape {expected} (B any), got "
                              f"{tuple(z.shape)}")
-        if not z.is_floating_point():
-            z = z.to(torch.get_default_dtype())
-        return z
+        return z.to(self._dtype())
 
     @staticmethod
     def _check_count(n, what: str = "n") -> int:

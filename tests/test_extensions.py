@@ -42,15 +42,21 @@ def _cli(tool, *args, env, cwd) -> subprocess.CompletedProcess:
                           text=True, timeout=600, env=env, cwd=cwd)
 
 
+GIVEN = {}  # the guide object handed to pyro_vae.fit
+
+
 @pytest.fixture(scope="module")
 def python_run(mnist_dataset, tmp_path_factory):
-    """A Laplace prior (a class) and a full-covariance guide (an import path) through pyro_vae.fit."""
+    """A Laplace prior (a class) and a full-covariance guide (an object) through pyro_vae.fit."""
     import pyro
+
+    from pyro_vae.nets import NetSpec, build_encoder
 
     pyro.settings.set(module_local_params=True)
     out = tmp_path_factory.mktemp("api") / "run"
-    return pyro_vae.fit(prior=LaplacePrior, guide=FULLCOV, data_dir=data_dir_of(mnist_dataset), out=str(out),
-                        **SMALL)
+    GIVEN["guide"] = FullCovarianceGuide(build_encoder("mlp", NetSpec((1, 28, 28), 4, (64,))), 4)
+    return pyro_vae.fit(prior=LaplacePrior, guide=GIVEN["guide"], data_dir=data_dir_of(mnist_dataset),
+                        out=str(out), **SMALL)
 
 
 def test_fit_from_python_records_and_reloads_own_pieces(python_run, mnist_dataset):
@@ -66,6 +72,10 @@ def test_fit_from_python_records_and_reloads_own_pieces(python_run, mnist_datase
         assert torch.equal(a, b), k
     # the learned Laplace scales moved away from their start, and are what load gives back
     assert not torch.allclose(again.model.prior.scale, torch.full((4,), 2 ** -0.5))
+    # the guide object given is the one trained: its weights are those of the last checkpoint
+    last = pyro_vae.load(run.out, checkpoint="last").guide.state_dict()
+    for k, v in GIVEN["guide"].state_dict().items():
+        assert torch.equal(v, last[k]), k
 
 
 def test_log_px_of_the_api_equals_evaluate(python_run, mnist_dataset):
@@ -276,3 +286,9 @@ def test_log_px_of_labelled_models_takes_what_their_variant_says():
     summed = m2.log_px(x, k=4)
     direct = evaluate_log_px(m2.model, m2.guide, x, k=4, batch_size=5, progress=False, sum_over_labels=10)
     assert summed.log_px.tolist() == direct.log_px.tolist()
+
+
+def test_float64_arrays_and_devices_are_converted(vae):
+    x = binarize_fixed(torch.rand(2, 1, 28, 28, dtype=torch.float64), 0)
+    assert vae.encode(x).mean.dtype == torch.float32
+    assert vae.decode(torch.zeros(2, 3, dtype=torch.float64)).batch_shape == (2,)
