@@ -292,3 +292,12 @@ def test_float64_arrays_and_devices_are_converted(vae):
     x = binarize_fixed(torch.rand(2, 1, 28, 28, dtype=torch.float64), 0)
     assert vae.encode(x).mean.dtype == torch.float32
     assert vae.decode(torch.zeros(2, 3, dtype=torch.float64)).batch_shape == (2,)
+
+
+def test_pyro_vae_fit_is_the_function_even_after_the_cli_module_is_imported():
+    import importlib
+
+    cli = importlib.import_module("pyro_vae.fit")  # sets the package attribute to the module
+    assert pyro_vae.fit is cli and callable(cli.main)
+    with pytest.raises(ConfigError, match="unknown key.*'epoch'"):
+        pyro_vae.fit(epoch=3)  # still pyro_vae.api.fit
