@@ -301,3 +301,10 @@ def test_pyro_vae_fit_is_the_function_even_after_the_cli_module_is_imported():
     assert pyro_vae.fit is cli and callable(cli.main)
     with pytest.raises(ConfigError, match="unknown key.*'epoch'"):
         pyro_vae.fit(epoch=3)  # still pyro_vae.api.fit
+
+
+def test_evaluate_log_px_on_intensities_says_how_to_binarize(vae):
+    from pyro_vae.errors import PyroVAEError
+
+    with pytest.raises(PyroVAEError, match="grey-scale intensities.*binarize_fixed"):
+        evaluate_log_px(vae.model, vae.guide, torch.rand(3, 1, 28, 28), k=2, batch_size=3, progress=False)
