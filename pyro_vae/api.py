@@ -1,34 +1,153 @@
-"""``pyro_vae.load``: a trained VAE back from its run folder, ready for ``encode`` / ``decode`` /
-``sample`` / ``reconstruct`` (and, for conditional runs, ``sample(n, label=7)``; for M2,
-``classify(x)``)."""
+"""The Python API: ``pyro_vae.fit(...)`` trains a run and returns it; ``pyro_vae.load(run_dir)``
+brings a trained VAE back from its run folder, ready for ``encode`` / ``decode`` / ``sample`` /
+``reconstruct`` / ``log_px`` (and, for conditional runs, ``sample(n, label=7)``; for M2,
+``classify(x)``).
+
+    run = pyro_vae.fit(dataset="mnist", epochs=10, train_size=10_000, out="runs/quick")
+    run.vae.sample(16); run.metrics[-1]["test_elbo"]; run.out / "samples.png"
+    run = pyro_vae.fit(prior=LaplacePrior, guide="mypackage.guides:FullCovarianceGuide", out=...)
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
-from .config import check_checkpoint_config, read_run_config
+from .config import FitConfig, check_checkpoint_config, read_run_config
 from .devices import resolve_device
-from .engine.checkpoint import load_checkpoint, restore_networks
-from .errors import CheckpointError
+from .engine.checkpoint import load_checkpoint
+from .errors import CheckpointError, ConfigError
 from .vae import VAE, build_vae
+
+PIECES = ("prior", "guide", "likelihood", "net")
+
+
+@dataclass
+class Run:
+    """A trained run: the VAE loaded from its folder (``best.pt``: highest validation ELBO), the
+    folder, its configuration, ``summary.json`` and the per-epoch records of ``metrics.jsonl``."""
+
+    vae: VAE
+    out: Path
+    config: FitConfig
+    summary: dict = field(default_factory=dict)
+    metrics: list[dict] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict:
+        """The last epoch's train / valid / test ELBO, reconstruction and KL (nats per image)."""
+        return self.summary.get("final", {})
+
+    def __repr__(self) -> str:
+        test = self.final.get("test_elbo")
+        return (f"Run(out={str(self.out)!r}, epochs={len(self.metrics)}, "
+                f"test_elbo={'n/a' if test is None else f'{test:.2f}'})")
+
+
+def fit(config: FitConfig | Mapping[str, Any] | None = None, *, prior=None, guide=None, likelihood=None,
+        net=None, overwrite: bool = False, **options) -> Run:
+    """Train a VAE, as ``python -m pyro_vae.fit`` does, and return the :class:`Run`.
+
+    :param config: a :class:`FitConfig` or a dict of its fields (dashes or underscores), or None
+        (the defaults); ``options`` (any field of :class:`FitConfig`: ``dataset="fashion-mnist"``,
+        ``epochs=5``, ``out="runs/x"``, ...) override it.
+    :param prior: a registered name (``"mog"``), an import path (``"mypackage.priors:LaplacePrior"``),
+        a class or factory (built with the arguments its signature asks for: ``latent_dim``,
+        ``image_shape``, ``components``, ``spec``, ``config``, ``guide``), or an object (used as it is;
+        its class must rebuild it from those arguments for ``load``).
+    :param guide: the same for q(z|x); a class may ask for ``encoder`` (a fresh ``--net``
+        encoder), ``latent_dim``, ``num_classes``, ``image_shape``, ``spec``, ``config``.
+    :param likelihood: the same for p(x|z); a class may ask for ``image_shape``, ``config``.
+    :param net: a name, an import path, or a class whose ``encoder`` and ``decoder`` attributes
+        are the two network classes.
+    :param overwrite: replace a finished run already in ``out`` (``fit --overwrite``); without it
+        such a folder is refused, as on the command line.
+
+    ``config.json`` in the run folder records each piece by its import path (a class defined in
+    a notebook or script is recorded as ``__main__:Name``, which only that session can reload),
+    so ``pyro_vae.load``, ``evaluate`` and ``generate`` rebuild the model. The returned
+    ``run.vae`` is that reload of ``best.pt``.
+    """
+    from .engine import read_metrics
+    from .fit import run as run_fit
+
+    if isinstance(config, FitConfig):
+        given = config.to_dict()
+    elif config is None:
+        given = {}
+    elif isinstance(config, Mapping):
+        given = {str(k).replace("-", "_"): v for k, v in config.items()}
+    else:
+        raise ConfigError(f"config must be a FitConfig, a dict of its fields or None, got {type(config).__name__}")
+    given.update({k.replace("-", "_"): v for k, v in options.items()})
+    pieces, objects = {}, {}
+    for name, value in zip(PIECES, (prior, guide, likelihood, net)):
+        if value is None:
+            value = given.pop(name, None)
+        else:
+            given.pop(name, None)
+        if value is None:
+            continue
+        if isinstance(value, torch.nn.Module):  # an object: used as is, recorded by its class
+            if name == "net":
+                raise ConfigError("net takes a name, an import path or a class with encoder and decoder "
+                                  "attributes (the networks are built for the data's shape), not a module")
+            objects[name] = value
+            value = type(value)
+        pieces[name] = value
+    strings = {k: v for k, v in pieces.items() if isinstance(v, str)}
+    cfg = FitConfig.from_dict({**given, **strings}, source="pyro_vae.fit options")
+    classes = {k: v for k, v in pieces.items() if not isinstance(v, str)}
+    if classes:
+        cfg = cfg.replace(**classes)  # FitConfig records their import paths
+    summary = run_fit(cfg, overwrite=overwrite, pieces=objects)
+    out = Path(cfg.out)
+    vae = load(out, device=resolve_device(cfg.accelerator))
+    return Run(vae=vae, out=out, config=vae.config, summary=summary, metrics=read_metrics(out / "metrics.jsonl"))
+
+
 
 
 def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> VAE:
     """Rebuild the VAE of a ``python -m pyro_vae.fit`` run from ``config.json`` and load the
     weights of ``best.pt`` (highest validation ELBO) or ``last.pt`` (``checkpoint="last"``).
-    The returned model is in eval mode; its ``config`` attribute is the run's :class:`FitConfig`."""
+    The returned model is in eval mode; its ``config`` attribute is the run's :class:`FitConfig`.
+    Own components named in ``config.json`` by import path are imported. A checkpoint that does
+    not fit the model ``config.json`` describes is refused with a message naming both."""
     run_dir = Path(run_dir)
     if checkpoint not in ("best", "last"):
         raise CheckpointError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     device = resolve_device(device, flag="device")
+    config_path = run_dir / "config.json"
     config = read_run_config(run_dir)
     path = run_dir / f"{checkpoint}.pt"
     payload = load_checkpoint(path)
     check_checkpoint_config(config, payload.get("config"), path)
     vae = build_vae(config, tuple(payload["extra"]["image_shape"]), payload["extra"].get("num_classes", 10))
-    restore_networks(vae, payload, path)
+    _restore(vae, payload, path, config, config_path)
     vae.to(device)
     vae.eval()
     return vae
+
+
+def _restore(vae: VAE, payload: dict, path: Path, config: FitConfig, config_path: Path) -> None:
+    """Load the checkpoint's weights; a key or shape mismatch names the checkpoint, config.json
+    and what differs."""
+    from .components import shapes, state_dict_difference
+
+    saved = {k: tuple(v.shape) for k, v in payload["networks"].items()}
+    differences = state_dict_difference(shapes(vae), saved)
+    if differences:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model {config_path} describes (model {config.model}, prior "
+            f"{config.prior}, guide {config.guide}, likelihood {config.likelihood}, net {config.net}, latent_dim "
+            f"{config.latent_dim}, hidden {','.join(map(str, config.hidden))}): against that model "
+            f"{'; '.join(differences)}. The run was trained with a model config.json does not name (e.g. "
+            f"pieces of one's own handed to Trainer(vae=...)); train it with pyro_vae.fit(prior=..., "
+            f"guide=...) or name them in the config by import path, so that config.json rebuilds it")
+    vae.load_state_dict(payload["networks"])

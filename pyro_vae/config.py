@@ -28,7 +28,8 @@ SEED_LIMIT = 2**32  # seeds lie in [0, 2^32): NumPy's seed range, which pyro.set
 # The sections of ``fit --help``, in order; each field's ``group`` metadata names one.
 GROUPS = {
     "data": "which images, how many, how binarized",
-    "model": "the generative model p(x, z) and the guide q(z|x)",
+    "model": "the generative model p(x, z) and the guide q(z|x); --prior, --guide, --likelihood and "
+             "--net also take your own, by import path (mypackage.priors:LaplacePrior; see docs/extending.md)",
     "training": "the objective, the optimizer and the schedule",
     "devices": "where training runs",
     "output": "what is written where",
@@ -183,10 +184,25 @@ class FitConfig:
             problems.append("--elbo iwae is the importance-weighted bound of log p(x); it takes no "
                             "--beta or --warmup-epochs (use --elbo trace for those)")
         for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            registry = field_registry(f)
+            if registry is not None and getattr(registry, "arguments", None) is not None:
+                # one's own component: an import path, a name registered from outside, or (from
+                # Python) a class; config.json records what rebuilds it in a fresh process
+                if isinstance(value, str) and ":" not in value and value not in registry:
+                    problems.append(f"--{_flag(f.name)} {value!r} is not one of: {', '.join(registry.names())} "
+                                    f"(or the import path of your own, module.sub:Name)")
+                    continue
+                try:
+                    object.__setattr__(self, f.name, registry.record(value))
+                except ConfigError as e:
+                    problems.append(f"--{_flag(f.name)}: {e}")
+                continue
             choices = field_choices(f)
-            if choices and getattr(self, f.name) is not None and getattr(self, f.name) not in choices:
-                problems.append(
-                    f"--{_flag(f.name)} {getattr(self, f.name)!r} is not one of: {', '.join(choices)}")
+            if choices and value not in choices:
+                problems.append(f"--{_flag(f.name)} {value!r} is not one of: {', '.join(choices)}")
         if not problems:
             problems += self._engine_problems()
         if problems:
@@ -334,17 +350,26 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def field_registry(f: dataclasses.Field):
+    """The registry (or tuple) a field's ``choices="module:NAME"`` names, imported now; None for
+    a field without one."""
+    choices = f.metadata.get("choices")
+    if not isinstance(choices, str):
+        return None
+    import importlib
+
+    module, name = choices.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def field_choices(f: dataclasses.Field) -> tuple[str, ...] | None:
     """A field's allowed values: its registry's names (``choices="module:NAME"``, read lazily, so
-    a registry is the only list of a choice), or a literal tuple, or None."""
-    choices = f.metadata.get("choices")
-    if isinstance(choices, str):
-        import importlib
-
-        module, name = choices.split(":")
-        registry = getattr(importlib.import_module(module), name)
+    a registry is the only list of a choice, and a name registered before it is read is one), or
+    a literal tuple, or None. Priors, guides, likelihoods and networks also take import paths."""
+    registry = field_registry(f)
+    if registry is not None:
         return tuple(registry.names() if hasattr(registry, "names") else registry)
-    return choices
+    return f.metadata.get("choices")
 
 
 def config_fields() -> list[dataclasses.Field]:
@@ -392,6 +417,9 @@ def read_run_config(run_dir: str | Path, what: str = "") -> FitConfig:
     try:
         return FitConfig.from_dict(data, source=str(path))
     except ConfigError as e:
+        if "cannot import" in str(e):  # a user's own component whose module is not on the path
+            raise CheckpointError(f"{prefix}{path} names a component this session cannot build: {e}; "
+                                  f"put its module on the Python path (PYTHONPATH) and try again") from None
         raise CheckpointError(f"{prefix}{e}; {damaged}") from None
 
 

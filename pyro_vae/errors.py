@@ -63,3 +63,7 @@ class OutputError(PyroVAEError):
 
 class DiskFull(OutputError):
     """The disk filled up while writing; the file's previous version is kept."""
+
+
+class InputError(PyroVAEError, ValueError):
+    """Tensors handed to a model's methods have the wrong shape, type or range."""

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import types
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +25,7 @@ from .engine.run_folder import claim
 from .errors import ConfigError, PyroVAEError, user_error
 from .memory import check_training_memory
 from .run_lock import ensure_writable_folder
+from .vae import build_vae
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,10 +92,12 @@ def resolve_config(given: dict, config_file: str | None, resume: str | None) -> 
     return wanted
 
 
-def run(config: FitConfig, resume: str | None = None, fabric=None, overwrite: bool = False) -> dict:
+def run(config: FitConfig, resume: str | None = None, fabric=None, overwrite: bool = False,
+        pieces: dict | None = None) -> dict:
     """Train (or continue) the run ``config`` describes, in as many processes as it asks for:
     ``--devices 2`` starts the second process here; under torchrun or SLURM each process runs
-    this. Returns rank 0's summary (an empty dict on the other ranks).
+    this. ``pieces``: prior / guide / likelihood objects to build the VAE with (``pyro_vae.fit``;
+    config names their classes). Returns rank 0's summary (an empty dict on the other ranks).
 
     Rank 0 holds the output folder's lock for the whole run (a second ``fit`` on it is refused);
     a folder that already holds a run is refused unless ``resume`` or ``overwrite`` is given."""
@@ -111,16 +115,20 @@ def run(config: FitConfig, resume: str | None = None, fabric=None, overwrite: bo
     # after the launch: the processes Fabric starts run this too, and only rank 0 owns the folder
     lock = claim(config.out, resume=resume is not None, overwrite=overwrite, log=say) if fabric.is_global_zero else None
     try:
-        return _run(config, resume, fabric)
+        return _run(config, resume, fabric, pieces)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _run(config: FitConfig, resume: str | None, fabric) -> dict:
+def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = None) -> dict:
     dataset = load_dataset(config.dataset, config.data_dir, log=say if fabric.is_global_zero else (lambda _line: None))
     check_training_memory(config, dataset, fabric.device)  # refuse a run that cannot fit, with the fix
-    trainer = Trainer(config, dataset, Path(config.out), fabric=fabric)
+    vae = None
+    if pieces:
+        pyro.set_rng_seed(config.seed)
+        vae = build_vae(config, dataset.image_shape, dataset.num_classes, **pieces)
+    trainer = Trainer(config, dataset, Path(config.out), fabric=fabric, vae=vae)
     if resume is not None:
         trainer.restore(Path(resume) / "last.pt")
         if trainer.epoch > config.epochs:
@@ -194,6 +202,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "with --resume", 130, every_rank=False)
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this module (``from pyro_vae.fit import main``, as the tests and scripts do) sets
+    the package attribute ``pyro_vae.fit`` to it, in place of the function
+    :func:`pyro_vae.api.fit`; calling the module calls that function, so ``pyro_vae.fit(...)``
+    works either way."""
+
+    def __call__(self, *args, **kwargs):
+        from .api import fit
+
+        return fit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -142,8 +142,21 @@ class ConvDecoder(nn.Module):
         return out.reshape(*lead, *out.shape[1:])  # (..., B, P*C, H, W)
 
 
-ENCODERS: Registry[nn.Module] = Registry("network")
-DECODERS: Registry[nn.Module] = Registry("network")
+def _encoder_arguments(spec: NetSpec) -> dict:
+    """What an encoder's constructor may ask for, by parameter name."""
+    return {"spec": spec, "image_shape": spec.image_shape, "latent_dim": spec.latent_dim,
+            "hidden": spec.hidden, "cond_dim": spec.cond_dim}
+
+
+def _decoder_arguments(spec: NetSpec, params_per_pixel: int) -> dict:
+    """What a decoder's constructor may ask for, by parameter name."""
+    return {**_encoder_arguments(spec), "params_per_pixel": params_per_pixel}
+
+
+# A network choice is a name registered in both, or the import path of an object whose
+# ``encoder`` and ``decoder`` attributes are the two classes (e.g. a class holding them).
+ENCODERS: Registry[nn.Module] = Registry("network", arguments=_encoder_arguments, member="encoder")
+DECODERS: Registry[nn.Module] = Registry("network", arguments=_decoder_arguments, member="decoder")
 ENCODERS.register("mlp")(MLPEncoder)
 ENCODERS.register("conv")(ConvEncoder)
 DECODERS.register("mlp")(MLPDecoder)

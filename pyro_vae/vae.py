@@ -1,5 +1,8 @@
 """``VAE``: a model and its guide under one ``PyroModule``, plus the user-facing methods
-``encode``, ``decode``, ``sample``, ``reconstruct`` and ``classify``.
+``encode``, ``decode``, ``sample``, ``reconstruct``, ``log_px`` and ``classify``.
+
+Their inputs are checked: images must be a batch (B, C, H, W) of intensities in [0, 1], latents
+(B, D); a mistake is an :class:`~pyro_vae.errors.InputError` naming the expected shape.
 
 Parameters live in the modules (``pyro.settings.set(module_local_params=True)``, set by the
 command-line tools, the tests and the notebooks), so two models in one process never share them.
@@ -7,11 +10,13 @@ command-line tools, the tests and the notebooks), so two models in one process n
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pyro.nn import PyroModule
 
 from .config import FitConfig
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .guides.semisupervised import M2Guide
 from .labels import check_label_values
 from .models import VAEModel
@@ -25,10 +30,83 @@ class VAE(PyroModule):
         self.model = model
         self.guide = guide
         self.config: FitConfig | None = None  # set by build_vae / pyro_vae.load
+        self.image_shape: tuple[int, ...] | None = None  # (C, H, W), set by build_vae
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def latent_dim(self) -> int | None:
+        """D, the dimension of z (None for a VAE built without a config)."""
+        return None if self.config is None else self.config.latent_dim
+
+    # -- input checks --------------------------------------------------------------------------
+    def _dtype(self) -> torch.dtype:
+        """The floating type of the parameters (inputs are converted to it)."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.get_default_dtype()
+
+    def _expected_images(self) -> str:
+        return f"(B, {', '.join(map(str, self.image_shape))})" if self.image_shape else "(B, C, H, W)"
+
+    def check_images(self, x, what: str = "x") -> torch.Tensor:
+        """``x`` as a float tensor on the model's device, after checking that it is a batch of
+        images of this model's shape (B, C, H, W) with intensities in [0, 1]."""
+        if not isinstance(x, torch.Tensor):
+            try:
+                x = torch.as_tensor(x)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise InputError(f"{what} must be a tensor or an array of images {self._expected_images()}, "
+                                 f"got {type(x).__name__} ({e})") from None
+        expected = self._expected_images()
+        shape = tuple(x.shape)
+        if self.image_shape is not None and shape != (shape[0] if shape else 0, *self.image_shape):
+            hint = ""
+            if shape == tuple(self.image_shape):
+                hint = f"; for one image, pass {what}[None] (a batch of 1)"
+            elif len(shape) == 2 and shape[1] == math.prod(self.image_shape):
+                hint = f"; {what} is flattened: pass {what}.view(-1, {', '.join(map(str, self.image_shape))})"
+            elif len(shape) == len(self.image_shape) + 1 and shape[1:] == tuple(reversed(self.image_shape)):
+                hint = f"; channels last? pass {what}.permute(0, 3, 1, 2)"
+            raise InputError(f"{what} must be a batch of images of shape {expected} (B any), got {shape}{hint}")
+        if self.image_shape is None and x.dim() < 2:
+            raise InputError(f"{what} must be a batch of images {expected}, got shape {shape}")
+        if shape[0] == 0:
+            raise InputError(f"{what} holds no images (shape {shape})")
+        if not (x.is_floating_point() or x.dtype == torch.bool):
+            lo, hi = int(x.min()), int(x.max())
+            raise InputError(f"{what} holds integers ({x.dtype}, values {lo}..{hi}); pass intensities in "
+                             f"[0, 1]: {what}.float() / 255 for 8-bit pixels")
+        x = x.to(device=self.device, dtype=self._dtype())
+        if not bool(torch.isfinite(x).all()):
+            raise InputError(f"{what} holds NaN or infinite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            raise InputError(f"{what} has values in [{lo:g}, {hi:g}]; expected intensities in [0, 1] "
+                             f"(divide 8-bit pixels by 255)")
+        return x
+
+    def check_latents(self, z, what: str = "z") -> torch.Tensor:
+        """``z`` as a tensor on the model's device, after checking its shape (B, D)."""
+        z = torch.as_tensor(z, device=self.device)
+        d = self.latent_dim
+        expected = f"(B, {d if d is not None else 'D'})"
+        if z.dim() == 1 and (d is None or z.shape[0] == d):
+            raise InputError(f"{what} must be a batch of latents of shape {expected}, got {tuple(z.shape)}; "
+                             f"for one latent, pass {what}[None]")
+        if z.dim() != 2 or (d is not None and z.shape[1] != d):
+            raise InputError(f"{what} must be a batch of latents of shape {expected} (B any), got "
+                             f"{tuple(z.shape)}")
+        return z.to(self._dtype())
+
+    @staticmethod
+    def _check_count(n, what: str = "n") -> int:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"{what} must be a whole number of images, at least 1, got {n!r}")
+        return n
 
     @property
     def num_classes(self) -> int:
@@ -61,12 +139,16 @@ class VAE(PyroModule):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        """q(z | x[, y]) as a distribution (batch shape (B,), event shape (D,))."""
+        """q(z | x[, y]) as a distribution (batch shape (B,), event shape (D,)); ``x`` is a batch
+        (B, C, H, W) of intensities in [0, 1]."""
+        x = self.check_images(x)
         return self.guide.distribution(x, self.labels_for(x, y))
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None):
-        """p(x | z[, y]) as a distribution (batch shape (B,), event shape (C, H, W))."""
+        """p(x | z[, y]) as a distribution (batch shape (B,), event shape (C, H, W)); ``z`` is
+        (B, D)."""
+        z = self.check_latents(z)
         if self.conditional:
             if y is None:
                 raise ConfigError("this model decodes z given a label: pass y (0-"
@@ -80,6 +162,7 @@ class VAE(PyroModule):
         if not isinstance(self.guide, M2Guide):
             raise ConfigError(f"classify needs a semi-supervised run (--model m2); this one is --model "
                               f"{self.config.model if self.config else 'vae'}")
+        x = self.check_images(x)
         return self.guide.label_distribution(x).probs
 
     def sample_labels(self, n: int, label=None) -> torch.Tensor | None:
@@ -124,7 +207,7 @@ class VAE(PyroModule):
     def sample(self, n: int, label=None) -> torch.Tensor:
         """n images E[x | z, y] with z ~ p(z | y): shape (n, C, H, W). ``label`` (0..C-1, or n of
         them) picks the class of a conditional model; without it each class comes in turn."""
-        y = self.sample_labels(n, label)
+        y = self.sample_labels(self._check_count(n), label)
         return self.model.mean_image(self.sample_latents(n, y), y)
 
     @torch.no_grad()
@@ -141,13 +224,88 @@ class VAE(PyroModule):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """E[x | z, y] at z = E_q[z | x, y]."""
+        x = self.check_images(x)
         y = self.labels_for(x, y)
         return self.model.mean_image(self.posterior_mean(x, y), y)
 
 
-def build_vae(config: FitConfig, image_shape: tuple[int, ...], num_classes: int = 10) -> VAE:
+    def log_px(self, x, k: int = 1000, *, binarize: str | None = None, y=None, seed: int = 0,
+               batch_size: int | None = None, progress: bool = False):
+        """Importance-weighted log p(x) of each image, with its diagnostics (Burda et al. 2015):
+
+            log p_K(x) = logsumexp_k [log p(x, z_k) - log q(z_k|x)] - log K,   z_k ~ q(z|x)
+
+        :param x: images (B, C, H, W), intensities in [0, 1] (a tensor or an array).
+        :param k: importance samples per image; larger is tighter and slower (cost ~ B * K).
+        :param binarize: what to score when ``x`` holds grey-scale intensities. ``"sample"``
+            (or a run's own ``"dynamic"`` / ``"static"``): one Bernoulli draw per pixel, seeded by
+            ``seed``, as ``python -m pyro_vae.evaluate`` scores a binarized run; ``"none"``: the
+            intensities as they are (likelihoods for intensities). None (the default) takes
+            ``x`` as it is and refuses intensities where the likelihood needs binary pixels.
+        :param y: labels (B,) of a conditional run (``--model cvae``): log p(x | y). An M2 run
+            sums log p(x, y) over the labels and takes none.
+        :param seed: seed of the importance samples (and of ``binarize="sample"``).
+        :param batch_size: images per batch (default: as many as fit 256 MB of log-weights).
+        :returns: a :class:`~pyro_vae.evaluation.EvaluationResult`: per image ``log_px``,
+            ``elbo``, ``ess``, ``khat`` (Pareto k-hat; NaN for K < 25), and ``table()``,
+            ``summary()``, ``mean_log_px()``.
+        """
+        from .evaluation import evaluate_log_px
+        from .evaluation.iwae import DEFAULT_MEMORY_BUDGET_MB
+
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"k (importance samples per image) must be a whole number >= 1, got {k!r}")
+        x = self.check_images(x)
+        x = self._binarized(x, binarize, seed)
+        label_args = self._log_px_labels(x, y)
+        if batch_size is None:  # the (batch, K) float64 log-weights kept for k-hat fit the budget
+            batch_size = max(1, min(x.shape[0], 200, int(DEFAULT_MEMORY_BUDGET_MB * 2**20 // (8 * k))))
+        return evaluate_log_px(self.model, self.guide, x, k=k, batch_size=batch_size, seed=seed,
+                               progress=progress, device=self.device, **label_args)
+
+    def _binarized(self, x: torch.Tensor, binarize: str | None, seed: int) -> torch.Tensor:
+        from .data import binarize_fixed
+
+        choices = ("sample", "dynamic", "static", "none")
+        if binarize is not None and binarize not in choices:
+            raise InputError(f"binarize={binarize!r} is not one of: {', '.join(choices)} (or None)")
+        if binarize in ("sample", "dynamic", "static"):
+            return binarize_fixed(x, seed)
+        needs_binary = getattr(self.model.likelihood, "needs_binary_data", False)
+        if needs_binary and not bool(((x == 0) | (x == 1)).all()):
+            name = type(self.model.likelihood).__name__
+            raise InputError(
+                f"x holds grey-scale intensities, but this model's likelihood ({name}) scores binary "
+                f"pixels (0 or 1): pass binarize='sample' (one seeded draw x ~ Bernoulli(intensity) per "
+                f"pixel, as python -m pyro_vae.evaluate scores a binarized run), or binarize x yourself")
+        return x
+
+    def _log_px_labels(self, x: torch.Tensor, y) -> dict:
+        """Keyword arguments of evaluate_log_px for this kind of model (its variant says)."""
+        if self.config is None:
+            if y is not None:
+                raise InputError("y is given, but this VAE has no config to say how labels enter log p(x)")
+            return {}
+        from .variants import variant_of
+
+        variant = variant_of(self.config)
+        if variant.conditions_on_labels:
+            if y is None:
+                raise InputError(f"this conditional VAE (--model {self.config.model}) scores log p(x | y): "
+                                 f"pass y, one label (0-{self.num_classes - 1}) per image")
+            y = self._checked_labels(y, x.shape[0], x.device)
+        elif y is not None:
+            raise InputError(f"--model {self.config.model} scores log p(x)"
+                             + (" summed over the labels" if self.conditional else "") + "; it takes no y")
+        return variant.log_px_inputs(y, self.num_classes)[0]
+
+
+def build_vae(config: FitConfig, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None,
+              guide=None, likelihood=None) -> VAE:
     """Build the VAE that ``config`` describes for images of shape (C, H, W) (and, for a kind
-    whose networks take the label, ``num_classes`` labels): its variant builds it."""
+    whose networks take the label, ``num_classes`` labels): its variant builds it. ``prior``,
+    ``guide`` and ``likelihood`` objects, if given, replace the ones ``config`` names."""
     from .variants import variant_of
 
-    return variant_of(config).build(config, image_shape, num_classes)
+    return variant_of(config).build(config, image_shape, num_classes, prior=prior, guide=guide,
+                                    likelihood=likelihood)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .. import plots
 from ..atomic import atomic_open, atomic_path, write_json
+from ..components import check_matches_config
 from ..config import FitConfig, check_checkpoint_config
 from ..data import evaluation_images
 from ..data.binarize import EVALUATION_SEED
@@ -90,6 +91,8 @@ class Trainer:
         self.repaired: list[str] = []  # what restore() mended of an interrupted run
         pyro.set_rng_seed(cfg.seed)  # the same initial networks in every process
         train = dataset.train if cfg.train_size is None else dataset.train.subset(cfg.train_size)
+        if vae is not None:  # config.json must describe it, or the run could not be reloaded
+            check_matches_config(vae, cfg, dataset.image_shape, dataset.num_classes)
         self.vae = vae if vae is not None else build_vae(cfg, dataset.image_shape, dataset.num_classes)
         self.vae.to(self.device)
         self.vae.model.likelihood.check_data(train.images, cfg.binarize)

@@ -196,8 +196,8 @@ class EvaluationResult:
             ("time", f"{_fmt(s['seconds'], 1)} s  "
                      f"({_fmt(s['image_particles_per_second'], 0)} images*K per s)"),
         ]
-        head = (f"split {self.split or '-'}: {self.n_images} images, K = {self.k}, "
-                f"seed {self.seed}")
+        head = ((f"split {self.split}: " if self.split else "") +
+                f"{self.n_images} images, K = {self.k}, seed {self.seed}")
         width = max(len(label) for label, _ in rows)
         return "\n".join([head] + [f"  {label:<{width}}  {value}" for label, value in rows])
 

@@ -61,6 +61,7 @@ def evaluate_log_px(
         returns the whole split's result.
     """
     images, labels = _check_inputs(images, labels, k, batch_size, sum_over_labels)
+    _check_pixels(model, images)
     if khat:
         _check_weights_fit(batch_size, k * max(1, sum_over_labels), memory_budget_mb)
     device = _device(model, images, device)
@@ -127,6 +128,7 @@ def log_px_against_k(
     ks = _check_ks(ks)
     k_max = ks[-1]
     images, labels = _check_inputs(images, labels, k_max, batch_size, sum_over_labels)
+    _check_pixels(model, images)
     _check_weights_fit(batch_size, k_max * max(1, sum_over_labels), memory_budget_mb)
     device = _device(model, images, device)
     rows = []
@@ -195,6 +197,17 @@ def _check_inputs(images, labels, k: int, batch_size: int, sum_over_labels: int 
         if labels.shape[0] != images.shape[0]:
             raise PyroVAEError(f"{labels.shape[0]} labels for {images.shape[0]} images")
     return images, labels
+
+
+def _check_pixels(model, images: torch.Tensor) -> None:
+    """Grey-scale intensities where the model's likelihood scores binary pixels: say how to
+    binarize them (rather than Pyro's support error from deep inside the trace)."""
+    likelihood = getattr(model, "likelihood", None)
+    if getattr(likelihood, "needs_binary_data", False) and not bool(((images == 0) | (images == 1)).all()):
+        raise PyroVAEError(
+            f"the images hold grey-scale intensities, but the model's likelihood ({type(likelihood).__name__}) "
+            f"scores binary pixels (0 or 1): binarize them first, e.g. pyro_vae.data.evaluation_images(split, "
+            f"'dynamic', seed) or binarize_fixed(images, seed), or call vae.log_px(x, binarize='sample')")
 
 
 def _check_weights_fit(batch_size: int, k: int, memory_budget_mb: float) -> None:

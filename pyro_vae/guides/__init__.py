@@ -1,13 +1,23 @@
 """Guides q(z | x): the inference side of a VAE. Adding one is a class and a registry entry; a
-factory receives ``(spec, config)``."""
+factory (or a user's class, :mod:`pyro_vae.registry`) asks for any of ``encoder`` (a fresh
+encoder of ``--net``), ``latent_dim``, ``num_classes`` (> 0: the guide is q(z | x, y)),
+``image_shape``, ``spec``, ``config`` by parameter name."""
 
 from ..nets import build_encoder
-from ..registry import Registry
+from ..registry import Lazy, Registry
 from .diagonal import AmortizedDiagonalNormal
 from .iaf import AmortizedIAF
 from .lowrank import AmortizedLowRankNormal
 
-GUIDES: Registry = Registry("guide")
+
+
+def _guide_arguments(spec, config) -> dict:
+    """What a guide's constructor (or factory) may ask for, by parameter name."""
+    return {"encoder": Lazy(lambda: build_encoder(config.net, spec)), "latent_dim": spec.latent_dim,
+            "num_classes": spec.cond_dim, "image_shape": spec.image_shape, "spec": spec, "config": config}
+
+
+GUIDES: Registry = Registry("guide", arguments=_guide_arguments)
 GUIDES.register("diag")(
     lambda spec, config: AmortizedDiagonalNormal(build_encoder(config.net, spec), spec.latent_dim,
                                             num_classes=spec.cond_dim))

@@ -105,7 +105,12 @@ class ContinuousBernoulliLikelihood(Likelihood):
         return dist.ContinuousBernoulli(logits=params).to_event(IMAGE_EVENT_DIMS)
 
 
-LIKELIHOODS: Registry[Likelihood] = Registry("likelihood")
+def _likelihood_arguments(image_shape, config) -> dict:
+    """What a likelihood's constructor (or factory) may ask for, by parameter name."""
+    return {"image_shape": tuple(image_shape), "config": config}
+
+
+LIKELIHOODS: Registry[Likelihood] = Registry("likelihood", arguments=_likelihood_arguments)
 
 
 @LIKELIHOODS.register("bernoulli")

@@ -2,7 +2,8 @@
 
 The model samples ``z`` from whatever a prior returns, inside the data plate, so the ELBO and the
 importance-weighted estimator work unchanged for any prior added here. Adding a prior is one
-class and one registry entry; a factory receives ``(spec, config, guide)``.
+class and one registry entry; a factory (or a user's class, :mod:`pyro_vae.registry`) asks for any of
+``latent_dim``, ``image_shape``, ``components``, ``spec``, ``config``, ``guide`` by parameter name.
 """
 
 from __future__ import annotations
@@ -167,7 +168,13 @@ class VampPrior(PyroModule):
         return VampMixture(self._guide, features, latent_dim)  # (1/K) sum_k q(z|u_k): batch (), event (D,)
 
 
-PRIORS: Registry[PyroModule] = Registry("prior")
+def _prior_arguments(spec, config, guide) -> dict:
+    """What a prior's constructor (or factory) may ask for, by parameter name."""
+    return {"latent_dim": spec.latent_dim, "image_shape": spec.image_shape, "components": config.components,
+            "spec": spec, "config": config, "guide": guide}
+
+
+PRIORS: Registry[PyroModule] = Registry("prior", arguments=_prior_arguments)
 PRIORS.register("standard")(lambda spec, config, guide: StandardNormalPrior(spec.latent_dim))
 PRIORS.register("learned")(lambda spec, config, guide: LearnedGaussianPrior(spec.latent_dim))
 PRIORS.register("mog")(

@@ -25,6 +25,7 @@ from ..evaluation import eval_mode
 from ..models import LIKELIHOODS, PRIORS
 from ..nets import NetSpec, build_decoder
 from ..guides import GUIDES
+from ..components import check_objective
 from ..objectives import ELBOS, Minibatch, ScaleLatents, elbo_terms
 
 EVAL_BATCH_SIZE = 1000  # images per seeded chunk of the per-epoch ELBO
@@ -100,25 +101,28 @@ class Variant:
         return problems
 
     @classmethod
-    def build(cls, config, image_shape: tuple[int, ...], num_classes: int = 10):
-        """The VAE that ``config`` describes for images of shape (C, H, W)."""
+    def build(cls, config, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None, guide=None,
+              likelihood=None):
+        """The VAE that ``config`` describes for images of shape (C, H, W); ``prior``, ``guide``
+        or ``likelihood``, if given, are used as they are (objects a user made) in place of the
+        ones ``config`` names."""
         from ..vae import VAE
 
         cond_dim = num_classes if cls.takes_labels else 0
         spec = NetSpec(image_shape=tuple(image_shape), latent_dim=config.latent_dim,
                        hidden=tuple(config.hidden), cond_dim=cond_dim)
-        likelihood = LIKELIHOODS.build(config.likelihood, tuple(image_shape), config)
-        guide = GUIDES.build(config.guide, spec, config)  # q(z | x), or q(z | x, y) when cond_dim > 0
-        prior = cls.build_prior(config, spec, guide, num_classes)
+        if likelihood is None:
+            likelihood = LIKELIHOODS.build(config.likelihood, tuple(image_shape), config)
+        if guide is None:
+            guide = GUIDES.build(config.guide, spec, config)  # q(z | x), or q(z | x, y) when cond_dim > 0
+        if prior is None:
+            prior = cls.build_prior(config, spec, guide, num_classes)
         guide = cls.wrap_guide(guide, config, spec, num_classes)
-        if config.elbo == "meanfield" and not (prior.analytic_kl and guide.analytic_kl):
-            raise ConfigError(
-                f"--elbo meanfield needs the KL from q(z|x) to p(z) in closed form, which --guide "
-                f"{config.guide} with --prior {config.prior} does not have; use --elbo trace (its "
-                f"Monte-Carlo KL works for every pair)")
+        check_objective(config, prior, guide)
         decoder = build_decoder(config.net, spec, likelihood.params_per_pixel)
         vae = VAE(cls.build_model(prior, decoder, likelihood, num_classes), guide)
         vae.config = config
+        vae.image_shape = tuple(image_shape)
         return vae
 
     @classmethod
@@ -162,6 +166,7 @@ class Variant:
         """Prepare the training batches of the split ``train`` and the loss module of ``vae``;
         returns a description of the training images."""
         cfg = self.config
+        check_objective(cfg, vae.model.prior, vae.guide)  # also for a VAE built outside the config
         self.num_train = len(train)
         self.batches = self._batches(train.images, train.labels, cfg.batch_size, cfg.seed)
         self.model = Minibatch(vae.model, self.latent_scale)
