@@ -132,7 +132,7 @@ def describe(fabric) -> str:
     device = fabric.device.type
     if fabric.device.type == "cuda":
         device = torch.cuda.get_device_name(fabric.device)
-    precision = getattr(fabric._precision, "precision", "")
+    precision = getattr(fabric.strategy.precision, "precision", "")
     if fabric.world_size == 1:
         return f"{device}" + (f", {precision}" if precision and precision != "32-true" else "")
     return f"{fabric.world_size} processes x {device} ({type(fabric.strategy).__name__}, {precision})"
