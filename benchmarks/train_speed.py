@@ -37,7 +37,7 @@ def build(args, dataset):
     from pyro_vae.nets import NetSpec
 
     config = FitConfig(**SIZES[args.size], train_size=args.train_size, eval_size=100, elbo=args.elbo,
-                       net=args.net, guide=args.guide, prior=args.prior, accelerator="cpu",
+                       net=args.net, guide=args.guide, prior=args.prior, jit=args.jit, accelerator="cpu",
                        out=tempfile.mkdtemp())
     trainer = Trainer(config, dataset, config.out, "cpu", log=lambda _: None)
     reference = TorchVAE(NetSpec(dataset.image_shape, config.latent_dim, config.hidden), config.net,
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     median = {k: v / args.steps * 1000 for k, v in medians(times).items()}
     result.update({
         "config": {"size": args.size, **{k: getattr(config, k) for k in ("hidden", "latent_dim", "batch_size",
-                                                                        "elbo", "net", "guide", "prior")},
+                                                                        "elbo", "net", "guide", "prior", "jit")},
                    "steps_per_block": args.steps, "blocks": args.blocks},
         "reference": "hand-written PyTorch VAE, same networks (diagonal Normal guide, standard Normal prior), "
                      "fused torch.optim.Adam",
