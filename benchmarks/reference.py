@@ -44,7 +44,7 @@ class TorchVAE(nn.Module):
         return self.loc_head(h), F.softplus(self.scale_head(h)) + 1e-4  # mu, sigma   (B, D)
 
     def log_px_given_z(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(-3).sum(-1)
+        return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").flatten(-3).sum(-1)
 
     def neg_elbo(self, x: torch.Tensor) -> torch.Tensor:
         loc, scale = self.posterior(x)
