@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
+import pyro
 import pyro.poutine as poutine
 import torch
-import torch.utils._pytree
-import torch.utils._python_dispatch
+import torch.overrides
 
 from ..errors import PyroVAEError
 from pyro.distributions.util import scale_and_mask
@@ -132,7 +132,11 @@ def importance_weighted_log_px(
             for start in range(0, k, k_chunk):
                 particles = range(start, min(k, start + k_chunk))
                 seeds = [particle_seed(seed, batch_index, j) for j in particles]
-                log_w, z_sum, analytic = _chunk_log_weights(model, guide, x, y, seeds, latent_site, guide_trace)
+                # Pyro's validation (as set) checks the first chunk; later chunks would repeat
+                # its checks on the same images, at about 15% of the time
+                with pyro.validation_enabled(False) if start else contextlib.nullcontext():
+                    log_w, z_sum, analytic = _chunk_log_weights(model, guide, x, y, seeds, latent_site,
+                                                                guide_trace)
                 acc.add(log_w, z_sum, analytic)
     except (RuntimeError, MemoryError) as err:
         if not _is_out_of_memory(err):
@@ -440,31 +444,52 @@ def auto_k_chunk(
 
     One particle of the batch is scored while counting the bytes of every tensor allocated
     (views and in-place results excluded); a chunk of n particles is taken to need n times that.
+    On a CUDA device the budget is also capped at half the memory ``torch.cuda.mem_get_info``
+    reports free.
     Counting allocations, not the peak, overestimates, so the budget errs on the safe side.
     """
     if not memory_budget_mb > 0:
         raise PyroVAEError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
     counter = _AllocationCounter()
-    with _evaluation_context(model, guide, x), counter:
-        _chunk_log_weights(model, guide, x, y, [particle_seed(0, 0, 0)], latent_site="")
+    with _evaluation_context(model, guide, x):
+        guide_trace = poutine.trace(guide).get_trace(x, y)  # once per batch, not per particle
+        with counter:
+            _chunk_log_weights(model, guide, x, y, [particle_seed(0, 0, 0)], "", guide_trace)
     per_particle = max(counter.nbytes, 1)
-    return int(max(1, min(k, memory_budget_mb * 2**20 // per_particle)))
+    budget = memory_budget_mb * 2**20
+    if x.device.type == "cuda":  # no more than half of what the GPU has free now
+        free, _total = torch.cuda.mem_get_info(x.device)
+        budget = min(budget, free // 2)
+    return int(max(1, min(k, budget // per_particle)))
 
 
-class _AllocationCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Sums the bytes of the tensors that torch operators allocate while the mode is active."""
+class _AllocationCounter(torch.overrides.TorchFunctionMode):
+    """Sums the bytes of the tensors that torch functions return in new memory (not views or
+    in-place results of their inputs) while the mode is active."""
 
     def __init__(self):
         super().__init__()
         self.nbytes = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if all(r.alias_info is None for r in func._schema.returns):  # not a view / in-place
-            for t in torch.utils._pytree.tree_leaves(out):
-                if isinstance(t, torch.Tensor):
-                    self.nbytes += t.numel() * t.element_size()
+        inputs = {t.untyped_storage().data_ptr() for t in _tensors((args, kwargs)) if t.device.type != "meta"}
+        for t in _tensors(out):
+            if t.device.type != "meta" and t.untyped_storage().data_ptr() not in inputs:
+                self.nbytes += t.numel() * t.element_size()
         return out
+
+
+def _tensors(tree) -> Iterator[torch.Tensor]:
+    """The tensors in nested tuples, lists and dicts."""
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, (tuple, list)):
+        for item in tree:
+            yield from _tensors(item)
+    elif isinstance(tree, dict):
+        for item in tree.values():
+            yield from _tensors(item)
 
 
 # ----------------------------------------------------------------------------------------------
