@@ -22,6 +22,8 @@ import warnings
 from typing import Iterator
 
 import pyro
+import pyro.infer.trace_elbo
+import pyro.infer.trace_mean_field_elbo
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
@@ -96,14 +98,57 @@ def _particle_kwargs(particles: int) -> dict:
     return dict(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=MAX_PLATE_NESTING)
 
 
+@contextlib.contextmanager
+def _losses_stay_on_the_device() -> Iterator[None]:
+    """While inside, Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` keep the loss they report
+    on the device (``torch_item(t)`` becomes ``t.detach()``) and skip their NaN warnings on the
+    loss and its gradient: each was a host-device synchronisation (6 per default training step).
+    Values and gradients are unchanged: the loss is ``loss + (surrogate - surrogate.detach())``
+    either way. The training loop checks the losses for NaN once per log interval instead."""
+    modules = (pyro.infer.trace_elbo, pyro.infer.trace_mean_field_elbo)
+    saved = [(m, m.torch_item, m.warn_if_nan) for m in modules]
+    for m in modules:
+        m.torch_item = _detached
+        m.warn_if_nan = _no_warning
+    try:
+        yield
+    finally:
+        for m, torch_item, warn_if_nan in saved:
+            m.torch_item, m.warn_if_nan = torch_item, warn_if_nan
+
+
+def _detached(x):
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+def _no_warning(value, *args, **kwargs):
+    return value
+
+
+class DeviceTrace_ELBO(Trace_ELBO):
+    """Pyro's ``Trace_ELBO`` whose ``differentiable_loss`` never reads a value on the host."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        with _losses_stay_on_the_device():
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+
+
+class DeviceTraceMeanField_ELBO(TraceMeanField_ELBO):
+    """Pyro's ``TraceMeanField_ELBO`` whose ``differentiable_loss`` never reads a value on the host."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        with _losses_stay_on_the_device():
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+
+
 @ELBOS.register("trace")
 def _trace(particles: int) -> ELBO:
-    return Trace_ELBO(**_particle_kwargs(particles))
+    return DeviceTrace_ELBO(**_particle_kwargs(particles))
 
 
 @ELBOS.register("meanfield")
 def _meanfield(particles: int) -> ELBO:
-    return TraceMeanField_ELBO(**_particle_kwargs(particles))
+    return DeviceTraceMeanField_ELBO(**_particle_kwargs(particles))
 
 
 class IWAE_ELBO(Trace_ELBO):  # reuses Trace_ELBO's tracing (and its ELBO module); replaces its objective

@@ -80,6 +80,29 @@ def test_tracing_leaves_batch_norm_statistics_as_one_eager_step_would():
         assert torch.allclose(after_jit[n], b), n
 
 
+@pytest.mark.parametrize("elbo,pyro_elbo", [("trace", pyro.infer.Trace_ELBO), ("meanfield", pyro.infer.TraceMeanField_ELBO)])
+def test_device_resident_elbos_equal_pyros(elbo, pyro_elbo):
+    """The default losses (no host reads) give plain Pyro's loss and gradients on the same
+    samples, and leave Pyro's module functions as they were."""
+    config, eager, jitted, model, guide, latent_scale = _losses(dict(elbo=elbo, particles=2))
+    plain = pyro_elbo(num_particles=2, vectorize_particles=True, max_plate_nesting=1)(model, guide)
+    x = (torch.rand(8, 1, 28, 28) > 0.5).float()
+    model.data_scale = guide.data_scale = 7.0
+    latent_scale.beta = 0.3
+    eager(x)  # lazy parameters
+    params = list(eager.parameters())
+    results = []
+    for loss_fn in (eager, plain):
+        torch.manual_seed(5)
+        loss = loss_fn(x)
+        results.append((loss.detach(), torch.autograd.grad(loss, params)))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-6)
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert pyro.infer.trace_elbo.torch_item is pyro.infer.util.torch_item
+    assert pyro.infer.trace_elbo.warn_if_nan is pyro.util.warn_if_nan
+
+
 def test_jit_is_refused_where_it_cannot_trace():
     with pytest.raises(ConfigError, match="--jit traces --elbo trace or meanfield"):
         FitConfig(elbo="iwae", jit=True)
