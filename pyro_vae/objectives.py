@@ -24,6 +24,7 @@ from typing import Iterator
 import pyro
 import pyro.infer.trace_elbo
 import pyro.infer.trace_mean_field_elbo
+import pyro.infer.traceenum_elbo
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
@@ -102,19 +103,20 @@ def _particle_kwargs(particles: int) -> dict:
 def _losses_stay_on_the_device() -> Iterator[None]:
     """While inside, Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` keep the loss they report
     on the device (``torch_item(t)`` becomes ``t.detach()``) and skip their NaN warnings on the
-    loss and its gradient: each was a host-device synchronisation (6 per default training step).
+    loss and its gradient (``TraceEnum_ELBO`` too): each was a host-device synchronisation (6 per
+    default training step). Not thread-safe: a step is one thread's business.
     Values and gradients are unchanged: the loss is ``loss + (surrogate - surrogate.detach())``
     either way. The training loop checks the losses for NaN once per log interval instead."""
-    modules = (pyro.infer.trace_elbo, pyro.infer.trace_mean_field_elbo)
-    saved = [(m, m.torch_item, m.warn_if_nan) for m in modules]
-    for m in modules:
-        m.torch_item = _detached
-        m.warn_if_nan = _no_warning
+    modules = (pyro.infer.trace_elbo, pyro.infer.trace_mean_field_elbo, pyro.infer.traceenum_elbo)
+    saved = [(m, name, getattr(m, name)) for m in modules for name in ("torch_item", "warn_if_nan")
+             if hasattr(m, name)]
+    for m, name, _ in saved:
+        setattr(m, name, _detached if name == "torch_item" else _no_warning)
     try:
         yield
     finally:
-        for m, torch_item, warn_if_nan in saved:
-            m.torch_item, m.warn_if_nan = torch_item, warn_if_nan
+        for m, name, function in saved:
+            setattr(m, name, function)
 
 
 def _detached(x):
@@ -422,7 +424,7 @@ class SemiSupervisedLoss(torch.nn.Module):
         self.classification_weight = alpha * (num_unlabelled + num_labelled) * self.labelled_weight  # alpha N
         self.latent_scale = latent_scale
         self.unlabelled_elbo = TraceEnum_ELBO(**_particle_kwargs(particles))
-        self.labelled_elbo = Trace_ELBO(**_particle_kwargs(particles))
+        self.labelled_elbo = DeviceTrace_ELBO(**_particle_kwargs(particles))
         # N_u / B_u and N_l / B_l of the full batches; the loop sets them for each (sharded) batch
         self.unlabelled_scale = 1.0
         self.labelled_scale = 1.0
@@ -453,4 +455,5 @@ class SemiSupervisedLoss(torch.nn.Module):
                                                       x_l, y_l)
 
     def forward(self, x_u: torch.Tensor, x_l: torch.Tensor, y_l: torch.Tensor) -> torch.Tensor:
-        return self.unlabelled_loss(x_u) + self.labelled_loss(x_l, y_l)  # -J_alpha on this pair of batches
+        with _losses_stay_on_the_device():
+            return self.unlabelled_loss(x_u) + self.labelled_loss(x_l, y_l)  # -J_alpha on this pair of batches

@@ -530,7 +530,7 @@ def _seed_rng(seed: int, device: torch.device) -> None:
     """Seed the generator that Pyro's samplers use for tensors on ``device`` (on CUDA, that
     device's own generator, not the current device's)."""
     torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
+    if device.type == "cuda" and torch.cuda.is_initialized():  # (not for fake CUDA tensors)
         with torch.cuda.device(device):
             torch.cuda.manual_seed(seed)
 
