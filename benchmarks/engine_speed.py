@@ -10,8 +10,11 @@ latent 32, batch 128) and a tiny one (hidden 64,64, latent 8, batch 16):
 * ``old_device_svi``: the step pyro-vae used before the engine, copied below (``DeviceSVI``: Pyro's
   SVI on the global param store, ``pyro.optim.ExponentialLR`` over ``torch.optim.Adam``, which
   keeps one optimizer and one scheduler per parameter tensor);
-* ``hand_written``: the same networks and analytic-free Monte-Carlo ELBO written in plain PyTorch,
-  with a fused ``torch.optim.Adam``.
+* ``hand_written``: the same networks and Monte-Carlo ELBO written in plain PyTorch
+  (benchmarks/reference.py, shared with train_speed.py), with a fused ``torch.optim.Adam``.
+
+(train_speed.py is the fixed-interface benchmark of the step against the hand-written one; this
+script keeps the engine's own questions: the engine against the old step, 1 against 2 processes.)
 
 Blocks of steps alternate (engine, old, hand, engine, ...) so drifts in machine load hit all three;
 the JSON reports the median milliseconds per step and the ratios. Processes: ``python -m
@@ -26,24 +29,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pyro
 import torch
-import torch.nn.functional as F
 from pyro import poutine
-from torch import nn
+
+from reference import SIZES, TorchVAE, copy_weights, machine
 
 ROOT = Path(__file__).resolve().parent.parent
-SIZES = {"default": dict(hidden=(512, 512), latent_dim=32, batch_size=128),
-         "tiny": dict(hidden=(64, 64), latent_dim=8, batch_size=16)}
 
 
 # -- the old step, as pyro-vae had it before the engine (pyro_vae/objectives.py, train.py) ---------
@@ -69,38 +68,6 @@ def old_minibatch_program(fn, num_data: int, latent_scale):
         with poutine.scale(scale=num_data / x.shape[0]), latent_scale:
             return fn(x, y)
     return scaled
-
-
-# -- the hand-written reference ---------------------------------------------------------------------
-class TorchVAE(nn.Module):
-    """The same encoder, heads and decoder as pyro-vae's default VAE, no Pyro: -ELBO with a
-    Monte-Carlo KL, as Trace_ELBO computes it."""
-
-    def __init__(self, spec, net: str = "mlp"):
-        super().__init__()
-        from pyro_vae.nets import build_decoder, build_encoder
-
-        self.encoder = build_encoder(net, spec)
-        self.loc_head = nn.Linear(self.encoder.feature_dim, spec.latent_dim)
-        self.scale_head = nn.Linear(self.encoder.feature_dim, spec.latent_dim)
-        self.decoder = build_decoder(net, spec, 1)
-
-    def neg_elbo(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(x)
-        loc, scale = self.loc_head(h), F.softplus(self.scale_head(h)) + 1e-4
-        z = loc + scale * torch.randn_like(loc)
-        recon = -F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="none").flatten(1).sum(-1)
-        log_q = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
-        log_p = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
-        return -(recon + log_p - log_q)
-
-
-def copy_weights(vae, reference: TorchVAE) -> None:
-    with torch.no_grad():
-        for name, p in reference.named_parameters():
-            src = dict(vae.guide.named_parameters()).get(name) if not name.startswith("decoder") else \
-                dict(vae.model.named_parameters())[name]
-            p.copy_(src)
 
 
 def step_times(size: str, args, dataset) -> dict:
@@ -220,11 +187,7 @@ def main(argv=None) -> int:
     from pyro_vae.data import load_dataset
 
     dataset = load_dataset("mnist", args.data_dir)
-    result = {"benchmark": "engine_speed", "command": "python " + " ".join(sys.argv),
-              "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-              "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "pyro": pyro.__version__,
-              "load_average_at_start": os.getloadavg(), "steps": {}}
+    result = {"benchmark": "engine_speed", **machine(), "steps": {}}
     for size in SIZES:
         result["steps"][size] = step_times(size, args, dataset)
         print(size, json.dumps(result["steps"][size]["median_ms_per_step"]), flush=True)

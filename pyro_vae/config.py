@@ -129,6 +129,9 @@ class FitConfig:
     lr_decay: float = _opt(
         0.95, "learning rate multiplied by this after each epoch (torch.optim.lr_scheduler.ExponentialLR); "
         "1 keeps it constant")
+    jit: bool = _opt(False, "trace the ELBO with torch.jit once per batch shape (the KL weight and the "
+                     "mini-batch scale enter as tensors): less Python per step, which small models feel most; "
+                     "--elbo trace or meanfield, --model vae or cvae")
     seed: int = _opt(0, "random seed: the same seed gives the same run on the same device")
     _section("devices")
     accelerator: str = _opt("auto", "auto (cuda, else mps, else cpu), cpu, cuda or mps",

@@ -27,7 +27,7 @@ from .config import check_seed
 from .engine import build_fabric, launch, say
 from .engine.fabric import ACCELERATORS, STRATEGIES, check_accelerator, fail, gather_objects
 from .errors import ConfigError, PyroVAEError, user_error
-from .evaluation import DEFAULT_KS, evaluate_log_px, log_px_against_k
+from .evaluation import DEFAULT_KS, evaluate_log_px
 from .evaluation.plots import plot_khat_histogram, plot_log_px_against_k
 from .variants import variant_of
 
@@ -141,9 +141,11 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     progress = progress and main
     log(f"evaluate: {run_dir} ({checkpoint}.pt), {images.shape[0]:,} images, K = {k}; {quantity}; {description}"
         + (f"; {fabric.world_size} processes" if fabric.world_size > 1 else ""))
+    # the log p_K(x)-against-K curve on the first curve_images images comes from the same pass
+    ks = sorted({kk for kk in DEFAULT_KS if kk <= k} | {k})
     result = evaluate_log_px(vae.model, vae.guide, images, k=k, batch_size=batch_size, k_chunk=k_chunk,
                              seed=seed, progress=progress, memory_budget_mb=memory_mb, split=split,
-                             device=dev, **label_args, **shard)
+                             device=dev, curve_ks=ks, curve_images=curve_images, **label_args, **shard)
     log(result.table())
     entry = {**result.summary(), "quantity": quantity, "checkpoint": checkpoint, "binarization": description,
              "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
@@ -153,12 +155,8 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
         plot_khat_histogram(result.khat, run_dir / f"khat_{split}.png",
                             title=f"Pareto k-hat of the importance weights, {split} set, K = {k}")
     if curve_images > 0:
-        ks = sorted({kk for kk in DEFAULT_KS if kk <= k} | {k})
         n = min(curve_images, images.shape[0])
-        curve_labels = {key: (v[:n] if key == "labels" else v) for key, v in label_args.items()}
-        curve = log_px_against_k(vae.model, vae.guide, images[:n], ks=ks, batch_size=min(batch_size, n),
-                                 k_chunk=k_chunk, seed=seed, progress=progress,
-                                 memory_budget_mb=memory_mb, split=split, device=dev, **curve_labels, **shard)
+        curve = result.curve
         if main:
             plot_log_px_against_k(curve, run_dir / f"log_px_vs_k_{split}.png",
                                   title=f"log p_K(x) against K, first {n} {split} images")

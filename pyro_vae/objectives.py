@@ -16,14 +16,20 @@ site's scale) alike.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from typing import Iterator
 
 import pyro
+import pyro.infer.trace_elbo
+import pyro.infer.trace_mean_field_elbo
+import pyro.infer.traceenum_elbo
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
+from pyro.infer.util import is_validation_enabled
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
@@ -93,14 +99,58 @@ def _particle_kwargs(particles: int) -> dict:
     return dict(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=MAX_PLATE_NESTING)
 
 
+@contextlib.contextmanager
+def _losses_stay_on_the_device() -> Iterator[None]:
+    """While inside, Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` keep the loss they report
+    on the device (``torch_item(t)`` becomes ``t.detach()``) and skip their NaN warnings on the
+    loss and its gradient (``TraceEnum_ELBO`` too): each was a host-device synchronisation (6 per
+    default training step). Not thread-safe: a step is one thread's business.
+    Values and gradients are unchanged: the loss is ``loss + (surrogate - surrogate.detach())``
+    either way. The training loop checks the losses for NaN once per log interval instead."""
+    modules = (pyro.infer.trace_elbo, pyro.infer.trace_mean_field_elbo, pyro.infer.traceenum_elbo)
+    saved = [(m, name, getattr(m, name)) for m in modules for name in ("torch_item", "warn_if_nan")
+             if hasattr(m, name)]
+    for m, name, _ in saved:
+        setattr(m, name, _detached if name == "torch_item" else _no_warning)
+    try:
+        yield
+    finally:
+        for m, name, function in saved:
+            setattr(m, name, function)
+
+
+def _detached(x):
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+def _no_warning(value, *args, **kwargs):
+    return value
+
+
+class DeviceTrace_ELBO(Trace_ELBO):
+    """Pyro's ``Trace_ELBO`` whose ``differentiable_loss`` never reads a value on the host."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        with _losses_stay_on_the_device():
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+
+
+class DeviceTraceMeanField_ELBO(TraceMeanField_ELBO):
+    """Pyro's ``TraceMeanField_ELBO`` whose ``differentiable_loss`` never reads a value on the host."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        with _losses_stay_on_the_device():
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+
+
 @ELBOS.register("trace")
 def _trace(particles: int) -> ELBO:
-    return Trace_ELBO(**_particle_kwargs(particles))
+    return DeviceTrace_ELBO(**_particle_kwargs(particles))
 
 
 @ELBOS.register("meanfield")
 def _meanfield(particles: int) -> ELBO:
-    return TraceMeanField_ELBO(**_particle_kwargs(particles))
+    return DeviceTraceMeanField_ELBO(**_particle_kwargs(particles))
 
 
 class IWAE_ELBO(Trace_ELBO):  # reuses Trace_ELBO's tracing (and its ELBO module); replaces its objective
@@ -169,7 +219,7 @@ class ScaleLatents(Messenger):
 
     def __init__(self, beta: float = 1.0):
         super().__init__()
-        self.beta = float(beta)
+        self.beta = float(beta)  # (a 0-dim tensor while JitELBO traces)
 
     def _process_message(self, msg):
         if msg["type"] == "sample" and not msg["is_observed"]:
@@ -210,6 +260,113 @@ def beta_at(step: int, steps_per_epoch: int, beta: float, warmup_epochs: float) 
     if warmup_steps <= 0:
         return float(beta)
     return float(beta) * min(1.0, (step + 1) / warmup_steps)
+
+
+# -- --jit: the ELBO module traced once per batch shape ---------------------------------------
+
+JIT_ELBOS = ("trace", "meanfield")  # --elbo choices that --jit traces
+
+
+@contextlib.contextmanager
+def _parameters_replaced(module: torch.nn.Module, values: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Every parameter ``name`` of ``module`` replaced by ``values[name]`` while inside (put back
+    after), so that a trace sees them as inputs, not constants."""
+    saved = []
+    for name, value in values.items():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        saved.append((owner, leaf, owner._parameters[leaf]))
+        owner._parameters[leaf] = value
+    try:
+        yield
+    finally:
+        for owner, leaf, parameter in saved:
+            owner._parameters[leaf] = parameter
+
+
+class JitELBO(torch.nn.Module):
+    """An ELBO module (Pyro's ``Trace_ELBO()(model, guide)`` over :class:`Minibatch` programs)
+    run as a ``torch.jit.trace`` of itself, one trace per shape of the arguments (the last,
+    smaller batch gets its own: the data plate's size is fixed in a trace).
+
+    Pyro's ``JitTrace_ELBO`` reads parameters from the global param store and bakes every Python
+    number into its trace; here the module's parameters, the mini-batch scale N / B and the KL
+    weight beta are the trace's *inputs*, so they change between steps as they do eagerly, and
+    gradients flow to the parameters. The model and guide stay the same Pyro programs: the trace
+    records the tensor operations of one eager call, random draws included (they use the global
+    generator at every call). The first call with Pyro's validation on runs eagerly, so bad data
+    is still caught; traces are made and run with validation off (its checks read values on the
+    host). The parameters are this module's, so one optimizer over ``parameters()`` trains it.
+    """
+
+    def __init__(self, elbo_module: torch.nn.Module, model: Minibatch, guide: Minibatch,
+                 latent_scale: ScaleLatents):
+        super().__init__()
+        self.elbo_module = elbo_module
+        self.model, self.guide, self.latent_scale = [model], [guide], latent_scale  # (not submodules twice)
+        self.traces: dict[tuple, torch.jit.ScriptFunction] = {}
+        self.named: tuple | None = None  # (parameter names, parameters), the trace's first inputs
+        self.validated = False
+
+    def _key(self, args: tuple) -> tuple:
+        return tuple((a.shape, a.dtype, a.device) if isinstance(a, torch.Tensor) else a for a in args) + (
+            self.training, torch.is_autocast_enabled())
+
+    def _surrogate_loss(self, *args) -> torch.Tensor:
+        """The ELBO's surrogate loss, averaged over the particles: its value is the loss when
+        every guide site is reparameterized. (Pyro's ``differentiable_loss`` adds the loss read
+        as a Python number and subtracts the surrogate's: numbers a trace would freeze.)"""
+        elbo = self.elbo_module.elbo
+        loss = 0.0
+        for model_trace, guide_trace in elbo._get_traces(self.elbo_module.model, self.elbo_module.guide,
+                                                         args, {}):
+            for name, site in sample_sites(guide_trace):
+                if not site["fn"].has_rsample:
+                    raise ConfigError(f"--jit needs a reparameterized guide; site {name!r} is not (drop --jit)")
+            _, surrogate = elbo._differentiable_loss_particle(model_trace, guide_trace)
+            loss = loss + surrogate / elbo.num_particles
+        return loss
+
+    def forward(self, *args) -> torch.Tensor:
+        if is_validation_enabled() and not self.validated:
+            self.validated = True
+            return self.elbo_module(*args)  # eager and validated, once
+        if self.named is None:  # after the first (eager) call: lazily created parameters exist
+            self.named = tuple(zip(*self.elbo_module.named_parameters()))
+        names, params = self.named
+        model, guide = self.model[0], self.guide[0]
+        # the scales as 0-dim CPU tensors: inputs of the trace, combined with tensors on any device
+        scales = (torch.tensor(model.data_scale, dtype=torch.float64),
+                  torch.tensor(self.latent_scale.beta, dtype=torch.float64))
+
+        def loss(*inputs):
+            values, (data_scale, beta), batch = inputs[:len(names)], inputs[len(names):len(names) + 2], \
+                inputs[len(names) + 2:]
+            saved = model.data_scale, guide.data_scale, self.latent_scale.beta
+            model.data_scale = guide.data_scale = data_scale
+            self.latent_scale.beta = beta
+            try:
+                with _parameters_replaced(self.elbo_module, dict(zip(names, values))):
+                    return self._surrogate_loss(*batch)
+            finally:
+                model.data_scale, guide.data_scale, self.latent_scale.beta = saved
+
+        key = self._key(args)
+        with pyro.validation_enabled(False):
+            if key not in self.traces:
+                cuda = sorted({a.device for a in args if isinstance(a, torch.Tensor) and a.is_cuda}, key=str)
+                # tracing runs the loss once: its random draws are given back, so the traced
+                # call draws what an eager call would have, and batch norm's running statistics
+                # are put back (the traced call updates them)
+                buffers = [(b, b.clone()) for b in self.elbo_module.buffers()]
+                with warnings.catch_warnings(), torch.random.fork_rng(devices=cuda), torch.no_grad():
+                    # "converting a tensor to a Python number": Pyro's own bookkeeping of the loss
+                    warnings.simplefilter("ignore")
+                    with torch.enable_grad():
+                        self.traces[key] = torch.jit.trace(loss, (*params, *scales, *args), check_trace=False)
+                    for buffer, value in buffers:
+                        buffer.copy_(value)
+            return self.traces[key](*params, *scales, *args)
 
 
 # -- per-image ELBO terms --------------------------------------------------------------------
@@ -267,7 +424,7 @@ class SemiSupervisedLoss(torch.nn.Module):
         self.classification_weight = alpha * (num_unlabelled + num_labelled) * self.labelled_weight  # alpha N
         self.latent_scale = latent_scale
         self.unlabelled_elbo = TraceEnum_ELBO(**_particle_kwargs(particles))
-        self.labelled_elbo = Trace_ELBO(**_particle_kwargs(particles))
+        self.labelled_elbo = DeviceTrace_ELBO(**_particle_kwargs(particles))
         # N_u / B_u and N_l / B_l of the full batches; the loop sets them for each (sharded) batch
         self.unlabelled_scale = 1.0
         self.labelled_scale = 1.0
@@ -298,4 +455,5 @@ class SemiSupervisedLoss(torch.nn.Module):
                                                       x_l, y_l)
 
     def forward(self, x_u: torch.Tensor, x_l: torch.Tensor, y_l: torch.Tensor) -> torch.Tensor:
-        return self.unlabelled_loss(x_u) + self.labelled_loss(x_l, y_l)  # -J_alpha on this pair of batches
+        with _losses_stay_on_the_device():
+            return self.unlabelled_loss(x_u) + self.labelled_loss(x_l, y_l)  # -J_alpha on this pair of batches

@@ -7,9 +7,14 @@ process never share them. Tests of Pyro's textbook ``SVI`` switch to the global 
 with ``pyro.settings.context(module_local_params=False)``.
 """
 
+import os
+
 import pyro
 import pytest
 import torch
+
+# the trainer validates distribution arguments on every step in the tests, not only the first
+os.environ["PYRO_VAE_VALIDATE_EVERY_STEP"] = "1"
 
 pytest_plugins = ["data_fixtures"]  # real MNIST / Fashion-MNIST, fetched once per session
 

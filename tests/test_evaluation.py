@@ -281,6 +281,24 @@ def test_smaller_k_uses_the_first_particles_of_larger_k(ppca, x):
     assert json.dumps(curve.summary(), allow_nan=False)
 
 
+def test_the_main_pass_gives_the_curve_from_its_own_samples(ppca, x):
+    """evaluate_log_px(curve_ks=..., curve_images=n) returns the curve that log_px_against_k
+    computes in a second pass on the first n images (same batches and seeds), and its last
+    column is the estimate itself."""
+    guide = wide_mean_field(ppca)
+    result = evaluate_log_px(ppca, guide, x, k=100, batch_size=5, seed=7, progress=False,
+                             curve_ks=(1, 10, 100), curve_images=10)
+    separate = log_px_against_k(ppca, guide, x[:10], ks=(1, 10, 100), batch_size=5, seed=7)
+    assert result.curve.ks == (1, 10, 100) and result.curve.log_px.shape == (10, 3)
+    assert np.allclose(result.curve.log_px, separate.log_px, atol=EXACT, rtol=0)
+    assert np.allclose(result.curve.log_px[:, -1], result.log_px[:10], atol=EXACT, rtol=0)
+    partial = evaluate_log_px(ppca, guide, x, k=100, batch_size=5, seed=7, progress=False,
+                              curve_ks=(1, 10), curve_images=7)  # the first 7 rows of the same numbers
+    assert np.allclose(partial.curve.log_px, result.curve.log_px[:7, :2], atol=EXACT, rtol=0)
+    with pytest.raises(PyroVAEError, match="exceeds the K"):
+        evaluate_log_px(ppca, guide, x, k=10, batch_size=5, progress=False, curve_ks=(100,), curve_images=5)
+
+
 def test_values_are_per_image(ppca, x):
     """Different images get different values; with the exact posterior each image's value is
     its own log p(x) whether it is evaluated alone or in a batch (sum of singles = batch sum)."""

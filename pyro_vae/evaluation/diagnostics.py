@@ -110,6 +110,7 @@ class EvaluationResult:
     seconds: float
     split: str | None = None
     active_threshold: float = ACTIVE_UNIT_THRESHOLD
+    curve: "LogPxCurve | None" = None  # log p_k(x) against k from the same samples, if asked
 
     @property
     def n_images(self) -> int:

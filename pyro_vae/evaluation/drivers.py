@@ -41,6 +41,8 @@ def evaluate_log_px(
     sum_over_labels: int = 0,
     shard: tuple[int, int] = (0, 1),
     gather: Callable[[object], list] | None = None,
+    curve_ks: Sequence[int] = (),
+    curve_images: int = 0,
 ) -> EvaluationResult:
     """log p_K(x), the ELBO, ESS, Pareto k-hat and E_q[z|x] of every image of a split.
 
@@ -59,7 +61,13 @@ def evaluate_log_px(
         (their seeds depend on the batch index only, so the numbers do not depend on the layout).
     :param gather: collects one object from every process (rank order); every process then
         returns the whole split's result.
+    :param curve_ks, curve_images: also log p_k(x) for each k <= K in ``curve_ks`` on the first
+        ``curve_images`` images, from the first k of the same K samples (``result.curve``, a
+        :class:`LogPxCurve`): the curve costs no second pass over the images.
     """
+    curve_ks = _check_ks(curve_ks) if curve_images > 0 else []
+    if curve_ks and curve_ks[-1] > k:
+        raise PyroVAEError(f"the curve's largest k ({curve_ks[-1]}) exceeds the K of the estimate ({k})")
     images, labels = _check_inputs(images, labels, k, batch_size, sum_over_labels)
     _check_pixels(model, images)
     if khat:
@@ -70,11 +78,14 @@ def evaluate_log_px(
     with tqdm(total=_shard_images(images.shape[0], batch_size, shard), unit="img", disable=not progress,
               desc=f"log p(x), K={k}") as bar:
         for index, x, y in _batches(images, labels, batch_size, device, shard):
+            in_curve = max(0, min(x.shape[0], curve_images - index * batch_size)) if curve_ks else 0
             est = _estimate(model, guide, x, y, sum_over_labels, k=k, k_chunk=k_chunk, seed=seed,
                             batch_index=index, memory_budget_mb=memory_budget_mb,
-                            return_log_weights=khat, latent_site=latent_site)
+                            return_log_weights=khat or in_curve > 0, latent_site=latent_site)
             n = x.shape[0]
             batches.append((index, {
+                "curve": (_curve_columns(est.log_weights[:in_curve], est.labels_summed, curve_ks)
+                          if in_curve else np.zeros((0, len(curve_ks)))),
                 "log_px": est.log_px.numpy(), "elbo": est.elbo.numpy(), "log_ess": est.log_ess.numpy(),
                 "khat": pareto_khat(est.log_weights.numpy()) if khat else np.full(n, np.nan),
                 "z_mean": None if est.z_mean is None else est.z_mean.numpy(),
@@ -97,7 +108,15 @@ def evaluate_log_px(
         k_chunk=parts["k_chunk"][0],
         seconds=seconds,
         split=split,
+        curve=LogPxCurve(ks=tuple(curve_ks), log_px=np.concatenate(parts["curve"]), seed=seed, split=split)
+        if curve_ks else None,
     )
+
+
+def _curve_columns(log_weights: torch.Tensor, per: int, ks: Sequence[int]) -> np.ndarray:
+    """log p_k(x) = logsumexp_{j<k} log w_j - log k for each k (rows, len(ks)), from the
+    particle-major log-weights (rows, K * per) (``per`` labels of each particle j)."""
+    return torch.stack([torch.logsumexp(log_weights[:, :kk * per], 1) - np.log(kk) for kk in ks], 1).numpy()
 
 
 def log_px_against_k(
@@ -138,11 +157,8 @@ def log_px_against_k(
             est = _estimate(model, guide, x, y, sum_over_labels, k=k_max, k_chunk=k_chunk, seed=seed,
                             batch_index=index, memory_budget_mb=memory_budget_mb,
                             return_log_weights=True, latent_site="")
-            lw = est.log_weights  # (B, K_max * L) float64, particle-major
-            per = est.labels_summed
             # log p_k(x) = logsumexp_{j<k} log w_j - log k   (B, len(ks))   (all L labels of each j)
-            cols = [torch.logsumexp(lw[:, :kk * per], 1) - np.log(kk) for kk in ks]
-            rows.append((index, torch.stack(cols, 1).numpy()))
+            rows.append((index, _curve_columns(est.log_weights, est.labels_summed, ks)))
             bar.update(x.shape[0])
     rows = [r for _, r in _gathered(rows, gather)]
     return LogPxCurve(ks=tuple(ks), log_px=np.concatenate(rows), seed=seed, split=split)

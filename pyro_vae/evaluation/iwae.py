@@ -14,14 +14,15 @@ Design (why it is written this way):
   batch. Row ``j * B + b`` holds particle j of image b. An outer vectorized
   ``pyro.plate("particles")`` would hand the networks ``(n, B, ...)`` tensors, which
   convolutional nets and ``flatten(start_dim=1)`` encoders do not accept.
-* **One seed per particle.** Particle j of batch ``batch_index`` is drawn by one guide call on
-  the B images, right after the RNG was seeded with ``particle_seed(seed, batch_index, j)``; the
-  model then scores the whole chunk in a single call on the tiled batch. So particle j is the
-  same sample whatever ``k_chunk`` (chunking does not change the result) and whatever ``k``
-  (the estimate at k uses the first k particles of the estimate at any larger k: nested samples).
-  The cost is one guide call per particle on B rows instead of one per chunk on n * B rows:
-  measured on 2 CPU cores with an MLP VAE (784-512-512-32), about 25% of the throughput at
-  B = 500 and 35% at B = 100, so prefer batches of a few hundred images. The samples do depend
+* **The guide once, one seed per particle.** The guide runs once on the batch's B images; each
+  particle j is then drawn from its distribution q(z|x) (``rsample()``) right after the RNG was
+  seeded with ``particle_seed(seed, batch_index, j)``, and the model scores a whole chunk of
+  particles in a single call on the tiled batch. The seed lives in the noise, so particle j is
+  the same sample whatever ``k_chunk`` (chunking does not change the result) and whatever ``k``
+  (the estimate at k uses the first k particles of the estimate at any larger k: nested
+  samples), and it is the sample one guide call after that seed would draw. The encoder's cost
+  is paid once per image, not once per particle. (A guide with several latent sites, whose
+  later sites depend on earlier draws, runs once per particle instead.) The samples do depend
   on how images are grouped into batches.
 * **float64 accumulation.** Log-weights are computed in the model's dtype, then combined across
   chunks in float64 with a running logsumexp.
@@ -39,12 +40,14 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
+import pyro
 import pyro.poutine as poutine
 import torch
-import torch.utils._pytree
-import torch.utils._python_dispatch
+import torch.overrides
 
 from ..errors import PyroVAEError
+from pyro.distributions.util import scale_and_mask
+
 from ..objectives import sample_sites, trace_log_density
 
 DEFAULT_MEMORY_BUDGET_MB = 256.0
@@ -125,10 +128,15 @@ def importance_weighted_log_px(
             if k_chunk is None:
                 k_chunk = auto_k_chunk(model, guide, x, y, k=k, memory_budget_mb=memory_budget_mb)
             acc = _Accumulator(batch, keep=return_log_weights)
+            guide_trace = poutine.trace(guide).get_trace(x, y)  # q(z|x): the encoder runs once
             for start in range(0, k, k_chunk):
                 particles = range(start, min(k, start + k_chunk))
                 seeds = [particle_seed(seed, batch_index, j) for j in particles]
-                log_w, z_sum, analytic = _chunk_log_weights(model, guide, x, y, seeds, latent_site)
+                # Pyro's validation (as set) checks the first chunk; later chunks would repeat
+                # its checks on the same images, at about 15% of the time
+                with pyro.validation_enabled(False) if start else contextlib.nullcontext():
+                    log_w, z_sum, analytic = _chunk_log_weights(model, guide, x, y, seeds, latent_site,
+                                                                guide_trace)
                 acc.add(log_w, z_sum, analytic)
     except (RuntimeError, MemoryError) as err:
         if not _is_out_of_memory(err):
@@ -209,27 +217,51 @@ def _chunk_log_weights(
     y: torch.Tensor | None,
     seeds: list[int],
     latent_site: str,
+    guide_trace: poutine.Trace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     """Draw one particle per seed from the guide, score all of them with one model call.
+
+    ``guide_trace`` is one run of the guide on the batch (made here if not given): when it has a
+    single latent site, its distribution q(z|x) gives every particle (the seed, then
+    ``rsample()``: the value one guide call would draw after that seed, without running the
+    encoder again); a guide with several latent sites runs once per particle.
 
     Returns log w (n, B), the sum over the n particles of E_q[z|x, particle] (or of z) for
     ``latent_site`` (B, D) or None, and whether that sum used the guide's analytic mean.
     """
     batch = x.shape[0]
-    values: dict[str, list[torch.Tensor]] = {}
-    infer: dict[str, dict] = {}
-    log_q, z_sum, analytic = [], None, True
-    for s in seeds:
-        _seed_rng(s, x.device)
+    if guide_trace is None:
         guide_trace = poutine.trace(guide).get_trace(x, y)
-        log_q.append(site_log_probs(guide_trace, batch, "guide"))  # log q(z_j|x)  (B,)
-        for name, site in _latent_sites(guide_trace):
-            values.setdefault(name, []).append(site["value"])
-            infer[name] = site["infer"]
-        if latent_site in guide_trace.nodes:
-            mean, is_analytic = _site_mean(guide_trace.nodes[latent_site])
-            analytic = analytic and is_analytic
-            z_sum = mean.double() if z_sum is None else z_sum + mean.double()
+    latents = list(_latent_sites(guide_trace))
+    values: dict[str, list[torch.Tensor]] = {}
+    infer = {name: site["infer"] for name, site in latents}
+    log_q, z_sum, analytic = [], None, True
+    if len(latents) == 1:  # q(z|x) once, K draws from it
+        name, site = latents[0]
+        fn, mask = site["fn"], site["mask"]
+        for s in seeds:
+            _seed_rng(s, x.device)
+            z = fn.rsample() if fn.has_rsample else fn.sample()
+            log_prob = scale_and_mask(fn.log_prob(z), 1.0, mask)  # log q(z_j|x)  (B,)
+            if log_prob.shape != (batch,):
+                site_log_probs(guide_trace, batch, "guide")  # the shape error, with its advice
+            log_q.append(log_prob)
+            values.setdefault(name, []).append(z)
+        if name == latent_site:
+            mean, analytic = _site_mean(site)
+            z_sum = (mean.double() * len(seeds) if analytic
+                     else torch.stack(values[name]).double().sum(0))
+    else:
+        for s in seeds:
+            _seed_rng(s, x.device)
+            trace = poutine.trace(guide).get_trace(x, y)
+            log_q.append(site_log_probs(trace, batch, "guide"))  # log q(z_j|x)  (B,)
+            for name, site in _latent_sites(trace):
+                values.setdefault(name, []).append(site["value"])
+            if latent_site in trace.nodes:
+                mean, is_analytic = _site_mean(trace.nodes[latent_site])
+                analytic = analytic and is_analytic
+                z_sum = mean.double() if z_sum is None else z_sum + mean.double()
     n = len(seeds)
     tiled = {name: torch.cat(parts, dim=0) for name, parts in values.items()}  # (n*B, ...)
     log_p = model_log_joint(model, _tile(x, n), _tile(y, n), tiled, infer)  # (n*B,)
@@ -412,31 +444,52 @@ def auto_k_chunk(
 
     One particle of the batch is scored while counting the bytes of every tensor allocated
     (views and in-place results excluded); a chunk of n particles is taken to need n times that.
+    On a CUDA device the budget is also capped at half the memory ``torch.cuda.mem_get_info``
+    reports free.
     Counting allocations, not the peak, overestimates, so the budget errs on the safe side.
     """
     if not memory_budget_mb > 0:
         raise PyroVAEError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
     counter = _AllocationCounter()
-    with _evaluation_context(model, guide, x), counter:
-        _chunk_log_weights(model, guide, x, y, [particle_seed(0, 0, 0)], latent_site="")
+    with _evaluation_context(model, guide, x):
+        guide_trace = poutine.trace(guide).get_trace(x, y)  # once per batch, not per particle
+        with counter:
+            _chunk_log_weights(model, guide, x, y, [particle_seed(0, 0, 0)], "", guide_trace)
     per_particle = max(counter.nbytes, 1)
-    return int(max(1, min(k, memory_budget_mb * 2**20 // per_particle)))
+    budget = memory_budget_mb * 2**20
+    if x.device.type == "cuda":  # no more than half of what the GPU has free now
+        free, _total = torch.cuda.mem_get_info(x.device)
+        budget = min(budget, free // 2)
+    return int(max(1, min(k, budget // per_particle)))
 
 
-class _AllocationCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Sums the bytes of the tensors that torch operators allocate while the mode is active."""
+class _AllocationCounter(torch.overrides.TorchFunctionMode):
+    """Sums the bytes of the tensors that torch functions return in new memory (not views or
+    in-place results of their inputs) while the mode is active."""
 
     def __init__(self):
         super().__init__()
         self.nbytes = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if all(r.alias_info is None for r in func._schema.returns):  # not a view / in-place
-            for t in torch.utils._pytree.tree_leaves(out):
-                if isinstance(t, torch.Tensor):
-                    self.nbytes += t.numel() * t.element_size()
+        inputs = {t.untyped_storage().data_ptr() for t in _tensors((args, kwargs)) if t.device.type != "meta"}
+        for t in _tensors(out):
+            if t.device.type != "meta" and t.untyped_storage().data_ptr() not in inputs:
+                self.nbytes += t.numel() * t.element_size()
         return out
+
+
+def _tensors(tree) -> Iterator[torch.Tensor]:
+    """The tensors in nested tuples, lists and dicts."""
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, (tuple, list)):
+        for item in tree:
+            yield from _tensors(item)
+    elif isinstance(tree, dict):
+        for item in tree.values():
+            yield from _tensors(item)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -474,10 +527,12 @@ def _forked_rng(device: torch.device) -> Iterator[None]:
 
 
 def _seed_rng(seed: int, device: torch.device) -> None:
-    """Seed the generator that Pyro's samplers use for tensors on ``device``."""
+    """Seed the generator that Pyro's samplers use for tensors on ``device`` (on CUDA, that
+    device's own generator, not the current device's)."""
     torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed(seed)
+    if device.type == "cuda" and torch.cuda.is_initialized():  # (not for fake CUDA tensors)
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
 
 
 def _is_out_of_memory(err: BaseException) -> bool:

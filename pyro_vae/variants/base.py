@@ -26,7 +26,7 @@ from ..models import LIKELIHOODS, PRIORS
 from ..nets import NetSpec, build_decoder
 from ..guides import GUIDES
 from ..components import check_objective
-from ..objectives import ELBOS, Minibatch, ScaleLatents, elbo_terms
+from ..objectives import ELBOS, JIT_ELBOS, JitELBO, Minibatch, ScaleLatents, elbo_terms
 
 EVAL_BATCH_SIZE = 1000  # images per seeded chunk of the per-epoch ELBO
 EVAL_SEED = 12345  # z-sampling seed of the per-epoch ELBO evaluations (same every epoch)
@@ -95,6 +95,9 @@ class Variant:
     def config_problems(cls, config) -> list[str]:
         """What this kind refuses in ``config`` (messages naming the flags)."""
         problems = []
+        if config.jit and config.elbo not in JIT_ELBOS:
+            problems.append(f"--jit traces --elbo {' or '.join(JIT_ELBOS)}, not --elbo {config.elbo} "
+                            "(drop --jit, or use --elbo trace)")
         if config.labels is not None:
             problems.append(f"--labels picks the labelled images of --model m2; this run is --model "
                             f"{config.model} (drop --labels, or use --model m2)")
@@ -172,6 +175,8 @@ class Variant:
         self.model = Minibatch(vae.model, self.latent_scale)
         self.guide = Minibatch(vae.guide, self.latent_scale)
         self.loss = ELBOS.build(cfg.elbo, cfg.particles)(self.model, self.guide)  # Pyro's ELBO module
+        if cfg.jit:
+            self.loss = JitELBO(self.loss, self.model, self.guide, self.latent_scale)
         return f"{self.num_train:,} training images"
 
     def __len__(self) -> int:

@@ -36,6 +36,9 @@ class M2Variant(Variant):
         if config.elbo != "trace":
             problems.append(f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo trace, "
                             f"not {config.elbo}")
+        if config.jit:
+            problems.append("--jit traces the ELBO of --model vae and cvae; --model m2's enumerated "
+                            "objective runs eagerly (drop --jit)")
         return problems
 
     @classmethod

@@ -1,0 +1,53 @@
+"""Smoke tests of the benchmarks' fixed interface: each runs for a few steps as a subprocess (one
+torch thread) and writes a JSON with the fields the docs quote. Times are not checked."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_train import data_dir_of
+
+ROOT = Path(__file__).resolve().parent.parent
+MACHINE_FIELDS = {"command", "date", "device", "threads", "torch", "pyro", "load_average_at_start",
+                  "load_average_at_end", "ratio_over_hand_written"}
+
+
+def _run(script: str, args: list[str], out: Path, dataset) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(out),
+                           "--data-dir", data_dir_of(dataset)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert MACHINE_FIELDS <= set(result), MACHINE_FIELDS - set(result)
+    assert result["threads"] == 1
+    assert result["ratio_over_hand_written"] > 0
+    return result
+
+
+@pytest.mark.parametrize("size,extra", [("tiny", ["--jit"]), ("default", ["--elbo", "meanfield"])])
+def test_train_speed_writes_its_fields(mnist_dataset, tmp_path, size, extra):
+    result = _run("train_speed.py", ["--size", size, "--steps", "2", "--blocks", "1", "--train-size", "200",
+                                     *extra], tmp_path / "train.json", mnist_dataset)
+    assert result["config"]["size"] == size
+    assert result["config"]["jit"] == ("--jit" in extra)
+    assert set(result["median_ms_per_step"]) == {"pyro_vae", "hand_written"}
+    assert result["ratio_over_hand_written"] == pytest.approx(
+        result["median_ms_per_step"]["pyro_vae"] / result["median_ms_per_step"]["hand_written"])
+
+
+def test_eval_speed_writes_its_fields(mnist_dataset, tmp_path):
+    result = _run("eval_speed.py", ["--k", "4", "--images", "20", "--repeats", "1"], tmp_path / "eval.json",
+                  mnist_dataset)
+    assert result["config"]["k"] == 4 and result["config"]["images"] == 20
+    assert set(result["median_seconds"]) == {"pyro_vae", "hand_written"}
+    assert set(result["achieved_gflop_per_s"]) == {"pyro_vae", "hand_written"}
+    assert result["matmul_gflop_per_s"] > 0
+    # the networks' FLOPs: 20 images, encoder once each, decoder 4 times each (784-512-512-32 MLP)
+    encoder = 2 * (784 * 512 + 512 * 512 + 2 * 512 * 32)
+    decoder = 2 * (32 * 512 + 512 * 512 + 512 * 784)
+    assert result["network_gflop"] == pytest.approx(20 * (encoder + 4 * decoder) / 1e9, rel=0.01)
