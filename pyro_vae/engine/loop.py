@@ -357,9 +357,9 @@ class Trainer:
             self.best_valid = record["valid_elbo"]
         if not self.is_main:
             return
-        # last.pt (holding the epoch's record), then best.pt, then metrics.jsonl: after a kill
-        # anywhere here, metrics.jsonl's best validation epoch is the one best.pt holds, and
-        # --resume adds the record that metrics.jsonl lacks (restore's _repair)
+        # last.pt (holding the epoch's record), then best.pt, then metrics.jsonl: a kill between
+        # them leaves best.pt behind last.pt, or metrics.jsonl without its epoch; --resume mends
+        # both from last.pt (restore's _repair), so best.pt holds metrics.jsonl's best epoch
         last = self.out_dir / "last.pt"
         save_checkpoint(last, vae=self.vae, optimizer=self.optimizer, scheduler=self.scheduler, rng=rngs,
                         sampler_state=self.variant.sampler_state(), epoch=self.epoch, step=self.step,
