@@ -21,7 +21,7 @@ import torch
 
 from .api import load
 from .atomic import write_json
-from .data import evaluation_images, load_dataset
+from .data import evaluation_images, load_data
 from .errors import ConfigError, exit_status
 from .evaluation import DEFAULT_KS, evaluate_log_px, log_px_against_k
 from .evaluation.plots import plot_khat_histogram, plot_log_px_against_k
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="where the run's --data now lie, if they moved (their content must match the "
+                        "checksum in the run's config.json)")
     return p
 
 
@@ -65,7 +68,7 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
                  batch_size: int = DEFAULT_BATCH_SIZE, k_chunk: int | None = None,
                  memory_mb: float = DEFAULT_MEMORY_MB, limit: int | None = None,
                  curve_images: int = DEFAULT_CURVE_IMAGES, checkpoint: str = "best", seed: int = 0,
-                 device: str = "auto", progress: bool = True, log=say) -> dict:
+                 device: str = "auto", progress: bool = True, log=say, data: str | None = None) -> dict:
     """Evaluate a run and write eval.json and the pictures into it; returns the split's entry."""
     if k < 1:
         raise ConfigError(f"--k must be at least 1, got {k}")
@@ -79,12 +82,10 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     dev = resolve_device(device)
     vae = load(run_dir, checkpoint=checkpoint, device=dev)
     config = vae.config
-    dataset = load_dataset(config.dataset, config.data_dir, log=log)
-    data = getattr(dataset, split)
-    images, description = evaluation_images(data, config.binarize, config.seed)
-    labels = data.labels
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
+    dataset = load_data(config, log=log, data=data)  # the run's data, checked against its checksum
+    part = getattr(dataset, split)
+    images, description = evaluation_images(part, config.binarize, config.seed, limit=limit)
+    labels = part.labels[:limit]
     # CVAE: log p(x | y) given the true labels; M2: log p(x) = log sum_y p(x, y), y summed exactly
     label_args = {"vae": {}, "cvae": {"labels": labels},
                   "m2": {"sum_over_labels": vae.num_classes}}[config.model]
@@ -97,6 +98,12 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     log(result.table())
     entry = {**result.summary(), "quantity": quantity, "checkpoint": checkpoint, "binarization": description,
              "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev)}
+    if dataset.bits == 8 and config.binarize == "none":  # 8-bit pixels scored as they are
+        bits = vae.model.likelihood.bits_per_dim
+        entry["bits_per_dim"] = bits(entry["log_px_mean"], dataset.dims)
+        entry["elbo_bits_per_dim"] = bits(entry["elbo_mean"], dataset.dims)
+        log(f"  bits/dim: log p_K(x) {entry['bits_per_dim']:.4f}, ELBO {entry['elbo_bits_per_dim']:.4f} "
+            f"({dataset.dims:,} 8-bit values per image)")
     plot_khat_histogram(result.khat, run_dir / f"khat_{split}.png",
                         title=f"Pareto k-hat of the importance weights, {split} set, K = {k}")
     pictures = [f"khat_{split}.png"]
@@ -126,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.run_dir, k=args.k, split=args.split, batch_size=args.batch_size, k_chunk=args.k_chunk,
         memory_mb=args.memory_mb, limit=args.limit, curve_images=args.curve_images,
         checkpoint=args.checkpoint, seed=args.seed, device=args.device, progress=not args.no_progress,
-        log=say))
+        log=say, data=args.data))
 
 
 if __name__ == "__main__":

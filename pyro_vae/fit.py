@@ -17,12 +17,13 @@ from typing import Sequence
 import pyro
 
 from .config import FitConfig, config_fields, load_config_file
-from .data import load_dataset
+from .data import data_record, load_data
 from .errors import CheckpointError, ConfigError, PyroVAEError
 from .train import Trainer, resolve_device, say
 
 # Options that may differ from the saved config when resuming a run.
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "tensorboard", "data_dir", "out", "eval_k"})
+# (--data may move: its content is checked against the recorded checksum.)
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "tensorboard", "data_dir", "out", "eval_k", "data"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +91,8 @@ def resolve_config(given: dict, config_file: str | None, resume: str | None) -> 
 def run(config: FitConfig, resume: str | None = None) -> dict:
     pyro.settings.set(module_local_params=False)  # SVI needs Pyro's param store; VAEs have unique names
     device = resolve_device(config.device)
-    dataset = load_dataset(config.dataset, config.data_dir)
+    dataset = load_data(config, log=say)
+    config = config.replace(**data_record(dataset, config))  # config.json records the data
     trainer = Trainer(config, dataset, Path(config.out), device)
     if resume is not None:
         trainer.restore(Path(resume) / "last.pt")
@@ -101,6 +103,7 @@ def run(config: FitConfig, resume: str | None = None) -> dict:
     final = summary["final"]
     say(f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
         f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
+        + (f"{final['test_bits_per_dim']:.3f} bits/dim; " if "test_bits_per_dim" in final else "")
         + (f"test accuracy of q(y|x) {final['test_accuracy']:.2%}; " if "test_accuracy" in final else "") +
         f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/")
     if config.eval_k:

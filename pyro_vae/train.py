@@ -123,14 +123,15 @@ class Trainer:
         if self.vae is None:
             self.vae = build_vae(cfg, self.dataset.image_shape, self.dataset.num_classes)
         self.vae.to(self.device)
-        self.vae.model.likelihood.check_data(train.images, cfg.binarize)
+        self.vae.model.likelihood.check_data(train.data, cfg.binarize)  # uint8 pixels or floats
         self.eval_sets = self._eval_sets(train)
+        self.bits_per_dim = self.dataset.bits == 8 and cfg.binarize == "none"
         self.optim = build_optimizer(cfg)
         self.labelled_batches = None
         if cfg.model == "m2":
             train = self._split_labelled(train)
         self.num_train = len(train)
-        self.batches = DeviceBatches(train.images, train.labels, cfg.batch_size, binarization=cfg.binarize,
+        self.batches = DeviceBatches(train.data, train.labels, cfg.batch_size, binarization=cfg.binarize,
                                      seed=cfg.seed, device=self.device)
         self.latent_scale = ScaleLatents(beta_at(0, len(self.batches), cfg.beta, cfg.warmup_epochs))
         if cfg.model == "m2":  # -J_alpha: unlabelled batches with y enumerated, plus labelled ones
@@ -154,21 +155,21 @@ class Trainer:
         self.labelled_indices = chosen
         keep = torch.ones(len(train), dtype=torch.bool)
         keep[chosen] = False
-        labelled = (train.images[chosen], train.labels[chosen])
+        labelled = (train.data[chosen], train.labels[chosen])
         self.num_labelled = int(chosen.numel())
         self.labelled_batches = DeviceBatches(*labelled, min(cfg.batch_size, self.num_labelled),
                                               binarization=cfg.binarize, seed=cfg.seed + 1, device=self.device)
-        return type(train)(train.name, train.images[keep], train.labels[keep])
+        return type(train)(train.name, train.data[keep], train.labels[keep])
 
     def _eval_sets(self, train) -> list[EvalSet]:
         cfg = self.config
         sets = []
         limits = {"train": TRAIN_EVAL_SIZE, "valid": cfg.eval_size, "test": cfg.eval_size}
         for split in (train, self.dataset.valid, self.dataset.test):
-            # binarize the whole split, then take the first n: under --binarize static the
-            # training-set evaluation sees exactly the images training sees
-            images, description = evaluation_images(split, cfg.binarize, cfg.seed)
+            # binarized: the whole split, then the first n (under --binarize static the training-set
+            # evaluation sees exactly the images training sees); else only the first n are converted
             n = min(limits[split.name] or len(split), len(split))
+            images, description = evaluation_images(split, cfg.binarize, cfg.seed, limit=n)
             self.vae.model.likelihood.check_data(images[:n], "none")
             sets.append(EvalSet(split.name, images[:n].to(self.device), split.labels[:n].to(self.device),
                                 description))
@@ -217,7 +218,7 @@ class Trainer:
                        {"labels": cfg.labelled, "seed": cfg.seed,
                         "indices_into_training_set": self.labelled_indices.tolist()})
             images = f"{self.num_train:,} unlabelled + {self.num_labelled} labelled training images"
-        self.log(f"fit: {cfg.model} on {cfg.dataset}, {images} ({cfg.binarize} binarization), "
+        self.log(f"fit: {cfg.model} on {self.dataset.name}, {images} ({cfg.binarize} binarization), "
                  f"{test.description}; device {self.device}; epochs {self.epoch + 1}..{cfg.epochs}")
         started = time.perf_counter()
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
@@ -303,6 +304,9 @@ class Trainer:
                 out[f"{s.name}_{term}"] = value
             if self.config.model == "m2":
                 out[f"{s.name}_accuracy"] = float((self._predict(s.images) == s.labels).double().mean())
+            if self.bits_per_dim:  # 8-bit pixels scored as they are: bits per dimension too
+                out[f"{s.name}_bits_per_dim"] = self.vae.model.likelihood.bits_per_dim(
+                    out[f"{s.name}_elbo"], self.dataset.dims)
         return out
 
     @torch.no_grad()
@@ -317,7 +321,8 @@ class Trainer:
                 f"valid {r['valid_elbo']:8.2f}  test {r['test_elbo']:8.2f} nats/image  "
                 f"(recon {r['test_recon']:.2f}, KL {r['test_kl']:.2f})  beta {r['beta']:.2f}  "
                 f"lr {r['lr']:.2e}  {r['seconds']:.1f}s, {r['images_per_s']:,.0f} img/s"
-                + (f"  test accuracy {r['test_accuracy']:.2%}" if "test_accuracy" in r else ""))
+                + (f"  test accuracy {r['test_accuracy']:.2%}" if "test_accuracy" in r else "")
+                + (f"  test {r['test_bits_per_dim']:.3f} bits/dim" if "test_bits_per_dim" in r else ""))
 
     # -- outputs -------------------------------------------------------------------------------
     def _save_epoch(self, record: dict) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyro_vae.data.catalog import DatasetSpec
-from pyro_vae.data.idx import RAW_FILES
+from pyro_vae.data.idx import RAW_FILE_NAMES
 from pyro_vae.data.sources import SOURCE_KINDS, TORCHVISION, Source, SourceUnavailable
 from pyro_vae.data.verify import STAMP_NAME, read_stamp, verify_raw_files
 from pyro_vae.errors import ConfigError, DataError
@@ -69,10 +69,10 @@ def select_sources(spec: DatasetSpec, kinds: Iterable[str] | None) -> tuple[list
 def ensure_raw_files(spec: DatasetSpec, raw_dir: Path, kinds: Iterable[str] | None) -> Provenance:
     """Verify the raw files in ``raw_dir``, fetching them first if there are none."""
     chosen, skipped = select_sources(spec, kinds)  # checks ``kinds`` even when nothing is fetched
-    if not any((raw_dir / spec_file.name).exists() for spec_file in RAW_FILES):
+    if not any((raw_dir / name).exists() for name in RAW_FILE_NAMES):
         return fetch_from_sources(spec, raw_dir, chosen, skipped)
     verified_before = bool(read_stamp(raw_dir))
-    provenance = verify_raw_files(raw_dir, spec.title, spec.sha256, USER_FILES)
+    provenance = verify_raw_files(raw_dir, spec.title, spec.sha256, USER_FILES, spec.raw_files)
     if verified_before:
         return Provenance(f"cache ({provenance})", f"from cache {raw_dir} ({provenance})")
     return Provenance(USER_FILES, f"from files found in {raw_dir} (sha256 verified)")
@@ -104,8 +104,8 @@ def _fetch_verified(source: Source, spec: DatasetSpec, raw_dir: Path) -> None:
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=raw_dir) as tmp:
         staging = Path(tmp)
         source.fetch(staging)
-        verify_raw_files(staging, spec.title, spec.sha256, source.description)
-        for name in [*(spec_file.name for spec_file in RAW_FILES), STAMP_NAME]:  # the stamp last
+        verify_raw_files(staging, spec.title, spec.sha256, source.description, spec.raw_files)
+        for name in [*RAW_FILE_NAMES, STAMP_NAME]:  # the stamp last
             os.replace(staging / name, raw_dir / name)  # keeps the mtime the stamp recorded
 
 
@@ -120,7 +120,7 @@ def _make_dir(raw_dir: Path) -> None:
 
 
 def _no_source_message(spec: DatasetSpec, raw_dir: Path, tried: list[str]) -> str:
-    names = ", ".join(spec_file.name for spec_file in RAW_FILES)
+    names = ", ".join(RAW_FILE_NAMES)
     lines = [f"{spec.title}: no source could provide the data set. Tried, in order:"]
     lines += [f"  - {attempt}" for attempt in tried]
     lines += ["What you can do (any one of these):"]

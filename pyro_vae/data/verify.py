@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pyro_vae.atomic import write_json
-from pyro_vae.data.idx import RAW_FILES, check_idx_file, refetch_hint
+from pyro_vae.data.idx import IdxFile, check_idx_file, refetch_hint
 from pyro_vae.errors import DataError
 
 STAMP_NAME = ".pyro-vae-verified.json"
@@ -39,18 +39,19 @@ def read_stamp(raw_dir: Path) -> dict:
     return stamp if isinstance(stamp, dict) else {}
 
 
-def verify_raw_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str], source: str) -> str:
+def verify_raw_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str], source: str,
+                     raw_files: tuple[IdxFile, ...]) -> str:
     """Check the four raw files in ``raw_dir``; record them in the stamp; return their provenance.
 
     ``source`` says where the files came from; it is recorded in the stamp unless the stamp
     already names one (files verified before keep their original provenance).
     Raises :class:`DataError` for a missing, truncated or corrupt file or a sha256 mismatch.
     """
-    _check_all_present(raw_dir, title)
+    _check_all_present(raw_dir, title, raw_files)
     stamp = read_stamp(raw_dir)
     recorded = stamp.get("files", {})
     files = {}
-    for spec in RAW_FILES:
+    for spec in raw_files:
         path = raw_dir / spec.name
         check_idx_file(path, spec)
         files[spec.name] = _verified_entry(path, known_sha256[spec.name], recorded.get(spec.name), title)
@@ -60,12 +61,12 @@ def verify_raw_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str],
     return provenance
 
 
-def _check_all_present(raw_dir: Path, title: str) -> None:
-    missing = [spec.name for spec in RAW_FILES if not (raw_dir / spec.name).is_file()]
+def _check_all_present(raw_dir: Path, title: str, raw_files: tuple[IdxFile, ...]) -> None:
+    missing = [spec.name for spec in raw_files if not (raw_dir / spec.name).is_file()]
     if missing:
         raise DataError(
             f"{title}: missing {', '.join(missing)} in {raw_dir} (expected all four uncompressed "
-            f"IDX files: {', '.join(spec.name for spec in RAW_FILES)}). Place the missing file(s) "
+            f"IDX files: {', '.join(spec.name for spec in raw_files)}). Place the missing file(s) "
             f"there, or delete the others so that pyro-vae fetches all four."
         )
 
