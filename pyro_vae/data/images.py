@@ -58,7 +58,7 @@ def to_array(image: Image.Image, channels: int, size: int | None) -> np.ndarray:
         image = image.convert(PIL_MODE[channels])
     if size is not None:
         image = resize_and_crop(image, size)
-    pixels = np.asarray(image, dtype=np.uint8)
+    pixels = np.array(image, dtype=np.uint8)  # a writable copy
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 

@@ -29,7 +29,7 @@ MIN_SCALE = 1e-2
 
 IMAGE_EVENT_DIMS = 3  # (C, H, W)
 PIXEL_LEVELS = 256  # values of an 8-bit pixel
-CHECK_CHUNK = 4096  # images checked at a time (a memory-mapped split is never converted whole)
+CHECK_CHUNK = 256  # images checked at a time (a large or memory-mapped split is never converted whole)
 
 
 class Likelihood(PyroModule):
