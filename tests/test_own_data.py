@@ -262,3 +262,14 @@ def test_uint8_batches_become_floats_one_batch_at_a_time():
     assert batches.images is pixels  # stays uint8 (and where it is)
     for x, y in batches:
         assert x.dtype == torch.float32 and torch.equal(x[:, 0, 0, 0], y.float() / 255)
+
+
+def test_host_resident_batches_gather_the_same_rows_as_device_resident_ones():
+    """The per-batch copy path (a GPU without room for the split) draws the same batches; here
+    on the CPU, with the gather forced, since the copy itself needs a GPU."""
+    pixels = torch.randint(0, 256, (23, 3, 4, 4), dtype=torch.uint8)
+    resident = DeviceBatches(pixels, torch.arange(23), 5, binarization="dynamic", seed=3, device="cpu")
+    copied = DeviceBatches(pixels, torch.arange(23), 5, binarization="dynamic", seed=3, device="cpu")
+    copied.on_host, copied.pin = True, False
+    for (xa, ya), (xb, yb) in zip(resident, copied, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
