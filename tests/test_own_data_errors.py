@@ -161,3 +161,14 @@ def test_the_command_line_prints_no_traceback(tmp_path):
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"error: --data {tmp_path / 'empty'}: no images found")
+
+
+def test_resume_checks_the_data_and_follows_a_moved_folder(good_folder, tmp_path, capsys):
+    run = ["--split", "0.5,0.25,0.25", "--data-dir", str(tmp_path / "c"), "--out", str(tmp_path / "run"), *FAST]
+    assert fit_main(["--data", str(good_folder), *run]) == 0
+    moved = good_folder.rename(tmp_path / "moved")
+    resume = ["--resume", str(tmp_path / "run"), "--epochs", "2"]
+    assert fit_main([*resume, "--data", str(moved)]) == 0  # same content: continues
+    save_image(blob_images(1, 8, seed=9)[0], moved / "00000.png")  # one image changed
+    assert fit_main([*resume, "--epochs", "3", "--data", str(moved)]) == 2
+    assert "differ from those the run was trained on" in capsys.readouterr().err

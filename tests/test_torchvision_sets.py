@@ -93,3 +93,11 @@ def test_omniglot(tmp_path, no_md5):
     dataset = load_dataset("omniglot", tmp_path, log=quiet, image_size=28)
     assert dataset.image_shape == (1, 28, 28)
     assert len(dataset.train) + len(dataset.valid) == 16 and len(dataset.test) == 6
+
+
+def test_fit_on_a_missing_torchvision_set_exits_2_with_the_message(tmp_path, capsys):
+    from pyro_vae.fit import main
+
+    assert main(["--dataset", "svhn", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: SVHN: no source reachable.") and "Traceback" not in err
