@@ -5,7 +5,6 @@ generated colour folders and flat vectors."""
 import math
 
 import numpy as np
-import pyro
 import pytest
 import torch
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from pyro_vae.atomic import write_json
 from pyro_vae.data.images import check_channels, check_image_size, is_grey, to_array
-from pyro_vae.data.splits import SPLIT_NAMES, arrange
+from pyro_vae.data.splits import SPLIT_NAMES, arrange, seeded_order
 from pyro_vae.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -267,12 +267,12 @@ def prepare_listing(listing: Listing, *, cache_root: Path, image_size: int | Non
     meta = _read_meta(cache)
     if meta is None:
         meta = _decode(listing, keep, c, size, image_size, cache, skip_bad, notes)
-    counts, order_notes = _counts(meta, listing, fractions)
+    counts = _counts(meta, listing, fractions)
     pixels = np.load(cache / "images.npy", mmap_mode="c") if meta["cached"] else meta.pop("pixels")
     labels = np.load(cache / "labels.npy") if meta["cached"] else meta.pop("labels")
     if meta["cached"]:
         notes += meta["notes"]
-    return Prepared(pixels, labels, counts, listing.classes, headers.checksum, notes + order_notes,
+    return Prepared(pixels, labels, counts, listing.classes, headers.checksum, notes,
                     cache if meta["cached"] else None, own_split=meta["part_sizes"] is not None)
 
 
@@ -311,15 +311,11 @@ def _size(image_size: int | None, listing: Listing, headers: Headers, keep: list
     return h, w
 
 
-def _counts(meta: dict, listing: Listing, fractions) -> tuple[tuple[int, int, int], list[str]]:
-    """(train, valid, test) sizes of the stored rows; checks --split against an own split."""
-    what = f"--data {listing.root}"
-    n = meta["count"]
-    if meta["part_sizes"] is None:
-        _, counts = arrange(n, None, fractions, what)
-        return counts, []
-    _, counts = arrange(n, meta["part_sizes"], fractions, what)
-    return counts, []
+def _counts(meta: dict, listing: Listing, fractions) -> tuple[int, int, int]:
+    """(train, valid, test) sizes of the stored rows; --split cuts data without an own split and is
+    refused for data with one."""
+    _, counts = arrange(meta["count"], meta["part_sizes"], fractions, f"--data {listing.root}")
+    return counts
 
 
 def _read_meta(cache: Path) -> dict | None:
@@ -355,8 +351,8 @@ def _decode(listing: Listing, keep: list[int], c: int, size: tuple[int, int], im
     """Decode the kept files into ``cache`` (or into memory when the cache has no room)."""
     part_sizes = _kept_part_sizes(listing, keep)
     n = len(keep)
-    order, _ = arrange(n, part_sizes, None, f"--data {listing.root}") if part_sizes else \
-        (_seeded(n), None)
+    # rows in split order: the seeded order, or the parts' order (train seeded if valid is carved)
+    order = arrange(n, part_sizes, None, f"--data {listing.root}")[0] if part_sizes else seeded_order(n)
     shape = (n, c, *size)
     need = int(np.prod(shape))
     free = shutil.disk_usage(cache.parent).free
@@ -414,12 +410,6 @@ def _decode(listing: Listing, keep: list[int], c: int, size: tuple[int, int], im
     finally:
         if tmp_dir is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-def _seeded(n: int):
-    from pyro_vae.data.splits import seeded_order
-
-    return seeded_order(n)
 
 
 def _kept_part_sizes(listing: Listing, keep: list[int]) -> dict[str, int] | None:
