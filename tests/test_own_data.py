@@ -78,7 +78,8 @@ def test_png_folder_and_mnist_take_the_same_first_training_steps(mnist_export, m
     losses = []
     for dataset in (folder, reference):
         trainer = Trainer(config, dataset, tmp_path / "run", torch.device("cpu"), log=quiet)
-        losses.append([float(trainer.svi.step(x)) for x, _ in list(trainer.batches)[:3]])
+        batches = iter(trainer.variant.training_batches())
+        losses.append([float(trainer.train_step(next(batches))) for _ in range(3)])
     assert losses[0] == losses[1]
 
 
