@@ -78,7 +78,7 @@ def child(stage: str, folder: str, cache: str, steps: int) -> None:
 
     config = FitConfig(data=folder, image_size=CROP, data_dir=cache, net="conv",
                        likelihood="discretized-logistic", eval_size=500, batch_size=64, latent_dim=32,
-                       hidden=(256,), device="cpu", out=str(Path(cache) / "run"))
+                       hidden=(256,), accelerator="cpu", out=str(Path(cache) / "run"))
     start = time.perf_counter()
     dataset = load_data(config, log=lambda line: print(line, file=sys.stderr, flush=True))
     result = {"stage": stage, "load_seconds": time.perf_counter() - start,
@@ -89,16 +89,16 @@ def child(stage: str, folder: str, cache: str, steps: int) -> None:
     if stage == "train":
         import pyro
 
-        from pyro_vae.train import Trainer
+        from pyro_vae.engine import Trainer
 
-        pyro.settings.set(module_local_params=False)
+        pyro.settings.set(module_local_params=True)  # as fit sets it: parameters live in the modules
         start = time.perf_counter()
         trainer = Trainer(config, dataset, Path(config.out), torch.device("cpu"))
         result["trainer_setup_seconds"] = time.perf_counter() - start
         result["memory_after_trainer_setup"] = memory()
         start = time.perf_counter()
         drawn = 0
-        for x, _ in trainer.batches:  # every training batch: uint8 -> float32, one batch at a time
+        for x, _ in trainer.variant.batches:  # every training batch: uint8 -> float32, one batch at a time
             drawn += x.shape[0]
         result["draw_all_batches_seconds"] = time.perf_counter() - start
         result["images_drawn"] = drawn
@@ -106,10 +106,10 @@ def child(stage: str, folder: str, cache: str, steps: int) -> None:
         trainer.vae.train()
         losses = []
         start = time.perf_counter()
-        for i, (x, _) in enumerate(trainer.batches):
+        for i, args in enumerate(trainer.variant.training_batches()):  # the engine's optimizer steps
             if i == steps:
                 break
-            losses.append(float(trainer.svi.step(x)) / trainer.num_train)
+            losses.append(float(trainer.train_step(args)) / trainer.variant.num_train)
         result["svi_steps"] = len(losses)
         result["svi_seconds"] = time.perf_counter() - start
         result["loss_first_last_nats_per_image"] = [losses[0], losses[-1]]
