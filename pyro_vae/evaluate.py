@@ -134,7 +134,8 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
         raise ConfigError(f"--batch-size {batch_size} with --k {k} keeps {kept_mb:,.0f} MB of log-weights per "
                           f"batch (for Pareto k-hat), more than --memory-mb {memory_mb:g}; use --batch-size "
                           f"{fits} or less, or a larger --memory-mb")
-    dataset = load_data(config, log=log, data=data)  # the run's data, checked against its checksum
+    with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
+        dataset = load_data(config, log=log, data=data)  # the run's data, checked against its checksum
     part = getattr(dataset, split)
     images, description = evaluation_images(part, config.binarize, limit=limit)  # seed 0 for every run
     labels = part.labels[:limit]

@@ -118,7 +118,8 @@ def run(config: FitConfig, resume: str | None = None, fabric=None, overwrite: bo
 
 
 def _run(config: FitConfig, resume: str | None, fabric) -> dict:
-    dataset = load_data(config, log=say if fabric.is_global_zero else (lambda _line: None))
+    with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
+        dataset = load_data(config, log=say if fabric.is_global_zero else (lambda _line: None))
     config = config.replace(**data_record(dataset, config))  # config.json records the data
     check_training_memory(config, dataset, fabric.device)  # refuse a run that cannot fit, with the fix
     trainer = Trainer(config, dataset, Path(config.out), fabric=fabric)
