@@ -21,7 +21,8 @@ DEFAULT_PRIOR_COMPONENTS = {"mog": 10, "vamp": 500}  # vamp: Tomczak & Welling's
 # change them); every other option defines the model and its training, and must agree. The number
 # of processes may not change: the checkpoint holds one RNG state per process, and the resume checks it.
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "accelerator", "devices", "num_nodes", "strategy",
-                               "tensorboard", "data_dir", "out", "eval_k"})
+                               "tensorboard", "data_dir", "out", "eval_k", "data"})  # --data may move: its content
+# is checked against the recorded checksum
 SEED_LIMIT = 2**32  # seeds lie in [0, 2^32): NumPy's seed range, which pyro.set_rng_seed also sets
 
 
@@ -56,18 +57,44 @@ class FitConfig:
     """Everything that defines a run. Defaults give a good MNIST model in about 5 CPU minutes."""
 
     _section("data")
-    dataset: str = _opt("mnist", "data set to train on", choices="pyro_vae.data.catalog:DATASET_NAMES")
+    dataset: str | None = _opt(
+        None, "a named data set: mnist, fashion-mnist (fetched, offline too), or one of torchvision's "
+        "(cifar10, svhn, celeba, kmnist, emnist, omniglot: read from --data-dir in torchvision's layout, "
+        "or downloaded); default: mnist, unless --data is given", choices="pyro_vae.data.catalog:DATASET_NAMES")
+    data: str | None = _opt(
+        None, "your own data instead of --dataset: a folder of images (one sub-folder per class, or "
+        "flat; train/ valid/ test/ sub-folders give its own split) or an .npz, .npy or .pt file of "
+        "arrays (see docs/own-data.md)")
+    image_size: int | None = _opt(
+        None, "resize each image's shorter side to S and crop its centre S x S (default: keep the "
+        "size; images of different sizes need it)")
+    channels: int | None = _opt(
+        None, "1 (grey) or 3 (colour): convert every image to this many channels (default: as the "
+        "data are; a folder mixing grey and colour becomes colour)")
+    split: str | None = _opt(
+        None, "train,valid,test fractions for --data without a split of its own, cut from one seeded "
+        "order that does not depend on --seed (default: 0.8,0.1,0.1)")
+    skip_bad_images: bool = _opt(
+        False, "skip unreadable images and files with unknown extensions in a --data folder (and say "
+        "how many) instead of stopping at the first")
+    data_kind: str | None = _opt(
+        None, "recorded by fit: image-folder, array-file or catalogue:<name> (default: found from the "
+        "data)")
+    data_checksum: str | None = _opt(
+        None, "recorded by fit: the content checksum of the data; evaluate and --resume refuse data "
+        "that differ (default: not checked)")
     data_dir: str | None = _opt(
-        None, "folder holding the data in torchvision's layout; also the download cache "
-        "(default: $PYRO_VAE_DATA or ~/.cache/pyro-vae)")
-    binarize: str = _opt(
-        "dynamic", "dynamic: resample x ~ Bernoulli(intensity) each time an image is drawn; "
-        "static: one fixed seeded binarization; none: intensities in [0, 1]",
+        None, "folder holding the data in torchvision's layout; also the download cache and the cache "
+        "of decoded --data folders (default: $PYRO_VAE_DATA or ~/.cache/pyro-vae)")
+    binarize: str | None = _opt(
+        None, "dynamic: resample x ~ Bernoulli(intensity) each time an image is drawn; "
+        "static: one fixed seeded binarization; none: intensities in [0, 1] (default: none for "
+        "--likelihood discretized-logistic, else dynamic)",
         choices="pyro_vae.data.binarize:BINARIZATION_MODES")
     train_size: int | None = _opt(
-        None, "use only the first N training images (for quick experiments); default: all 50,000")
+        None, "use only the first N training images (for quick experiments); default: all")
     eval_size: int | None = _opt(
-        None, "use only the first N validation and test images; default: all 10,000 of each")
+        None, "use only the first N validation and test images; default: all of them")
     _section("model")
     model: str = _opt(
         "vae", "vae: p(x, z); cvae: conditional VAE p(x, z | y), the label given; m2: semi-supervised "
@@ -87,11 +114,13 @@ class FitConfig:
     likelihood: str = _opt(
         "bernoulli", "p(x|z): bernoulli (binary pixels), gaussian (fixed scale, see "
         "--gaussian-scale), gaussian-pixel-scale (one learned scale per pixel), "
-        "gaussian-decoder-scale (the decoder outputs the scale), continuous-bernoulli",
+        "gaussian-decoder-scale (the decoder outputs the scale), continuous-bernoulli, "
+        "discretized-logistic (the 256 values of 8-bit pixels; results also in bits per dimension)",
         choices="pyro_vae.models.likelihoods:LIKELIHOODS")
     gaussian_scale: float = _opt(0.1, "the fixed standard deviation of --likelihood gaussian")
     latent_dim: int = _opt(32, "dimension D of the latent z")
-    net: str = _opt("mlp", "encoder/decoder networks: mlp or conv (conv + batch norm)",
+    net: str = _opt("mlp", "encoder/decoder networks: mlp, or conv (stride-2 conv + batch norm blocks "
+                    "down to about 4x4, channels doubling; sized from the images)",
                     choices="pyro_vae.nets:ENCODERS")
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden widths, comma-separated (the decoder mirrors the encoder); the conv "
@@ -159,6 +188,7 @@ class FitConfig:
                     if f.type == "float" and not math.isfinite(getattr(self, f.name))]
         if problems:  # NaN or infinity would slip through every range check below
             raise ConfigError("; ".join(problems))
+        problems += self._data_problems()
         if (problem := seed_problem(self.seed, "--seed")) is not None:
             problems.append(problem)
         for name in ("latent_dim", "epochs", "batch_size", "particles", "guide_rank", "flow_layers",
@@ -210,6 +240,32 @@ class FitConfig:
             problems += self._engine_problems()
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def _data_problems(self) -> list[str]:
+        """Checks of the data fields; fills in the defaults that depend on other fields (the dataset
+        without --data, the binarization for the likelihood), so config.json records them."""
+        problems = []
+        if self.data is not None and self.dataset is not None:
+            problems.append(f"give --data (your own data) or --dataset (a named data set), not both: "
+                            f"--data {self.data}, --dataset {self.dataset}")
+        if self.data is None and self.dataset is None:
+            object.__setattr__(self, "dataset", "mnist")
+        from .models.likelihoods import LIKELIHOODS, models_pixel_values
+
+        pixel_values = self.likelihood in LIKELIHOODS and models_pixel_values(self.likelihood)
+        if self.binarize is None:
+            object.__setattr__(self, "binarize", "none" if pixel_values else "dynamic")
+        elif pixel_values and self.binarize != "none":
+            problems.append(f"--likelihood {self.likelihood} models the 256 values of 8-bit pixels; "
+                            f"use --binarize none, not {self.binarize}")
+        if self.channels is not None and self.channels not in (1, 3):
+            problems.append(f"--channels must be 1 (grey) or 3 (colour), got {self.channels}")
+        if self.image_size is not None and self.image_size < 1:
+            problems.append(f"--image-size must be at least 1, got {self.image_size}")
+        if self.split is not None and self.data is None:
+            problems.append("--split cuts --data without a split of its own; the named data sets have "
+                            "their own (drop --split)")
+        return problems
 
     def _label_model_problems(self) -> list[str]:
         """What the model kind (a variant, :mod:`pyro_vae.variants`) refuses in this config."""

@@ -22,7 +22,7 @@ import torch
 
 from .api import load
 from .atomic import write_json
-from .data import evaluation_images, load_dataset
+from .data import evaluation_images, load_data
 from .config import check_seed
 from .engine import build_fabric, launch, say
 from .engine.fabric import ACCELERATORS, STRATEGIES, check_accelerator, fail, gather_objects
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, metavar="{" + ",".join(ACCELERATORS) + "}",
                    help="old name of --accelerator")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="where the run's --data now lie, if they moved (their content must match the "
+                        "checksum in the run's config.json)")
     return p
 
 
@@ -86,12 +89,14 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
                  curve_images: int = DEFAULT_CURVE_IMAGES, checkpoint: str = "best", seed: int = 0,
                  device: str | None = None, accelerator: str = "auto", devices: str | int = 1,
                  num_nodes: int = 1, strategy: str = "auto", fabric=None, progress: bool = True,
-                 log=say) -> dict:
+                 log=say, data: str | None = None) -> dict:
     """Evaluate a run and write eval.json and the pictures into it; returns the split's entry.
 
     The images are split across the processes of ``fabric`` (or of a Fabric made from
     ``accelerator``, ``devices``, ...; ``device`` is the old name of ``accelerator``), batch by
-    batch, and gathered: the numbers equal one process's. Rank 0 writes the files."""
+    batch, and gathered: the numbers equal one process's. Rank 0 writes the files. The run's data
+    are rebuilt from its config.json (checked against the recorded checksum); ``data`` says where
+    a run's ``--data`` lie now if they moved."""
     if k < 1:
         raise ConfigError(f"--k must be at least 1, got {k}")
     if batch_size < 1:
@@ -129,12 +134,11 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
         raise ConfigError(f"--batch-size {batch_size} with --k {k} keeps {kept_mb:,.0f} MB of log-weights per "
                           f"batch (for Pareto k-hat), more than --memory-mb {memory_mb:g}; use --batch-size "
                           f"{fits} or less, or a larger --memory-mb")
-    dataset = load_dataset(config.dataset, config.data_dir, log=log)
-    data = getattr(dataset, split)
-    images, description = evaluation_images(data, config.binarize)
-    labels = data.labels
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
+    with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
+        dataset = load_data(config, log=log, data=data)  # the run's data, checked against its checksum
+    part = getattr(dataset, split)
+    images, description = evaluation_images(part, config.binarize, limit=limit)  # seed 0 for every run
+    labels = part.labels[:limit]
     # the variant says what is estimated: log p(x); CVAE: log p(x | y) given the true labels;
     # M2: log p(x) = log sum_y p(x, y), y summed exactly
     label_args, quantity = variant_of(config).log_px_inputs(labels, vae.num_classes)
@@ -150,6 +154,12 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     entry = {**result.summary(), "quantity": quantity, "checkpoint": checkpoint, "binarization": description,
              "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
              "processes": fabric.world_size}
+    if dataset.bits == 8 and config.binarize == "none":  # 8-bit pixels scored as they are
+        bits = vae.model.likelihood.bits_per_dim
+        entry["bits_per_dim"] = bits(entry["log_px_mean"], dataset.dims)
+        entry["elbo_bits_per_dim"] = bits(entry["elbo_mean"], dataset.dims)
+        log(f"  bits/dim: log p_K(x) {entry['bits_per_dim']:.4f}, ELBO {entry['elbo_bits_per_dim']:.4f} "
+            f"({dataset.dims:,} 8-bit values per image)")
     pictures = [f"khat_{split}.png"]
     if main:
         plot_khat_histogram(result.khat, run_dir / f"khat_{split}.png",
@@ -180,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             memory_mb=args.memory_mb, limit=args.limit, curve_images=args.curve_images,
             checkpoint=args.checkpoint, seed=args.seed, device=args.device, accelerator=args.accelerator,
             devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
-            progress=not args.no_progress, log=say)
+            progress=not args.no_progress, log=say, data=args.data)
     except (PyroVAEError, OSError) as e:
         shown = user_error(e)  # a full disk as a message; any other OSError is a bug: its traceback shows
         if shown is None:

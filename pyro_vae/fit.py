@@ -18,7 +18,7 @@ from typing import Sequence
 import pyro
 
 from .config import GROUPS, RESUMABLE_CHANGES, FitConfig, config_fields, field_choices, load_config_file, read_run_config
-from .data import load_dataset
+from .data import data_record, load_data
 from .engine import Trainer, fabric_for, launch, say
 from .engine.fabric import fail
 from .engine.run_folder import claim
@@ -122,7 +122,9 @@ def run(config: FitConfig, resume: str | None = None, fabric=None, overwrite: bo
 
 
 def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = None) -> dict:
-    dataset = load_dataset(config.dataset, config.data_dir, log=say if fabric.is_global_zero else (lambda _line: None))
+    with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
+        dataset = load_data(config, log=say if fabric.is_global_zero else (lambda _line: None))
+    config = config.replace(**data_record(dataset, config))  # config.json records the data
     check_training_memory(config, dataset, fabric.device)  # refuse a run that cannot fit, with the fix
     vae = None
     if pieces:
@@ -147,6 +149,7 @@ def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = No
         final = summary["final"]
         say(f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
             f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
+            + (f"{final['test_bits_per_dim']:.3f} bits/dim; " if "test_bits_per_dim" in final else "")
             + (f"test accuracy of q(y|x) {final['test_accuracy']:.2%}; " if "test_accuracy" in final else "") +
             f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/")
     if config.eval_k:

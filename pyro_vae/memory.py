@@ -5,8 +5,9 @@
 The estimate adds what the run keeps for its whole length and what one step needs:
   - the parameters, their gradients and Adam's two moments: 4 x 4 bytes per parameter, counted on
     a copy of the model built on the "meta" device (no memory used);
-  - the data the trainer places on the device: the training images (once more on a GPU, or when
-    binarized statically) and the three evaluation sets (binarized copies, up to 10,000 images);
+  - the data the trainer places on the device: the training images (once more on a GPU where they
+    fit half its free memory, as stored: 1 byte per 8-bit pixel; 4 bytes when binarized statically) and the three evaluation sets
+    (float32 copies, up to 10,000 images);
   - one training step's autograd memory: the tensors saved for the backward pass, counted with
     ``torch.autograd.graph.saved_tensors_hooks`` while one ELBO is computed on 1 and on 2 images
     (the difference is the cost of one image; particles and M2's enumeration over the labels
@@ -27,6 +28,7 @@ import pyro
 import torch
 
 from .config import FitConfig
+from .data.batches import DEVICE_MEMORY_SHARE
 from .engine.loop import TRAIN_EVAL_SIZE  # the trainer's per-epoch training-set evaluation
 from .errors import ConfigError
 
@@ -142,11 +144,15 @@ def step_bytes(config: FitConfig, image_shape, num_classes: int) -> tuple[int, i
 def estimate_training_memory(config: FitConfig, dataset, device: torch.device) -> Estimate:
     """The estimate described in the module's docstring."""
     image_shape, num_classes = tuple(dataset.image_shape), dataset.num_classes
-    image_bytes = 4 * int(torch.Size(image_shape).numel())
+    values = int(torch.Size(image_shape).numel())
+    image_bytes = 4 * values  # float32: evaluation sets and a static binarization
+    stored_bytes = dataset.train.data.element_size() * values  # as stored: 1 byte per 8-bit pixel
     train = len(dataset.train) if config.train_size is None else min(config.train_size, len(dataset.train))
     evaluation = min(TRAIN_EVAL_SIZE, train) + 2 * min(config.eval_size or len(dataset.test), len(dataset.test))
-    copies = int(device.type == "cuda") + int(config.binarize == "static")
-    data = image_bytes * (train * copies + evaluation * (1 + int(device.type == "cuda")))
+    on_device = device.type == "cuda" and (  # as DeviceBatches decides: a split over budget stays on the host
+        train * stored_bytes <= DEVICE_MEMORY_SHARE * available_memory(device)[0])
+    moved = stored_bytes * int(on_device) + image_bytes * int(config.binarize == "static")
+    data = train * moved + image_bytes * evaluation * (1 + int(device.type == "cuda"))
     fixed, per_image, count = step_bytes(config, image_shape, num_classes)
     parameters = 16 * count
     per_image *= config.particles * (num_classes if config.model == "m2" else 1)

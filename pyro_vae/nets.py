@@ -3,8 +3,8 @@
 An *encoder* maps images ``(B, C, H, W)`` to features ``(B, F)``; a guide puts its own heads on
 top. A *decoder* maps latents ``(B, D)`` to ``P`` parameter maps per pixel, ``(B, P * C, H, W)``,
 where ``P`` is what the likelihood needs (1 for Bernoulli logits, 2 for a Gaussian's loc and
-scale). Shapes come from the data's ``image_shape``; nothing here assumes 28x28 except the
-convolutional nets, which need H and W divisible by 4 and say so.
+scale). Shapes come from the data's ``image_shape`` (flat vectors of D values are (1, 1, D)):
+the MLPs take any shape, the conv nets any image of at least 8x8 (:func:`conv_plan`).
 """
 
 from __future__ import annotations
@@ -78,62 +78,79 @@ def _append(h: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([h.expand(*lead, h.shape[-1]), cond.expand(*lead, cond.shape[-1])], dim=-1)
 
 
-def _check_conv_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
+CONV_FIRST_CHANNELS = 32  # channels of the first stride-2 block; each further block doubles them
+CONV_MAX_CHANNELS = 512
+CONV_SMALLEST_SIDE = 4  # halve the image while the result keeps at least this many pixels a side
+
+
+def conv_plan(image_shape: tuple[int, ...]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Channels of the stride-2 blocks and the (H, W) after each, for images (C, H, W).
+
+    The image is halved (4x4 kernel, stride 2, padding 1: side -> floor(side / 2)) while the shorter
+    side stays at least 4 after halving, so it ends at about 4x4: 28 -> 14 -> 7 (2 blocks),
+    32 -> 16 -> 8 -> 4 (3 blocks), 64 -> ... -> 4 (4 blocks). Channels start at 32 and double.
+    """
     if len(image_shape) != 3:
         raise ConfigError(f"the conv nets need images of shape (C, H, W), got {image_shape}")
     c, h, w = image_shape
-    if h % 4 or w % 4:
+    sizes = [(h, w)]
+    while min(sizes[-1]) // 2 >= CONV_SMALLEST_SIDE:
+        sizes.append((sizes[-1][0] // 2, sizes[-1][1] // 2))
+    if len(sizes) == 1:
         raise ConfigError(
-            f"the conv nets halve the image twice, so H and W must be divisible by 4; "
-            f"got {h}x{w}. Use --net mlp for this data."
-        )
-    return c, h, w
-
-
-# Channel widths of the two stride-2 convolutions (the tutorials' conv VAE).
-CONV_CHANNELS = (32, 64)
+            f"the conv nets halve the image at least once down to about 4x4, so they need images of at "
+            f"least 8x8; got {h}x{w}" + (" (flat vectors)" if (c, h) == (1, 1) else "") +
+            ". Use --net mlp for this data (or --image-size to enlarge the images)")
+    channels = [min(CONV_FIRST_CHANNELS * 2**i, CONV_MAX_CHANNELS) for i in range(len(sizes) - 1)]
+    return channels, sizes
 
 
 class ConvEncoder(nn.Module):
-    """x (B, C, H, W) -> 2 x [Conv 4x4 stride 2, BatchNorm, ReLU] -> Linear -> features (B, F)."""
+    """x (B, C, H, W) -> n x [Conv 4x4 stride 2, BatchNorm, ReLU] (to about 4x4, channels 32, 64, ...)
+    -> Linear, BatchNorm, ReLU -> features (B, F)."""
 
     def __init__(self, spec: NetSpec):
         super().__init__()
-        c, h, w = _check_conv_shape(spec.image_shape)
-        c1, c2 = CONV_CHANNELS
-        self.conv = nn.Sequential(
-            nn.Conv2d(c, c1, 4, stride=2, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),  # (B, c1, H/2, W/2)
-            nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.BatchNorm2d(c2), nn.ReLU(),  # (B, c2, H/4, W/4)
-        )
+        channels, sizes = conv_plan(spec.image_shape)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([spec.image_shape[0], *channels[:-1]], channels):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+        self.conv = nn.Sequential(*layers)  # (B, C, H, W) -> (B, c_n, h_n, w_n)
         self.feature_dim = spec.hidden[-1]
-        flat = c2 * (h // 4) * (w // 4)
+        flat = channels[-1] * math.prod(sizes[-1])
         self.dense = nn.Sequential(
             nn.Linear(flat + spec.cond_dim, self.feature_dim), nn.BatchNorm1d(self.feature_dim), nn.ReLU()
         )
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        h = _append(self.conv(x).flatten(start_dim=1), cond)  # (..., B, c2 * H/4 * W/4 [+ K])
+        h = _append(self.conv(x).flatten(start_dim=1), cond)  # (..., B, c_n * h_n * w_n [+ K])
         lead = h.shape[:-1]  # batch norm wants one batch dim: fold an enumerated label's dim into it
         return self.dense(h.reshape(-1, h.shape[-1])).reshape(*lead, self.feature_dim)  # (..., B, F)
 
 
 class ConvDecoder(nn.Module):
-    """z (B, D) -> Linear -> 2 x [ConvTranspose 4x4 stride 2] -> (B, P * C, H, W)."""
+    """z (B, D) -> Linear, BN, ReLU -> Linear, BN, ReLU to (c_n, h_n, w_n) -> the encoder's blocks
+    mirrored: [ConvTranspose 4x4 stride 2, BN, ReLU] ... -> ConvTranspose to (B, P * C, H, W).
+    Each transposed conv doubles the side, plus one where the encoder's halving rounded down."""
 
     def __init__(self, spec: NetSpec, params_per_pixel: int):
         super().__init__()
-        c, h, w = _check_conv_shape(spec.image_shape)
-        c1, c2 = CONV_CHANNELS
-        self.base_shape = (c2, h // 4, w // 4)
+        channels, sizes = conv_plan(spec.image_shape)
+        self.base_shape = (channels[-1], *sizes[-1])
         width = spec.hidden[-1]
         self.dense = nn.Sequential(
             nn.Linear(spec.latent_dim + spec.cond_dim, width), nn.BatchNorm1d(width), nn.ReLU(),
             nn.Linear(width, math.prod(self.base_shape)), nn.BatchNorm1d(math.prod(self.base_shape)), nn.ReLU(),
         )
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),  # (B, c1, H/2, W/2)
-            nn.ConvTranspose2d(c1, params_per_pixel * c, 4, stride=2, padding=1),  # (B, P*C, H, W)
-        )
+        outs = [*reversed(channels[:-1]), params_per_pixel * spec.image_shape[0]]
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(reversed(channels), outs)):
+            (h_in, w_in), (h_out, w_out) = sizes[-1 - i], sizes[-2 - i]
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1,
+                                             output_padding=(h_out - 2 * h_in, w_out - 2 * w_in)))
+            if i < len(outs) - 1:
+                layers += [nn.BatchNorm2d(c_out), nn.ReLU()]
+        self.deconv = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         h = _append(z, cond)  # (..., B, D [+ K])

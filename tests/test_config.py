@@ -18,7 +18,7 @@ def test_help_explains_every_option_with_its_default(capsys):
     for f in config_fields():
         assert "--" + f.name.replace("_", "-") in text
     assert "(default: 512,512)" in text
-    assert "(default: dynamic)" in text
+    assert "(default: none for --likelihood discretized-logistic, else dynamic)" in text
     for flag in ("--config FILE", "--resume DIR"):
         assert flag in text
 

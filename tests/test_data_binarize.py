@@ -86,8 +86,11 @@ def test_evaluation_images_for_dynamic_is_one_fixed_binarization(few_images):
 
 def test_evaluation_images_for_none_are_the_intensities(few_images):
     images, description = evaluation_images(few_images, "none", seed=0)
-    assert images is few_images.images
-    assert description == "test set: grey-scale intensities in [0, 1], not binarized"
+    assert torch.equal(images, few_images.images) and images.dtype == torch.float32
+    assert torch.equal(images * 255, few_images.data.float())  # the uint8 pixels / 255
+    first, _ = evaluation_images(few_images, "none", seed=0, limit=3)
+    assert torch.equal(first, few_images.images[:3])
+    assert description == "test set: 8-bit pixels / 255 in [0, 1], not binarized"
 
 
 def test_unknown_binarization_lists_the_modes():

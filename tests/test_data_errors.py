@@ -40,8 +40,9 @@ def mnist_files(mnist_first_load, tmp_path):
 
 
 def test_unknown_data_set_lists_the_valid_names(tmp_path):
-    with pytest.raises(DataError, match=r"unknown data set 'cifar10'; choose one of: mnist, fashion-mnist"):
-        load_dataset("cifar10", tmp_path, log=quiet)
+    with pytest.raises(DataError, match=r"unknown data set 'imagenet'; choose one of: mnist, fashion-mnist, "
+                                         r"cifar10, svhn, celeba, kmnist, emnist, omniglot\.$"):
+        load_dataset("imagenet", tmp_path, log=quiet)
 
 
 def test_unknown_source_kind_lists_the_valid_kinds(tmp_path):
@@ -121,7 +122,7 @@ def test_labels_outside_0_to_9_are_refused(tmp_path):
     path = tmp_path / "labels-idx1-ubyte"
     write_idx(path, np.array([3, 12, 0], dtype=np.uint8))
     with pytest.raises(DataError, match=r"labels must lie in 0-9, found 12\. Delete"):
-        read_idx(path, IdxFile(path.name, count=3, is_images=False))
+        read_idx(path, IdxFile(path.name, count=3, is_images=False, num_classes=10))
 
 
 def test_subset_larger_than_the_split_is_refused(mnist_dataset):

@@ -92,9 +92,11 @@ def test_nets_map_shapes(net):
     assert decoder(torch.randn(5, 6)).shape == (5, 2, 28, 28)
 
 
-def test_conv_nets_need_sides_divisible_by_four():
-    with pytest.raises(ConfigError, match="divisible by 4; got 30x30. Use --net mlp"):
-        ENCODERS.build("conv", NetSpec((1, 30, 30), 2, (16,)))
+def test_conv_nets_need_images_of_at_least_8x8():
+    with pytest.raises(ConfigError, match="need images of at least 8x8; got 6x6. Use --net mlp"):
+        ENCODERS.build("conv", NetSpec((1, 6, 6), 2, (16,)))
+    with pytest.raises(ConfigError, match=r"got 1x20 \(flat vectors\). Use --net mlp"):
+        DECODERS.build("conv", NetSpec((1, 1, 20), 2, (16,)), 1)
 
 
 @pytest.mark.parametrize("net", ENCODERS.names())

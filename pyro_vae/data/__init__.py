@@ -1,7 +1,9 @@
-"""Data: MNIST and Fashion-MNIST loading, verification and caching; binarization; batches.
+"""Data: named data sets (MNIST, Fashion-MNIST, torchvision's), your own folders of images and
+array files, verification and caching; binarization; batches.
 
 dataset = load_dataset("mnist")                     # fetched once, then cached
-batches = DeviceBatches(dataset.train.images, dataset.train.labels, 128,
+dataset = load_data(FitConfig(data="~/faces", image_size=64))   # your own: decoded once, cached
+batches = DeviceBatches(dataset.train.data, dataset.train.labels, 128,
                         binarization="dynamic", seed=0, device="cpu")
 x_eval, description = evaluation_images(dataset.test, "dynamic", seed=0)
 """
@@ -9,8 +11,9 @@ x_eval, description = evaluation_images(dataset.test, "dynamic", seed=0)
 from pyro_vae.data.batches import DeviceBatches
 from pyro_vae.data.binarize import BINARIZATION_MODES, binarize_fixed, check_binarization, evaluation_images
 from pyro_vae.data.catalog import DATASET_NAMES
-from pyro_vae.data.datasets import Dataset, Split, load_dataset
+from pyro_vae.data.datasets import Dataset, Split, intensities, load_dataset
 from pyro_vae.data.fetch import resolve_data_dir
+from pyro_vae.data.loader import data_record, load_data, load_own_data
 from pyro_vae.data.sources import SOURCE_KINDS
 
 __all__ = [
@@ -22,7 +25,11 @@ __all__ = [
     "Split",
     "binarize_fixed",
     "check_binarization",
+    "data_record",
     "evaluation_images",
+    "intensities",
+    "load_data",
     "load_dataset",
+    "load_own_data",
     "resolve_data_dir",
 ]

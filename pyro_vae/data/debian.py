@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from pyro_vae.atomic import atomic_open
-from pyro_vae.data.idx import RAW_FILES
+from pyro_vae.data.idx import RAW_FILE_NAMES
 from pyro_vae.data.sources import OFFLINE, Source, SourceUnavailable, run_command
 
 FASHION_PACKAGE = "dataset-fashion-mnist"
@@ -45,9 +45,9 @@ def fetch_fashion_installed(dest: Path) -> None:
         raise SourceUnavailable(
             f"{FASHION_INSTALLED_DIR} does not exist ({FASHION_PACKAGE} is not installed)"
         )
-    for spec in RAW_FILES:
-        with open(FASHION_INSTALLED_DIR / f"{spec.name}.gz", "rb") as f:
-            gunzip_into(f, dest / spec.name)
+    for name in RAW_FILE_NAMES:
+        with open(FASHION_INSTALLED_DIR / f"{name}.gz", "rb") as f:
+            gunzip_into(f, dest / name)
 
 
 def fetch_fashion_apt(dest: Path) -> None:
@@ -70,11 +70,11 @@ def fashion_from_deb(deb: Path, dest: Path) -> None:
     inside = PurePosixPath(*FASHION_INSTALLED_DIR.parts[1:])  # usr/share/datasets/fashion-mnist
     with deb_data_tar(deb) as tar:
         members = {PurePosixPath(m.name): m for m in tar.getmembers() if m.isfile()}
-        for spec in RAW_FILES:
-            member = members.get(inside / f"{spec.name}.gz")
+        for name in RAW_FILE_NAMES:
+            member = members.get(inside / f"{name}.gz")
             if member is None:
-                raise SourceUnavailable(f"{deb.name} has no /{inside}/{spec.name}.gz")
-            gunzip_into(tar.extractfile(member), dest / spec.name)
+                raise SourceUnavailable(f"{deb.name} has no /{inside}/{name}.gz")
+            gunzip_into(tar.extractfile(member), dest / name)
 
 
 def deb_data_tar(deb: Path) -> tarfile.TarFile:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pyro_vae.data.catalog import DatasetSpec
-from pyro_vae.data.idx import RAW_FILES
+from pyro_vae.data.idx import RAW_FILE_NAMES
 from pyro_vae.data.sources import SOURCE_KINDS, TORCHVISION, Source, SourceUnavailable
 from pyro_vae.data.verify import STAMP_NAME, read_stamp, read_verified_files, record_stamp, verify_raw_files
 from pyro_vae.errors import ConfigError, DataError
@@ -74,11 +74,11 @@ def ensure_raw_files(
     """The raw files of ``spec`` in ``raw_dir``, fetched first if there are none, read and verified
     (header, size, sha256 of the bytes read): where they came from, and each file's bytes."""
     chosen, skipped = select_sources(spec, kinds)  # checks ``kinds`` even when nothing is fetched
-    if not any((raw_dir / spec_file.name).exists() for spec_file in RAW_FILES):
+    if not any((raw_dir / name).exists() for name in RAW_FILE_NAMES):
         provenance = fetch_from_sources(spec, raw_dir, chosen, skipped)
-        return provenance, read_verified_files(raw_dir, spec.title, spec.sha256)
+        return provenance, read_verified_files(raw_dir, spec.title, spec.sha256, spec.raw_files)
     stamp = read_stamp(raw_dir)
-    contents = read_verified_files(raw_dir, spec.title, spec.sha256)  # every load, stamp or not
+    contents = read_verified_files(raw_dir, spec.title, spec.sha256, spec.raw_files)  # every load, stamp or not
     if stamp.get("source"):
         source = stamp["source"]
         return Provenance(f"cache ({source})", f"from cache {raw_dir} ({source})"), contents
@@ -112,8 +112,8 @@ def _fetch_verified(source: Source, spec: DatasetSpec, raw_dir: Path) -> None:
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=raw_dir) as tmp:
         staging = Path(tmp)
         source.fetch(staging)
-        verify_raw_files(staging, spec.title, spec.sha256, source.description)
-        for name in [*(spec_file.name for spec_file in RAW_FILES), STAMP_NAME]:  # the stamp last
+        verify_raw_files(staging, spec.title, spec.sha256, source.description, spec.raw_files)
+        for name in [*RAW_FILE_NAMES, STAMP_NAME]:  # the stamp last
             os.replace(staging / name, raw_dir / name)  # keeps the mtime the stamp recorded
 
 
@@ -128,7 +128,7 @@ def _make_dir(raw_dir: Path) -> None:
 
 
 def _no_source_message(spec: DatasetSpec, raw_dir: Path, tried: list[str]) -> str:
-    names = ", ".join(spec_file.name for spec_file in RAW_FILES)
+    names = ", ".join(RAW_FILE_NAMES)
     lines = [f"{spec.title}: no source could provide the data set. Tried, in order:"]
     lines += [f"  - {attempt}" for attempt in tried]
     lines += ["What you can do (any one of these):"]

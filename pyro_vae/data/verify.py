@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pyro_vae.atomic import write_json
-from pyro_vae.data.idx import RAW_FILES, read_idx_bytes, refetch_hint
+from pyro_vae.data.idx import IdxFile, read_idx_bytes, refetch_hint
 from pyro_vae.errors import DataError, PyroVAEError
 
 STAMP_NAME = ".pyro-vae-verified.json"
@@ -38,21 +38,22 @@ def read_stamp(raw_dir: Path) -> dict:
     return stamp if isinstance(stamp, dict) else {}
 
 
-def verify_raw_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str], source: str) -> str:
+def verify_raw_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str], source: str,
+                     raw_files: tuple[IdxFile, ...]) -> str:
     """Check the four raw files fetched into the staging folder ``raw_dir`` (header, size, sha256)
     and write the stamp naming ``source`` beside them; returns ``source``.
     Raises :class:`DataError` for a missing, truncated or corrupt file or a sha256 mismatch.
     """
-    write_json(raw_dir / STAMP_NAME, _stamp(source, known_sha256, read_verified_files(raw_dir, title, known_sha256)))
+    write_json(raw_dir / STAMP_NAME, _stamp(source, known_sha256, read_verified_files(raw_dir, title, known_sha256, raw_files)))
     return source
 
 
-def _check_all_present(raw_dir: Path, title: str) -> None:
-    missing = [spec.name for spec in RAW_FILES if not (raw_dir / spec.name).is_file()]
+def _check_all_present(raw_dir: Path, title: str, raw_files: tuple[IdxFile, ...]) -> None:
+    missing = [spec.name for spec in raw_files if not (raw_dir / spec.name).is_file()]
     if missing:
         raise DataError(
             f"{title}: missing {', '.join(missing)} in {raw_dir} (expected all four uncompressed "
-            f"IDX files: {', '.join(spec.name for spec in RAW_FILES)}). Place the missing file(s) "
+            f"IDX files: {', '.join(spec.name for spec in raw_files)}). Place the missing file(s) "
             f"there, or delete the others so that pyro-vae fetches all four."
         )
 
@@ -71,13 +72,14 @@ def content_sha256(data: np.ndarray) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(data))).hexdigest()
 
 
-def read_verified_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str]) -> dict[str, np.ndarray]:
+def read_verified_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str],
+                        raw_files: tuple[IdxFile, ...]) -> dict[str, np.ndarray]:
     """Read the four raw files of ``raw_dir`` once each: header, size and the sha256 of the bytes
     read checked against the canonical ones. Returns each file's bytes (header included), which
     are exactly the bytes that were hashed. Raises :class:`DataError` naming a bad file."""
-    _check_all_present(raw_dir, title)
+    _check_all_present(raw_dir, title, raw_files)
     contents = {}
-    for spec in RAW_FILES:
+    for spec in raw_files:
         path = raw_dir / spec.name
         data = read_idx_bytes(path, spec)
         _check_sha256(path, content_sha256(data), known_sha256[spec.name], title)

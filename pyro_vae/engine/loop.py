@@ -100,8 +100,9 @@ class Trainer:
             check_matches_config(vae, cfg, dataset.image_shape, dataset.num_classes)
         self.vae = vae if vae is not None else build_vae(cfg, dataset.image_shape, dataset.num_classes)
         self.vae.to(self.device)
-        self.vae.model.likelihood.check_data(train.images, cfg.binarize)
+        self.vae.model.likelihood.check_data(train.data, cfg.binarize)  # uint8 pixels or floats
         self.eval_sets = self._eval_sets(train)
+        self.bits_per_dim = dataset.bits == 8 and cfg.binarize == "none"  # 8-bit pixels scored as they are
         self.variant = variant_of(cfg)(cfg, dataset.num_classes, self.device, shard=(self.rank, self.world))
         self.description = self.variant.setup(train, self.vae, self.log)
         loss = self.variant.loss
@@ -128,12 +129,12 @@ class Trainer:
         sets = []
         limits = {"train": TRAIN_EVAL_SIZE, "valid": cfg.eval_size, "test": cfg.eval_size}
         for split in (train, self.dataset.valid, self.dataset.test):
-            # binarize the whole split, then take the first n: under --binarize static the
-            # training-set evaluation sees exactly the images training sees
-            # seed 0 for every run, except --binarize static's training split: its own binarization
+            # binarized: the whole split, then the first n (under --binarize static the training-set
+            # evaluation sees exactly the images training sees); else only the first n are converted.
+            # Seed 0 for every run, except --binarize static's training split: its own binarization
             seed = cfg.seed if cfg.binarize == "static" and split is train else EVALUATION_SEED
-            images, description = evaluation_images(split, cfg.binarize, seed)
             n = min(limits[split.name] or len(split), len(split))
+            images, description = evaluation_images(split, cfg.binarize, seed, limit=n)
             self.vae.model.likelihood.check_data(images[:n], "none")
             sets.append(EvalSet(split.name, images[:n].to(self.device), split.labels[:n].to(self.device),
                                 description))
@@ -201,7 +202,7 @@ class Trainer:
             for name, content in self.variant.files(self.out_dir).items():
                 write_json(self.out_dir / name, content)
         test = self._eval_set("test")
-        self.log(f"fit: {cfg.model} on {cfg.dataset}, {self.description} ({cfg.binarize} binarization), "
+        self.log(f"fit: {cfg.model} on {self.dataset.name}, {self.description} ({cfg.binarize} binarization), "
                  f"{test.description}; {describe(self.fabric)}; epochs {self.epoch + 1}..{cfg.epochs}")
         started = time.perf_counter()
         for epoch in range(self.epoch + 1, cfg.epochs + 1):
@@ -339,14 +340,20 @@ class Trainer:
 
     def _evaluate(self) -> dict:
         """The variant's per-split metrics, each process scoring its share of the images."""
-        return self.variant.epoch_metrics(self.vae, self.eval_sets,
-                                          reduce=lambda t: self.fabric.all_reduce(t, reduce_op="sum"))
+        out = self.variant.epoch_metrics(self.vae, self.eval_sets,
+                                         reduce=lambda t: self.fabric.all_reduce(t, reduce_op="sum"))
+        if self.bits_per_dim:  # the ELBO in bits per dimension too
+            for s in self.eval_sets:
+                out[f"{s.name}_bits_per_dim"] = self.vae.model.likelihood.bits_per_dim(
+                    out[f"{s.name}_elbo"], self.dataset.dims)
+        return out
 
     def _epoch_line(self, r: dict) -> str:
         return (f"epoch {r['epoch']:>3}/{self.config.epochs}  train ELBO {r['train_elbo']:8.2f}  "
                 f"valid {r['valid_elbo']:8.2f}  test {r['test_elbo']:8.2f} nats/image  "
                 f"(recon {r['test_recon']:.2f}, KL {r['test_kl']:.2f})  beta {r['beta']:.2f}  "
                 f"lr {r['lr']:.2e}  {r['seconds']:.1f}s, {r['images_per_s']:,.0f} img/s"
+                + (f"  test {r['test_bits_per_dim']:.3f} bits/dim" if "test_bits_per_dim" in r else "")
                 + self.variant.epoch_line(r))
 
     # -- outputs -------------------------------------------------------------------------------

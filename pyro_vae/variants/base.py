@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import plots
-from ..data import DeviceBatches
+from ..data import DeviceBatches, intensities
 from ..errors import ConfigError
 from ..evaluation import eval_mode
 from ..models import LIKELIHOODS, PRIORS
@@ -171,7 +171,7 @@ class Variant:
         cfg = self.config
         check_objective(cfg, vae.model.prior, vae.guide)  # also for a VAE built outside the config
         self.num_train = len(train)
-        self.batches = self._batches(train.images, train.labels, cfg.batch_size, cfg.seed)
+        self.batches = self._batches(train.data, train.labels, cfg.batch_size, cfg.seed)  # uint8 or floats
         self.model = Minibatch(vae.model, self.latent_scale)
         self.guide = Minibatch(vae.guide, self.latent_scale)
         self.loss = ELBOS.build(cfg.elbo, cfg.particles)(self.model, self.guide)  # Pyro's ELBO module
@@ -201,10 +201,10 @@ class Variant:
     def first_batch(self) -> tuple:
         """The arguments of one (small) training batch, to create lazy parameters and check the
         data before the loss module is wrapped for the devices; draws from no generator."""
-        x = self.batches.images[:2]
+        x = intensities(self.batches.images[:2]).to(self.device)  # (2, C, H, W) float32 (stored uint8 maybe)
         if self.config.binarize == "dynamic":
             x = (x > 0.5).to(x.dtype)
-        return self.loss_args(x, self.batches.labels[:2])
+        return self.loss_args(x, self.batches.labels[:2].to(self.device))
 
     def sampler_state(self) -> dict:
         return self.batches.state_dict()

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import torch
 
 from .. import plots
+from ..data import intensities
 from ..guides.semisupervised import LabelClassifier, M2Guide
 from ..labels import balanced_labelled_subset
 from ..models import M2Model
@@ -68,11 +69,11 @@ class M2Variant(Variant):
         keep[chosen] = False
         self.num_labelled = int(chosen.numel())
         self.num_train = len(train) - self.num_labelled
-        self.labelled_batches = self._batches(train.images[chosen], train.labels[chosen],
+        self.labelled_batches = self._batches(train.data[chosen], train.labels[chosen],
                                               min(cfg.batch_size, self.num_labelled), cfg.seed + 1,
                                               what=f"the labelled batch, min(--batch-size, --labels) = "
                                                    f"{min(cfg.batch_size, self.num_labelled)},")
-        self.batches = self._batches(train.images[keep], train.labels[keep], cfg.batch_size, cfg.seed)
+        self.batches = self._batches(train.data[keep], train.labels[keep], cfg.batch_size, cfg.seed)
         self.loss = SemiSupervisedLoss(vae.model, vae.guide, self.num_train, self.num_labelled, cfg.alpha,
                                        self.latent_scale, cfg.particles,
                                        balanced=cfg.labelled_weight == "balanced")
@@ -94,8 +95,9 @@ class M2Variant(Variant):
             yield x_u, x_l, y_l  # -J_alpha on this pair
 
     def first_batch(self) -> tuple:
-        x_u = self.batches.images[:2]
-        x_l, y_l = self.labelled_batches.images[:2], self.labelled_batches.labels[:2]
+        x_u = intensities(self.batches.images[:2]).to(self.device)  # stored uint8 maybe
+        x_l = intensities(self.labelled_batches.images[:2]).to(self.device)
+        y_l = self.labelled_batches.labels[:2]
         if self.config.binarize == "dynamic":
             x_u, x_l = (x_u > 0.5).to(x_u.dtype), (x_l > 0.5).to(x_l.dtype)
         return x_u, x_l, y_l
