@@ -66,8 +66,9 @@ class FitConfig:
                  "continuous-bernoulli"))
     gaussian_scale: float = _opt(0.1, "the fixed standard deviation of --likelihood gaussian")
     latent_dim: int = _opt(32, "dimension D of the latent z")
-    net: str = _opt("mlp", "encoder/decoder networks: mlp or conv (conv + batch norm)",
-                    choices=("mlp", "conv"))
+    net: str = _opt("mlp", "encoder/decoder networks: mlp, conv (conv + batch norm) or gated-mlp "
+                    "(Tomczak & Welling's gated dense layers, h = (W x + b) * sigmoid(V x + c))",
+                    choices=("mlp", "conv", "gated-mlp"))
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden widths, comma-separated (the decoder mirrors the encoder); the conv "
         "nets use the last one as their dense width")
@@ -102,6 +103,28 @@ class FitConfig:
     lr_decay: float = _opt(
         0.95, "learning rate multiplied by this after each epoch (pyro.optim.ExponentialLR); "
         "1 keeps it constant")
+    # settings of published experiments (python -m pyro_vae.reproduce)
+    activation: str = _opt("relu", "nonlinearity of the --net mlp hidden layers",
+                           choices=("relu", "tanh", "softplus"))
+    init: str = _opt(
+        "torch", "initialisation of every linear layer: torch (PyTorch's default), glorot (uniform, "
+        "Glorot & Bengio 2010, zero biases: Burda et al.) or he (normal with std sqrt(2 / fan_in), zero "
+        "biases: Tomczak & Welling's code)", choices=("torch", "glorot", "he"))
+    adam_beta1: float = _opt(0.9, "Adam's beta1 (decay of the gradient's running mean)")
+    adam_beta2: float = _opt(0.999, "Adam's beta2 (decay of the squared gradient's running mean)")
+    adam_eps: float = _opt(1e-8, "Adam's epsilon (Burda et al.: 1e-4)")
+    lr_schedule: str = _opt(
+        "exponential", "exponential: --lr times --lr-decay per epoch; burda: Burda et al.'s 3^i passes at "
+        "--lr * 10^(-i/7), i = 0..7 (3,280 passes in all; --lr-decay unused)",
+        choices=("exponential", "burda"))
+    early_stopping: int = _opt(
+        0, "stop when the validation ELBO has not improved for this many epochs (0: never)")
+    max_minutes: float | None = _opt(
+        None, "stop training before the epoch that would end past this many minutes (of this "
+        "invocation; a --resume gets its own); default: no limit")
+    train_on_validation: bool = _opt(
+        False, "train on the training and validation images together (MNIST: all 60,000, the standard "
+        "split Burda et al. use); the validation metrics then measure training images")
     seed: int = _opt(0, "random seed: the same seed gives the same run on the same device")
     device: str = _opt("auto", "auto (cuda if available), cpu or cuda", choices=("auto", "cpu", "cuda"))
     # output
@@ -134,6 +157,7 @@ class FitConfig:
             problems.append(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.lr_decay <= 1:
             problems.append(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
+        problems += self._literature_problems()
         problems += self._label_model_problems()
         if self.elbo == "iwae" and (self.beta != 1 or self.warmup_epochs > 0):
             problems.append("--elbo iwae is the importance-weighted bound of log p(x); it takes no "
@@ -145,6 +169,25 @@ class FitConfig:
                     f"--{_flag(f.name)} {getattr(self, f.name)!r} is not one of: {', '.join(choices)}")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def _literature_problems(self) -> list[str]:
+        problems = []
+        if self.activation != "relu" and self.net != "mlp":
+            problems.append(f"--activation applies to --net mlp; --net {self.net} has its own "
+                            f"nonlinearities (drop --activation {self.activation})")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if not self.adam_eps > 0:
+            problems.append(f"--adam-eps must be positive, got {self.adam_eps}")
+        if self.lr_schedule == "burda" and self.lr_decay != FitConfig.lr_decay:
+            problems.append("--lr-schedule burda sets the learning rate of every pass; drop --lr-decay "
+                            "(it applies to --lr-schedule exponential)")
+        if self.early_stopping < 0:
+            problems.append(f"--early-stopping must be >= 0, got {self.early_stopping}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            problems.append(f"--max-minutes must be positive, got {self.max_minutes}")
+        return problems
 
     def _label_model_problems(self) -> list[str]:
         problems = []

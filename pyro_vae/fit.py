@@ -22,7 +22,7 @@ from .errors import CheckpointError, ConfigError, PyroVAEError
 from .train import Trainer, resolve_device, say
 
 # Options that may differ from the saved config when resuming a run.
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "tensorboard", "data_dir", "out", "eval_k"})
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "tensorboard", "data_dir", "out", "eval_k", "max_minutes"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +102,10 @@ def run(config: FitConfig, resume: str | None = None) -> dict:
     say(f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
         f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
         + (f"test accuracy of q(y|x) {final['test_accuracy']:.2%}; " if "test_accuracy" in final else "") +
-        f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/")
+        f"best validation ELBO at epoch {summary['best_epoch']}; "
+        + {"epochs": "", "max-minutes": "stopped by --max-minutes; ",
+           "early-stopping": "stopped early (--early-stopping); "}[summary["stopped"]] +
+        f"everything is in {config.out}/")
     if config.eval_k:
         from .evaluate import evaluate_run
 

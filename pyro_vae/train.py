@@ -34,6 +34,7 @@ from .data import DeviceBatches, evaluation_images
 from .errors import ConfigError, TrainingDiverged
 from .evaluation import eval_mode
 from .labels import balanced_labelled_subset
+from .schedules import burda_lr_factor
 from .objectives import (DeviceSVI, ScaleLatents, SemiSupervisedELBO, beta_at, build_elbo, elbo_terms,
                          minibatch_program)
 from .vae import VAE, build_vae
@@ -62,11 +63,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_optimizer(config: FitConfig) -> pyro.optim.PyroLRScheduler:
-    """Adam or ClippedAdam from ``pyro.optim``, its learning rate decayed by ``lr_decay`` per epoch."""
+    """Adam or ClippedAdam from ``pyro.optim`` (betas and eps from the config), its learning rate
+    stepped once per epoch: decayed by ``lr_decay``, or Burda et al.'s schedule
+    (:func:`pyro_vae.schedules.burda_lr_factor` of the passes done)."""
+    args = {"lr": config.lr, "betas": (config.adam_beta1, config.adam_beta2), "eps": config.adam_eps}
     if config.optimizer == "adam":
-        optimizer, args = torch.optim.Adam, {"lr": config.lr}
+        optimizer = torch.optim.Adam
     else:
-        optimizer, args = ClippedAdam, {"lr": config.lr, "clip_norm": CLIP_NORM}
+        optimizer, args = ClippedAdam, {**args, "clip_norm": CLIP_NORM}
+    if config.lr_schedule == "burda":
+        return pyro.optim.LambdaLR({"optimizer": optimizer, "optim_args": args, "lr_lambda": burda_lr_factor})
     return pyro.optim.ExponentialLR({"optimizer": optimizer, "optim_args": args, "gamma": config.lr_decay})
 
 
@@ -118,6 +124,10 @@ class Trainer:
         self.out_dir = Path(self.out_dir)
         pyro.set_rng_seed(cfg.seed)
         train = self.dataset.train
+        if cfg.train_on_validation:  # the standard 60,000 / 10,000 split of MNIST
+            valid = self.dataset.valid
+            train = type(train)(train.name, torch.cat([train.images, valid.images]),
+                                torch.cat([train.labels, valid.labels]))
         if cfg.train_size is not None:
             train = train.subset(cfg.train_size)
         if self.vae is None:
@@ -220,19 +230,49 @@ class Trainer:
         self.log(f"fit: {cfg.model} on {cfg.dataset}, {images} ({cfg.binarize} binarization), "
                  f"{test.description}; device {self.device}; epochs {self.epoch + 1}..{cfg.epochs}")
         started = time.perf_counter()
-        for epoch in range(self.epoch + 1, cfg.epochs + 1):
+        self.stopped, first_epoch = "epochs", self.epoch + 1
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            if self._out_of_time(time.perf_counter() - started, epoch - first_epoch):
+                break
             record = self._train_epoch(epoch)
             record.update(self._evaluate())
             self.records.append(record)
             self.epoch = epoch
             self._save_epoch(record)
             self.log(self._epoch_line(record))
+            if self._no_recent_improvement():
+                break
         pictures = self.write_pictures()
         summary = self._summary(time.perf_counter() - started, pictures)
+        summary["stopped"] = self.stopped
         write_json(self.out_dir / "summary.json", summary)
         if self.writer is not None:
             self.writer.close()
         return summary
+
+    def _out_of_time(self, elapsed: float, epochs_done: int) -> bool:
+        """--max-minutes: would the next epoch (as long as this invocation's epochs so far, training
+        and evaluation) end past the limit? The first epoch of an invocation always runs."""
+        limit = self.config.max_minutes
+        if limit is None or epochs_done == 0:
+            return False
+        if elapsed + elapsed / epochs_done <= 60 * limit:
+            return False
+        self.stopped = "max-minutes"
+        self.log(f"stopping after epoch {self.epoch}: another epoch would pass --max-minutes {limit:g}")
+        return True
+
+    def _no_recent_improvement(self) -> bool:
+        """--early-stopping N: the validation ELBO has not improved in the last N epochs."""
+        patience = self.config.early_stopping
+        if not patience:
+            return False
+        best = max(self.records, key=lambda r: r["valid_elbo"])["epoch"]
+        if self.epoch - best < patience:
+            return False
+        self.stopped = "early-stopping"
+        self.log(f"early stopping at epoch {self.epoch}: the validation ELBO last improved at epoch {best}")
+        return True
 
     def _train_epoch(self, epoch: int) -> dict:
         cfg = self.config

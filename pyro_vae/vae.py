@@ -19,7 +19,7 @@ from .guides import GUIDES
 from .guides.semisupervised import LabelClassifier, M2Guide
 from .labels import check_label_values
 from .models import LIKELIHOODS, PRIORS, CVAEModel, LabelledGaussianPrior, M2Model, VAEModel
-from .nets import NetSpec, build_decoder, build_encoder
+from .nets import NetSpec, build_decoder, build_encoder, initialize_linear_layers
 
 LABEL_MODELS = ("cvae", "m2")  # models whose networks take the label
 
@@ -164,7 +164,7 @@ def build_vae(config: FitConfig, image_shape: tuple[int, ...], num_classes: int 
     ``--model cvae`` / ``m2``, ``num_classes`` labels)."""
     cond_dim = num_classes if config.model in LABEL_MODELS else 0
     spec = NetSpec(image_shape=tuple(image_shape), latent_dim=config.latent_dim, hidden=tuple(config.hidden),
-                   cond_dim=cond_dim)
+                   cond_dim=cond_dim, activation=config.activation)
     likelihood = LIKELIHOODS.build(config.likelihood, tuple(image_shape), config)
     guide = GUIDES.build(config.guide, spec, config)  # q(z | x), or q(z | x, y) when cond_dim > 0
     if config.model == "cvae" and config.prior == "learned":
@@ -172,7 +172,8 @@ def build_vae(config: FitConfig, image_shape: tuple[int, ...], num_classes: int 
     else:
         prior = PRIORS.build(config.prior, spec, config, guide)  # VampPrior reuses the guide's encoder
     if config.model == "m2":  # q(y, z | x) = q(y | x) q(z | x, y)
-        classifier_spec = NetSpec(tuple(image_shape), config.latent_dim, tuple(config.hidden))
+        classifier_spec = NetSpec(tuple(image_shape), config.latent_dim, tuple(config.hidden),
+                                  activation=config.activation)
         guide = M2Guide(LabelClassifier(build_encoder(config.net, classifier_spec), num_classes), guide,
                         num_classes)
     if config.elbo == "meanfield" and not (prior.analytic_kl and guide.analytic_kl):
@@ -185,5 +186,6 @@ def build_vae(config: FitConfig, image_shape: tuple[int, ...], num_classes: int 
     model = model_class(prior, decoder, likelihood) if config.model == "vae" else \
         model_class(prior, decoder, likelihood, num_classes)
     vae = VAE(model, guide)
+    initialize_linear_layers(vae, config.init)  # --init: the papers' schemes (nets.py)
     vae.config = config
     return vae
