@@ -198,7 +198,7 @@ def _evaluate(out: Path, setting: Setting, *, limit: int | None, k: int, device:
 
 def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, device: str = "auto",
         dataset: str | None = None, k: int = K, train_size: int | None = None, eval_size: int | None = None,
-        max_passes: int | None = None, command: str = "") -> dict:
+        max_passes: int | None = None, data_dir: str | None = None, command: str = "") -> dict:
     """Train ``name``'s setting for at most ``budget_minutes`` of training (in segments ending at the
     curve's points), evaluate, and write OUT/reproduce.json and the curve picture."""
     from .fit import resolve_config, run as fit_run
@@ -209,7 +209,7 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, de
     if not budget_minutes > 0:
         raise ConfigError(f"--budget-minutes must be positive, got {budget_minutes}")
     setting = SETTINGS[name]
-    changes = {"out": str(out), "device": device}
+    changes = {"out": str(out), "device": device, "data_dir": data_dir}
     deviations = {}
     for key, value in (("dataset", dataset), ("train_size", train_size), ("eval_size", eval_size)):
         if value is not None:
@@ -253,7 +253,8 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, de
         if remaining <= 0 or (spent > 0 and per_pass > remaining):
             break
         goal = min([p for p in setting.curve_points if p > done] + [limit_passes])
-        requested = {"epochs": goal, "max_minutes": remaining / 60, "device": device, "out": str(out)}
+        requested = {"epochs": goal, "max_minutes": remaining / 60, "device": device, "out": str(out),
+                     "data_dir": data_dir}
         seg_config = resolve_config(requested, None, str(out)) if done else config.replace(
             epochs=goal, max_minutes=remaining / 60)
         cpu, wall = time.process_time(), time.perf_counter()
@@ -352,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/reproduce/NAME)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR toward the full schedule")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: auto)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="data folder (default: $PYRO_VAE_DATA or ~/.cache/pyro-vae)")
     p.add_argument("--dataset", default=None, choices=("mnist", "fashion-mnist"),
                    help="run the setting on another data set (no published number: a first reference)")
     p.add_argument("--k", type=int, default=K, help=f"importance samples of log p(x) (default: {K}, as the papers)")
@@ -389,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pyro.settings.set(module_local_params=False)
         run(name, out, budget_minutes=args.budget_minutes, resume=args.resume is not None, device=args.device,
             dataset=args.dataset, k=args.k, train_size=args.train_size, eval_size=args.eval_size,
-            max_passes=args.max_passes, command="python -m pyro_vae.reproduce " + shlex.join(argv))
+            max_passes=args.max_passes, data_dir=args.data_dir, command="python -m pyro_vae.reproduce " + shlex.join(argv))
     except PyroVAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
