@@ -108,8 +108,8 @@ class FitConfig:
                            choices=("relu", "tanh", "softplus"))
     init: str = _opt(
         "torch", "initialisation of every linear layer: torch (PyTorch's default), glorot (uniform, "
-        "Glorot & Bengio 2010, zero biases: Burda et al.) or he (normal with std sqrt(2 / fan_in), zero "
-        "biases: Tomczak & Welling's code)", choices=("torch", "glorot", "he"))
+        "Glorot & Bengio 2010, zero biases: Burda et al.) or he (weights normal with std sqrt(2 / fan_in), "
+        "biases as torch: Tomczak & Welling's code)", choices=("torch", "glorot", "he"))
     adam_beta1: float = _opt(0.9, "Adam's beta1 (decay of the gradient's running mean)")
     adam_beta2: float = _opt(0.999, "Adam's beta2 (decay of the squared gradient's running mean)")
     adam_eps: float = _opt(1e-8, "Adam's epsilon (Burda et al.: 1e-4)")

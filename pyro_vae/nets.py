@@ -190,7 +190,8 @@ class GatedMLPDecoder(nn.Module):
 def initialize_linear_layers(module: nn.Module, scheme: str) -> None:
     """Re-initialize every ``nn.Linear`` inside ``module``: ``torch`` keeps PyTorch's default;
     ``glorot``: W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)), b = 0 (Glorot & Bengio 2010, as
-    Burda et al.); ``he``: W ~ N(0, 2 / fan_in), b = 0 (Tomczak & Welling's code, ``he_init``)."""
+    Burda et al.); ``he``: W ~ N(0, 2 / fan_in), biases left at PyTorch's default (Tomczak &
+    Welling's code, ``he_init``, sets the weights only)."""
     if scheme == "torch":
         return
     if scheme not in ("glorot", "he"):
@@ -200,9 +201,9 @@ def initialize_linear_layers(module: nn.Module, scheme: str) -> None:
             with torch.no_grad():
                 if scheme == "glorot":
                     nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
                 else:
                     nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")  # std sqrt(2 / fan_in)
-                nn.init.zeros_(layer.bias)
 
 
 ENCODERS: Registry[nn.Module] = Registry("network")

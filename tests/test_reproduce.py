@@ -109,7 +109,7 @@ def test_tomczak_networks_are_gated_300_300_latent_40_he_init():
     assert tuple(vae.model.prior.pseudo_weights.shape) == (500, 1, 28, 28)
     first = vae.guide.encoder.net[0].h  # He: N(0, 2 / fan_in)
     assert float(first.weight.detach().std()) == pytest.approx(math.sqrt(2 / 784), rel=0.03)
-    assert torch.count_nonzero(first.bias) == 0
+    assert float(first.weight.detach().mean()) == pytest.approx(0, abs=0.01 * math.sqrt(2 / 784))
 
 
 def test_gated_dense_is_linear_times_sigmoid_gate():
@@ -205,3 +205,12 @@ def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
     assert "no reproduce.json" in capsys.readouterr().err
     assert reproduce.main([]) == 2
     assert "give a setting NAME" in capsys.readouterr().err
+
+
+def test_config_offers_exactly_the_registered_networks_and_activations():
+    from pyro_vae.config import config_fields
+    from pyro_vae.nets import ACTIVATIONS, DECODERS, ENCODERS
+
+    choices = {f.name: f.metadata.get("choices") for f in config_fields()}
+    assert tuple(ENCODERS.names()) == tuple(DECODERS.names()) == choices["net"]
+    assert tuple(ACTIVATIONS) == choices["activation"]
