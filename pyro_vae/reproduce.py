@@ -247,6 +247,8 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, de
                    "started": _now(), "device": device_description(device), "invocations": [], "curve": [],
                    "passes_done": 0, "training_seconds": 0.0, "training_cpu_seconds": 0.0}
     limit_passes = min(setting.full_passes, max_passes or setting.full_passes)
+    if results.get("stopped") == "early-stopping":  # the paper's protocol ended this run: evaluate only
+        limit_passes = done
     invocation = {"command": command, "started": _now(), "budget_minutes": budget_minutes, "passes_from": done}
     results["invocations"].append(invocation)
     budget, spent, stopped = 60 * budget_minutes, 0.0, "budget"
@@ -275,12 +277,14 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, de
             results["curve"].append({"passes": done, **point})
             say(f"reproduce {name}: after {done} passes, log p(x) {point['log_px']:.2f} +- "
                 f"{point['stderr']:.2f} on the first {point['images']} test images (K = {k})")
+            curve_picture(results, out / CURVE_PICTURE)  # the curve so far
         write_json(out / RESULTS, results)
         if summary["stopped"] != "epochs":
             stopped = {"max-minutes": "budget"}.get(summary["stopped"], summary["stopped"])
             break
     else:
-        stopped = "schedule" if done >= setting.full_passes else "max-passes"
+        stopped = ("early-stopping" if results.get("stopped") == "early-stopping" else
+                   "schedule" if done >= setting.full_passes else "max-passes")
     results["stopped"] = stopped
     if setting.quantity == "log_px":
         if not results["curve"] or results["curve"][-1]["passes"] != done:
@@ -328,14 +332,22 @@ def curve_picture(results: dict, path: Path) -> Path:
     points = [p for p in results["curve"] if p.get(key) is not None]
     xs = [p["passes"] for p in points]
     ys = [p[key] for p in points]
-    label = (f"ours, K = {K}, first {CURVE_IMAGES} test images" if key == "log_px" else "ours, test error")
+    if key == "log_px" and points:
+        label = f"ours, K = {points[0]['k']}, first {points[0]['images']} test images"
+    else:
+        label = "ours, test error"
     ax.plot(xs, ys, "o-", label=label)
     if key == "log_px" and "final" in results:
         f = results["final"]
         ax.errorbar([f["passes"]], [f["log_px"]], yerr=[f["stderr"]], fmt="s", color="C3",
                     label=f"ours, all {f['images']:,} test images")
     ax.axhline(results["target"], color="k", ls="--", label=f"{results['paper']}: {results['target']:g}")
+    full = results["full_schedule_passes"]
+    ax.axvline(full, color="0.5", ls=":", label=f"the paper's full schedule: {full:,} passes")
     ax.set_xscale("log")
+    ticks = sorted({*xs, full})
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks], fontsize=7)
+    ax.minorticks_off()
     ax.set_xlabel("passes over the training set")
     ax.set_ylabel("test log p(x), nats" if key == "log_px" else "test error of q(y|x)")
     ax.set_title(f"{results['name']} ({results['device']})", fontsize=9)

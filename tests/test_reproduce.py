@@ -214,3 +214,19 @@ def test_config_offers_exactly_the_registered_networks_and_activations():
     choices = {f.name: f.metadata.get("choices") for f in config_fields()}
     assert tuple(ENCODERS.names()) == tuple(DECODERS.names()) == choices["net"]
     assert tuple(ACTIVATIONS) == choices["activation"]
+
+
+def test_resume_continues_the_schedule_and_keeps_the_curve(mnist_dataset, tmp_path):
+    out, data_dir = tmp_path / "burda", data_dir_of(mnist_dataset)
+    quick = dict(train_size=40, eval_size=50, k=4, data_dir=data_dir, device="cpu")
+    reproduce.run("burda2015-vae-k1", out, budget_minutes=5, max_passes=1, **quick)
+    with pytest.raises(ConfigError, match="already holds a run; continue it with --resume"):
+        reproduce.run("burda2015-vae-k1", out, budget_minutes=5, max_passes=2, **quick)
+    with pytest.raises(ConfigError, match="--train-size 80 differs from the run's"):
+        reproduce.run("burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=2,
+                      **{**quick, "train_size": 80})
+    results = reproduce.run("burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=2, **quick)
+    assert results["passes_done"] == 2 and len(results["invocations"]) == 2
+    assert [p["passes"] for p in results["curve"]] == [1, 2]  # pass 1 ends a stage; 2 ends the run
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in metrics] == pytest.approx(BURDA_RATES[:2])  # the schedule went on
