@@ -34,9 +34,9 @@ from .data import DeviceBatches, evaluation_images
 from .errors import ConfigError, TrainingDiverged
 from .evaluation import eval_mode
 from .labels import balanced_labelled_subset
-from .schedules import burda_lr_factor
 from .objectives import (DeviceSVI, ScaleLatents, SemiSupervisedELBO, beta_at, build_elbo, elbo_terms,
                          minibatch_program)
+from .schedules import burda_lr_factor
 from .vae import VAE, build_vae
 
 LOG_EVERY = 50  # steps between reads of the running loss (one host-device sync each)
