@@ -178,6 +178,11 @@ def test_early_stopping_stops_after_n_epochs_without_improvement(mnist_dataset, 
     summary = trainer.fit()
     assert summary["epochs"] == 4 and summary["stopped"] == "early-stopping"
     assert summary["best_epoch"] == 2
+    # --resume of an early-stopped run trains no further: rank 0 reads the records and decides again
+    from pyro_vae.fit import resolve_config, run
+
+    again = run(resolve_config({}, None, str(tmp_path)), str(tmp_path))
+    assert again["epochs"] == 4 and again["stopped"] == "early-stopping"
 
 
 def test_max_minutes_stops_after_the_first_epoch(mnist_dataset, tmp_path):
@@ -235,3 +240,22 @@ def test_resume_continues_the_schedule_and_keeps_the_curve(mnist_dataset, tmp_pa
     assert [p["passes"] for p in results["curve"]] == [1, 2]  # pass 1 ends a stage; 2 ends the run
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in metrics] == pytest.approx(BURDA_RATES[:2])  # the schedule went on
+
+
+def test_burda_schedule_resumes_exactly_through_fit(mnist_dataset, tmp_path):
+    """5 passes in one go, and 2 passes then --resume to 5: the same learning rates and the same
+    training losses, epoch by epoch (the LambdaLR state and Adam's moments are in last.pt)."""
+    from pyro_vae.fit import resolve_config, run
+
+    base = reproduce.SETTINGS["burda2015-vae-k1"].fit_config(
+        train_size=40, eval_size=20, data_dir=data_dir_of(mnist_dataset), accelerator="cpu")
+    run(base.replace(epochs=5, out=str(tmp_path / "straight")))
+    run(base.replace(epochs=2, out=str(tmp_path / "resumed")))
+    run(resolve_config({"epochs": 5}, None, str(tmp_path / "resumed")), str(tmp_path / "resumed"))
+    straight, resumed = ([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+                         for name in ("straight", "resumed"))
+    assert [r["lr"] for r in resumed] == [r["lr"] for r in straight] == pytest.approx(
+        [1e-3, *BURDA_RATES[1:2] * 3, BURDA_RATES[2]])
+    assert [r["train_objective"] for r in resumed] == [r["train_objective"] for r in straight]
+    checkpoint = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert checkpoint["scheduler"]["last_epoch"] == 5 and checkpoint["scheduler"]["lr_lambdas"] == [None]
