@@ -233,7 +233,7 @@ class FitConfig:
 
     def _literature_problems(self) -> list[str]:
         problems = []
-        if self.activation != "relu" and self.net != "mlp":
+        if self.activation != "relu" and isinstance(self.net, str) and self.net != "mlp" and ":" not in self.net:
             problems.append(f"--activation applies to --net mlp; --net {self.net} has its own "
                             f"nonlinearities (drop --activation {self.activation})")
         for name in ("adam_beta1", "adam_beta2"):

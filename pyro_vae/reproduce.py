@@ -66,6 +66,7 @@ import torch
 
 from .atomic import write_json
 from .config import FitConfig
+from .devices import ACCELERATORS
 from .errors import CheckpointError, ConfigError, PyroVAEError
 from .schedules import BURDA_TOTAL_PASSES, burda_stage_ends
 from .engine import read_metrics, say
@@ -387,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR toward the full schedule")
     p.add_argument("--overwrite", action="store_true",
                    help="start the setting again in an --out folder that holds a run, deleting that run's files")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: auto)")
+    p.add_argument("--accelerator", "--device", dest="device", default="auto", choices=tuple(ACCELERATORS),
+                   help="where to train and evaluate (fit's --accelerator; --device is its old name; default: auto)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="data folder (default: $PYRO_VAE_DATA or ~/.cache/pyro-vae)")
     p.add_argument("--dataset", default=None, choices=("mnist", "fashion-mnist"),

@@ -259,3 +259,24 @@ def test_burda_schedule_resumes_exactly_through_fit(mnist_dataset, tmp_path):
     assert [r["train_objective"] for r in resumed] == [r["train_objective"] for r in straight]
     checkpoint = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
     assert checkpoint["scheduler"]["last_epoch"] == 5 and checkpoint["scheduler"]["lr_lambdas"] == [None]
+
+
+def test_two_processes_stop_together_on_rank_0s_decision(mnist_dataset, tmp_path):
+    """--max-minutes with 2 processes: rank 0 decides from its clock and both ranks stop after
+    epoch 1 (a rank left training alone would hang in the next all-reduce: the timeout fails it)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_PORT")}
+    env.update(PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    out = tmp_path / "two"
+    done = subprocess.run(
+        [sys.executable, "-m", "pyro_vae.fit", "--train-size", "200", "--eval-size", "100", "--latent-dim", "2",
+         "--hidden", "16", "--batch-size", "50", "--accelerator", "cpu", "--devices", "2", "--epochs", "5",
+         "--max-minutes", "1e-6", "--data-dir", data_dir_of(mnist_dataset), "--out", str(out)],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["stopped"] == "max-minutes" and summary["processes"] == 2
