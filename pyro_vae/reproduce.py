@@ -361,7 +361,11 @@ def curve_picture(results: dict, path: Path) -> Path:
     full = results["full_schedule_passes"]
     ax.axvline(full, color="0.5", ls=":", label=f"the paper's full schedule: {full:,} passes")
     ax.set_xscale("log")
-    ticks = sorted({*xs, full})
+    ticks = []
+    for t in sorted({*xs, full}, reverse=True):  # label the points, none closer than a factor 1.4
+        if not ticks or ticks[-1] / t >= 1.4:
+            ticks.append(t)
+    ticks.reverse()
     ax.set_xticks(ticks, [f"{t:,}" for t in ticks], fontsize=7)
     ax.minorticks_off()
     ax.set_xlabel("passes over the training set")
