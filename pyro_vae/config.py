@@ -21,8 +21,8 @@ DEFAULT_PRIOR_COMPONENTS = {"mog": 10, "vamp": 500}  # vamp: Tomczak & Welling's
 # change them); every other option defines the model and its training, and must agree. The number
 # of processes may not change: the checkpoint holds one RNG state per process, and the resume checks it.
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "accelerator", "devices", "num_nodes", "strategy",
-                               "tensorboard", "data_dir", "out", "eval_k", "data"})  # --data may move: its content
-# is checked against the recorded checksum
+                               "tensorboard", "data_dir", "out", "eval_k", "data", "max_minutes"})
+# --data may move: its content is checked against the recorded checksum
 SEED_LIMIT = 2**32  # seeds lie in [0, 2^32): NumPy's seed range, which pyro.set_rng_seed also sets
 
 
@@ -93,6 +93,9 @@ class FitConfig:
         choices="pyro_vae.data.binarize:BINARIZATION_MODES")
     train_size: int | None = _opt(
         None, "use only the first N training images (for quick experiments); default: all")
+    train_on_validation: bool = _opt(
+        False, "train on the training and validation images together (MNIST: all 60,000, the standard "
+        "split Burda et al. use); the validation metrics then measure training images")
     eval_size: int | None = _opt(
         None, "use only the first N validation and test images; default: all of them")
     _section("model")
@@ -119,12 +122,19 @@ class FitConfig:
         choices="pyro_vae.models.likelihoods:LIKELIHOODS")
     gaussian_scale: float = _opt(0.1, "the fixed standard deviation of --likelihood gaussian")
     latent_dim: int = _opt(32, "dimension D of the latent z")
-    net: str = _opt("mlp", "encoder/decoder networks: mlp, or conv (stride-2 conv + batch norm blocks "
-                    "down to about 4x4, channels doubling; sized from the images)",
+    net: str = _opt("mlp", "encoder/decoder networks: mlp; conv (stride-2 conv + batch norm blocks "
+                    "down to about 4x4, channels doubling; sized from the images); or gated-mlp "
+                    "(Tomczak & Welling's gated dense layers, h = (W x + b) * sigmoid(V x + c))",
                     choices="pyro_vae.nets:ENCODERS")
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden widths, comma-separated (the decoder mirrors the encoder); the conv "
         "nets use the last one as their dense width")
+    activation: str = _opt("relu", "nonlinearity of the --net mlp hidden layers",
+                           choices="pyro_vae.nets:ACTIVATIONS")
+    init: str = _opt(
+        "torch", "initialisation of every linear layer: torch (PyTorch's default), glorot (uniform, "
+        "Glorot & Bengio 2010, zero biases: Burda et al.) or he (weights normal with std sqrt(2 / fan_in), "
+        "biases as torch: Tomczak & Welling's code)", choices="pyro_vae.nets:INITIALIZERS")
     prior: str = _opt(
         "standard", "p(z): standard = N(0, I); learned = N(m, diag s^2) learned; mog = mixture of "
         "--prior-components learned Gaussians; vamp = VampPrior over --prior-components pseudo-inputs",
@@ -161,6 +171,18 @@ class FitConfig:
     jit: bool = _opt(False, "trace the ELBO with torch.jit once per batch shape (the KL weight and the "
                      "mini-batch scale enter as tensors): less Python per step, which small models feel most; "
                      "--elbo trace or meanfield, --model vae or cvae")
+    adam_beta1: float = _opt(0.9, "Adam's beta1 (decay of the gradient's running mean)")
+    adam_beta2: float = _opt(0.999, "Adam's beta2 (decay of the squared gradient's running mean)")
+    adam_eps: float = _opt(1e-8, "Adam's epsilon (Burda et al.: 1e-4)")
+    lr_schedule: str = _opt(
+        "exponential", "exponential: --lr times --lr-decay per epoch; burda: Burda et al.'s 3^i passes at "
+        "--lr * 10^(-i/7), i = 0..7 (3,280 passes in all; --lr-decay unused)",
+        choices="pyro_vae.engine.optim:LR_SCHEDULES")
+    early_stopping: int = _opt(
+        0, "stop when the validation ELBO has not improved for this many epochs (0: never)")
+    max_minutes: float | None = _opt(
+        None, "stop training before the epoch that would end past this many minutes (of this "
+        "invocation; a --resume gets its own); default: no limit")
     seed: int = _opt(0, "random seed: the same seed gives the same run on the same device")
     _section("devices")
     accelerator: str = _opt("auto", "auto (cuda, else mps, else cpu), cpu, cuda or mps",
@@ -212,6 +234,7 @@ class FitConfig:
             problems.append(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.lr_decay <= 1:
             problems.append(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
+        problems += self._literature_problems()
         problems += self._label_model_problems()
         if self.elbo == "iwae" and (self.beta != 1 or self.warmup_epochs > 0):
             problems.append("--elbo iwae is the importance-weighted bound of log p(x); it takes no "
@@ -265,6 +288,25 @@ class FitConfig:
         if self.split is not None and self.data is None:
             problems.append("--split cuts --data without a split of its own; the named data sets have "
                             "their own (drop --split)")
+        return problems
+
+    def _literature_problems(self) -> list[str]:
+        problems = []
+        if self.activation != "relu" and isinstance(self.net, str) and self.net != "mlp" and ":" not in self.net:
+            problems.append(f"--activation applies to --net mlp; --net {self.net} has its own "
+                            f"nonlinearities (drop --activation {self.activation})")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if not self.adam_eps > 0:
+            problems.append(f"--adam-eps must be positive, got {self.adam_eps}")
+        if self.lr_schedule == "burda" and self.lr_decay != FitConfig.lr_decay:
+            problems.append("--lr-schedule burda sets the learning rate of every pass; drop --lr-decay "
+                            "(it applies to --lr-schedule exponential)")
+        if self.early_stopping < 0:
+            problems.append(f"--early-stopping must be >= 0, got {self.early_stopping}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            problems.append(f"--max-minutes must be positive, got {self.max_minutes}")
         return problems
 
     def _label_model_problems(self) -> list[str]:

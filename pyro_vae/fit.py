@@ -27,6 +27,10 @@ from .memory import check_training_memory
 from .run_lock import ensure_writable_folder
 from .vae import build_vae
 
+# why training ended before --epochs, as the final line says it
+STOPPED_NOTES = {"epochs": "", "max-minutes": "stopped by --max-minutes; ",
+                 "early-stopping": "stopped early (--early-stopping); "}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -151,7 +155,8 @@ def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = No
             f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
             + (f"{final['test_bits_per_dim']:.3f} bits/dim; " if "test_bits_per_dim" in final else "")
             + (f"test accuracy of q(y|x) {final['test_accuracy']:.2%}; " if "test_accuracy" in final else "") +
-            f"best validation ELBO at epoch {summary['best_epoch']}; everything is in {config.out}/")
+            f"best validation ELBO at epoch {summary['best_epoch']}; " + STOPPED_NOTES[summary["stopped"]] +
+            f"everything is in {config.out}/")
     if config.eval_k:
         from .evaluate import evaluate_run
 

@@ -28,25 +28,29 @@ class NetSpec:
     latent_dim: int
     hidden: tuple[int, ...]
     cond_dim: int = 0  # width of a conditioning input (one-hot label), 0 if none
+    activation: str = "relu"  # nonlinearity of the mlp nets' hidden layers: relu, tanh, softplus
 
 
-def _mlp(widths: Sequence[int]) -> list[nn.Module]:
-    """Linear + ReLU layers through ``widths`` (no activation after the last)."""
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
+
+
+def _mlp(widths: Sequence[int], activation: str = "relu") -> list[nn.Module]:
+    """Linear + activation layers through ``widths`` (no activation after the last)."""
     layers: list[nn.Module] = []
     for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(w_in, w_out))
         if i < len(widths) - 2:
-            layers.append(nn.ReLU())
+            layers.append(ACTIVATIONS[activation]())
     return layers
 
 
 class MLPEncoder(nn.Module):
-    """x (B, C, H, W) -> flatten -> [Linear, ReLU] * len(hidden) -> features (B, hidden[-1])."""
+    """x (B, C, H, W) -> flatten -> [Linear, activation] * len(hidden) -> features (B, hidden[-1])."""
 
     def __init__(self, spec: NetSpec):
         super().__init__()
         in_dim = math.prod(spec.image_shape) + spec.cond_dim
-        self.net = nn.Sequential(*_mlp([in_dim, *spec.hidden]), nn.ReLU())
+        self.net = nn.Sequential(*_mlp([in_dim, *spec.hidden], spec.activation), ACTIVATIONS[spec.activation]())
         self.feature_dim = spec.hidden[-1]
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -55,14 +59,14 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    """z (B, D) -> [Linear, ReLU] * len(hidden) -> Linear -> (B, P * C, H, W)."""
+    """z (B, D) -> [Linear, activation] * len(hidden) -> Linear -> (B, P * C, H, W)."""
 
     def __init__(self, spec: NetSpec, params_per_pixel: int):
         super().__init__()
         c, h, w = spec.image_shape
         self.out_shape = (params_per_pixel * c, h, w)
         widths = [spec.latent_dim + spec.cond_dim, *reversed(spec.hidden), math.prod(self.out_shape)]
-        self.net = nn.Sequential(*_mlp(widths))
+        self.net = nn.Sequential(*_mlp(widths, spec.activation))
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(_append(z, cond)).unflatten(-1, self.out_shape)  # (..., B, P*C, H, W)
@@ -159,10 +163,78 @@ class ConvDecoder(nn.Module):
         return out.reshape(*lead, *out.shape[1:])  # (..., B, P*C, H, W)
 
 
+class GatedDense(nn.Module):
+    """Tomczak & Welling's gated dense layer: h = (W x + b) * sigmoid(V x + c)   (..., out)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.h = nn.Linear(in_features, out_features)
+        self.gate = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h(x) * torch.sigmoid(self.gate(x))
+
+
+class GatedMLPEncoder(nn.Module):
+    """x (B, C, H, W) -> flatten -> GatedDense * len(hidden) -> features (B, hidden[-1])
+    (Tomczak & Welling 2018's encoder body; the guide adds its mean and scale heads)."""
+
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        widths = [math.prod(spec.image_shape) + spec.cond_dim, *spec.hidden]
+        self.net = nn.Sequential(*(GatedDense(a, b) for a, b in zip(widths[:-1], widths[1:])))
+        self.feature_dim = spec.hidden[-1]
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(_append(x.flatten(start_dim=-3), cond))  # (B, F)
+
+
+class GatedMLPDecoder(nn.Module):
+    """z (B, D) -> GatedDense * len(hidden) -> Linear -> (B, P * C, H, W)."""
+
+    def __init__(self, spec: NetSpec, params_per_pixel: int):
+        super().__init__()
+        c, h, w = spec.image_shape
+        self.out_shape = (params_per_pixel * c, h, w)
+        widths = [spec.latent_dim + spec.cond_dim, *reversed(spec.hidden)]
+        self.net = nn.Sequential(*(GatedDense(a, b) for a, b in zip(widths[:-1], widths[1:])),
+                                 nn.Linear(widths[-1], math.prod(self.out_shape)))
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(_append(z, cond)).unflatten(-1, self.out_shape)  # (..., B, P*C, H, W)
+
+
+def _glorot(layer: nn.Linear) -> None:  # W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)), b = 0
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+
+def _he(layer: nn.Linear) -> None:  # W ~ N(0, 2 / fan_in); biases as torch (Tomczak & Welling's he_init)
+    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+
+
+# --init: name -> what it does to one nn.Linear (torch: PyTorch's default, left as it is)
+INITIALIZERS = {"torch": None, "glorot": _glorot, "he": _he}
+
+
+def initialize_linear_layers(module: nn.Module, scheme: str) -> None:
+    """Re-initialize every ``nn.Linear`` inside ``module`` as :data:`INITIALIZERS` ``[scheme]``
+    says: ``glorot`` (Glorot & Bengio 2010, as Burda et al.), ``he`` (Tomczak & Welling's code)."""
+    if scheme not in INITIALIZERS:
+        raise ConfigError(f"unknown initialisation {scheme!r}; choose one of: {', '.join(INITIALIZERS)}")
+    if INITIALIZERS[scheme] is None:
+        return
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                INITIALIZERS[scheme](layer)
+
+
 def _encoder_arguments(spec: NetSpec) -> dict:
     """What an encoder's constructor may ask for, by parameter name."""
     return {"spec": spec, "image_shape": spec.image_shape, "latent_dim": spec.latent_dim,
-            "hidden": spec.hidden, "cond_dim": spec.cond_dim}
+            "hidden": spec.hidden, "cond_dim": spec.cond_dim,
+            "activation": spec.activation}
 
 
 def _decoder_arguments(spec: NetSpec, params_per_pixel: int) -> dict:
@@ -178,13 +250,15 @@ ENCODERS.register("mlp")(MLPEncoder)
 ENCODERS.register("conv")(ConvEncoder)
 DECODERS.register("mlp")(MLPDecoder)
 DECODERS.register("conv")(ConvDecoder)
+ENCODERS.register("gated-mlp")(GatedMLPEncoder)
+DECODERS.register("gated-mlp")(GatedMLPDecoder)
 
 
 def build_encoder(name: str, spec: NetSpec) -> nn.Module:
-    """The encoder called ``name`` (``mlp`` or ``conv``); it has a ``feature_dim`` attribute."""
+    """The encoder called ``name`` (``mlp``, ``conv`` or ``gated-mlp``); it has a ``feature_dim`` attribute."""
     return ENCODERS.build(name, spec)
 
 
 def build_decoder(name: str, spec: NetSpec, params_per_pixel: int) -> nn.Module:
-    """The decoder called ``name`` (``mlp`` or ``conv``), emitting ``params_per_pixel`` maps."""
+    """The decoder called ``name`` (``mlp``, ``conv`` or ``gated-mlp``), emitting ``params_per_pixel`` maps."""
     return DECODERS.build(name, spec, params_per_pixel)

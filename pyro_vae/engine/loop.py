@@ -95,7 +95,12 @@ class Trainer:
         self.step_hooks: list[Callable] = [step_hook] if os.environ.get(KILL_ENV) else []  # tests: kill -9
         self.repaired: list[str] = []  # what restore() mended of an interrupted run
         pyro.set_rng_seed(cfg.seed)  # the same initial networks in every process
-        train = dataset.train if cfg.train_size is None else dataset.train.subset(cfg.train_size)
+        train = dataset.train
+        if cfg.train_on_validation:  # the standard 60,000 / 10,000 split of MNIST
+            train = type(train)(train.name, torch.cat([train.images, dataset.valid.images]),
+                                torch.cat([train.labels, dataset.valid.labels]))
+        if cfg.train_size is not None:
+            train = train.subset(cfg.train_size)
         if vae is not None:  # config.json must describe it, or the run could not be reloaded
             check_matches_config(vae, cfg, dataset.image_shape, dataset.num_classes)
         self.vae = vae if vae is not None else build_vae(cfg, dataset.image_shape, dataset.num_classes)
@@ -110,13 +115,14 @@ class Trainer:
             loss(*self.variant.first_batch())  # lazy parameters exist before the optimizer sees them
         if cfg.precision != "32-true":
             float32_outputs(self.vae)
-        self.optimizer = build_optimizer(loss.parameters(), cfg.lr)
-        self.scheduler = build_scheduler(self.optimizer, cfg.lr_decay)
+        self.optimizer = build_optimizer(loss.parameters(), cfg.lr, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
         self.clip = clip_value(cfg.optimizer)
         self.loss, self.fabric_optimizer = self.fabric.setup(loss, self.optimizer)
         pyro.set_rng_seed(process_seed(cfg.seed, self.rank))  # each process draws its own noise
         self.epoch, self.step = 0, 0
         self.validated = False  # the first step of this run (or of its resumption) was validated
+        self.stopped = "epochs"  # why fit() ended: epochs, early-stopping or max-minutes
         self.best_valid = -math.inf
         self.writer = self._tensorboard() if cfg.tensorboard and self.is_main else None
 
@@ -205,7 +211,12 @@ class Trainer:
         self.log(f"fit: {cfg.model} on {self.dataset.name}, {self.description} ({cfg.binarize} binarization), "
                  f"{test.description}; {describe(self.fabric)}; epochs {self.epoch + 1}..{cfg.epochs}")
         started = time.perf_counter()
-        for epoch in range(self.epoch + 1, cfg.epochs + 1):
+        self.stopped, first_epoch = "epochs", self.epoch + 1
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            reason = self._stop_before_epoch(time.perf_counter() - started, epoch - first_epoch)
+            if reason is not None:
+                self.stopped = reason
+                break
             try:
                 record = self._train_epoch(epoch)
                 record.update(self._evaluate())
@@ -227,6 +238,35 @@ class Trainer:
             self.writer.close()
         self.fabric.barrier()  # every file is written before any process reads the run (evaluate)
         return summary
+
+    def _stop_before_epoch(self, elapsed: float, epochs_done: int) -> str | None:
+        """Whether to end training before the next epoch, and why: ``"early-stopping"`` or
+        ``"max-minutes"``. Rank 0 decides (it holds every epoch's record, also after a resume,
+        and its clock) and every process follows it."""
+        reason = None
+        if self.is_main:
+            reason = self._no_recent_improvement() or self._out_of_time(elapsed, epochs_done)
+        return self.fabric.broadcast(reason, src=0) if self.world > 1 else reason
+
+    def _no_recent_improvement(self) -> str | None:
+        """--early-stopping N: the validation ELBO has not improved in the last N epochs."""
+        patience = self.config.early_stopping
+        if not patience or not self.records:
+            return None
+        best = max(self.records, key=lambda r: r["valid_elbo"])["epoch"]
+        if self.epoch - best < patience:
+            return None
+        self.log(f"early stopping after epoch {self.epoch}: the validation ELBO last improved at epoch {best}")
+        return "early-stopping"
+
+    def _out_of_time(self, elapsed: float, epochs_done: int) -> str | None:
+        """--max-minutes: would the next epoch (as long as this invocation's epochs so far, training
+        and evaluation) end past the limit? The first epoch of an invocation always runs."""
+        limit = self.config.max_minutes
+        if limit is None or epochs_done == 0 or elapsed + elapsed / epochs_done <= 60 * limit:
+            return None
+        self.log(f"stopping after epoch {self.epoch}: another epoch would pass --max-minutes {limit:g}")
+        return "max-minutes"
 
     def train_step(self, args: tuple) -> torch.Tensor:
         """One optimizer step on one batch's loss arguments; returns the detached loss. Pyro's
@@ -402,6 +442,7 @@ class Trainer:
         best = max(self.records, key=lambda r: r["valid_elbo"])
         return {
             "model": self.config.model, "epochs": self.epoch, "seconds": seconds,
+            "stopped": self.stopped,  # epochs, early-stopping or max-minutes
             "device": describe(self.fabric), "processes": self.world,
             "test_binarization": self._eval_set("test").description,
             "final": {k: last[k] for k in last if k.split("_")[0] in ("train", "valid", "test")},

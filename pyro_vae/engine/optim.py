@@ -1,6 +1,7 @@
 """One ``torch.optim.Adam`` over every parameter of the loss module (fused where the device
-supports it), gradient clipping for ``--optimizer clipped-adam``, and the learning-rate schedule
-(``torch.optim.lr_scheduler.ExponentialLR``, stepped once per epoch)."""
+supports it; betas and eps from the config), gradient clipping for ``--optimizer clipped-adam``,
+and the learning-rate schedule, a torch scheduler stepped once per epoch and saved in every
+checkpoint (``--lr-schedule``: :data:`LR_SCHEDULES`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Iterable
 import torch
 
 from ..registry import Registry
+from ..schedules import burda_lr_factor
 
 CLIP_VALUE = 10.0  # clipped-adam: each gradient element clipped to [-10, 10], as pyro.optim.ClippedAdam
 
@@ -24,13 +26,13 @@ def _fusable(params: list[torch.Tensor]) -> bool:
                                 for p in params)
 
 
-def build_optimizer(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
-    """``torch.optim.Adam(params, lr)``, fused when every parameter's device supports it, else
-    foreach (one kernel per step for all parameters, not one optimizer per parameter)."""
+def build_optimizer(params: Iterable[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                    eps: float = 1e-8) -> torch.optim.Adam:
+    """``torch.optim.Adam(params, lr, betas, eps)``, fused when every parameter's device supports
+    it, else foreach (one kernel per step for all parameters, not one optimizer per parameter)."""
     params = [p for p in params if p.requires_grad]
-    if _fusable(params):
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    return torch.optim.Adam(params, lr=lr, foreach=True)
+    kind = {"fused": True} if _fusable(params) else {"foreach": True}
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, **kind)
 
 
 def clip_value(name: str) -> float | None:
@@ -38,9 +40,18 @@ def clip_value(name: str) -> float | None:
     return OPTIMIZERS.build(name)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, lr_decay: float):
-    """The learning rate multiplied by ``lr_decay`` after each epoch."""
-    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=lr_decay)
+# --lr-schedule: name -> scheduler(optimizer, config), stepped after each epoch
+LR_SCHEDULES: Registry[torch.optim.lr_scheduler.LRScheduler] = Registry("learning-rate schedule")
+LR_SCHEDULES.register("exponential")(  # lr * lr_decay^epochs
+    lambda optimizer, config: torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay))
+LR_SCHEDULES.register("burda")(  # Burda et al.: lr * 10^(-i/7) in stage i (3^i passes); a module-level
+    # function, so the scheduler's state_dict holds only numbers and resumes exactly
+    lambda optimizer, config: torch.optim.lr_scheduler.LambdaLR(optimizer, burda_lr_factor))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config):
+    """``config.lr_schedule``'s scheduler of ``optimizer``."""
+    return LR_SCHEDULES.build(config.lr_schedule, optimizer, config)
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:

@@ -23,7 +23,7 @@ from ..data import DeviceBatches, intensities
 from ..errors import ConfigError
 from ..evaluation import eval_mode
 from ..models import LIKELIHOODS, PRIORS
-from ..nets import NetSpec, build_decoder
+from ..nets import NetSpec, build_decoder, initialize_linear_layers
 from ..guides import GUIDES
 from ..components import check_objective
 from ..objectives import ELBOS, JIT_ELBOS, JitELBO, Minibatch, ScaleLatents, elbo_terms
@@ -113,7 +113,7 @@ class Variant:
 
         cond_dim = num_classes if cls.takes_labels else 0
         spec = NetSpec(image_shape=tuple(image_shape), latent_dim=config.latent_dim,
-                       hidden=tuple(config.hidden), cond_dim=cond_dim)
+                       hidden=tuple(config.hidden), cond_dim=cond_dim, activation=config.activation)
         if likelihood is None:
             likelihood = LIKELIHOODS.build(config.likelihood, tuple(image_shape), config)
         if guide is None:
@@ -124,6 +124,7 @@ class Variant:
         check_objective(config, prior, guide)
         decoder = build_decoder(config.net, spec, likelihood.params_per_pixel)
         vae = VAE(cls.build_model(prior, decoder, likelihood, num_classes), guide)
+        initialize_linear_layers(vae, config.init)  # --init: the papers' schemes
         vae.config = config
         vae.image_shape = tuple(image_shape)
         return vae

@@ -45,7 +45,8 @@ class M2Variant(Variant):
     @classmethod
     def wrap_guide(cls, guide, config, spec: NetSpec, num_classes: int):
         # q(y, z | x) = q(y | x) q(z | x, y)
-        classifier_spec = NetSpec(spec.image_shape, config.latent_dim, tuple(config.hidden))
+        classifier_spec = NetSpec(spec.image_shape, config.latent_dim, tuple(config.hidden),
+                                  activation=spec.activation)
         return M2Guide(LabelClassifier(build_encoder(config.net, classifier_spec), num_classes), guide,
                        num_classes)
 

@@ -1,0 +1,282 @@
+"""python -m pyro_vae.reproduce: every published setting is built exactly as the papers say, runs
+two steps on a few hundred images and is evaluated; Burda et al.'s schedule; the fit options it
+needs (activation, gated dense layers, initialisation, Adam, early stopping, time limit)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pyro_vae import reproduce
+from pyro_vae.config import FitConfig
+from pyro_vae.errors import ConfigError
+from pyro_vae.nets import GatedDense
+from pyro_vae.schedules import BURDA_TOTAL_PASSES, burda_lr_factor, burda_stage_ends
+from pyro_vae.engine import Trainer
+from pyro_vae.vae import build_vae
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# The issue's and the papers' values, written out independently of pyro_vae/reproduce.py.
+BURDA = dict(binarize="dynamic", train_on_validation=True, net="mlp", activation="tanh", hidden=(200, 200),
+             latent_dim=50, init="glorot", batch_size=20, lr=1e-3, adam_beta1=0.9, adam_beta2=0.999,
+             adam_eps=1e-4, lr_schedule="burda", epochs=3280, prior="standard", likelihood="bernoulli")
+TOMCZAK = dict(binarize="dynamic", net="gated-mlp", hidden=(300, 300), latent_dim=40, lr=5e-4, batch_size=100,
+               warmup_epochs=100.0, early_stopping=50, lr_decay=1.0, adam_beta1=0.9, adam_beta2=0.999)
+EXPECTED = {
+    "burda2015-vae-k1": ({**BURDA, "elbo": "trace", "particles": 1}, -86.76),
+    "burda2015-iwae-k5": ({**BURDA, "elbo": "iwae", "particles": 5}, -85.54),
+    "burda2015-iwae-k50": ({**BURDA, "elbo": "iwae", "particles": 50}, -84.78),
+    "tomczak2018-standard": ({**TOMCZAK, "prior": "standard"}, -88.56),
+    "tomczak2018-vamp": ({**TOMCZAK, "prior": "vamp", "prior_components": 500}, -85.57),
+    # Pyro's SS-VAE tutorial: 500 softplus units, z 50, lr 0.00042, beta1 0.95, batch 200, aux loss 46
+    "kingma2014-m2-100": (dict(model="m2", labels=100, net="mlp", activation="softplus", hidden=(500,),
+                               latent_dim=50, lr=0.00042, adam_beta1=0.95, batch_size=200, epochs=50,
+                               labelled_weight="counted", alpha=46 * 100 / 50_000), 0.1197),
+}
+# Burda et al.: 3^i passes at 0.001 * 10^(-i/7); the rates written out as decimals.
+BURDA_RATES = [1e-3, 7.196857e-4, 5.179475e-4, 3.727594e-4, 2.682696e-4, 1.930698e-4, 1.389495e-4, 1e-4]
+
+
+def data_dir_of(dataset) -> str:
+    return str(Path(dataset.root).parent.parent)  # root is <data dir>/MNIST/raw
+
+
+def test_every_setting_is_listed_with_the_issues_values(capsys):
+    assert set(reproduce.SETTINGS) == set(EXPECTED)
+    for name, (values, target) in EXPECTED.items():
+        setting = reproduce.SETTINGS[name]
+        config = setting.fit_config()
+        assert setting.target == target
+        for key, value in values.items():
+            assert getattr(config, key) == value, (name, key)
+    assert reproduce.main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    for name, (_, target) in EXPECTED.items():
+        assert name in listed
+    assert "-86.76" in listed and "11.97%" in listed and "9,840,000 steps of 20" in listed
+
+
+def test_burda_schedule_has_3280_passes_at_the_stated_rates():
+    assert BURDA_TOTAL_PASSES == 3280
+    assert burda_stage_ends() == [1, 4, 13, 40, 121, 364, 1093, 3280]
+    rates = [1e-3 * burda_lr_factor(p) for p in range(BURDA_TOTAL_PASSES)]
+    distinct = sorted(set(rates), reverse=True)
+    assert distinct == pytest.approx(BURDA_RATES, rel=1e-6)
+    assert [rates.count(r) for r in distinct] == [3 ** i for i in range(8)]
+    assert rates == sorted(rates, reverse=True)
+    assert 1e-3 * burda_lr_factor(BURDA_TOTAL_PASSES + 10) == pytest.approx(1e-4)  # stays at the last rate
+
+
+def _linears(module: nn.Module) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def _count(module: nn.Module, kind: type) -> int:
+    return sum(isinstance(m, kind) for m in module.modules())  # PyroModule[Tanh] is a Tanh
+
+
+def test_burda_network_is_784_200_200_50_tanh_with_glorot_init():
+    vae = build_vae(reproduce.SETTINGS["burda2015-vae-k1"].fit_config(), (1, 28, 28))
+    guide, decoder = vae.guide, vae.model.decoder
+    assert _linears(guide.encoder) == [(784, 200), (200, 200)]
+    assert (guide.loc_head.in_features, guide.loc_head.out_features) == (200, 50)
+    assert _linears(decoder) == [(50, 200), (200, 200), (200, 784)]
+    assert _count(vae, nn.Tanh) == 4 and _count(vae, nn.ReLU) == 0  # 2 in the encoder, 2 in the decoder
+    for layer in vae.modules():
+        if isinstance(layer, nn.Linear):  # Glorot: U(-a, a), a = sqrt(6 / (fan_in + fan_out)); b = 0
+            a = math.sqrt(6 / (layer.in_features + layer.out_features))
+            assert float(layer.weight.detach().abs().max()) <= a
+            assert float(layer.weight.detach().abs().max()) > 0.95 * a  # uniform, not a narrower default
+            assert float(layer.weight.detach().std()) == pytest.approx(a / math.sqrt(3), rel=0.05)
+            assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_tomczak_networks_are_gated_300_300_latent_40_he_init():
+    vae = build_vae(reproduce.SETTINGS["tomczak2018-vamp"].fit_config(), (1, 28, 28))
+    def gated(module):
+        return [(m.h.in_features, m.h.out_features) for m in module.modules() if isinstance(m, GatedDense)]
+
+    assert gated(vae.guide.encoder) == [(784, 300), (300, 300)]
+    assert gated(vae.model.decoder) == [(40, 300), (300, 300)]
+    assert _linears(vae.model.decoder)[-1] == (300, 784)
+    assert vae.guide.loc_head.out_features == 40
+    assert tuple(vae.model.prior.pseudo_weights.shape) == (500, 1, 28, 28)
+    first = vae.guide.encoder.net[0].h  # He: N(0, 2 / fan_in)
+    assert float(first.weight.detach().std()) == pytest.approx(math.sqrt(2 / 784), rel=0.03)
+    assert float(first.weight.detach().mean()) == pytest.approx(0, abs=0.01 * math.sqrt(2 / 784))
+
+
+def test_gated_dense_is_linear_times_sigmoid_gate():
+    torch.manual_seed(0)
+    layer = GatedDense(5, 3)
+    x = torch.randn(4, 5)
+    expected = (x @ layer.h.weight.T + layer.h.bias) / (1 + torch.exp(-(x @ layer.gate.weight.T + layer.gate.bias)))
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+def test_m2_networks_are_one_layer_of_500_softplus_units():
+    vae = build_vae(reproduce.SETTINGS["kingma2014-m2-100"].fit_config(), (1, 28, 28))
+    assert _count(vae, nn.Softplus) > 0 and _count(vae, nn.ReLU) == 0
+    hidden = {out for _, out in _linears(vae)}
+    assert 500 in hidden and 50 in hidden
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_each_setting_runs_two_steps_and_its_evaluation(name, mnist_dataset, tmp_path):
+    setting = reproduce.SETTINGS[name]
+    batch = setting.config["batch_size"]
+    labelled = setting.config.get("labels", 0)
+    out = tmp_path / name
+    results = reproduce.run(name, out, budget_minutes=5, train_size=labelled + 2 * batch, eval_size=200, k=8,
+                            max_passes=1, data_dir=data_dir_of(mnist_dataset), device="cpu")
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in metrics] == [2]  # two SVI steps (M2: two unlabelled batches, each with labels)
+    # the optimizer the run trained with has the paper's hyperparameters (pass 1: the base rate)
+    assert metrics[0]["lr"] == pytest.approx(setting.config["lr"])
+    saved = json.loads((out / reproduce.RESULTS).read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert saved["passes_done"] == 1 and saved["stopped"] == "max-passes"
+    assert saved["deviations"] == {"train_size": labelled + 2 * batch, "eval_size": 200, "k": 8}
+    final = saved["final"]
+    if setting.quantity == "log_px":
+        assert final["images"] == 200 and final["k"] == 8
+        assert final["elbo"] <= final["log_px"] < 0  # the K = 8 bound is above the ELBO on the same samples
+        assert saved["gap"] == pytest.approx(final["log_px"] - setting.target)
+        assert [p["passes"] for p in saved["curve"]] == [1]
+    else:
+        assert 0 <= final["test_error"] <= 1
+        assert saved["gap"] == pytest.approx(final["test_error"] - setting.target)
+    assert (out / reproduce.CURVE_PICTURE).stat().st_size > 0
+
+
+def test_adam_hyperparameters_and_burda_rates_reach_the_optimizer(mnist_dataset, tmp_path):
+    config = reproduce.SETTINGS["burda2015-vae-k1"].fit_config(
+        train_size=40, eval_size=50, epochs=5, data_dir=data_dir_of(mnist_dataset), out=str(tmp_path))
+    trainer = Trainer(config, mnist_dataset, tmp_path, torch.device("cpu"), log=lambda _: None)
+    trainer.fit()
+    assert [r["lr"] for r in trainer.records] == pytest.approx([1e-3, *BURDA_RATES[1:2] * 3, BURDA_RATES[2]])
+    groups = trainer.optimizer.param_groups  # one torch Adam over every parameter
+    assert isinstance(trainer.optimizer, torch.optim.Adam) and len(groups) == 1
+    assert sum(p.numel() for p in groups[0]["params"]) == sum(p.numel() for p in trainer.vae.parameters())
+    assert groups[0]["betas"] == (0.9, 0.999) and groups[0]["eps"] == 1e-4
+    assert groups[0]["lr"] == pytest.approx(BURDA_RATES[2])  # after 5 passes: stage 2
+
+
+def test_early_stopping_stops_after_n_epochs_without_improvement(mnist_dataset, tmp_path, monkeypatch):
+    config = FitConfig(train_size=100, eval_size=50, latent_dim=2, hidden=(16,), batch_size=50, epochs=10,
+                       early_stopping=2, data_dir=data_dir_of(mnist_dataset), out=str(tmp_path))
+    trainer = Trainer(config, mnist_dataset, tmp_path, torch.device("cpu"), log=lambda _: None)
+    valid = iter([-100.0, -90.0, -95.0, -91.0, -80.0])  # best at epoch 2, then two worse epochs
+    evaluate = trainer._evaluate
+    monkeypatch.setattr(trainer, "_evaluate", lambda: {**evaluate(), "valid_elbo": next(valid)})
+    summary = trainer.fit()
+    assert summary["epochs"] == 4 and summary["stopped"] == "early-stopping"
+    assert summary["best_epoch"] == 2
+    # --resume of an early-stopped run trains no further: rank 0 reads the records and decides again
+    from pyro_vae.fit import resolve_config, run
+
+    again = run(resolve_config({}, None, str(tmp_path)), str(tmp_path))
+    assert again["epochs"] == 4 and again["stopped"] == "early-stopping"
+
+
+def test_max_minutes_stops_after_the_first_epoch(mnist_dataset, tmp_path):
+    config = FitConfig(train_size=100, eval_size=50, latent_dim=2, hidden=(16,), batch_size=50, epochs=10,
+                       max_minutes=1e-6, data_dir=data_dir_of(mnist_dataset), out=str(tmp_path))
+    summary = Trainer(config, mnist_dataset, tmp_path, torch.device("cpu"), log=lambda _: None).fit()
+    assert summary["epochs"] == 1 and summary["stopped"] == "max-minutes"
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(activation="tanh", net="conv"), "--activation applies to --net mlp"),
+    (dict(lr_schedule="burda", lr_decay=0.9), "drop --lr-decay"),
+    (dict(adam_beta1=1.0), "--adam-beta1 must be in [0, 1)"),
+    (dict(adam_eps=0.0), "--adam-eps must be positive"),
+    (dict(early_stopping=-1), "--early-stopping must be >= 0"),
+])
+def test_bad_literature_options_are_explained(values, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        FitConfig(**values)
+
+
+def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
+    assert reproduce.main(["no-such-paper", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown setting 'no-such-paper'" in capsys.readouterr().err
+    assert reproduce.main(["--resume", str(tmp_path)]) == 2
+    assert "no reproduce.json" in capsys.readouterr().err
+    assert reproduce.main([]) == 2
+    assert "give a setting NAME" in capsys.readouterr().err
+
+
+def test_config_offers_exactly_the_registered_networks_activations_inits_and_schedules():
+    from pyro_vae.config import config_fields, field_choices
+    from pyro_vae.engine.optim import LR_SCHEDULES
+    from pyro_vae.nets import ACTIVATIONS, DECODERS, ENCODERS, INITIALIZERS
+
+    choices = {f.name: field_choices(f) for f in config_fields()}
+    assert tuple(ENCODERS.names()) == tuple(DECODERS.names()) == choices["net"]
+    assert "gated-mlp" in choices["net"]
+    assert tuple(ACTIVATIONS) == choices["activation"] == ("relu", "tanh", "softplus")
+    assert tuple(INITIALIZERS) == choices["init"] == ("torch", "glorot", "he")
+    assert tuple(LR_SCHEDULES.names()) == choices["lr_schedule"] == ("exponential", "burda")
+
+
+def test_resume_continues_the_schedule_and_keeps_the_curve(mnist_dataset, tmp_path):
+    out, data_dir = tmp_path / "burda", data_dir_of(mnist_dataset)
+    quick = dict(train_size=40, eval_size=50, k=4, data_dir=data_dir, device="cpu")
+    reproduce.run("burda2015-vae-k1", out, budget_minutes=5, max_passes=1, **quick)
+    with pytest.raises(ConfigError, match="already holds a run; continue it with --resume"):
+        reproduce.run("burda2015-vae-k1", out, budget_minutes=5, max_passes=2, **quick)
+    with pytest.raises(ConfigError, match="--train-size 80 differs from the run's"):
+        reproduce.run("burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=2,
+                      **{**quick, "train_size": 80})
+    results = reproduce.run("burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=2, **quick)
+    assert results["passes_done"] == 2 and len(results["invocations"]) == 2
+    assert [p["passes"] for p in results["curve"]] == [1, 2]  # pass 1 ends a stage; 2 ends the run
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in metrics] == pytest.approx(BURDA_RATES[:2])  # the schedule went on
+
+
+def test_burda_schedule_resumes_exactly_through_fit(mnist_dataset, tmp_path):
+    """5 passes in one go, and 2 passes then --resume to 5: the same learning rates and the same
+    training losses, epoch by epoch (the LambdaLR state and Adam's moments are in last.pt)."""
+    from pyro_vae.fit import resolve_config, run
+
+    base = reproduce.SETTINGS["burda2015-vae-k1"].fit_config(
+        train_size=40, eval_size=20, data_dir=data_dir_of(mnist_dataset), accelerator="cpu")
+    run(base.replace(epochs=5, out=str(tmp_path / "straight")))
+    run(base.replace(epochs=2, out=str(tmp_path / "resumed")))
+    run(resolve_config({"epochs": 5}, None, str(tmp_path / "resumed")), str(tmp_path / "resumed"))
+    straight, resumed = ([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+                         for name in ("straight", "resumed"))
+    assert [r["lr"] for r in resumed] == [r["lr"] for r in straight] == pytest.approx(
+        [1e-3, *BURDA_RATES[1:2] * 3, BURDA_RATES[2]])
+    assert [r["train_objective"] for r in resumed] == [r["train_objective"] for r in straight]
+    checkpoint = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert checkpoint["scheduler"]["last_epoch"] == 5 and checkpoint["scheduler"]["lr_lambdas"] == [None]
+
+
+def test_two_processes_stop_together_on_rank_0s_decision(mnist_dataset, tmp_path):
+    """--max-minutes with 2 processes: rank 0 decides from its clock and both ranks stop after
+    epoch 1 (a rank left training alone would hang in the next all-reduce: the timeout fails it)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_PORT")}
+    env.update(PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    out = tmp_path / "two"
+    done = subprocess.run(
+        [sys.executable, "-m", "pyro_vae.fit", "--train-size", "200", "--eval-size", "100", "--latent-dim", "2",
+         "--hidden", "16", "--batch-size", "50", "--accelerator", "cpu", "--devices", "2", "--epochs", "5",
+         "--max-minutes", "1e-6", "--data-dir", data_dir_of(mnist_dataset), "--out", str(out)],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["stopped"] == "max-minutes" and summary["processes"] == 2
