@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from pyro_vae.data import data_record
 from torch import nn
 
 from pyro_vae import reproduce
@@ -171,6 +173,7 @@ def test_adam_hyperparameters_and_burda_rates_reach_the_optimizer(mnist_dataset,
 def test_early_stopping_stops_after_n_epochs_without_improvement(mnist_dataset, tmp_path, monkeypatch):
     config = FitConfig(train_size=100, eval_size=50, latent_dim=2, hidden=(16,), batch_size=50, epochs=10,
                        early_stopping=2, data_dir=data_dir_of(mnist_dataset), out=str(tmp_path))
+    config = config.replace(**data_record(mnist_dataset, config))  # as fit records the data
     trainer = Trainer(config, mnist_dataset, tmp_path, torch.device("cpu"), log=lambda _: None)
     valid = iter([-100.0, -90.0, -95.0, -91.0, -80.0])  # best at epoch 2, then two worse epochs
     evaluate = trainer._evaluate
