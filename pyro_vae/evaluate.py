@@ -128,7 +128,8 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
              "gather": lambda obj: gather_objects(fabric, obj)}
     vae = load(run_dir, checkpoint=checkpoint, device=dev)
     config = vae.config
-    kept_mb = batch_size * k * max(1, vae.num_classes if config.model == "m2" else 0) * 8 / 2**20
+    label_passes = vae.num_classes if variant_of(config).sums_over_labels else 1
+    kept_mb = batch_size * k * label_passes * 8 / 2**20
     if kept_mb > memory_mb:  # the (batch, K) float64 log-weights kept for Pareto k-hat
         fits = max(1, int(memory_mb * batch_size / kept_mb))
         raise ConfigError(f"--batch-size {batch_size} with --k {k} keeps {kept_mb:,.0f} MB of log-weights per "

@@ -31,6 +31,7 @@ from .config import FitConfig
 from .data.batches import DEVICE_MEMORY_SHARE
 from .engine.loop import TRAIN_EVAL_SIZE  # the trainer's per-epoch training-set evaluation
 from .errors import ConfigError
+from .variants import variant_of
 
 GB = 2**30
 MB = 2**20
@@ -125,7 +126,7 @@ def step_bytes(config: FitConfig, image_shape, num_classes: int) -> tuple[int, i
             x = torch.rand(batch, *image_shape)
             if config.likelihood == "bernoulli":
                 x = x.round()
-            y = torch.zeros(batch, dtype=torch.long) if config.model == "cvae" else None
+            y = torch.zeros(batch, dtype=torch.long) if variant_of(config).conditions_on_labels else None
             storages: dict[int, int] = {}
 
             def pack(t):
@@ -155,7 +156,7 @@ def estimate_training_memory(config: FitConfig, dataset, device: torch.device) -
     data = train * moved + image_bytes * evaluation * (1 + int(device.type == "cuda"))
     fixed, per_image, count = step_bytes(config, image_shape, num_classes)
     parameters = 16 * count
-    per_image *= config.particles * (num_classes if config.model == "m2" else 1)
+    per_image *= config.particles * (num_classes if variant_of(config).sums_over_labels else 1)
     step = fixed + per_image * config.batch_size
     if config.prior == "vamp":
         from .models.priors import VAMP_BLOCK_BYTES

@@ -89,6 +89,7 @@ class Variant:
     name: ClassVar[str] = ""
     takes_labels: ClassVar[bool] = False  # the networks take the label (one-hot)
     conditions_on_labels: ClassVar[bool] = False  # ELBO / log p(x) given the true labels
+    sums_over_labels: ClassVar[bool] = False  # log p(x) = log sum_y p(x, y): one pass per label
 
     # -- building ----------------------------------------------------------------------------
     @classmethod

@@ -27,6 +27,7 @@ PRIORS_WITHOUT_PSEUDO_INPUTS = ("standard", "learned", "mog")
 class M2Variant(Variant):
     name = "m2"
     takes_labels = True
+    sums_over_labels = True
 
     @classmethod
     def config_problems(cls, config) -> list[str]:
