@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# Reruns every command behind the measured tables of README.md on the current code, and writes
+# Reruns every command behind the measured tables of the docs (docs/training.md, evaluation.md,
+# models.md, benchmarks.md, performance.md) on the current code, and writes
 # their outputs plus one summary (the numbers, each with its command, the date and the device) to
 # $OUT/README_FIGURES.md. It takes hours on a CPU (the K = 5000 evaluations and the priors x guides
-# benchmark dominate); it is not a test. Copy the numbers into README.md by hand, with the date and
+# benchmark dominate); it is not a test. Copy the numbers into those pages by hand, with the date and
 # device printed in the summary.
 #
 #   bash scripts/regenerate_readme_figures.sh                 # everything, into runs/readme-figures
 #   OUT=/tmp/figs bash scripts/regenerate_readme_figures.sh default cvae   # some parts only
 #
 # Parts: default (the default run and its K = 5000 evaluation), priors_guides (standard/VampPrior x
-# diag/IAF benchmark), cvae, m2, train_speed (pyro-vae against pure PyTorch).
+# diag/IAF benchmark), cvae, m2 (Kingma et al.'s M2 with 100 labels, as `python -m pyro_vae.reproduce`
+# runs it), performance (the training-step and evaluation benchmarks of docs/performance.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/readme-figures}
 PARTS=("$@")
-[ ${#PARTS[@]} -eq 0 ] && PARTS=(default priors_guides cvae m2 train_speed)
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(default priors_guides cvae m2 performance)
 mkdir -p "$OUT"
 LOG="$OUT/commands.log"
 
@@ -29,29 +31,37 @@ run() {  # run "description" command...: log the command, its start, end and exi
 for part in "${PARTS[@]}"; do
   case "$part" in
     default)
-      # README "Measured": the default run (30 epochs) and its test log p(x) with K = 5000
+      # docs/training.md and evaluation.md: the default run (30 epochs) and its test log p(x) with K = 5000
       run "$PY" -m pyro_vae.fit --out "$OUT/mnist" --overwrite
       run "$PY" -m pyro_vae.evaluate "$OUT/mnist" --k 5000 --no-progress ;;
     priors_guides)
-      # README "Standard vs VampPrior, diagonal vs IAF: measured"
+      # docs/benchmarks.md: standard vs VampPrior, diagonal vs IAF
       run "$PY" benchmarks/priors_guides.py --epochs 20 --threads 1 \
         --runs "$OUT/priors_guides_runs" --out "$OUT/priors_guides.json" ;;
     cvae)
-      # README "Conditional and semi-supervised models: measured", CVAE row
+      # docs/models.md, the CVAE row
       run "$PY" -m pyro_vae.fit --model cvae --prior learned --epochs 20 --out "$OUT/cvae" --overwrite ;;
     m2)
-      # the M2 row: 67 epochs (the README's run was stopped after 66 and resumed to 67: the same run)
-      run "$PY" -m pyro_vae.fit --model m2 --labels 100 --hidden 500 --latent-dim 50 --lr-decay 0.99 \
-        --epochs 67 --out "$OUT/m2-100" --overwrite ;;
-    train_speed)
-      # README "Benchmarks"
-      run "$PY" benchmarks/train_speed.py --epochs 3 --out "$OUT/train_speed.json" ;;
-    *) echo "unknown part $part; choose from: default priors_guides cvae m2 train_speed" >&2; exit 2 ;;
+      # docs/models.md and docs/reproduce.md: M2 with 100 labels, Pyro's tutorial settings, 50 epochs at most
+      run "$PY" -m pyro_vae.reproduce kingma2014-m2-100 --budget-minutes 60 --out "$OUT/m2-100" --overwrite ;;
+    performance)
+      # docs/performance.md: each training row, then the evaluation
+      for size_steps in "default 10" "tiny 50"; do
+        set -- $size_steps
+        for elbo in trace meanfield; do
+          for jit in "" "--jit"; do
+            run "$PY" benchmarks/train_speed.py --size "$1" --steps "$2" --blocks 9 --elbo "$elbo" $jit \
+              --out "$OUT/performance/train_$1_$elbo${jit:+_jit}.json"
+          done
+        done
+      done
+      run "$PY" benchmarks/eval_speed.py --k 1000 --images 500 --out "$OUT/performance/eval_speed.json" ;;
+    *) echo "unknown part $part; choose from: default priors_guides cvae m2 performance" >&2; exit 2 ;;
   esac
 done
 
 "$PY" - "$OUT" <<'PYEOF'
-"""Collect the numbers the README quotes from the files the commands wrote."""
+"""Collect the numbers the docs quote from the files the commands wrote."""
 import json, os, platform, subprocess, sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,7 +71,7 @@ import torch
 out = Path(sys.argv[1])
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 device = (torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()}-core {cpu}, no GPU")
-lines = [f"# README figures, regenerated {datetime.now(timezone.utc):%Y-%m-%d} on {device}",
+lines = [f"# Docs figures, regenerated {datetime.now(timezone.utc):%Y-%m-%d} on {device}",
          f"torch {torch.__version__}; commands and timings in commands.log", ""]
 
 def fmt(value, spec=".2f"):
@@ -73,8 +83,7 @@ def load(path):
 
 for run, command in [("mnist", "python -m pyro_vae.fit --out runs/mnist"),
                      ("cvae", "python -m pyro_vae.fit --model cvae --prior learned --epochs 20 --out runs/cvae"),
-                     ("m2-100", "python -m pyro_vae.fit --model m2 --labels 100 --hidden 500 --latent-dim 50 "
-                                "--lr-decay 0.99 --epochs 67 --out runs/m2-100")]:
+                     ("m2-100", "python -m pyro_vae.reproduce kingma2014-m2-100 --budget-minutes 60 --out runs/m2-100")]:
     summary = load(f"{run}/summary.json")
     if summary is None:
         continue
@@ -91,7 +100,7 @@ for run, command in [("mnist", "python -m pyro_vae.fit --out runs/mnist"),
         lines.append(f"- `python -m pyro_vae.evaluate runs/{run} --k {e['k']}`: test log p(x) "
                      f"{fmt(e.get('log_px_mean'))} ± {fmt(e.get('log_px_stderr'))}; ELBO {fmt(e.get('elbo_mean'))}; "
                      f"active units {e.get('active_units')}; k-hat > 0.7: {fmt(e.get('khat_share_above_0.7'), '.0%')}")
-for name in ("priors_guides.json", "train_speed.json"):
+for name in ["priors_guides.json", *sorted(str(p.relative_to(out)) for p in out.glob("performance/*.json"))]:
     data = load(name)
     if data is not None:
         lines.append(f"- `{name}`: see the file; {json.dumps(data)[:400]}...")
