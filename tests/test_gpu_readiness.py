@@ -35,7 +35,6 @@ from pyro_vae.data import DeviceBatches
 from pyro_vae.engine import Trainer, load_checkpoint
 from pyro_vae.engine.checkpoint import restore_optimizer, set_rng_state
 from pyro_vae.engine.optim import build_optimizer, build_scheduler
-from pyro_vae.errors import CheckpointError
 from pyro_vae.evaluation import iwae
 from pyro_vae.vae import build_vae
 from test_host_syncs import HostReads
