@@ -33,7 +33,7 @@ import pyro_vae
 from pyro_vae.config import FitConfig
 from pyro_vae.data import DeviceBatches
 from pyro_vae.engine import Trainer, load_checkpoint
-from pyro_vae.engine.checkpoint import restore_optimizer, set_rng_state
+from pyro_vae.engine.checkpoint import restore_optimizer, rng_state, set_rng_state
 from pyro_vae.engine.optim import build_optimizer, build_scheduler
 from pyro_vae.evaluation import iwae
 from pyro_vae.vae import build_vae
@@ -283,6 +283,17 @@ def test_the_evaluation_chunk_fits_the_gpus_free_memory(fake_cuda):
         vae, x = fake_vae_and_images()
         budgeted = iwae.auto_k_chunk(vae.model, vae.guide, x, k=10**9, memory_budget_mb=2**29 / 2 / 2**20)
     assert budgeted == small
+
+
+def test_cuda_rng_states_are_restored_for_the_gpus_present(fake_cuda, monkeypatch):
+    """(a) A checkpoint of a machine with two GPUs resumed on a machine with one: the first
+    CUDA state goes to cuda:0, from a CPU tensor; the second has no GPU to go to."""
+    del fake_cuda.generators[1]  # one GPU here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    states = [torch.Generator().manual_seed(seed).get_state() for seed in (11, 12)]
+    set_rng_state({**rng_state(), "cuda": states})
+    assert torch.equal(fake_cuda.generators[0].get_state(), states[0])
 
 
 SIZING_MODULES = ("evaluation/iwae.py", "memory.py", "data/batches.py")
