@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyro_vae.data import DeviceBatches
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import CheckpointError, ConfigError
 
 NUM_ITEMS = 103  # not a multiple of the batch size: the last batch is short
 BATCH_SIZE = 10
@@ -74,6 +74,36 @@ def test_state_dict_round_trip_repeats_the_next_epoch_exactly(binarization):
     assert torch.equal(y_resumed, y_next) and torch.equal(x_resumed, x_next)
 
 
+@pytest.mark.parametrize("binarization", ["none", "dynamic"])
+def test_a_run_changes_device_between_epochs_and_back(binarization):
+    """The sampler's state is a CPU generator's whatever the device, the same size everywhere:
+    a CPU run's state resumes on another device (``meta``, data-free, standing in for a GPU; a
+    GPU generator's state is 16 bytes, a CPU one's 5056), and that device's state resumes on
+    the CPU, where the next epoch equals the uninterrupted CPU run's. Every device draws the
+    same permutation from the same state (on a real GPU the binarization noise comes from the
+    GPU's own generator, so only the permutation is shared)."""
+    straight = make_batches(binarization, seed=5)
+    epoch(straight)
+    other = make_batches(binarization, seed=0, device="meta")
+    other.load_state_dict(straight.state_dict())  # CPU -> the other device
+    x_other, y_other = epoch(other)  # epoch 2 there
+    assert x_other.device.type == "meta" and y_other.device.type == "meta"
+    epoch(straight)  # epoch 2 here
+    assert torch.equal(other.state_dict()["generator"], straight.state_dict()["generator"])  # same draws
+    back = make_batches(binarization, seed=0)
+    back.load_state_dict(other.state_dict())  # and back to the CPU
+    (x_back, y_back), (x_straight, y_straight) = epoch(back), epoch(straight)  # epoch 3
+    assert torch.equal(y_back, y_straight) and torch.equal(x_back, x_straight)
+    assert other.state_dict()["generator"].numel() == torch.Generator().get_state().numel()
+
+
+def test_an_earlier_gpu_runs_sampler_state_is_refused_clearly():
+    batches = make_batches()
+    with pytest.raises(CheckpointError, match="holds 16 bytes, not a CPU generator's 5056: it was written by "
+                                              "an earlier pyro-vae on a GPU"):
+        batches.load_state_dict({"generator": torch.zeros(16, dtype=torch.uint8)})
+
+
 def test_batch_size_below_one_is_refused():
     with pytest.raises(ConfigError, match="batch size must be at least 1, got 0"):
         DeviceBatches(torch.zeros(2, 1), torch.zeros(2), 0, binarization="none", seed=0, device="cpu")
@@ -90,7 +120,8 @@ def test_unknown_binarization_is_refused():
 def test_batches_and_their_generator_live_on_cuda():
     batches = make_batches("dynamic", device="cuda")
     x, y = next(iter(batches))
-    assert x.is_cuda and y.is_cuda and batches.generator.device.type == "cuda"
+    assert x.is_cuda and y.is_cuda and batches.noise.device.type == "cuda"
+    assert batches.generator.device.type == "cpu"  # the state a checkpoint holds
     state = batches.state_dict()
     x_next, _ = epoch(batches)
     batches.load_state_dict(state)

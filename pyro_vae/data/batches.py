@@ -8,10 +8,17 @@ lives:
     to the device once, every batch an index into it;
   - on a GPU otherwise: in host memory, each batch gathered into pinned memory and copied to the
     device without blocking (``non_blocking=True``), so the copy overlaps the previous step.
-One seeded ``torch.Generator`` on the compute device draws each epoch's permutation and the
-dynamic binarization; its state is all :meth:`DeviceBatches.state_dict` needs for a resumed run to
-continue identically. With several processes (``shard=(rank, world)``), each one draws the same
-permutation and binarization of every global batch and keeps its own contiguous slice.
+Random draws, and resuming on another device: one seeded CPU ``torch.Generator``, whatever the
+compute device, draws each epoch's permutation (on the CPU, then moved: one copy per epoch) and a
+seed for that epoch's dynamic binarization, which a generator on the compute device then draws
+batch by batch (no per-step copies). The CPU generator's state is all :meth:`DeviceBatches.state_dict`
+holds, the same size on every device, so a run checkpointed on one device resumes on another
+(CPU -> CUDA and back). On the same kind of device the resumed run repeats the uninterrupted one
+exactly; on another kind every later epoch visits the same images in the same batches, but the
+binarization noise comes from the other device's generator (CPU and CUDA generators give different
+streams for one seed), as do the arithmetic's rounding, so the numbers are not bit-identical.
+With several processes (``shard=(rank, world)``), each one draws the same permutation and
+binarization of every global batch and keeps its own contiguous slice.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import torch
 
 from pyro_vae.data.binarize import DYNAMIC, STATIC, binarize_fixed, check_binarization
 from pyro_vae.data.datasets import intensities
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import CheckpointError, ConfigError
 
 DEVICE_MEMORY_SHARE = 0.5  # default budget: this share of the GPU's free memory
 
@@ -75,8 +82,8 @@ class DeviceBatches:
         self.rank, self.world = shard  # this process takes the rank-th of world slices of each batch
         if not 0 <= self.rank < self.world:
             raise ValueError(f"shard {shard}: need 0 <= rank < processes")
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)  # CPU: its state is the checkpoint's
+        self.noise = _generator_on(device)  # the binarization's draws, seeded from self.generator per epoch
 
     def __len__(self) -> int:
         """Number of batches per epoch."""
@@ -93,10 +100,12 @@ class DeviceBatches:
         processes cover each global batch (and the epoch) exactly once, as one process would."""
         size = self.images.shape[0]
         if self.shuffle:
-            order = torch.randperm(size, generator=self.generator, device=self.device)
+            host_order = torch.randperm(size, generator=self.generator)  # (N,) on the CPU
         else:
-            order = torch.arange(size, device=self.device)
-        host_order = order.cpu() if self.on_host else None  # one sync per epoch
+            host_order = torch.arange(size)
+        # this epoch's binarization seed, below 2^63 (a CPU number: no device read)
+        self.noise.manual_seed(int(torch.randint(2**63 - 1, (), generator=self.generator)))
+        order = host_order.to(self.device)  # one copy per epoch
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
             if self.on_host:
@@ -105,7 +114,7 @@ class DeviceBatches:
                 x = self.images[index]  # (B, ...)
             x = intensities(x)  # uint8 -> float32 pixel / 255, one batch at a time
             if self.dynamic:
-                x = torch.bernoulli(x, generator=self.generator)
+                x = torch.bernoulli(x, generator=self.noise)
             y = self.labels[index]
             if self.world > 1:
                 x, y = x.tensor_split(self.world)[self.rank], y.tensor_split(self.world)[self.rank]
@@ -120,12 +129,30 @@ class DeviceBatches:
         return buffer.to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict:
-        """The generator state: restoring it makes the next epoch repeat exactly."""
+        """The CPU generator's state (a uint8 tensor of the same size on every device): restoring
+        it makes the next epoch repeat exactly on the same kind of device, and draw the same
+        permutation on any other."""
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a state from :meth:`state_dict` (its tensor may come back on any device)."""
-        self.generator.set_state(state["generator"].cpu())
+        """Restore a state from :meth:`state_dict`, written on this device or any other (its
+        tensor may come back on any device too)."""
+        saved = state["generator"].cpu()
+        expected = self.generator.get_state().numel()
+        if saved.numel() != expected:
+            raise CheckpointError(
+                f"the batch sampler's state holds {saved.numel()} bytes, not a CPU generator's {expected}: "
+                "it was written by an earlier pyro-vae on a GPU, which drew batches with the GPU's own "
+                "generator; resume it with that pyro-vae, or train it again with this one")
+        self.generator.set_state(saved)
+
+
+def _generator_on(device: torch.device) -> torch.Generator:
+    """A generator for draws on ``device``: its own (CUDA, MPS, ...), or the CPU's for the CPU and
+    for the data-free ``meta`` tensors the tests use in place of a GPU (they draw nothing)."""
+    if device.type in ("cpu", "meta"):
+        return torch.Generator()
+    return torch.Generator(device=device)
 
 
 def _fits(images: torch.Tensor, device: torch.device, budget: int | None) -> bool:

@@ -3,8 +3,16 @@
 A checkpoint holds the networks (``state_dict``: module-local parameters and batch-norm
 statistics), the torch optimizer's and learning-rate scheduler's states, every process's
 random-number generator states (torch CPU and CUDA, Python, NumPy; one entry per rank), the batch
-sampler's state (the same on every rank), the epoch and the step. It is loaded onto the CPU and
-moved from there, so RNG states stay CPU tensors whatever the device.
+sampler's state (the same on every rank), the epoch and the step.
+
+A checkpoint resumes on any device, whichever one wrote it (a CPU run on a GPU, a GPU run on a
+CPU, ``cuda:0`` on ``cuda:1``): it is always read onto the CPU (:func:`load_checkpoint`), and
+each part moves from there as torch needs it. The RNG states stay CPU tensors
+(``torch.set_rng_state`` and ``torch.cuda.set_rng_state`` take only a CPU ``ByteTensor``); CUDA
+states are restored for the GPUs this machine has. The networks and Adam's moments move to their
+parameters' device; Adam's ``step`` counts go where torch's Adam keeps them for the optimizer's
+own settings (:func:`restore_optimizer`). The batch sampler's state is a CPU generator's
+(:class:`~pyro_vae.data.DeviceBatches`), the same size on every device.
 
 Format 1 (pyro-vae before the Fabric engine: ``pyro.optim`` optimizers, Pyro's param store) holds
 the same networks: ``pyro_vae.load``, ``evaluate`` and ``generate`` still read it, but ``--resume``
@@ -42,9 +50,13 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`'s states, from CPU copies whatever device their tensors were read
+    onto. The CUDA states are restored for the GPUs present (none on a CPU-only machine; a run
+    that saved none, a CPU run, leaves them as seeded)."""
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), index)
     random.setstate(state["python"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy(), *rest))
@@ -101,6 +113,33 @@ def check_resumable(payload: dict, path: str | Path, world_size: int) -> None:
         raise CheckpointError(
             f"{path} was written by a run of {saved} process(es); resume it with the same number "
             f"(--devices x --num-nodes = {saved}), not {world_size}, so that it continues exactly")
+
+
+# The optimizer's own implementation choices, made for this machine's device by build_optimizer;
+# a checkpoint's (made for the device that wrote it) do not replace them.
+IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load ``state`` (an optimizer ``state_dict`` on any device) into ``optimizer``, keeping its
+    own :data:`IMPLEMENTATION_KEYS`, and put every ``step`` count where torch's Adam keeps it for
+    them: a float32 scalar on the parameter's device when fused or capturable (the kernels read it
+    there), else a scalar on the CPU. A ``step`` on a GPU for a plain (foreach) Adam would cost a
+    host synchronisation per parameter and step; one on the CPU for a fused Adam would fail."""
+    own = [{key: group[key] for key in IMPLEMENTATION_KEYS if key in group} for group in optimizer.param_groups]
+    if len(own) == len(state["param_groups"]):  # (else load_state_dict says what does not match)
+        # torch places each state by the saved groups' settings: give them this optimizer's first
+        state = {**state, "param_groups": [{**saved, **settings}
+                                           for saved, settings in zip(state["param_groups"], own)]}
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        on_device = bool(group.get("fused")) or bool(group.get("capturable"))
+        for param in group["params"]:
+            param_state = optimizer.state.get(param, {})
+            step = param_state.get("step")
+            if isinstance(step, torch.Tensor):
+                param_state["step"] = (step.to(device=param.device, dtype=torch.float32) if on_device
+                                       else step.to(device="cpu"))
 
 
 def restore_networks(vae, payload: dict, path: str | Path = "checkpoint") -> None:

@@ -38,7 +38,8 @@ from ..errors import ConfigError, TrainingDiverged
 from ..objectives import beta_at
 from ..variants import EvalSet, variant_of
 from ..vae import VAE, build_vae
-from .checkpoint import check_resumable, load_checkpoint, restore_networks, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (check_resumable, load_checkpoint, restore_networks, restore_optimizer, rng_state,
+                         save_checkpoint, set_rng_state)
 from .faults import KILL_ENV, kill_point, step_hook
 from .fabric import broadcast_buffers, describe, fabric_for, gather_objects, process_seed
 from .optim import build_optimizer, build_scheduler, clip_value, current_lr
@@ -158,12 +159,14 @@ class Trainer:
 
     # -- resume --------------------------------------------------------------------------------
     def restore(self, checkpoint_path: Path) -> None:
-        """Continue from a checkpoint: networks, optimizer, scheduler, RNGs, sampler, epoch, metrics."""
+        """Continue from a checkpoint: networks, optimizer, scheduler, RNGs, sampler, epoch, metrics.
+        The checkpoint is read onto the CPU, whatever this run's device (and whichever device
+        wrote it); each part moves from there to where it belongs."""
         payload = load_checkpoint(checkpoint_path)
         check_resumable(payload, checkpoint_path, self.world)
         check_checkpoint_config(self.config, payload.get("config"), checkpoint_path)  # the same run
         restore_networks(self.vae, payload, checkpoint_path)
-        self.optimizer.load_state_dict(payload["optimizer"])
+        restore_optimizer(self.optimizer, payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         set_rng_state(payload["rng"][self.rank])
         self.variant.load_sampler_state(payload["sampler"])

@@ -473,11 +473,19 @@ class _AllocationCounter(torch.overrides.TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in _tensors((args, kwargs)) if t.device.type != "meta"}
+        inputs = {_address(t) for t in _tensors((args, kwargs))} - {None}
         for t in _tensors(out):
-            if t.device.type != "meta" and t.untyped_storage().data_ptr() not in inputs:
+            address = _address(t)
+            if address is None or address not in inputs:  # data-free: counted, on the safe side
                 self.nbytes += t.numel() * t.element_size()
         return out
+
+
+def _address(t: torch.Tensor) -> int | None:
+    """Where ``t``'s memory starts, or None for a tensor without data: its storage is on the
+    ``meta`` device (meta tensors, and the fake CUDA tensors of the tests), all at address 0."""
+    storage = t.untyped_storage()
+    return None if storage.device.type == "meta" else storage.data_ptr()
 
 
 def _tensors(tree) -> Iterator[torch.Tensor]:
