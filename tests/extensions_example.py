@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
-from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from pyro_vae.models.likelihoods import Likelihood
+from pyro_vae.torch_networks import TorchNetwork
 
 
 class LaplacePrior(PyroModule):
@@ -37,13 +37,14 @@ class LaplacePrior(PyroModule):
 class FullCovarianceGuide(PyroModule):
     """q(z | x) = N(mu(x), L(x) L(x)^T), L lower triangular with a positive diagonal."""
 
+    encoder, loc_head, tril_head = TorchNetwork(), TorchNetwork(), TorchNetwork()  # plain torch nets
+
     def __init__(self, encoder: nn.Module, latent_dim: int):
         super().__init__()
-        to_pyro_module_(encoder)
         self.encoder = encoder  # a fresh encoder of --net, with its feature_dim
         self.latent_dim = latent_dim
-        self.loc_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
-        self.tril_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim * (latent_dim + 1) // 2)
+        self.loc_head = nn.Linear(encoder.feature_dim, latent_dim)
+        self.tril_head = nn.Linear(encoder.feature_dim, latent_dim * (latent_dim + 1) // 2)
         self.register_buffer("rows", torch.tril_indices(latent_dim, latent_dim)[0], persistent=False)
         self.register_buffer("cols", torch.tril_indices(latent_dim, latent_dim)[1], persistent=False)
 

@@ -151,3 +151,46 @@ def test_validation_is_on_for_the_first_step_only(mnist_dataset, tmp_path, monke
         trainer.train_step(args)
     assert seen == [True, False, False, False]
     assert is_validation_enabled()  # the global setting is untouched
+
+
+class _ParamMessages(pyro.poutine.messenger.Messenger):
+    """Records the name of every ``param`` message a program sends."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def _pyro_param(self, msg):
+        self.names.append(msg["name"])
+
+
+@pytest.mark.parametrize("case", [dict(), dict(guide="lowrank"), dict(guide="iaf"), dict(model="cvae"),
+                                  dict(model="m2", prior="standard"), dict(prior="learned")],
+                         ids=lambda c: "-".join(map(str, c.values())) or "default")
+def test_networks_send_no_param_messages_with_module_local_parameters(case):
+    """The networks are TorchNetwork attributes: with module-local parameters a model and guide
+    call sends no message per network parameter through the poutine stack (only PyroParams, which
+    Pyro constrains, are announced); with the global param store they are all registered there."""
+    config = FitConfig(hidden=(16,), latent_dim=3, flow_hidden=8, **case)
+    vae = build_vae(config, (1, 28, 28), 10)
+    x = torch.rand(5, 1, 28, 28).bernoulli()
+    y = torch.arange(5) if config.model != "vae" else None
+    pyro_params = {name[:-len("_unconstrained")] for name, _ in vae.named_parameters()
+                   if name.endswith("_unconstrained")}  # PyroParams: constrained, so announced
+    with _ParamMessages() as seen:
+        pyro.poutine.trace(vae.guide).get_trace(x, y)
+        if config.model == "m2":
+            pyro.poutine.trace(vae.guide).get_trace(x)
+        pyro.poutine.trace(vae.model).get_trace(x, y)
+    assert not [name for name in seen.names if name.endswith((".weight", ".bias"))]  # no network's
+    assert all(any(name.endswith(p) for p in pyro_params) for name in seen.names), seen.names
+    assert len(seen.names) >= len(pyro_params)  # (the learned prior's are announced)
+    with pyro.settings.context(module_local_params=False):
+        pyro.clear_param_store()
+        pyro.poutine.trace(vae.guide).get_trace(x, y)
+        if config.model == "m2":  # its classifier q(y|x) runs for images without labels
+            pyro.poutine.trace(vae.guide).get_trace(x)
+        pyro.poutine.trace(vae.model).get_trace(x, y)
+        store = pyro.get_param_store()
+        assert len(store) == sum(1 for _ in vae.parameters())  # every parameter, networks included
+        pyro.clear_param_store()

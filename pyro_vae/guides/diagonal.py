@@ -7,11 +7,11 @@ import torch.nn.functional as F
 import pyro
 import pyro.distributions as dist
 from pyro.nn import PyroModule
-from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from ..labels import label_input
 from ..models.vae import DATA_PLATE_DIM
+from ..torch_networks import TorchNetwork
 
 # sigma = softplus(a) + MIN_POSTERIOR_SCALE: positive and bounded away from 0, so log q(z|x)
 # and its gradients stay finite however confident the encoder becomes.
@@ -26,6 +26,7 @@ class AmortizedDiagonalNormal(PyroModule):
     """
 
     analytic_kl = True  # KL to a (diagonal) Normal prior has a closed form
+    encoder, loc_head, scale_head = TorchNetwork(), TorchNetwork(), TorchNetwork()
 
     def log_prob_bytes(self) -> int:
         """About the memory autograd keeps per point of ``log_prob`` (a few (D,) tensors)."""
@@ -33,11 +34,10 @@ class AmortizedDiagonalNormal(PyroModule):
 
     def __init__(self, encoder: nn.Module, latent_dim: int, num_classes: int = 0):
         super().__init__()
-        to_pyro_module_(encoder)
         self.num_classes = num_classes  # > 0: q(z | x, y), the label fed to the encoder one-hot
         self.encoder = encoder
-        self.loc_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
-        self.scale_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
+        self.loc_head = nn.Linear(encoder.feature_dim, latent_dim)
+        self.scale_head = nn.Linear(encoder.feature_dim, latent_dim)
 
     def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
         """q(z | x): batch shape (B,), event shape (D,)."""

@@ -13,11 +13,11 @@ import pyro
 import pyro.distributions as dist
 from pyro.distributions.transforms import Permute, conditional_affine_autoregressive
 from pyro.nn import PyroModule
-from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from ..labels import label_input
 from ..models.vae import DATA_PLATE_DIM
+from ..torch_networks import TorchNetwork
 from .diagonal import MIN_POSTERIOR_SCALE
 
 
@@ -26,16 +26,16 @@ class AmortizedIAF(PyroModule):
     transforms (``pyro.distributions.transforms``), the order of z reversed between layers."""
 
     analytic_kl = False
+    encoder, loc_head, scale_head, flows = TorchNetwork(), TorchNetwork(), TorchNetwork(), TorchNetwork()
 
     def __init__(self, encoder: nn.Module, latent_dim: int, flow_layers: int, flow_hidden: int,
                  num_classes: int = 0):
         super().__init__()
-        to_pyro_module_(encoder)
         self.num_classes = num_classes  # > 0: q(z | x, y), the label fed to the encoder one-hot
         self.encoder = encoder
         features = encoder.feature_dim
-        self.loc_head = PyroModule[nn.Linear](features, latent_dim)
-        self.scale_head = PyroModule[nn.Linear](features, latent_dim)
+        self.loc_head = nn.Linear(features, latent_dim)
+        self.scale_head = nn.Linear(features, latent_dim)
         flows = nn.ModuleList(
             conditional_affine_autoregressive(latent_dim, features, hidden_dims=[flow_hidden, flow_hidden])
             for _ in range(flow_layers))

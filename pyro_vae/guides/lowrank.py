@@ -7,11 +7,11 @@ import torch.nn.functional as F
 import pyro
 import pyro.distributions as dist
 from pyro.nn import PyroModule
-from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from ..labels import label_input
 from ..models.vae import DATA_PLATE_DIM
+from ..torch_networks import TorchNetwork
 from .diagonal import MIN_POSTERIOR_SCALE
 
 
@@ -20,16 +20,16 @@ class AmortizedLowRankNormal(PyroModule):
     posterior with correlations between latent dimensions, still reparameterizable."""
 
     analytic_kl = False  # torch has no closed-form KL from it to a diagonal Normal
+    encoder, loc_head, diag_head, factor_head = TorchNetwork(), TorchNetwork(), TorchNetwork(), TorchNetwork()
 
     def __init__(self, encoder: nn.Module, latent_dim: int, rank: int, num_classes: int = 0):
         super().__init__()
-        to_pyro_module_(encoder)
         self.num_classes = num_classes  # > 0: q(z | x, y), the label fed to the encoder one-hot
         self.encoder = encoder
         self.latent_dim, self.rank = latent_dim, rank
-        self.loc_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
-        self.diag_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim)
-        self.factor_head = PyroModule[nn.Linear](encoder.feature_dim, latent_dim * rank)
+        self.loc_head = nn.Linear(encoder.feature_dim, latent_dim)
+        self.diag_head = nn.Linear(encoder.feature_dim, latent_dim)
+        self.factor_head = nn.Linear(encoder.feature_dim, latent_dim * rank)
 
     def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
         return self.distribution_from_features(self.features(x, y))

@@ -13,20 +13,19 @@ import torch
 import pyro
 import pyro.distributions as dist
 from pyro.nn import PyroModule
-from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from ..models.vae import DATA_PLATE_DIM
+from ..torch_networks import TorchNetwork
 
 
-class LabelClassifier(PyroModule):
-    """x (B, C, H, W) -> logits of q(y | x) (B, num_classes)."""
+class LabelClassifier(nn.Module):
+    """x (B, C, H, W) -> logits of q(y | x) (B, num_classes): a plain torch network."""
 
     def __init__(self, encoder: nn.Module, num_classes: int):
         super().__init__()
-        to_pyro_module_(encoder)
         self.encoder = encoder
-        self.head = PyroModule[nn.Linear](encoder.feature_dim, num_classes)
+        self.head = nn.Linear(encoder.feature_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
@@ -36,6 +35,7 @@ class M2Guide(PyroModule):
     """q(y_i, z_i | x_i) = q(y_i | x_i) q(z_i | x_i, y_i); y_i skipped where it is observed."""
 
     analytic_kl = False  # the label's KL is a sum, handled by enumeration
+    classifier = TorchNetwork()
 
     def __init__(self, classifier: LabelClassifier, z_guide: PyroModule, num_classes: int):
         super().__init__()

@@ -15,11 +15,11 @@ import pyro
 import pyro.distributions as dist
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
-from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from ..errors import ConfigError
 from ..labels import one_hot
+from ..torch_networks import TorchNetwork
 from .likelihoods import Likelihood
 from .vae import DATA_PLATE_DIM
 
@@ -42,10 +42,11 @@ class LabelledGaussianPrior(PyroModule):
 class _LabelledDecoding(PyroModule):
     """Shared by both models: a prior, a decoder that takes z and the one-hot label, a likelihood."""
 
+    decoder = TorchNetwork()
+
     def __init__(self, prior: PyroModule, decoder: nn.Module, likelihood: Likelihood, num_classes: int):
         super().__init__()
         self.prior = prior
-        to_pyro_module_(decoder)
         self.decoder = decoder
         self.likelihood = likelihood
         self.num_classes = num_classes

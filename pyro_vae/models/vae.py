@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import pyro
 from pyro.nn import PyroModule
-from pyro.nn.module import to_pyro_module_
 from torch import nn
 
+from ..torch_networks import TorchNetwork
 from .likelihoods import Likelihood
 
 DATA_PLATE_DIM = -1  # the only plate: images are independent given the parameters
@@ -16,17 +16,16 @@ DATA_PLATE_DIM = -1  # the only plate: images are independent given the paramete
 class VAEModel(PyroModule):
     """p(x, z) = prod_i p(z_i) p(x_i | z_i)  with p(x_i | z_i) = likelihood(decoder(z_i)).
 
-    ``prior()`` returns p(z) (event shape (D,)); ``decoder`` is a plain torch network, turned into a
-    ``PyroModule`` here so that Pyro registers its parameters; ``likelihood`` maps the decoder's
-    output to a distribution over images (event shape (C, H, W)).
+    ``prior()`` returns p(z) (event shape (D,)); ``decoder`` is a plain torch network;
+    ``likelihood`` maps the decoder's output to a distribution over images (event shape (C, H, W)).
     """
 
     num_classes = 0  # unconditional: labels are ignored
+    decoder = TorchNetwork()
 
     def __init__(self, prior: PyroModule, decoder: nn.Module, likelihood: Likelihood):
         super().__init__()
         self.prior = prior
-        to_pyro_module_(decoder)
         self.decoder = decoder
         self.likelihood = likelihood
 
