@@ -90,12 +90,14 @@ class Variant:
     takes_labels: ClassVar[bool] = False  # the networks take the label (one-hot)
     conditions_on_labels: ClassVar[bool] = False  # ELBO / log p(x) given the true labels
     sums_over_labels: ClassVar[bool] = False  # log p(x) = log sum_y p(x, y): one pass per label
+    # the --prior names this kind takes (None: any); kinds with labels leave out the VampPrior
+    accepted_priors: ClassVar[tuple[str, ...] | None] = None
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
     def config_problems(cls, config) -> list[str]:
         """What this kind refuses in ``config`` (messages naming the flags)."""
-        problems = []
+        problems = cls.prior_problems(config)
         if config.jit and config.elbo not in JIT_ELBOS:
             problems.append(f"--jit traces --elbo {' or '.join(JIT_ELBOS)}, not --elbo {config.elbo} "
                             "(drop --jit, or use --elbo trace)")
@@ -103,6 +105,14 @@ class Variant:
             problems.append(f"--labels picks the labelled images of --model m2; this run is --model "
                             f"{config.model} (drop --labels, or use --model m2)")
         return problems
+
+    @classmethod
+    def prior_problems(cls, config) -> list[str]:
+        """A message if ``config.prior`` is not one of :attr:`accepted_priors`."""
+        if cls.accepted_priors is None or config.prior in cls.accepted_priors:
+            return []
+        return [f"--model {cls.name} takes --prior {' or '.join(cls.accepted_priors)}, not {config.prior} "
+                "(the VampPrior's pseudo-inputs have no labels)"]
 
     @classmethod
     def build(cls, config, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None, guide=None,

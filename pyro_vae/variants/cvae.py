@@ -11,21 +11,12 @@ import torch
 from ..models import CVAEModel, LabelledGaussianPrior
 from .base import EvalSet, Variant
 
-PRIORS_WITHOUT_PSEUDO_INPUTS = ("standard", "learned")
-
 
 class CVAEVariant(Variant):
     name = "cvae"
     takes_labels = True
     conditions_on_labels = True
-
-    @classmethod
-    def config_problems(cls, config) -> list[str]:
-        problems = super().config_problems(config)
-        if config.prior not in PRIORS_WITHOUT_PSEUDO_INPUTS:
-            problems.append(f"--model cvae takes --prior {' or '.join(PRIORS_WITHOUT_PSEUDO_INPUTS)}, not "
-                            f"{config.prior} (the VampPrior's pseudo-inputs have no labels)")
-        return problems
+    accepted_priors = ("standard", "learned")  # learned: p(z | y), one Gaussian per label
 
     @classmethod
     def build_prior(cls, config, spec, guide, num_classes: int):

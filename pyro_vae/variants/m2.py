@@ -21,20 +21,16 @@ from ..objectives import SemiSupervisedLoss
 from ..evaluation import eval_mode
 from .base import EVAL_BATCH_SIZE, EvalSet, Reduce, Variant, _no_reduce
 
-PRIORS_WITHOUT_PSEUDO_INPUTS = ("standard", "learned", "mog")
-
 
 class M2Variant(Variant):
     name = "m2"
     takes_labels = True
     sums_over_labels = True
+    accepted_priors = ("standard", "learned", "mog")
 
     @classmethod
     def config_problems(cls, config) -> list[str]:
-        problems = []
-        if config.prior not in PRIORS_WITHOUT_PSEUDO_INPUTS:
-            problems.append(f"--model m2 takes --prior {' or '.join(PRIORS_WITHOUT_PSEUDO_INPUTS)}, not "
-                            f"{config.prior} (the VampPrior's pseudo-inputs have no labels)")
+        problems = cls.prior_problems(config)  # (not the base's: --labels and --jit differ here)
         if config.elbo != "trace":
             problems.append(f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo trace, "
                             f"not {config.elbo}")
