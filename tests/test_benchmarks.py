@@ -47,6 +47,12 @@ def test_eval_speed_writes_its_fields(mnist_dataset, tmp_path):
     assert set(result["median_seconds"]) == {"pyro_vae", "hand_written"}
     assert set(result["achieved_gflop_per_s"]) == {"pyro_vae", "hand_written"}
     assert result["matmul_gflop_per_s"] > 0
+    for field in ("process_seconds", "user_seconds", "system_seconds", "minor_page_faults"):
+        assert {name: len(v) for name, v in result[field].items()} == {"pyro_vae": 1, "hand_written": 1}
+    assert result["ratio_process_time"] == pytest.approx(
+        result["median_process_seconds"]["pyro_vae"] / result["median_process_seconds"]["hand_written"])
+    assert result["process_seconds"]["pyro_vae"][0] == pytest.approx(
+        result["user_seconds"]["pyro_vae"][0] + result["system_seconds"]["pyro_vae"][0])
     # the networks' FLOPs: 20 images, encoder once each, decoder 4 times each (784-512-512-32 MLP)
     encoder = 2 * (784 * 512 + 512 * 512 + 2 * 512 * 32)
     decoder = 2 * (32 * 512 + 512 * 512 + 512 * 784)

@@ -11,7 +11,8 @@ Design (why it is written this way):
 
 * **Tiling, not a particle plate.** A chunk of n particles is scored by tiling the images to
   ``(n * B, ...)``: the model's data plate then has size n * B and every network sees an ordinary
-  batch. Row ``j * B + b`` holds particle j of image b. An outer vectorized
+  batch. Row ``j * B + b`` holds particle j of image b. The images are tiled once per batch, for
+  a whole chunk, and every chunk scores the first n * B rows of that one copy. An outer vectorized
   ``pyro.plate("particles")`` would hand the networks ``(n, B, ...)`` tensors, which
   convolutional nets and ``flatten(start_dim=1)`` encoders do not accept.
 * **The guide once, one seed per particle.** The guide runs once on the batch's B images; each
@@ -129,6 +130,8 @@ def importance_weighted_log_px(
                 k_chunk = auto_k_chunk(model, guide, x, y, k=k, memory_budget_mb=memory_budget_mb)
             acc = _Accumulator(batch, keep=return_log_weights)
             guide_trace = poutine.trace(guide).get_trace(x, y)  # q(z|x): the encoder runs once
+            # the images tiled once for a whole chunk, (k_chunk * B, ...), and reused by every chunk
+            tiled = (_tile(x, k_chunk), _tile(y, k_chunk))
             for start in range(0, k, k_chunk):
                 particles = range(start, min(k, start + k_chunk))
                 seeds = [particle_seed(seed, batch_index, j) for j in particles]
@@ -136,7 +139,7 @@ def importance_weighted_log_px(
                 # its checks on the same images, at about 15% of the time
                 with pyro.validation_enabled(False) if start else contextlib.nullcontext():
                     log_w, z_sum, analytic = _chunk_log_weights(model, guide, x, y, seeds, latent_site,
-                                                                guide_trace)
+                                                                guide_trace, tiled)
                 acc.add(log_w, z_sum, analytic)
     except (RuntimeError, MemoryError) as err:
         if not _is_out_of_memory(err):
@@ -218,13 +221,16 @@ def _chunk_log_weights(
     seeds: list[int],
     latent_site: str,
     guide_trace: poutine.Trace | None = None,
+    tiled: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     """Draw one particle per seed from the guide, score all of them with one model call.
 
     ``guide_trace`` is one run of the guide on the batch (made here if not given): when it has a
     single latent site, its distribution q(z|x) gives every particle (the seed, then
     ``rsample()``: the value one guide call would draw after that seed, without running the
-    encoder again); a guide with several latent sites runs once per particle.
+    encoder again); a guide with several latent sites runs once per particle. ``tiled`` is
+    ``(x, y)`` already tiled for at least ``len(seeds)`` particles (made here if not given): its
+    first ``len(seeds) * B`` rows are scored.
 
     Returns log w (n, B), the sum over the n particles of E_q[z|x, particle] (or of z) for
     ``latent_site`` (B, D) or None, and whether that sum used the guide's analytic mean.
@@ -263,8 +269,10 @@ def _chunk_log_weights(
                 analytic = analytic and is_analytic
                 z_sum = mean.double() if z_sum is None else z_sum + mean.double()
     n = len(seeds)
-    tiled = {name: torch.cat(parts, dim=0) for name, parts in values.items()}  # (n*B, ...)
-    log_p = model_log_joint(model, _tile(x, n), _tile(y, n), tiled, infer)  # (n*B,)
+    x_t, y_t = tiled if tiled is not None else (_tile(x, n), _tile(y, n))
+    x_t, y_t = x_t[:n * batch], (None if y_t is None else y_t[:n * batch])  # row j * B + b: image b
+    latents = {name: torch.cat(parts, dim=0) for name, parts in values.items()}  # (n*B, ...)
+    log_p = model_log_joint(model, x_t, y_t, latents, infer)  # (n*B,)
     # log w_j = log p(x, z_j) - log q(z_j|x)   (n, B)
     log_w = log_p.view(n, batch) - torch.stack(log_q)
     return log_w.double(), z_sum, analytic and z_sum is not None

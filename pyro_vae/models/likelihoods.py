@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 import pyro.distributions as dist
 from pyro.distributions import constraints
+from torch.distributions.utils import broadcast_all
 from pyro.nn import PyroModule, PyroParam
 
 from ..errors import ConfigError
@@ -90,6 +91,19 @@ class Likelihood(PyroModule):
                 "8-bit pixels as integers 0..255")
 
 
+class PixelBernoulli(dist.Bernoulli):
+    """Pyro's ``Bernoulli`` whose ``log_prob``, -BCE(logits, x), is negated in place: torch's own
+    numbers without a second image-sized tensor. Evaluation scores (particles x images) rows at
+    once, and that copy was a fresh 30-120 MB allocation per chunk."""
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, value = broadcast_all(self.logits, value)
+        # BCE's backward reads its inputs, not its output: negating the output in place is safe
+        return F.binary_cross_entropy_with_logits(logits, value, reduction="none").neg_()
+
+
 class BernoulliLikelihood(Likelihood):
     """x_ij ~ Bernoulli(sigmoid(logits_ij)): binary pixels."""
 
@@ -97,7 +111,7 @@ class BernoulliLikelihood(Likelihood):
     discrete = True
 
     def forward(self, params):
-        return dist.Bernoulli(logits=params).to_event(IMAGE_EVENT_DIMS)
+        return PixelBernoulli(logits=params).to_event(IMAGE_EVENT_DIMS)
 
 
 class GaussianLikelihood(Likelihood):
