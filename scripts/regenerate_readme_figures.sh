@@ -46,11 +46,11 @@ for part in "${PARTS[@]}"; do
       run "$PY" -m pyro_vae.reproduce kingma2014-m2-100 --budget-minutes 60 --out "$OUT/m2-100" --overwrite ;;
     performance)
       # docs/performance.md: each training row, then the evaluation
-      for size_steps in "default 10" "tiny 50"; do
+      for size_steps in "default 20" "tiny 50"; do
         set -- $size_steps
         for elbo in trace meanfield; do
           for jit in "" "--jit"; do
-            run "$PY" benchmarks/train_speed.py --size "$1" --steps "$2" --blocks 9 --elbo "$elbo" $jit \
+            run "$PY" benchmarks/train_speed.py --size "$1" --steps "$2" --blocks 15 --elbo "$elbo" $jit \
               --out "$OUT/performance/train_$1_$elbo${jit:+_jit}.json"
           done
         done
