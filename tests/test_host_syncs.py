@@ -32,7 +32,7 @@ HOST_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero
               torch.ops.aten.is_nonzero.default}
 # syncs per training step (validation off), and per evaluation chunk. M2: 5 reads remain inside
 # Pyro's TraceEnum_ELBO enumeration of the label (66 before its losses stayed on the device)
-BUDGETS = {"vae": 0, "cvae": 0, "vae-meanfield": 0, "iwae": 0, "m2": 5, "evaluation chunk": 0}
+BUDGETS = {"vae": 0, "cvae": 0, "vae-meanfield": 0, "iwae": 0, "m2": 5, "evaluation chunk": 0, "vamp-iaf": 0}
 
 
 class HostReads(TorchDispatchMode):
@@ -76,19 +76,23 @@ def _args(kind: str, device):
     return {"cvae": (x, y), "m2": (x, x[:8], y[:8])}.get(kind, (x,))
 
 
-@pytest.mark.parametrize("kind", ["vae", "vae-meanfield", "cvae", "m2", "iwae"])
+@pytest.mark.parametrize("kind", ["vae", "vae-meanfield", "cvae", "m2", "iwae", "vamp-iaf"])
 def test_host_syncs_per_training_step(kind, monkeypatch):
     from pyro_vae.engine import loop
 
     monkeypatch.setattr(loop, "VALIDATE_EVERY_STEP", False)
-    model = {"vae-meanfield": "vae", "iwae": "vae"}.get(kind, kind)
-    config = FitConfig(model=model, hidden=(32, 32), latent_dim=4, labels=100 if model == "m2" else None)
+    model = {"vae-meanfield": "vae", "iwae": "vae", "vamp-iaf": "vae"}.get(kind, kind)
+    pieces = dict(prior="vamp", prior_components=10, guide="iaf", flow_hidden=16) if kind == "vamp-iaf" else {}
+    config = FitConfig(model=model, hidden=(32, 32), latent_dim=4, labels=100 if model == "m2" else None, **pieces)
+    # VampPrior x IAF: log q(z | u_k) inverts the flows; built on the CPU (as a run builds it) and
+    # then moved, so its flows' orders have host copies (pyro_vae.guides.iaf)
+    moved = build_vae(config, (1, 28, 28), 10).to("meta") if kind == "vamp-iaf" else None
     # meta tensors have no values to read: answered with 1, which Pyro's validation (on for the
     # first step) may then call a NaN
     quiet = warnings.catch_warnings()
     with quiet, torch.device("meta"), HostReads():
         warnings.simplefilter("ignore")
-        vae = build_vae(config, (1, 28, 28), 10)
+        vae = moved or build_vae(config, (1, 28, 28), 10)
         latent_scale = ScaleLatents(1.0 if kind == "iwae" else 0.5)
         loss = _loss(kind, vae, latent_scale)
         args = _args(kind, "meta")
@@ -126,3 +130,20 @@ def test_host_syncs_per_evaluation_chunk(device):
                                              [particle_seed(0, 0, j) for j in range(20)], "z")
         assert log_w.shape == (20, 16) and log_w.device.type == device
     assert len(counter.reads) <= BUDGETS["evaluation chunk"], counter.reads
+
+
+def test_iaf_flow_orders_on_the_host_follow_a_loaded_state():
+    """The IAF guide's CPU copies of its flows' autoregressive orders (read by Pyro's inverse)
+    are those of the weights loaded, not of the random initialisation."""
+    config = FitConfig(hidden=(16,), latent_dim=5, guide="iaf", flow_hidden=8)
+    torch.manual_seed(0)
+    first = build_vae(config, (1, 28, 28), 10)
+    torch.manual_seed(1)
+    second = build_vae(config, (1, 28, 28), 10)
+    orders = [o.clone() for o in first.guide.orders_on_host]
+    assert any(not torch.equal(a, b) for a, b in zip(orders, second.guide.orders_on_host))  # random orders
+    second.load_state_dict(first.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(orders, second.guide.orders_on_host))
+    z = torch.randn(3, 5)
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(first.guide.distribution(x).log_prob(z), second.guide.distribution(x).log_prob(z))
