@@ -23,6 +23,7 @@ from .engine import Trainer, fabric_for, launch, say
 from .engine.fabric import fail
 from .engine.run_folder import claim
 from .errors import ConfigError, PyroVAEError, user_error
+from .interruptions import sigterm_as_interrupt
 from .memory import check_training_memory
 from .run_lock import ensure_writable_folder
 from .vae import build_vae
@@ -196,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_file, resume, overwrite = args.pop("config"), args.pop("resume"), args.pop("overwrite")
     try:
         config = resolve_config(args, config_file, resume)
-        run(config, resume, overwrite=overwrite)
+        with sigterm_as_interrupt():  # a scheduler's stop ends the run as Ctrl-C does
+            run(config, resume, overwrite=overwrite)
     except (PyroVAEError, OSError) as e:
         shown = user_error(e)  # a full disk as a message; any other OSError is a bug: its traceback shows
         if shown is None:

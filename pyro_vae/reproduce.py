@@ -65,6 +65,7 @@ from typing import Sequence
 import torch
 
 from .atomic import write_json
+from .interruptions import sigterm_as_interrupt
 from .config import FitConfig
 from .devices import ACCELERATORS
 from .errors import CheckpointError, ConfigError, PyroVAEError
@@ -428,10 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             value = getattr(args, flag)
             if value is not None and value < 1:
                 raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
-        run(name, out, budget_minutes=args.budget_minutes, resume=args.resume is not None,
-            overwrite=args.overwrite, device=args.device,
-            dataset=args.dataset, k=args.k, train_size=args.train_size, eval_size=args.eval_size,
-            max_passes=args.max_passes, data_dir=args.data_dir, command="python -m pyro_vae.reproduce " + shlex.join(argv))
+        with sigterm_as_interrupt():  # a scheduler's stop ends the run as Ctrl-C does
+            run(name, out, budget_minutes=args.budget_minutes, resume=args.resume is not None,
+                overwrite=args.overwrite, device=args.device,
+                dataset=args.dataset, k=args.k, train_size=args.train_size, eval_size=args.eval_size,
+                max_passes=args.max_passes, data_dir=args.data_dir,
+                command="python -m pyro_vae.reproduce " + shlex.join(argv))
     except PyroVAEError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ import torch
 import pyro_vae
 from pyro_vae.config import FitConfig
 from pyro_vae.engine import Trainer, load_checkpoint
-from pyro_vae.engine.faults import KILL_ENV
+from pyro_vae.engine.faults import KILL_ENV, KILL_SIGNAL_ENV
 from pyro_vae.errors import TrainingDiverged
 from pyro_vae.fit import main
 from pyro_vae.run_lock import LOCK_NAME
@@ -93,6 +93,23 @@ def reference(mnist_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "run"
     assert main(tiny_args(mnist_dataset, out)) == 0
     return out
+
+
+def test_sigterm_ends_the_run_as_ctrl_c_does_and_resume_finishes_it(mnist_dataset, reference, tmp_path, capsys):
+    """A scheduler's stop (SIGTERM, mid-epoch at step 9) ends fit with Ctrl-C's message and
+    status, no traceback; --resume then gives the uninterrupted run's checkpoints bit for bit."""
+    out = tmp_path / "terminated"
+    child = start_fit(tiny_args(mnist_dataset, out), **{KILL_ENV: "step@9", KILL_SIGNAL_ENV: "TERM"})
+    _, err = child.communicate(timeout=600)
+    assert child.returncode == 130, (child.returncode, err[-2000:])
+    assert "interrupted: the last completed epoch's checkpoint (last.pt) is intact" in err
+    assert "Traceback" not in err
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    capsys.readouterr()
+    assert main(["--resume", str(out)]) == 0
+    for name in ("last.pt", "best.pt"):
+        assert_identical(without_timing(load_checkpoint(out / name)), without_timing(load_checkpoint(reference / name)),
+                         name)
 
 
 def test_kill_9_at_five_moments_then_resume_equals_the_uninterrupted_run(mnist_dataset, reference, tmp_path,

@@ -8,7 +8,8 @@ Points: ``step@S`` (after optimizer step S, counted over the whole run: mid-epoc
 ``best@E`` (best.pt copied to its temporary file, not yet renamed), ``metrics@E`` (before
 metrics.jsonl is rewritten), ``pictures@E`` (after the last epoch's checkpoints, before the
 pictures), ``summary@E`` (pictures written, summary.json not yet). Without the variable (always, outside
-the tests) each point is one dictionary look-up.
+the tests) each point is one dictionary look-up. ``PYRO_VAE_KILL_SIGNAL=TERM`` sends SIGTERM (a
+scheduler's stop) there instead of SIGKILL.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import os
 import signal
 
 KILL_ENV = "PYRO_VAE_KILL_AT"
+KILL_SIGNAL_ENV = "PYRO_VAE_KILL_SIGNAL"  # KILL (default) or TERM
 
 
 def kill_point(name: str, count: int) -> None:
-    """Kill this process with SIGKILL if ``PYRO_VAE_KILL_AT`` is ``name@count``."""
+    """Send this process SIGKILL (or ``PYRO_VAE_KILL_SIGNAL``) if ``PYRO_VAE_KILL_AT`` is ``name@count``."""
     wanted = os.environ.get(KILL_ENV)
     if wanted and wanted == f"{name}@{count}":
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get(KILL_SIGNAL_ENV, "KILL")))
 
 
 def step_hook(trainer, _loss) -> None:
