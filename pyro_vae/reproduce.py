@@ -270,6 +270,8 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
     curve_images = min(CURVE_IMAGES, eval_size or CURVE_IMAGES)
     say(f"reproduce {name}: {setting.paper}, {setting.table}; target {setting.target}; passes {done} done "
         f"of {setting.full_passes:,}; budget {budget_minutes:g} min")
+    if _missing_curve_point(setting, results, done, limit_passes):  # cut during that point's evaluation:
+        _measure_curve_point(out, setting, results, done, curve_images, k, device)  # last.pt is that pass
     while done < limit_passes:
         per_pass = spent / max(done - invocation["passes_from"], 1)
         remaining = budget - spent
@@ -290,12 +292,8 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
         results["training_cpu_seconds"] += time.process_time() - cpu
         done = results["passes_done"] = summary["epochs"]
         results["stopped"] = summary["stopped"]
-        if setting.quantity == "log_px" and done in setting.curve_points and done < limit_passes:
-            point = _evaluate(out, setting, limit=curve_images, k=k, device=device, final=False)
-            results["curve"].append({"passes": done, **point})
-            say(f"reproduce {name}: after {done} passes, log p(x) {point['log_px']:.2f} +- "
-                f"{point['stderr']:.2f} on the first {point['images']} test images (K = {k})")
-            curve_picture(results, out / CURVE_PICTURE)  # the curve so far
+        if _missing_curve_point(setting, results, done, limit_passes):
+            _measure_curve_point(out, setting, results, done, curve_images, k, device)
         write_json(out / RESULTS, results)
         if summary["stopped"] != "epochs":
             stopped = {"max-minutes": "budget"}.get(summary["stopped"], summary["stopped"])
@@ -338,6 +336,24 @@ def summary_line(results: dict) -> str:
     return (f"reproduce {results['name']}: {ours} after {results['passes_done']:,} of "
             f"{results['full_schedule_passes']:,} passes ({results['training_seconds'] / 60:.1f} min of training, "
             f"stopped: {results['stopped']}); {gap}; everything is in {results['config']['out']}/")
+
+
+def _missing_curve_point(setting, results: dict, done: int, limit_passes: int) -> bool:
+    """Whether pass ``done`` is a point of the log p(x) curve before the end that has no estimate yet
+    (the end of the run is measured by the final evaluation)."""
+    return (setting.quantity == "log_px" and done in setting.curve_points and done < limit_passes
+            and all(point["passes"] != done for point in results["curve"]))
+
+
+def _measure_curve_point(out: Path, setting, results: dict, done: int, images: int, k: int, device) -> None:
+    """Estimate log p(x) of the run's last checkpoint (pass ``done``) on the curve's test images,
+    add it to the curve and redraw the picture."""
+    point = _evaluate(out, setting, limit=images, k=k, device=device, final=False)
+    results["curve"].append({"passes": done, **point})
+    say(f"reproduce {results['name']}: after {done} passes, log p(x) {point['log_px']:.2f} +- "
+        f"{point['stderr']:.2f} on the first {point['images']} test images (K = {k})")
+    curve_picture(results, out / CURVE_PICTURE)  # the curve so far
+    write_json(out / RESULTS, results)
 
 
 def curve_picture(results: dict, path: Path) -> Path:

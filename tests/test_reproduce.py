@@ -283,3 +283,24 @@ def test_two_processes_stop_together_on_rank_0s_decision(mnist_dataset, tmp_path
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 1 and summary["stopped"] == "max-minutes" and summary["processes"] == 2
+
+
+def test_resume_measures_a_curve_point_whose_evaluation_was_interrupted(mnist_dataset, tmp_path, monkeypatch):
+    """Stopped during the evaluation at the end of a stage (pass 4), the run's --resume measures
+    that point first (its checkpoint is still that pass's), then goes on."""
+    out, data_dir = tmp_path / "burda", data_dir_of(mnist_dataset)
+    quick = dict(train_size=40, eval_size=50, k=4, data_dir=data_dir, device="cpu")
+    evaluate = reproduce._evaluate
+
+    def interrupted_at_pass_4(run_dir, setting, **kwargs):
+        if not kwargs["final"] and json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 4:
+            raise KeyboardInterrupt
+        return evaluate(run_dir, setting, **kwargs)
+
+    monkeypatch.setattr(reproduce, "_evaluate", interrupted_at_pass_4)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.run("burda2015-vae-k1", out, budget_minutes=5, max_passes=5, **quick)
+    assert [p["passes"] for p in json.loads((out / "reproduce.json").read_text())["curve"]] == [1]
+    monkeypatch.setattr(reproduce, "_evaluate", evaluate)
+    results = reproduce.run("burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=5, **quick)
+    assert [p["passes"] for p in results["curve"]] == [1, 4, 5]
