@@ -44,23 +44,19 @@ class AmortizedIAF(PyroModule):
         # (metaclass conflict); they are ordinary submodules, and with the global param store
         # distribution() registers them with pyro.module
         self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1))
-        self.orders_on_host = self._read_orders()
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_orders())
+        self.orders_on_host: list[torch.Tensor] | None = None
+        self.read_orders()
+        self.register_load_state_dict_post_hook(AmortizedIAF.read_orders)  # the loaded orders
 
-    def _read_orders(self) -> list[torch.Tensor] | None:
-        """Each flow's autoregressive order as a CPU tensor (None on the data-free ``meta``
-        device). Pyro's inverse of an affine autoregressive transform, which the VampPrior's
-        log q(z | u_k) needs, loops over the order and indexes a Python list with each entry: with
-        the order on a GPU that reads the device once per latent dimension and flow, with a CPU
-        copy never. The orders are buffers (saved, loaded, moved), read here at construction and
-        after every ``load_state_dict``."""
+    def read_orders(self, _incompatible_keys=None) -> None:
+        """Keep each flow's autoregressive order as a CPU tensor in ``orders_on_host`` (None on the
+        data-free ``meta`` device). Pyro's inverse of an affine autoregressive transform, which the
+        VampPrior's log q(z | u_k) needs, loops over the order and indexes a Python list with each
+        entry: with the order on a GPU that reads the device once per latent dimension and flow,
+        with a CPU copy never. The orders are buffers (saved, loaded, moved), read here at
+        construction and after every ``load_state_dict``."""
         orders = [flow.nn.permutation for flow in self.flows]
-        if any(order.device.type == "meta" for order in orders):
-            return None
-        return [order.cpu() for order in orders]
-
-    def _refresh_orders(self) -> None:
-        self.orders_on_host = self._read_orders()
+        self.orders_on_host = None if any(o.device.type == "meta" for o in orders) else [o.cpu() for o in orders]
 
     def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
         return self.distribution_from_features(self.features(x, y))
@@ -92,7 +88,7 @@ class AmortizedIAF(PyroModule):
             if i:
                 transforms.append(Permute(self.reverse))
             transform = flow.condition(h)  # f_l(.; h(x))
-            if self.orders_on_host is not None:  # (see _read_orders)
+            if self.orders_on_host is not None:  # (see read_orders)
                 transform.arn.permutation = self.orders_on_host[i]
             transforms.append(transform)
         return dist.TransformedDistribution(base, transforms)
