@@ -110,6 +110,16 @@ def test_the_importance_weighted_evaluator_works_on_every_likelihood(likelihood)
 
 
 # -- short training runs -------------------------------------------------------------------------
+def held_out_elbo_before_and_after(config, dataset, out):
+    """The test set's mean ELBO before and after training ``config`` on ``dataset``, and the run's
+    summary."""
+    trainer = Trainer(config, dataset, out, torch.device("cpu"), log=quiet)
+    test = next(s for s in trainer.eval_sets if s.name == "test")
+    before = mean_elbo_terms(trainer.vae, test.images)["elbo"]
+    summary = trainer.fit()
+    return before, mean_elbo_terms(trainer.vae, test.images)["elbo"], summary
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("side", [32, 64])
 def test_conv_net_on_a_generated_colour_folder_improves_the_held_out_elbo(side, tmp_path):
@@ -117,11 +127,7 @@ def test_conv_net_on_a_generated_colour_folder_improves_the_held_out_elbo(side, 
     dataset = load_own_data(tmp_path / "images", cache_root=tmp_path / "cache", log=quiet)
     config = FitConfig(data=str(tmp_path / "images"), net="conv", likelihood="discretized-logistic",
                        latent_dim=8, hidden=(64,), batch_size=32, epochs=3, lr=3e-3, out=str(tmp_path / "run"))
-    trainer = Trainer(config, dataset, tmp_path / "run", torch.device("cpu"), log=quiet)
-    test = next(s for s in trainer.eval_sets if s.name == "test")
-    before = mean_elbo_terms(trainer.vae, test.images)["elbo"]
-    summary = trainer.fit()
-    after = mean_elbo_terms(trainer.vae, test.images)["elbo"]
+    before, after, summary = held_out_elbo_before_and_after(config, dataset, tmp_path / "run")
     dims = 3 * side * side
     assert after > before + 0.5 * dims, (before, after)  # at least half a nat a value
     bits = summary["final"]["test_bits_per_dim"]
@@ -137,10 +143,6 @@ def test_flat_vectors_train_with_an_mlp_and_a_gaussian(tmp_path):
     dataset = load_own_data(tmp_path / "x.npy", cache_root=tmp_path, log=quiet)
     config = FitConfig(data=str(tmp_path / "x.npy"), likelihood="gaussian", gaussian_scale=0.05, binarize="none",
                        latent_dim=2, hidden=(32,), batch_size=40, epochs=15, lr=3e-3, out=str(tmp_path / "run"))
-    trainer = Trainer(config, dataset, tmp_path / "run", torch.device("cpu"), log=quiet)
-    test = next(s for s in trainer.eval_sets if s.name == "test")
-    before = mean_elbo_terms(trainer.vae, test.images)["elbo"]
-    summary = trainer.fit()
-    after = mean_elbo_terms(trainer.vae, test.images)["elbo"]
+    before, after, summary = held_out_elbo_before_and_after(config, dataset, tmp_path / "run")
     assert after > before + 50, (before, after)  # measured: -78 -> +2 nats per vector
     assert "test_bits_per_dim" not in summary["final"]  # floats: no bits per dimension
