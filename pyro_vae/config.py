@@ -114,6 +114,11 @@ class FitConfig:
         "there were as many as unlabelled ones, like batches of equal labelled and unlabelled parts; "
         "counted weighs every image once, Kingma et al.'s J_alpha taken literally",
         choices=("balanced", "counted"), group="training")
+    labelled_steps: str = _opt(
+        "paired", "--model m2: paired adds a labelled batch to every unlabelled batch's step (the labelled "
+        "set cycled); interleaved gives each epoch one pass over the labelled set in steps of their own, "
+        "spread evenly among the unlabelled steps, as Pyro's semi-supervised VAE tutorial does",
+        choices=("paired", "interleaved"), group="training")
     likelihood: str = _opt(
         "bernoulli", "p(x|z): bernoulli (binary pixels), gaussian (fixed scale, see "
         "--gaussian-scale), gaussian-pixel-scale (one learned scale per pixel), "

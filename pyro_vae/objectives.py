@@ -410,7 +410,8 @@ class SemiSupervisedLoss(torch.nn.Module):
     unlabelled one, i.e. multiplied by N_u / N_l: the weighting of training on equal numbers of
     labelled and unlabelled images per batch, which public reproductions of Kingma et al.'s
     100-label result use. The two parts are traced separately (their plates have different
-    sizes) and their losses added, so one optimizer step sees both.
+    sizes) and their losses added, so one optimizer step sees both; ``forward`` also takes one of
+    the two batches alone, for training schedules that give labelled batches steps of their own.
     """
 
     def __init__(self, model, guide, num_unlabelled: int, num_labelled: int, alpha: float,
@@ -454,6 +455,15 @@ class SemiSupervisedLoss(torch.nn.Module):
         return self.labelled_elbo.differentiable_loss(model_and_classifier, self._scaled(self.guide, scale),
                                                       x_l, y_l)
 
-    def forward(self, x_u: torch.Tensor, x_l: torch.Tensor, y_l: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_u: torch.Tensor | None, x_l: torch.Tensor | None = None,
+                y_l: torch.Tensor | None = None) -> torch.Tensor:
+        """-J_alpha on a pair of batches, or on one of them alone (the other None): the steps of
+        ``--labelled-steps interleaved``."""
+        if x_u is None and x_l is None:
+            raise ValueError("SemiSupervisedLoss needs an unlabelled batch, a labelled batch, or both")
         with _losses_stay_on_the_device():
+            if x_l is None:
+                return self.unlabelled_loss(x_u)  # -sum_U U(x), scaled
+            if x_u is None:
+                return self.labelled_loss(x_l, y_l)  # -sum_L [L(x, y) + alpha N log q(y|x) / N_L], scaled
             return self.unlabelled_loss(x_u) + self.labelled_loss(x_l, y_l)  # -J_alpha on this pair of batches

@@ -213,9 +213,49 @@ def test_m2_with_few_labels_beats_chance_and_writes_accuracy(m2_run, mnist_datas
     assert torch.equal(vae.reconstruct(x), vae.reconstruct(x, probs.argmax(1)))
 
 
-def test_m2_resume_continues_exactly(mnist_dataset, tmp_path):
+def test_interleaved_labelled_steps_follow_pyros_tutorial_and_weigh_each_image_as_j_alpha(mnist_dataset, tmp_path,
+                                                                                        one_thread):
+    """--labelled-steps interleaved: one pass over the labelled set per epoch, in steps of its own
+    at the tutorial's positions (i % every == 1); every step's loss is its batch's sum times the
+    epoch's steps, for both kinds, so the counted 46-per-image weighting is kept."""
+    from pyro_vae.engine import Trainer
+    from test_train import small_config
+
+    # 600 images, 100 labelled: 5 unlabelled batches of 100 and 1 labelled batch -> 6 steps
+    config = small_config(mnist_dataset, tmp_path, model="m2", labels=100, train_size=600, batch_size=100,
+                          hidden=(32,), labelled_steps="interleaved", labelled_weight="counted")
+    variant = Trainer(config, mnist_dataset, tmp_path, torch.device("cpu"), log=lambda _: None).variant
+    assert len(variant) == 6 and variant.labelled_step_indices() == [1]
+    steps = list(variant.training_batches())
+    assert [x_l is not None for _, x_l, _ in steps] == [False, True, False, False, False, False]
+    assert all((x_u is None) != (x_l is None) for x_u, x_l, _ in steps)  # one kind per step
+    assert sum(x_u.shape[0] for x_u, _, _ in steps if x_u is not None) == 500  # each unlabelled image once
+    _, x_l, y_l = steps[1]
+    assert x_l.shape[0] == 100 and torch.equal(y_l.bincount(minlength=C), torch.full((C,), 10))
+    loss = variant.loss
+    assert loss.unlabelled_scale == loss.labelled_scale == 6  # the epoch's steps, one process
+    x_u = steps[0][0]
+    for step_args, part in (((x_u, None, None), lambda: loss.unlabelled_loss(x_u)),
+                            ((None, x_l, y_l), lambda: loss.labelled_loss(x_l, y_l))):
+        loss.unlabelled_scale = loss.labelled_scale = 6
+        pyro.set_rng_seed(3)
+        step = float(loss(*step_args).detach())
+        loss.unlabelled_scale = loss.labelled_scale = 1  # the batch's plain sum
+        pyro.set_rng_seed(3)
+        assert step == pytest.approx(6 * float(part().detach()), rel=1e-5)
+    # the tutorial's rule spreads several labelled batches evenly: 3,000 labels in batches of 200
+    # among 235 unlabelled batches -> every 16th step from step 1 (as the tutorial's comment says)
+    variant.labelled_batches = range(15)
+    variant.batches = range(235)
+    assert variant.labelled_step_indices() == list(range(1, 250, 16))[:15]
+    with pytest.raises(ValueError, match="needs an unlabelled batch, a labelled batch, or both"):
+        loss(None, None, None)
+
+
+@pytest.mark.parametrize("labelled_steps", ["paired", "interleaved"])
+def test_m2_resume_continues_exactly(mnist_dataset, tmp_path, labelled_steps):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    options = dict(M2_OPTIONS, train_size=600, hidden=(32,))
+    options = dict(M2_OPTIONS, train_size=600, hidden=(32,), labelled_steps=labelled_steps)
     assert fit_main(cli_args(mnist_dataset, straight, epochs=2, **options)) == 0
     assert fit_main(cli_args(mnist_dataset, resumed, epochs=1, **options)) == 0
     assert fit_main(["--resume", str(resumed), "--epochs", "2"]) == 0
@@ -223,6 +263,8 @@ def test_m2_resume_continues_exactly(mnist_dataset, tmp_path):
     b = torch.load(resumed / "last.pt", weights_only=True)["networks"]
     for key, value in a.items():  # labelled and unlabelled batch streams both restored
         assert torch.equal(value, b[key]), key
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 2 * (6 if labelled_steps == "interleaved" else 5)  # 500 unlabelled / 100
 
 
 def test_evaluate_gives_log_p_x_given_y_for_cvae_and_summed_over_y_for_m2(cvae_run, m2_run, mnist_dataset):

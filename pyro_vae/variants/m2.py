@@ -1,6 +1,7 @@
 """The semi-supervised M2 model of Kingma et al. (2014), p(x, y, z) = p(y) p(z) p(x | z, y), the
-label a latent variable observed for ``--labels`` images: a batch is an unlabelled batch and the
-next labelled one, the objective -J_alpha (TraceEnum_ELBO sums the unlabelled images' labels
+label a latent variable observed for ``--labels`` images: a step takes an unlabelled batch and the
+next labelled one (``--labelled-steps paired``) or one of the two (``interleaved``, Pyro's tutorial
+schedule), the objective -J_alpha (TraceEnum_ELBO sums the unlabelled images' labels
 exactly), per-epoch metrics add the classifier's accuracy, log p(x) sums over the labels, and
 the pictures add the confusion matrix."""
 
@@ -77,6 +78,13 @@ class M2Variant(Variant):
                                        balanced=cfg.labelled_weight == "balanced")
         return f"{self.num_train:,} unlabelled + {self.num_labelled} labelled training images"
 
+    def __len__(self) -> int:
+        """Optimizer steps per epoch: one per unlabelled batch, plus the labelled set's own
+        batches with ``--labelled-steps interleaved``."""
+        if self.config.labelled_steps == "interleaved":
+            return len(self.batches) + len(self.labelled_batches)
+        return len(self.batches)
+
     def _labelled_stream(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """Epoch after epoch of the (small) labelled set, started afresh at each unlabelled epoch
         so that a checkpoint between epochs captures the whole state."""
@@ -85,12 +93,42 @@ class M2Variant(Variant):
                 yield i, x, y
 
     def training_batches(self) -> Iterator[tuple]:
+        if self.config.labelled_steps == "interleaved":
+            yield from self._interleaved_batches()
+            return
         labelled = self._labelled_stream()
         for i, (x_u, _) in enumerate(self.batches):
             j, x_l, y_l = next(labelled)
             self.loss.unlabelled_scale = self._data_scale(self.num_train, self.batches, i)
             self.loss.labelled_scale = self._data_scale(self.num_labelled, self.labelled_batches, j)
             yield x_u, x_l, y_l  # -J_alpha on this pair
+
+    def labelled_step_indices(self) -> list[int]:
+        """The steps of an epoch that take a labelled batch with ``--labelled-steps interleaved``:
+        Pyro's tutorial rule, step i is labelled when i % every == 1 (every = steps // labelled
+        batches) until the labelled set is used up, so the labelled batches are spread evenly."""
+        steps, count = len(self), len(self.labelled_batches)
+        every = steps // count
+        first = 1 if every > 1 else 0
+        return [first + j * every for j in range(count)]
+
+    def _interleaved_batches(self) -> Iterator[tuple]:
+        """One epoch of unlabelled steps ``(x_u, None, None)`` with the labelled set's own steps
+        ``(None, x_l, y_l)`` among them. Every step's loss is its batch's sum times ``steps`` (and
+        the processes, whose gradients DDP averages), for both kinds alike, as the tutorial sums
+        each batch: the epoch's step losses add up to ``steps`` times an estimate of -J_alpha, so
+        their mean estimates it, and each image keeps its weight in J_alpha."""
+        scale = len(self) * self.shard[1]
+        self.loss.unlabelled_scale = self.loss.labelled_scale = scale
+        labelled_at = set(self.labelled_step_indices())
+        unlabelled, labelled = iter(self.batches), iter(self.labelled_batches)
+        for i in range(len(self)):
+            if i in labelled_at:
+                x_l, y_l = next(labelled)
+                yield None, x_l, y_l
+            else:
+                x_u, _ = next(unlabelled)
+                yield x_u, None, None
 
     def first_batch(self) -> tuple:
         x_u = intensities(self.batches.images[:2]).to(self.device)  # stored uint8 maybe
