@@ -44,6 +44,27 @@ def fit_command(prior: str, guide: str, args, out: Path) -> list[str]:
         + (["--train-size", str(args.train_size)] if args.train_size else [])
 
 
+# what the fit command above decides; a reused run must have been trained with these values
+CHECKED_KEYS = ("prior", "guide", "epochs", "latent_dim", "warmup_epochs", "seed", "hidden", "lr", "lr_decay",
+                "batch_size", "binarize", "elbo", "particles", "likelihood", "net", "activation", "optimizer",
+                "flow_layers", "flow_hidden", "train_size", "dataset")
+
+
+def check_reused_run(run_dir: Path, prior: str, guide: str, args) -> None:
+    """Refuse a finished run whose config.json differs from what this benchmark's fit command would
+    have trained (fit's defaults plus the command's flags)."""
+    from pyro_vae.config import FitConfig
+
+    expected = FitConfig(prior=prior, guide=guide, epochs=args.epochs, latent_dim=args.latent_dim,
+                         warmup_epochs=args.warmup_epochs, seed=args.seed, train_size=args.train_size)
+    saved = json.loads((run_dir / "config.json").read_text())
+    wrong = [f"{key}: {saved.get(key)!r}, not {getattr(expected, key)!r}" for key in CHECKED_KEYS
+             if json.loads(json.dumps(getattr(expected, key))) != saved.get(key)]
+    if wrong:
+        raise SystemExit(f"{run_dir} was not trained as this benchmark trains a pair ({'; '.join(wrong)}); "
+                         "remove it or drop --reuse")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20)
@@ -84,11 +105,14 @@ def main(argv=None) -> int:
     for name, prior, guide in PAIRS:
         run_dir = Path(args.runs) / f"{prior}-{guide}"
         command = fit_command(prior, guide, args, run_dir)
-        if args.reuse and (run_dir / "summary.json").is_file():
+        reused = args.reuse and (run_dir / "summary.json").is_file()
+        if reused:
             print(f"reusing the finished run {run_dir}", flush=True)
         else:
             print("$", " ".join(command[1:]), flush=True)
             subprocess.run(command, check=True, env=env)
+        if reused:
+            check_reused_run(run_dir, prior, guide, args)
         summary_json = json.loads((run_dir / "summary.json").read_text())
         if summary_json["epochs"] != args.epochs:
             raise SystemExit(f"{run_dir} has {summary_json['epochs']} epochs, not {args.epochs}; remove it")
@@ -102,6 +126,7 @@ def main(argv=None) -> int:
         per_image[name] = result.log_px
         summary = result.summary()
         rows.append({"pair": name, "prior": prior, "guide": guide, "fit_command": " ".join(command[1:]),
+                     "reused_run": str(run_dir) if reused else None,  # trained earlier, not by this run
                      "fit_seconds": fit_seconds, "eval_seconds": result.seconds,
                      "test_log_px": result.mean_log_px(), "test_log_px_stderr": result.stderr_log_px(),
                      "test_elbo": float(result.elbo.mean()), "khat_share_above_0.7": summary.get("khat_share_above_0.7"),

@@ -57,3 +57,28 @@ def test_eval_speed_writes_its_fields(mnist_dataset, tmp_path):
     encoder = 2 * (784 * 512 + 512 * 512 + 2 * 512 * 32)
     decoder = 2 * (32 * 512 + 512 * 512 + 512 * 784)
     assert result["network_gflop"] == pytest.approx(20 * (encoder + 4 * decoder) / 1e9, rel=0.01)
+
+
+def test_priors_guides_reuses_only_a_run_trained_as_its_fit_command_would(tmp_path):
+    """--reuse scores runs trained elsewhere (notebook 02's full mode runs the same fit command):
+    one whose config.json differs from fit's defaults plus the benchmark's flags is refused."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from pyro_vae.config import FitConfig
+
+    spec = importlib.util.spec_from_file_location("priors_guides", ROOT / "benchmarks" / "priors_guides.py")
+    priors_guides = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(priors_guides)
+    args = SimpleNamespace(epochs=20, latent_dim=40, warmup_epochs=5.0, seed=0, train_size=None)
+    run = tmp_path / "vamp-diag"
+    run.mkdir()
+    # as notebook 02 writes it: the same flags, --prior-components 500 spelled out, --device cpu
+    trained = FitConfig(prior="vamp", guide="diag", epochs=20, latent_dim=40, warmup_epochs=5.0,
+                        prior_components=500, accelerator="cpu", out=str(run))
+    (run / "config.json").write_text(json.dumps(trained.to_dict()))
+    priors_guides.check_reused_run(run, "vamp", "diag", args)  # accepted
+    with pytest.raises(SystemExit, match="not trained as this benchmark.*latent_dim: 40, not 32"):
+        priors_guides.check_reused_run(run, "vamp", "diag", SimpleNamespace(**{**vars(args), "latent_dim": 32}))
+    with pytest.raises(SystemExit, match="prior: 'vamp', not 'standard'"):
+        priors_guides.check_reused_run(run, "standard", "diag", args)
