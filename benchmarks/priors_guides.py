@@ -50,13 +50,14 @@ CHECKED_KEYS = ("prior", "guide", "epochs", "latent_dim", "warmup_epochs", "seed
                 "flow_layers", "flow_hidden", "train_size", "dataset")
 
 
-def check_reused_run(run_dir: Path, prior: str, guide: str, args) -> None:
-    """Refuse a finished run whose config.json differs from what this benchmark's fit command would
-    have trained (fit's defaults plus the command's flags)."""
-    from pyro_vae.config import FitConfig
+def check_reused_run(run_dir: Path, command: list[str]) -> None:
+    """Refuse a finished run whose config.json differs from what ``command`` (from
+    :func:`fit_command`) would have trained: its flags read by fit's own parser over fit's defaults."""
+    from pyro_vae.fit import build_parser, resolve_config
 
-    expected = FitConfig(prior=prior, guide=guide, epochs=args.epochs, latent_dim=args.latent_dim,
-                         warmup_epochs=args.warmup_epochs, seed=args.seed, train_size=args.train_size)
+    given = vars(build_parser().parse_args(command[3:]))  # after: python -m pyro_vae.fit
+    expected = resolve_config({k: v for k, v in given.items() if k not in ("config", "resume", "overwrite")},
+                              None, None)
     saved = json.loads((run_dir / "config.json").read_text())
     wrong = [f"{key}: {saved.get(key)!r}, not {getattr(expected, key)!r}" for key in CHECKED_KEYS
              if json.loads(json.dumps(getattr(expected, key))) != saved.get(key)]
@@ -108,11 +109,10 @@ def main(argv=None) -> int:
         reused = args.reuse and (run_dir / "summary.json").is_file()
         if reused:
             print(f"reusing the finished run {run_dir}", flush=True)
+            check_reused_run(run_dir, command)
         else:
             print("$", " ".join(command[1:]), flush=True)
             subprocess.run(command, check=True, env=env)
-        if reused:
-            check_reused_run(run_dir, prior, guide, args)
         summary_json = json.loads((run_dir / "summary.json").read_text())
         if summary_json["epochs"] != args.epochs:
             raise SystemExit(f"{run_dir} has {summary_json['epochs']} epochs, not {args.epochs}; remove it")

@@ -70,15 +70,19 @@ def test_priors_guides_reuses_only_a_run_trained_as_its_fit_command_would(tmp_pa
     spec = importlib.util.spec_from_file_location("priors_guides", ROOT / "benchmarks" / "priors_guides.py")
     priors_guides = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(priors_guides)
-    args = SimpleNamespace(epochs=20, latent_dim=40, warmup_epochs=5.0, seed=0, train_size=None)
+    args = SimpleNamespace(epochs=20, latent_dim=40, warmup_epochs=5.0, seed=0, train_size=None, device="auto",
+                           data_dir=None)
     run = tmp_path / "vamp-diag"
     run.mkdir()
     # as notebook 02 writes it: the same flags, --prior-components 500 spelled out, --device cpu
     trained = FitConfig(prior="vamp", guide="diag", epochs=20, latent_dim=40, warmup_epochs=5.0,
                         prior_components=500, accelerator="cpu", out=str(run))
     (run / "config.json").write_text(json.dumps(trained.to_dict()))
-    priors_guides.check_reused_run(run, "vamp", "diag", args)  # accepted
+    def check(prior, guide, args):
+        priors_guides.check_reused_run(run, priors_guides.fit_command(prior, guide, args, run))
+
+    check("vamp", "diag", args)  # accepted
     with pytest.raises(SystemExit, match="not trained as this benchmark.*latent_dim: 40, not 32"):
-        priors_guides.check_reused_run(run, "vamp", "diag", SimpleNamespace(**{**vars(args), "latent_dim": 32}))
+        check("vamp", "diag", SimpleNamespace(**{**vars(args), "latent_dim": 32}))
     with pytest.raises(SystemExit, match="prior: 'vamp', not 'standard'"):
-        priors_guides.check_reused_run(run, "standard", "diag", args)
+        check("standard", "diag", args)
