@@ -36,6 +36,8 @@ Design (why it is written this way):
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -141,6 +143,8 @@ def importance_weighted_log_px(
                     log_w, z_sum, analytic = _chunk_log_weights(model, guide, x, y, seeds, latent_site,
                                                                 guide_trace, tiled)
                 acc.add(log_w, z_sum, analytic)
+                if x.device.type == "cpu" and start // k_chunk % TRIM_EVERY_CHUNKS == TRIM_EVERY_CHUNKS - 1:
+                    _return_freed_memory()
     except (RuntimeError, MemoryError) as err:
         if not _is_out_of_memory(err):
             raise
@@ -151,6 +155,28 @@ def importance_weighted_log_px(
             "batch size, a smaller k_chunk, or a smaller memory_budget_mb"
         ) from err
     return acc.result(k=k, k_chunk=k_chunk)
+
+
+def _glibc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, Windows, musl)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _glibc_malloc_trim()
+TRIM_EVERY_CHUNKS = 16  # after every chunk, the trims slowed a standard-prior evaluation by ~20% here
+
+
+def _return_freed_memory() -> None:
+    """Give the memory freed by a chunk back to the system. On the CPU, glibc keeps freed
+    blocks in its heap, and chunks whose tensors differ in size fragment it. The VampPrior's
+    (k_chunk, B, 500, D) log-densities grew a 500-image evaluation by about 15 MB per chunk,
+    to 22 GB and an out-of-memory kill. ``malloc_trim(0)`` releases the free pages; it is a no-op
+    where there is no glibc. Called every ``TRIM_EVERY_CHUNKS`` chunks."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def label_summed_log_px(
