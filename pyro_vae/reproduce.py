@@ -215,8 +215,9 @@ def _evaluate(out: Path, setting: Setting, *, limit: int | None, k: int, device:
 
 def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, overwrite: bool = False,
         device: str = "auto",
-        dataset: str | None = None, binarize: str | None = None, k: int = K, train_size: int | None = None, eval_size: int | None = None,
-        max_passes: int | None = None, data_dir: str | None = None, command: str = "") -> dict:
+        dataset: str | None = None, binarize: str | None = None, k: int = K, train_size: int | None = None,
+        eval_size: int | None = None, max_passes: int | None = None, data_dir: str | None = None,
+        command: str = "") -> dict:
     """Train ``name``'s setting for at most ``budget_minutes`` of training (in segments ending at the
     curve's points), evaluate, and write OUT/reproduce.json and the curve picture."""
     from .fit import resolve_config, run as fit_run
@@ -249,11 +250,11 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
             raise ConfigError(f"--resume {out} holds the run of {results['name']}, not {name}")
         saved = results.get("deviations", {})
         for key, value in deviations.items():
-            if saved.get(key) != value:
+            if key != "binarize" and saved.get(key) != value:  # binarize: checked against the run's config
                 raise ConfigError(f"--resume {out}: --{key.replace('_', '-')} {value} differs from the run's "
                                   f"({saved.get(key, 'not given')}); drop it to continue the run")
-        trained = results["config"].get("binarize")
-        if asked_binarize is not None and asked_binarize != trained:
+        trained = results["config"]["binarize"]
+        if asked_binarize not in (None, trained):
             raise ConfigError(f"--resume {out}: --binarize {asked_binarize} differs from the run's ({trained}); "
                               "drop it to continue the run")
         eval_size = saved.get("eval_size") if eval_size is None else eval_size
@@ -465,8 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_as_interrupt():  # a scheduler's stop ends the run as Ctrl-C does
             run(name, out, budget_minutes=args.budget_minutes, resume=args.resume is not None,
                 overwrite=args.overwrite, device=args.device,
-                dataset=args.dataset, binarize=args.binarize, k=args.k, train_size=args.train_size, eval_size=args.eval_size,
-                max_passes=args.max_passes, data_dir=args.data_dir,
+                dataset=args.dataset, binarize=args.binarize, k=args.k, train_size=args.train_size,
+                eval_size=args.eval_size, max_passes=args.max_passes, data_dir=args.data_dir,
                 command="python -m pyro_vae.reproduce " + shlex.join(argv))
     except PyroVAEError as e:
         print(f"error: {e}", file=sys.stderr)
