@@ -1,5 +1,7 @@
-"""The VampPrior's log p(z) in blocks with recomputation: exactly the unblocked values and gradients,
-and the VampPrior x IAF pair at its default sizes trains under a memory limit of a few GB."""
+"""The VampPrior's log p(z): for a diagonal guide in closed form by matrix products, equal to the
+elementwise densities in value and gradient; for other guides in blocks with recomputation, exactly
+the unblocked values and gradients; and the VampPrior x IAF pair at its default sizes trains under a
+memory limit of a few GB."""
 
 import math
 import os
@@ -11,8 +13,9 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+import pyro_vae.models.priors as priors
 from pyro_vae.config import FitConfig
-from pyro_vae.models.priors import VampMixture
+from pyro_vae.models.priors import VampMixture, diagonal_normal_log_densities
 from pyro_vae.vae import build_vae
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -66,6 +69,43 @@ def test_diagonal_vamp_log_prob_equals_torch_mixture_same_family(one_thread):
         blocked = VampMixture(vae.guide, vae.guide.features(prior.pseudo_inputs()), 4,
                               block_bytes=4 * vae.guide.log_prob_bytes()).log_prob(z)
     torch.testing.assert_close(blocked, reference, rtol=1e-6, atol=1e-5)
+
+
+def test_closed_form_diagonal_densities_equal_the_elementwise_ones_in_value_and_gradient(one_thread):
+    """Scales from 0.005 to 3 and means up to 6 away make the expansion's terms up to ~1e6 where
+    their difference is ~1: the float32 result must still match a float64 elementwise reference."""
+    torch.manual_seed(3)
+    loc = (torch.randn(9, 5) * 3).requires_grad_()
+    scale = torch.logspace(math.log10(0.005), math.log10(3.0), 45).reshape(9, 5)[torch.randperm(9)]
+    scale.requires_grad_()
+    z = torch.cat([loc.detach()[torch.arange(12) % 9] + scale.detach()[torch.arange(12) % 9] * torch.randn(12, 5),
+                   torch.randn(4, 5) * 4]).requires_grad_()  # near a component, and anywhere
+    fast = diagonal_normal_log_densities(z, loc, scale)
+    assert fast.shape == (16, 9) and fast.dtype == torch.float32
+    wide = [t.detach().double().requires_grad_() for t in (z, loc, scale)]
+    reference = torch.distributions.Normal(wide[1], wide[2]).log_prob(wide[0].unsqueeze(-2)).sum(-1)  # (16, 9)
+    torch.testing.assert_close(fast.double(), reference.detach(), rtol=1e-6, atol=1e-4)
+    weights = torch.rand(16, 9, dtype=torch.float64)  # any linear functional of the matrix
+    (fast.double() * weights).sum().backward()
+    (reference * weights).sum().backward()
+    for got, want in zip((z, loc, scale), wide):
+        torch.testing.assert_close(got.grad.double(), want.grad, rtol=1e-4, atol=1e-3)
+
+
+def test_diagonal_vamp_closed_form_equals_its_blocked_elementwise_path(one_thread, monkeypatch):
+    """The fast path against the general one (blocks of 3 pairs, recomputed) on the same VampPrior:
+    log p(z) and the gradients for z, the pseudo-inputs and the guide's parameters."""
+    torch.manual_seed(4)
+    vae, prior = small_vamp("diag")
+    z = torch.randn(3, 5, 4)
+    fast = log_p_and_grads(vae, prior, z, block_bytes=2**40)
+    monkeypatch.setattr(priors, "is_diagonal_normal", lambda q: False)
+    blocked = log_p_and_grads(vae, prior, z, block_bytes=3 * vae.guide.log_prob_bytes())
+    torch.testing.assert_close(fast[0], blocked[0], rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(fast[1], blocked[1], rtol=1e-5, atol=1e-6)
+    assert fast[2].keys() == blocked[2].keys() and any("pseudo" in k for k in fast[2])
+    for name in fast[2]:
+        torch.testing.assert_close(fast[2][name], blocked[2][name], rtol=1e-5, atol=1e-6)
 
 
 def test_samples_pick_a_pseudo_input_uniformly(one_thread):

@@ -76,17 +76,44 @@ VAMP_INIT_STD = 0.01
 VAMP_BLOCK_BYTES = 256 * 2**20
 
 
+def is_diagonal_normal(q: dist.TorchDistribution) -> bool:
+    """Whether q is N(m, diag s^2) with event shape (D,): a Normal with one batch dim made event."""
+    return (isinstance(q, torch.distributions.Independent) and q.reinterpreted_batch_ndims == 1
+            and type(q.base_dist) in (dist.Normal, torch.distributions.Normal))
+
+
+def diagonal_normal_log_densities(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(z_n; m_k, diag s_k^2) for every pair: z (N, D), loc and scale (K, D) -> (N, K).
+
+    sum_d (z_d - m_d)^2 / s_d^2 = z^2 . w - 2 z . (m w) + m^2 . w with w = 1 / s^2, so the (N, K)
+    matrix takes two matrix products instead of an (N, K, D) tensor: about 70 times faster for a
+    VampPrior's 500 components on a CPU core, and D times less memory. The expansion cancels large
+    terms, which in float32 costs up to ~1e-4 nats, so it is computed in float64 (float32 on MPS,
+    which has no float64) and returned in z's dtype.
+    """
+    wide = torch.float32 if z.device.type == "mps" else torch.float64
+    zw, locw, scalew = z.to(wide), loc.to(wide), scale.to(wide)
+    precision = scalew.pow(-2)  # w_k = 1 / s_k^2   (K, D)
+    squared = (zw.square() @ precision.T - 2 * zw @ (locw * precision).T
+               + (locw.square() * precision).sum(-1))  # sum_d (z_d - m_kd)^2 w_kd   (N, K)
+    # log of the normaliser (2 pi)^(D/2) prod_d s_kd   (K,)
+    log_norm = scalew.log().sum(-1) + 0.5 * z.shape[-1] * math.log(2 * math.pi)
+    return (-0.5 * squared.clamp(min=0) - log_norm).to(z.dtype)
+
+
 class VampMixture(TorchDistribution):
     """p(z) = (1/K) sum_k q(z | u_k), given the guide and its features h(u_k) of the K pseudo-inputs.
 
-    ``log_prob(z)`` computes the (N, K) matrix log q(z_n | u_k) in blocks of about
-    ``block_bytes`` of autograd memory each (the guide's ``log_prob_bytes()`` per pair). While
-    gradients are recorded, each block is wrapped in ``torch.utils.checkpoint``: the forward pass
-    keeps only the block's (n, c) result and the backward pass recomputes the block's graph, one
-    block at a time (so gradients come from ``.backward()``, not ``torch.autograd.grad``). Values and gradients are those of the unblocked expression; the memory no
-    longer grows with N x K. This is what lets an IAF guide's VampPrior fit: the density of a given
-    z under a flow inverts it in D sequential passes, each kept for autograd, for every one of the
-    N x K pairs (about 21 GB for a batch of 128 against 500 pseudo-inputs).
+    For a diagonal Normal guide, ``log_prob(z)`` takes the (N, K) matrix log q(z_n | u_k) in closed
+    form (:func:`diagonal_normal_log_densities`). For any other guide (low-rank, IAF) it computes
+    that matrix in blocks of about ``block_bytes`` of autograd memory each (the guide's
+    ``log_prob_bytes()`` per pair). While gradients are recorded, each block is wrapped in
+    ``torch.utils.checkpoint``: the forward pass keeps only the block's (n, c) result and the
+    backward pass recomputes the block's graph, one block at a time (so gradients come from
+    ``.backward()``, not ``torch.autograd.grad``). Values and gradients are those of the unblocked
+    expression; the memory no longer grows with N x K. This is what lets an IAF guide's VampPrior
+    fit: the density of a given z under a flow inverts it in D sequential passes, each kept for
+    autograd, for every one of the N x K pairs (about 21 GB for a batch of 128 against 500 pseudo-inputs).
     """
 
     arg_constraints: dict = {}
@@ -111,9 +138,14 @@ class VampMixture(TorchDistribution):
         return q.log_prob(z.unsqueeze(-2).expand(z.shape[0], h.shape[0], z.shape[-1]))  # (n, c)
 
     def component_log_probs(self, z: torch.Tensor) -> torch.Tensor:
-        """log q(z | u_k) for every k: z (..., D) -> (..., K), computed block by block."""
+        """log q(z | u_k) for every k: z (..., D) -> (..., K); for a diagonal Normal guide in closed
+        form by matrix products, for any other guide block by block."""
         flat = z.reshape(-1, z.shape[-1])  # (N, D)
         n_all, k_all = flat.shape[0], self.components
+        q = self.guide.distribution_from_features(self.features)  # batch (K,), event (D,)
+        if is_diagonal_normal(q):
+            log_q = diagonal_normal_log_densities(flat, q.base_dist.loc, q.base_dist.scale)  # (N, K)
+            return log_q.reshape(*z.shape[:-1], k_all)
         if n_all * k_all <= self.block_pairs:
             return self._block(flat, self.features).reshape(*z.shape[:-1], k_all)
         rows = min(n_all, self.block_pairs)  # z rows per block
