@@ -4,6 +4,7 @@ as the paper did, within a time budget, resumable toward the full schedule.
     python -m pyro_vae.reproduce --list
     python -m pyro_vae.reproduce burda2015-vae-k1 --budget-minutes 90 --out runs/burda2015-vae-k1
     python -m pyro_vae.reproduce --resume runs/burda2015-vae-k1 --budget-minutes 60
+    python -m pyro_vae.reproduce --resume runs/tomczak2018-vamp --budget-minutes 30 --eval-size all
 
 Every setting is a :class:`~pyro_vae.config.FitConfig`; training is ``pyro_vae.fit.run`` (the same
 code as ``python -m pyro_vae.fit``, with its run-folder rules: the folder's lock, no new run over an
@@ -79,6 +80,7 @@ from .engine.run_folder import holds_run
 
 K = 5000  # importance samples of every log p(x) estimate, as both papers
 CURVE_IMAGES = 500  # test images of the log p(x) estimates along the way
+ALL_IMAGES = "all"  # --eval-size all: the whole test set, as the papers
 RESULTS = "reproduce.json"
 CURVE_PICTURE = "reproduce_curve.png"
 
@@ -216,10 +218,12 @@ def _evaluate(out: Path, setting: Setting, *, limit: int | None, k: int, device:
 def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, overwrite: bool = False,
         device: str = "auto",
         dataset: str | None = None, binarize: str | None = None, k: int = K, train_size: int | None = None,
-        eval_size: int | None = None, max_passes: int | None = None, data_dir: str | None = None,
+        eval_size: int | str | None = None, max_passes: int | None = None, data_dir: str | None = None,
         command: str = "") -> dict:
     """Train ``name``'s setting for at most ``budget_minutes`` of training (in segments ending at the
-    curve's points), evaluate, and write OUT/reproduce.json and the curve picture."""
+    curve's points), evaluate, and write OUT/reproduce.json and the curve picture. ``eval_size``
+    (a recorded deviation) limits the final evaluation to the first N test images; on ``resume``
+    a new N, or ``"all"``, replaces the run's, and None keeps it."""
     from .fit import resolve_config, run as fit_run
 
     if name not in SETTINGS:
@@ -234,6 +238,9 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
                           "of them")
     changes = {"out": str(out), "accelerator": device, "data_dir": data_dir}
     deviations = {}
+    asked_eval_size = eval_size  # "all": the whole test set, the papers' evaluation
+    if eval_size == ALL_IMAGES:
+        eval_size = None
     asked_binarize = binarize
     if binarize == setting.config["binarize"]:
         binarize = None  # the setting's own protocol: not a deviation
@@ -250,14 +257,20 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
             raise ConfigError(f"--resume {out} holds the run of {results['name']}, not {name}")
         saved = results.get("deviations", {})
         for key, value in deviations.items():
-            if key != "binarize" and saved.get(key) != value:  # binarize: checked against the run's config
+            # binarize: checked against the run's config; eval_size: decides only the final evaluation
+            if key not in ("binarize", "eval_size") and saved.get(key) != value:
                 raise ConfigError(f"--resume {out}: --{key.replace('_', '-')} {value} differs from the run's "
                                   f"({saved.get(key, 'not given')}); drop it to continue the run")
         trained = results["config"]["binarize"]
         if asked_binarize not in (None, trained):
             raise ConfigError(f"--resume {out}: --binarize {asked_binarize} differs from the run's ({trained}); "
                               "drop it to continue the run")
-        eval_size = saved.get("eval_size") if eval_size is None else eval_size
+        if asked_eval_size is None:
+            eval_size = saved.get("eval_size")
+        else:  # a budgeted run evaluated on a subset can be evaluated on all images when resumed
+            results["deviations"].pop("eval_size", None)
+            if eval_size is not None:
+                results["deviations"]["eval_size"] = eval_size
         k = saved.get("k", k)
         records = read_metrics(out / "metrics.jsonl")  # an interrupted segment may have gone further
         done = results["passes_done"] = max(int(results["passes_done"]), records[-1]["epoch"] if records else 0)
@@ -409,6 +422,16 @@ def curve_picture(results: dict, path: Path) -> Path:
 
 # -- command line ----------------------------------------------------------------------------------
 
+def _eval_size(text: str) -> int | str:
+    """--eval-size: a number of test images, or 'all'."""
+    if text == ALL_IMAGES:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images or '{ALL_IMAGES}', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pyro_vae.reproduce",
@@ -436,8 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=K, help=f"importance samples of log p(x) (default: {K}, as the papers)")
     p.add_argument("--train-size", type=int, default=None,
                    help="train on the first N images only (a quick check, not the paper's setting)")
-    p.add_argument("--eval-size", type=int, default=None,
-                   help="evaluate on the first N images only (a quick check, not the paper's setting)")
+    p.add_argument("--eval-size", type=_eval_size, default=None,
+                   help="evaluate on the first N images only (a quick check, not the paper's setting); with "
+                        "--resume, a new N or 'all' replaces the run's (it decides only the final evaluation)")
     p.add_argument("--max-passes", type=int, default=None, help="stop after this many passes in all")
     return p
 
@@ -461,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = Path(args.out or f"runs/reproduce/{name}")
         for flag in ("k", "train_size", "eval_size", "max_passes"):
             value = getattr(args, flag)
-            if value is not None and value < 1:
+            if value is not None and value != ALL_IMAGES and value < 1:
                 raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
         with sigterm_as_interrupt():  # a scheduler's stop ends the run as Ctrl-C does
             run(name, out, budget_minutes=args.budget_minutes, resume=args.resume is not None,

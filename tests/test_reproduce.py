@@ -258,9 +258,31 @@ def test_resume_continues_the_schedule_and_keeps_the_curve(mnist_dataset, tmp_pa
                       **{**quick, "train_size": 80})
     results = reproduce.run("burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=2, **quick)
     assert results["passes_done"] == 2 and len(results["invocations"]) == 2
+    assert results["final"]["images"] == 50 and results["deviations"]["eval_size"] == 50
     assert [p["passes"] for p in results["curve"]] == [1, 2]  # pass 1 ends a stage; 2 ends the run
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in metrics] == pytest.approx(BURDA_RATES[:2])  # the schedule went on
+
+
+def test_resume_can_evaluate_a_subset_run_on_more_images_or_all(mnist_dataset, tmp_path):
+    """--eval-size decides only the final evaluation, so a resumed run may widen it; the results
+    then record the new size, or no deviation for 'all' (the whole test set)."""
+    out, data_dir = tmp_path / "burda", data_dir_of(mnist_dataset)
+    quick = dict(train_size=40, k=2, data_dir=data_dir, device="cpu", budget_minutes=5, max_passes=1)
+    first = reproduce.run("burda2015-vae-k1", out, eval_size=30, **quick)
+    assert first["final"]["images"] == 30 and first["deviations"] == {"train_size": 40, "eval_size": 30, "k": 2}
+    kept = reproduce.run("burda2015-vae-k1", out, resume=True, **quick)  # none given: the run's own
+    assert kept["final"]["images"] == 30 and kept["passes_done"] == 1
+    wider = reproduce.run("burda2015-vae-k1", out, resume=True, eval_size=60, **quick)
+    assert wider["final"]["images"] == 60 and wider["deviations"]["eval_size"] == 60
+    every = reproduce.run("burda2015-vae-k1", out, resume=True, eval_size="all", **quick)
+    assert "eval_size" not in every["deviations"] and every["final"]["images"] == 10_000  # MNIST's test set
+    saved = json.loads((out / reproduce.RESULTS).read_text())
+    assert saved["deviations"] == {"train_size": 40, "k": 2} and len(saved["invocations"]) == 4
+    # and from the command line: 'all' or a number, anything else refused with exit status 2
+    assert reproduce.build_parser().parse_args(["--eval-size", "all"]).eval_size == "all"
+    with pytest.raises(SystemExit):
+        reproduce.build_parser().parse_args(["--eval-size", "most"])
 
 
 def test_burda_schedule_resumes_exactly_through_fit(mnist_dataset, tmp_path):
