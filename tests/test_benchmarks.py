@@ -86,3 +86,21 @@ def test_priors_guides_reuses_only_a_run_trained_as_its_fit_command_would(tmp_pa
         check("vamp", "diag", SimpleNamespace(**{**vars(args), "latent_dim": 32}))
     with pytest.raises(SystemExit, match="prior: 'vamp', not 'standard'"):
         check("standard", "diag", args)
+
+
+def test_vamp_density_writes_its_fields_and_both_paths_agree(tmp_path):
+    out = tmp_path / "vamp.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "vamp_density.py"), "--points", "300",
+                           "--batch", "20", "--repeats", "1", "--out", str(out)],
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert MACHINE_FIELDS - {"ratio_over_hand_written"} <= set(result) and result["threads"] == 1
+    assert result["config"]["components"] == 500 and result["config"]["latent_dim"] == 40
+    for workload in ("evaluation", "training"):
+        median = result[workload]["median_seconds"]
+        assert set(median) == {"closed_form", "elementwise"}
+        assert result[workload]["ratio_elementwise_over_closed_form"] == pytest.approx(
+            median["elementwise"] / median["closed_form"])
+    assert result["max_abs_difference_nats"] < 1e-3  # float32 rounding of the elementwise path only
