@@ -5,7 +5,8 @@ Each process writes ``<log-dir>/rank<r>.json``: after every optimizer step, the 
 the processes and a hash of every parameter's bytes; and every file it wrote (atomically, through
 ``os.replace``). ``--deterministic`` draws no noise: z is the guide's mean (the reparameterized
 sample with eps = 0), so a 1-process and a 2-process run must take the same steps.
-``--fail-rank R`` raises an exception on rank R at its third step.
+``--fail-rank R`` raises an exception on rank R at its third step; ``--m2 paired|interleaved``
+trains M2 with 100 labels (the label enumerated, so no other noise) instead of the default VAE.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--deterministic", action="store_true")
     p.add_argument("--fail-rank", type=int, default=None)
+    p.add_argument("--m2", default=None, choices=("paired", "interleaved"),
+                   help="train M2 with 100 labels, the labelled images taking steps this way")
     args = p.parse_args()
 
     import pyro
@@ -63,9 +66,10 @@ def main() -> int:
 
     os.replace = recording_replace  # every atomic write of pyro-vae ends in os.replace
 
+    m2 = {} if args.m2 is None else {"model": "m2", "labels": 100, "labelled_steps": args.m2}
     config = FitConfig(train_size=300, eval_size=100, latent_dim=2, hidden=(32,), batch_size=50,
                        epochs=args.epochs, accelerator="cpu", devices=args.devices, data_dir=args.data_dir,
-                       out=args.out)
+                       out=args.out, **m2)
     fabric = fabric_for(config)
     launch(fabric)
     dataset = load_dataset(config.dataset, config.data_dir, log=lambda _line: None)

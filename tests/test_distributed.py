@@ -6,7 +6,8 @@ the same global batches: step by step for an objective that draws no noise (z at
 mean), and in distribution otherwise; (c) only rank 0 writes files and prints; (d) an exception
 on rank 1 ends both processes with its message; (e) torchrun with two nodes of one process on
 localhost trains and resumes; (g) that resumed 2-process run equals the uninterrupted one bit for
-bit; and ``evaluate --devices 2`` gives one process's numbers.
+bit; ``evaluate --devices 2`` gives one process's numbers; and M2's two labelled schedules in 2
+processes take 1 process's steps.
 """
 
 from __future__ import annotations
@@ -112,6 +113,27 @@ def test_b_two_processes_match_one_in_distribution(runs):
     two = json.loads((runs["base"] / "two" / "summary.json").read_text())["final"]
     assert two["test_elbo"] == pytest.approx(one["test_elbo"], abs=3.0)
     assert two["test_elbo"] > -540  # untrained: about -543
+
+
+@pytest.mark.parametrize("labelled_steps", ["paired", "interleaved"])
+def test_b_m2_in_two_processes_takes_one_process_steps_without_noise(mnist_dataset, tmp_path, labelled_steps):
+    """M2 with 100 labels, its label enumerated and z at the guide's mean: the labelled and
+    unlabelled batches of both schedules are split across 2 processes so that they take the
+    1-process run's steps (the ``kingma2014-m2-100`` setting interleaves)."""
+    data = ["--data-dir", data_dir_of(mnist_dataset)]
+    for devices in ("1", "2"):
+        ok(job([str(HELPER), *data, "--devices", devices, "--deterministic", "--m2", labelled_steps,
+                "--out", str(tmp_path / f"m2_{devices}"), "--log-dir", str(tmp_path / f"m2_{devices}_log")]))
+    (one,) = [json.loads(p.read_text()) for p in sorted((tmp_path / "m2_1_log").glob("rank*.json"))]
+    two, other = [json.loads(p.read_text()) for p in sorted((tmp_path / "m2_2_log").glob("rank*.json"))]
+    assert [s["params"] for s in two["steps"]] == [s["params"] for s in other["steps"]]
+    # 2 epochs of 200 unlabelled images in batches of 50, each step with labelled images alongside
+    # (paired), or the 100 labelled ones in steps of their own between them (interleaved)
+    assert len(one["steps"]) == len(two["steps"]) == {"paired": 8, "interleaved": 12}[labelled_steps]
+    assert [s["loss"] for s in two["steps"]] == pytest.approx([s["loss"] for s in one["steps"]], rel=1e-5)
+    assert "classifier" in " ".join(one["params"])  # q(y|x) was trained too
+    for name, value in one["params"].items():
+        assert torch.allclose(torch.tensor(two["params"][name]), torch.tensor(value), atol=1e-5), name
 
 
 def test_c_only_rank_0_writes_files_and_prints(runs):
