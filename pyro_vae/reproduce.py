@@ -313,11 +313,17 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
         continuing = done > 0
         seg_config = resolve_config(requested, None, str(out)) if continuing else config.replace(
             epochs=goal, max_minutes=remaining / 60)
-        cpu, wall = time.process_time(), time.perf_counter()
-        summary = fit_run(seg_config, str(out) if continuing else None, overwrite=overwrite and not continuing)
-        spent += time.perf_counter() - wall
-        results["training_seconds"] += time.perf_counter() - wall
-        results["training_cpu_seconds"] += time.process_time() - cpu
+        cpu, wall, summary = time.process_time(), time.perf_counter(), None
+        try:
+            summary = fit_run(seg_config, str(out) if continuing else None, overwrite=overwrite and not continuing)
+        finally:  # an interrupted segment's time counts too, with the passes its checkpoint holds
+            spent += time.perf_counter() - wall
+            results["training_seconds"] += time.perf_counter() - wall
+            results["training_cpu_seconds"] += time.process_time() - cpu
+            if summary is None:
+                records = read_metrics(out / "metrics.jsonl")
+                results["passes_done"] = max(done, records[-1]["epoch"] if records else 0)
+                write_json(out / RESULTS, results)
         done = results["passes_done"] = summary["epochs"]
         results["stopped"] = summary["stopped"]
         if _missing_curve_point(setting, results, done, limit_passes):

@@ -5,6 +5,7 @@ needs (activation, gated dense layers, initialisation, Adam, early stopping, tim
 from __future__ import annotations
 
 import json
+import time
 import math
 from pathlib import Path
 
@@ -344,3 +345,33 @@ def test_resume_measures_a_curve_point_whose_evaluation_was_interrupted(mnist_da
     monkeypatch.setattr(reproduce, "_evaluate", evaluate)
     results = reproduce.run("burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=5, **quick)
     assert [p["passes"] for p in results["curve"]] == [1, 4, 5]
+
+
+def test_an_interrupted_segment_keeps_its_training_time_and_passes(mnist_dataset, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) during training: reproduce.json still counts the segment's time and the
+    passes its checkpoint holds, so the resumed run's totals are complete."""
+    import pyro_vae.fit
+
+    out, data_dir = tmp_path / "burda", data_dir_of(mnist_dataset)
+    quick = dict(train_size=40, eval_size=50, k=4, data_dir=data_dir, device="cpu")
+    real_fit = pyro_vae.fit.run
+    timed = {}
+
+    def interrupted_after_training(config, *args, **kwargs):
+        started = time.process_time()
+        real_fit(config, *args, **kwargs)  # the segment's passes are done and checkpointed ...
+        while time.process_time() - started < 0.5:  # ... and some more CPU time is spent
+            pass
+        timed["cpu"] = time.process_time() - started
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pyro_vae.fit, "run", interrupted_after_training)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.run("burda2015-vae-k1", out, budget_minutes=5, max_passes=3, **quick)
+    saved = json.loads((out / reproduce.RESULTS).read_text())
+    assert saved["passes_done"] == 1  # the first segment ends at the curve point after pass 1
+    assert saved["training_cpu_seconds"] >= timed["cpu"] and saved["training_seconds"] >= timed["cpu"]
+    monkeypatch.setattr(pyro_vae.fit, "run", real_fit)
+    results = reproduce.run("burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=3, **quick)
+    assert results["passes_done"] == 3 and [p["passes"] for p in results["curve"]] == [1, 3]
+    assert results["training_cpu_seconds"] > saved["training_cpu_seconds"]
