@@ -58,6 +58,26 @@ def test_blocked_log_prob_equals_the_unblocked_one_in_value_and_gradient(guide, 
         torch.testing.assert_close(blocked[2][name], whole[2][name], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("guide", ["lowrank", "iaf"])
+def test_a_non_diagonal_guide_builds_q_for_one_block_of_pseudo_inputs_at_a_time(guide, one_thread, monkeypatch):
+    """The closed form's check must not build q(z | u_k) for all K pseudo-inputs: for a low-rank or
+    IAF guide that distribution would be thrown away, with its graph, on every log_prob."""
+    torch.manual_seed(5)
+    vae, prior = small_vamp(guide)
+    rows_seen, build = [], vae.guide.distribution_from_features
+
+    def counting(h):
+        rows_seen.append(h.shape[0])
+        return build(h)
+
+    monkeypatch.setattr(vae.guide, "distribution_from_features", counting)
+    features = vae.guide.features(prior.pseudo_inputs())  # (7, F)
+    mixture = VampMixture(vae.guide, features, 4, block_bytes=3 * vae.guide.log_prob_bytes())
+    log_p = mixture.log_prob(torch.randn(5, 4))
+    assert log_p.shape == (5,) and not mixture.diagonal
+    assert max(rows_seen) <= 3, rows_seen  # blocks of 3 pairs: at most 3 pseudo-inputs per q
+
+
 def test_diagonal_vamp_log_prob_equals_torch_mixture_same_family(one_thread):
     """An independent route: Pyro's MixtureSameFamily over the K Gaussians q(z | u_k)."""
     torch.manual_seed(1)

@@ -126,6 +126,8 @@ class VampMixture(TorchDistribution):
         block_bytes = VAMP_BLOCK_BYTES if block_bytes is None else block_bytes
         pair_bytes = getattr(guide, "log_prob_bytes", lambda: 64 * 1024)()
         self.block_pairs = max(1, block_bytes // max(1, pair_bytes))
+        # decided once, from one pseudo-input: other guides never build the full (K,) distribution
+        self.diagonal = is_diagonal_normal(guide.distribution_from_features(features[:1]))
         super().__init__(torch.Size(), torch.Size([latent_dim]), validate_args=False)
 
     @property
@@ -142,8 +144,8 @@ class VampMixture(TorchDistribution):
         form by matrix products, for any other guide block by block."""
         flat = z.reshape(-1, z.shape[-1])  # (N, D)
         n_all, k_all = flat.shape[0], self.components
-        q = self.guide.distribution_from_features(self.features)  # batch (K,), event (D,)
-        if is_diagonal_normal(q):
+        if self.diagonal:
+            q = self.guide.distribution_from_features(self.features)  # batch (K,), event (D,)
             log_q = diagonal_normal_log_densities(flat, q.base_dist.loc, q.base_dist.scale)  # (N, K)
             return log_q.reshape(*z.shape[:-1], k_all)
         if n_all * k_all <= self.block_pairs:
