@@ -198,6 +198,12 @@ def _load_results(out: Path) -> dict:
         raise CheckpointError(f"--resume {out}: {RESULTS} is corrupt ({e})") from None
 
 
+def _passes_in_metrics(out: Path) -> int:
+    """The passes the run's metrics.jsonl records (its last epoch), 0 before the first one."""
+    records = read_metrics(out / "metrics.jsonl")
+    return records[-1]["epoch"] if records else 0
+
+
 def _evaluate(out: Path, setting: Setting, *, limit: int | None, k: int, device: str, final: bool) -> dict:
     """log p(x) with k importance samples on the first ``limit`` test images (None: all), or, for
     M2, the test error of q(y|x) read from the run's metrics."""
@@ -272,8 +278,8 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
             if eval_size is not None:
                 results["deviations"]["eval_size"] = eval_size
         k = saved.get("k", k)
-        records = read_metrics(out / "metrics.jsonl")  # an interrupted segment may have gone further
-        done = results["passes_done"] = max(int(results["passes_done"]), records[-1]["epoch"] if records else 0)
+        # an interrupted segment may have gone further than reproduce.json says
+        done = results["passes_done"] = max(int(results["passes_done"]), _passes_in_metrics(out))
     else:
         if not overwrite and ((out / RESULTS).exists() or holds_run(out)):
             raise ConfigError(f"{out} already holds a run; continue it with --resume {out}, replace it with "
@@ -321,8 +327,7 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
             results["training_seconds"] += time.perf_counter() - wall
             results["training_cpu_seconds"] += time.process_time() - cpu
             if summary is None:
-                records = read_metrics(out / "metrics.jsonl")
-                results["passes_done"] = max(done, records[-1]["epoch"] if records else 0)
+                results["passes_done"] = max(done, _passes_in_metrics(out))
                 write_json(out / RESULTS, results)
         done = results["passes_done"] = summary["epochs"]
         results["stopped"] = summary["stopped"]
