@@ -120,14 +120,17 @@ class VampMixture(TorchDistribution):
     support = constraints.real_vector
     has_rsample = False
 
-    def __init__(self, guide: PyroModule, features: torch.Tensor, latent_dim: int,
+    def __init__(self, guide: PyroModule, features: torch.Tensor, latent_dim: int | None = None,
                  block_bytes: int | None = None):
         self.guide, self.features = guide, features  # features h(u_k)   (K, F)
         block_bytes = VAMP_BLOCK_BYTES if block_bytes is None else block_bytes
         pair_bytes = getattr(guide, "log_prob_bytes", lambda: 64 * 1024)()
         self.block_pairs = max(1, block_bytes // max(1, pair_bytes))
-        # decided once, from one pseudo-input: other guides never build the full (K,) distribution
-        self.diagonal = is_diagonal_normal(guide.distribution_from_features(features[:1]))
+        # q(z | u_1), built once: the latent size (unless given) and whether the closed form applies,
+        # so other guides never build the full (K,) distribution just to be checked
+        first = guide.distribution_from_features(features[:1])  # batch (1,), event (D,)
+        self.diagonal = is_diagonal_normal(first)
+        latent_dim = first.event_shape[0] if latent_dim is None else latent_dim
         super().__init__(torch.Size(), torch.Size([latent_dim]), validate_args=False)
 
     @property
@@ -198,8 +201,7 @@ class VampPrior(PyroModule):
 
     def forward(self) -> dist.TorchDistribution:
         features = self._guide.features(self.pseudo_inputs())  # h(u_k)   (K, F)
-        latent_dim = self._guide.distribution_from_features(features[:1]).event_shape[0]
-        return VampMixture(self._guide, features, latent_dim)  # (1/K) sum_k q(z|u_k): batch (), event (D,)
+        return VampMixture(self._guide, features)  # (1/K) sum_k q(z|u_k): batch (), event (D,)
 
 
 def _prior_arguments(spec, config, guide) -> dict:
