@@ -10,11 +10,12 @@ from .likelihoods import (
     PixelScaleGaussianLikelihood,
 )
 from .conditional import CVAEModel, LabelledGaussianPrior, M2Model
+from .hierarchical import GaussianLayer, HierarchicalVAEModel, build_hierarchical_model
 from .priors import PRIORS, StandardNormalPrior
 from .vae import VAEModel
 
 __all__ = [
-    "LIKELIHOODS", "PRIORS", "CVAEModel", "LabelledGaussianPrior", "M2Model", "BernoulliLikelihood", "ContinuousBernoulliLikelihood",
+    "LIKELIHOODS", "PRIORS", "CVAEModel", "GaussianLayer", "HierarchicalVAEModel", "build_hierarchical_model", "LabelledGaussianPrior", "M2Model", "BernoulliLikelihood", "ContinuousBernoulliLikelihood",
     "DecoderScaleGaussianLikelihood", "GaussianLikelihood", "Likelihood",
     "PixelScaleGaussianLikelihood", "StandardNormalPrior", "VAEModel",
 ]
