@@ -394,7 +394,10 @@ def _latent_sites(trace: poutine.Trace) -> Iterator[tuple[str, dict]]:
 
 def _is_discrete(site: dict) -> bool:
     """Whether a sample site's distribution has a discrete support (a class, not a quantity)."""
-    return bool(getattr(site["fn"].support, "is_discrete", False))
+    try:
+        return bool(getattr(site["fn"].support, "is_discrete", False))
+    except NotImplementedError:  # a distribution that does not declare its support
+        return False
 
 
 def _site_mean(site: dict) -> tuple[torch.Tensor, bool]:
