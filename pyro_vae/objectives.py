@@ -93,6 +93,69 @@ def trace_log_density(trace: poutine.Trace, *, observed: bool | None = None,
     return total
 
 
+# -- discrete model sites summed out exactly ---------------------------------------------------
+
+def enumerated_model(model):
+    """``model`` whose discrete sites marked ``infer={"enumerate": "parallel"}`` (and not given a
+    value, e.g. by replaying a guide) take all their values at once, each in its own dimension
+    left of the data plate (``poutine.enum``). Sites without the mark are untouched."""
+    return poutine.enum(model, first_available_dim=-1 - MAX_PLATE_NESTING)
+
+
+def enumerated_sites(trace: poutine.Trace) -> list[str]:
+    """Names of the sites of a trace that ``poutine.enum`` enumerated, in the model's order."""
+    return [name for name, site in sample_sites(trace, observed=False) if "_enumerate_dim" in site["infer"]]
+
+
+def enumerated_log_density(trace: poutine.Trace, *, rows: int, with_observed: bool = True,
+                           who: str = "model") -> torch.Tensor:
+    """log of the sum over the enumerated sites' values of exp(sum of the site log-densities),
+    one number per data point, shape (rows,).
+
+    With every site in the data plate the images are independent, so for image b
+
+        log p(x_b, z_b) = logsumexp over all enumerated values c of sum_sites log p(site_b | ...)
+
+    The latent sites (enumerated and given) are summed, and the observed ones if
+    ``with_observed`` (log sum_c p(x, z, c)); else log sum_c p(z, c). Each site's log-density
+    must have the data plate last and, left of it, only enumeration dimensions.
+    """
+    enum_dims = {site["infer"]["_enumerate_dim"] for _, site in sample_sites(trace, observed=False)
+                 if "_enumerate_dim" in site["infer"]}
+    total = None
+    for name, site in sample_sites(trace, None if with_observed else False):
+        log_prob = site_log_density(site)  # (enumeration dims..., rows)
+        left = log_prob.shape[:-1]
+        if (log_prob.dim() < 1 or log_prob.shape[-1] != rows
+                or any(size != 1 and i - len(left) - 1 not in enum_dims for i, size in enumerate(left))):
+            raise PyroVAEError(
+                f"{who} site {name!r} has log_prob shape {tuple(log_prob.shape)}, expected ({rows},) with "
+                "enumeration dimensions only on its left: every sample site must sit in "
+                "pyro.plate('data', x.shape[0], dim=-1) with its event dimensions declared (.to_event)")
+        total = log_prob if total is None else total + log_prob  # broadcasts over the enumerations
+    if total is None:
+        raise PyroVAEError(f"the {who} has no sample site to sum")
+    if total.dim() == 1:
+        return total
+    return torch.logsumexp(total.reshape(-1, rows), dim=0)  # sum out every enumerated site   (rows,)
+
+
+def check_guide_covers_model(model_trace: poutine.Trace, guided) -> None:
+    """A clear error for a latent site of the model that is not among the ``guided`` site names
+    (those the guide samples) and was not enumerated."""
+    for name, site in sample_sites(model_trace, observed=False):
+        if name in guided or "_enumerate_dim" in site["infer"]:
+            continue
+        fn = site["fn"]
+        if getattr(fn, "has_enumerate_support", False):
+            fix = (f"give the guide a site {name!r}, or sum it out exactly: mark it in the model with "
+                   f"pyro.sample({name!r}, ..., infer={{'enumerate': 'parallel'}}) inside the data plate")
+        else:
+            fix = f"give the guide a site {name!r} (a continuous latent cannot be enumerated)"
+        raise PyroVAEError(f"the model samples {name!r} but the guide does not: every latent site of the "
+                           f"model needs a guide site of the same name for importance sampling; {fix}")
+
+
 # -- the ELBO choices ----------------------------------------------------------------------------
 
 def _particle_kwargs(particles: int) -> dict:
@@ -372,24 +435,58 @@ class JitELBO(torch.nn.Module):
 # -- per-image ELBO terms --------------------------------------------------------------------
 
 def elbo_terms(model, guide, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per-image ELBO terms from one z ~ q(z|x) per image, read off the traces.
+    """Per-image ELBO terms of the program as written, from one draw of the guide per image.
 
-    Returns ``recon`` = log p(x|z) (B,), ``kl`` = KL(q(z|x) || p(z)) (B,), analytic where Pyro
-    knows it and the Monte-Carlo log q(z|x) - log p(z) otherwise, and ``elbo`` = recon - kl (B,).
+    The guide is traced once; the model is replayed on its latent values, and a discrete model
+    site that the guide does not sample and that is marked ``infer={"enumerate": "parallel"}``
+    is summed out exactly (enumerated). Returns, each of shape (B,):
+
+    * ``elbo`` = log p(x, z) - log q(z|x): the single-sample ELBO, z every guide latent;
+    * ``recon`` = log p(x, z) - log p(z): log p(x|z) (the observed sites' log-density) without
+      enumerated sites; with them, log p(x | z) with the enumerated sites c summed out under
+      their prior given z, log sum_c p(x, z, c) - log sum_c p(z, c);
+    * ``kl`` = recon - elbo, the KL term E_q[log q(z|x) - log p(z)] over all latent sites.
+
+    The KL term of a latent site is taken in closed form, KL(q(z_s | ...) || p(z_s | ...)),
+    where that is exact: the model has no enumerated site, Pyro knows the KL of the pair, and
+    every latent the model samples before the site (all it may depend on) is sampled before it
+    in the guide too, so the closed form at the drawn values is the Monte-Carlo term with the
+    site itself integrated out. Otherwise the site contributes log q(z_s|...) - log p(z_s|...)
+    at the draw. A model with one latent site (or the M2 model's label and z, in the guide's
+    order) gets the closed-form KL; p(z2) p(z1|z2) with a guide q(z1|x) q(z2|z1, x) gets
+    closed form for z2 and Monte Carlo for z1. With enumerated sites log p(z) is
+    log sum_c p(z, c), a mixture, and the KL term is Monte Carlo.
     Site scales (mini-batch scaling, beta) are ignored: these are the plain per-image terms.
     """
     guide_trace = poutine.trace(guide).get_trace(x, y)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+    model_trace = poutine.trace(enumerated_model(poutine.replay(model, trace=guide_trace))).get_trace(x, y)
+    check_guide_covers_model(model_trace, {name for name, _ in sample_sites(guide_trace, observed=False)})
     rows = (x.shape[0],)
+    if enumerated_sites(model_trace):
+        log_pxz = enumerated_log_density(model_trace, rows=rows[0])  # log sum_c p(x, z, c)   (B,)
+        log_pz = enumerated_log_density(model_trace, rows=rows[0], with_observed=False)  # log sum_c p(z, c)
+        log_q = trace_log_density(guide_trace, observed=False, shape=rows, who="guide")  # log q(z|x)
+        recon = log_pxz - log_pz
+        kl = log_q.to(recon.dtype) - log_pz
+        return {"recon": recon, "kl": kl, "elbo": recon - kl}
     recon = trace_log_density(model_trace, observed=True, shape=rows)  # log p(x|z)   (B,)
     kl = x.new_zeros(rows, dtype=recon.dtype)
+    guide_order = {name: i for i, (name, _) in enumerate(sample_sites(guide_trace, observed=False))}
+    sampled_before: list[str] = []  # the model's latent sites before this one
     for name, site in sample_sites(model_trace, observed=False):
-        q = guide_trace.nodes[name]["fn"]
-        try:
-            kl = kl + kl_divergence(q, site["fn"]).to(recon.dtype)  # KL(q || p), closed form   (B,)
-        except NotImplementedError:
+        q_site = guide_trace.nodes[name]
+        closed_form = None
+        if all(guide_order.get(earlier, math.inf) < guide_order[name] for earlier in sampled_before):
+            try:
+                closed_form = kl_divergence(q_site["fn"], site["fn"])  # KL(q || p), closed form   (B,)
+            except NotImplementedError:
+                pass
+        if closed_form is not None:
+            kl = kl + closed_form.to(recon.dtype)
+        else:
             # log q(z|x) - log p(z), Monte Carlo     (B,)
-            kl = kl + site_log_density(guide_trace.nodes[name]) - site_log_density(site)
+            kl = kl + site_log_density(q_site) - site_log_density(site)
+        sampled_before.append(name)
     return {"recon": recon, "kl": kl, "elbo": recon - kl}
 
 

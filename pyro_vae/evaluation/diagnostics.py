@@ -3,14 +3,15 @@
 * Effective sample size of the normalised weights, ESS = (sum_k w_k)^2 / sum_k w_k^2, in log space.
 * Pareto k-hat of each image's log-weights (PSIS, Vehtari et al. 2024, via ``arviz.psislw``):
   k-hat < 0.5 the estimate is reliable, 0.5-0.7 it converges slowly, > 0.7 it is not to be trusted.
-* Active units (Burda et al. 2015): latent dimension d is active when Cov_x(E_q[z_d | x]) > 0.01.
+* Active units (Burda et al. 2015): latent dimension d is active when Cov_x(E_q[z_d | x]) > 0.01;
+  counted per latent site (per stochastic layer, as Burda et al. report them) when there are several.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -111,6 +112,9 @@ class EvaluationResult:
     split: str | None = None
     active_threshold: float = ACTIVE_UNIT_THRESHOLD
     curve: "LogPxCurve | None" = None  # log p_k(x) against k from the same samples, if asked
+    # E_q[site | x] (N, D_site) per latent site; None for a discrete site (no active units)
+    site_means: dict[str, np.ndarray | None] = field(default_factory=dict)
+    site_mean_sources: dict[str, str] = field(default_factory=dict)  # "analytic" or "samples"
 
     @property
     def n_images(self) -> int:
@@ -146,8 +150,27 @@ class EvaluationResult:
             return None
         return active_units(self.z_mean, self.active_threshold)
 
+    def active_units_per_site(self) -> dict[str, int | None]:
+        """Active units of each latent site (None for a discrete site), in the guide's order."""
+        return {name: None if mean is None else active_units(mean, self.active_threshold)
+                for name, mean in self.site_means.items()}
+
+    def latent_dim_per_site(self) -> dict[str, int | None]:
+        """Dimensions of each latent site's E_q[site | x] (None for a discrete site)."""
+        return {name: None if mean is None else int(mean.shape[1]) for name, mean in self.site_means.items()}
+
+    @property
+    def reports_sites(self) -> bool:
+        """Whether the per-site numbers say more than ``active_units``: several latent sites, or
+        one that is not the site of ``z_mean``. (A one-site model's summary stays as it was.)"""
+        return len(self.site_means) > 1 or (len(self.site_means) == 1 and self.z_mean is None)
+
     def summary(self) -> dict:
-        """The split's numbers as a JSON-serialisable dict (non-finite numbers become None)."""
+        """The split's numbers as a JSON-serialisable dict (non-finite numbers become None).
+
+        With several latent sites (:attr:`reports_sites`) it also holds ``active_units_per_site``,
+        ``latent_dim_per_site`` (site name -> int, None for a discrete site) and
+        ``mean_source_per_site`` (site name -> "analytic" or "samples")."""
         defined = self.khat[~np.isnan(self.khat)]
         ess = self.ess
         return {
@@ -174,6 +197,9 @@ class EvaluationResult:
             "active_units": self.active_units(),
             "latent_dim": None if self.z_mean is None else int(self.z_mean.shape[1]),
             "z_mean_source": self.z_mean_source,
+            **({"active_units_per_site": self.active_units_per_site(),
+                "latent_dim_per_site": self.latent_dim_per_site(),
+                "mean_source_per_site": dict(self.site_mean_sources)} if self.reports_sites else {}),
             "seconds": _num(self.seconds),
             "image_particles_per_second": _num(self.n_images * self.k / self.seconds)
             if self.seconds > 0 else None,
@@ -194,6 +220,9 @@ class EvaluationResult:
             ("active units", "n/a" if s["active_units"] is None
              else f"{s['active_units']} / {s['latent_dim']}  (Cov_x E_q[z|x] > "
                   f"{self.active_threshold:g}; mean from {s['z_mean_source']})"),
+            *([("active units per site", ", ".join(
+                f"{name} " + ("n/a (discrete)" if units is None else f"{units} / {s['latent_dim_per_site'][name]}")
+                for name, units in s["active_units_per_site"].items()))] if self.reports_sites else []),
             ("time", f"{_fmt(s['seconds'], 1)} s  "
                      f"({_fmt(s['image_particles_per_second'], 0)} images*K per s)"),
         ]

@@ -46,6 +46,10 @@ def evaluate_log_px(
 ) -> EvaluationResult:
     """log p_K(x), the ELBO, ESS, Pareto k-hat and E_q[z|x] of every image of a split.
 
+    The model may have any number of latent sites: the guide's, importance-sampled together, and
+    discrete sites marked ``infer={"enumerate": "parallel"}``, summed out exactly. E_q[site | x]
+    of every continuous guide site is kept (``result.site_means``, active units per site).
+
     :param images: (N, ...) tensor or array; batches are moved to ``device`` (default: the
         model's parameters' device, else the images').
     :param labels: optional (N, ...) labels passed to model and guide as ``y``.
@@ -89,12 +93,16 @@ def evaluate_log_px(
                 "log_px": est.log_px.numpy(), "elbo": est.elbo.numpy(), "log_ess": est.log_ess.numpy(),
                 "khat": pareto_khat(est.log_weights.numpy()) if khat else np.full(n, np.nan),
                 "z_mean": None if est.z_mean is None else est.z_mean.numpy(),
-                "source": est.z_mean_source, "k_chunk": est.k_chunk}))
+                "source": est.z_mean_source, "k_chunk": est.k_chunk,
+                "site_means": {name: None if mean is None else mean.numpy() for name, mean in est.site_means.items()},
+                "site_sources": est.site_mean_sources}))
             bar.update(n)
     seconds = time.perf_counter() - start
     batches = _gathered(batches, gather)
     parts = {key: [b[key] for _, b in batches] for key in batches[0][1]}
     has_z = parts["z_mean"][0] is not None
+    site_means = {name: None if mean is None else np.concatenate([b[name] for b in parts["site_means"]])
+                  for name, mean in parts["site_means"][0].items()}  # (N, D_site) per site
     return EvaluationResult(
         log_px=np.concatenate(parts["log_px"]),
         elbo=np.concatenate(parts["elbo"]),
@@ -110,6 +118,8 @@ def evaluate_log_px(
         split=split,
         curve=LogPxCurve(ks=tuple(curve_ks), log_px=np.concatenate(parts["curve"]), seed=seed, split=split)
         if curve_ks else None,
+        site_means=site_means,
+        site_mean_sources=parts["site_sources"][0],
     )
 
 
@@ -156,7 +166,7 @@ def log_px_against_k(
         for index, x, y in _batches(images, labels, batch_size, device, shard):
             est = _estimate(model, guide, x, y, sum_over_labels, k=k_max, k_chunk=k_chunk, seed=seed,
                             batch_index=index, memory_budget_mb=memory_budget_mb,
-                            return_log_weights=True, latent_site="")
+                            return_log_weights=True, latent_site="", all_sites=False)
             # log p_k(x) = logsumexp_{j<k} log w_j - log k   (B, len(ks))   (all L labels of each j)
             rows.append((index, _curve_columns(est.log_weights, est.labels_summed, ks)))
             bar.update(x.shape[0])

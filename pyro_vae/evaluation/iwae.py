@@ -23,8 +23,15 @@ Design (why it is written this way):
   (the estimate at k uses the first k particles of the estimate at any larger k: nested
   samples), and it is the sample one guide call after that seed would draw. The encoder's cost
   is paid once per image, not once per particle. (A guide with several latent sites, whose
-  later sites depend on earlier draws, runs once per particle instead.) The samples do depend
-  on how images are grouped into batches.
+  later sites depend on earlier draws, runs once per particle instead, after the same seed:
+  the particle is a draw of the whole guide.) The samples do depend on how images are grouped
+  into batches.
+* **Every latent site.** z above is all of the guide's latent sites together. A discrete model
+  site that the guide does not sample and that the model marks ``infer={"enumerate":
+  "parallel"}`` is summed out exactly: log p(x, z) = log sum_c p(x, z, c), the model run once
+  per chunk under ``poutine.enum`` with every value of c in a dimension left of the data plate.
+  Any other model latent the guide misses is an error. E_q[site | x] is reported for every
+  continuous latent site of the guide (for active units per site).
 * **float64 accumulation.** Log-weights are computed in the model's dtype, then combined across
   chunks in float64 with a running logsumexp.
 * **Evaluation, not training.** Modules are put in eval mode (batch norm uses its running
@@ -39,7 +46,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -51,7 +58,8 @@ import torch.overrides
 from ..errors import PyroVAEError
 from pyro.distributions.util import scale_and_mask
 
-from ..objectives import sample_sites, trace_log_density
+from ..objectives import (check_guide_covers_model, enumerated_log_density, enumerated_model,
+                          enumerated_sites, sample_sites, trace_log_density)
 
 DEFAULT_MEMORY_BUDGET_MB = 256.0
 
@@ -72,6 +80,11 @@ class ImportanceWeightedEstimate:
     k: int
     k_chunk: int
     labels_summed: int = 1  # L > 1: log p(x) = log sum_y p(x, y), K particles for each of L labels
+    # E_q[site | x] (B, D_site) (event dimensions flattened) per continuous latent site of the
+    # guide, in its order; then None for each discrete site (sampled by the guide, or summed out
+    # by enumeration in the model): a class has no active units
+    site_means: dict[str, torch.Tensor | None] = field(default_factory=dict)
+    site_mean_sources: dict[str, str] = field(default_factory=dict)  # "analytic" or "samples" per site
 
     @property
     def gap(self) -> torch.Tensor:
@@ -103,11 +116,14 @@ def importance_weighted_log_px(
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
     return_log_weights: bool = False,
     latent_site: str = "z",
+    all_sites: bool = True,
 ) -> ImportanceWeightedEstimate:
     """Estimate log p(x) of each image in the batch ``x`` with K importance samples from the guide.
 
     :param model: ``model(x, y=None)``; every sample site inside ``pyro.plate("data", x.shape[0])``.
-    :param guide: ``guide(x, y=None)`` over the model's unobserved sites.
+        Discrete latent sites marked ``infer={"enumerate": "parallel"}`` that the guide does not
+        sample are summed out exactly.
+    :param guide: ``guide(x, y=None)`` over the model's other unobserved sites (any number).
     :param x: a batch of B images (the first dimension is the batch).
     :param y: optional labels, passed to model and guide (tiled like ``x``).
     :param k: number of importance samples K per image (>= 1).
@@ -116,7 +132,8 @@ def importance_weighted_log_px(
     :param seed: same seed (and batch_index, batch) -> identical numbers.
     :param batch_index: mixed into the seeds so that a driver's batches draw independent samples.
     :param return_log_weights: also return all log-weights, shape (B, K) (for PSIS k-hat).
-    :param latent_site: the site whose posterior mean is reported (for active units).
+    :param latent_site: the site whose posterior mean is ``z_mean`` (for active units).
+    :param all_sites: also E_q[site | x] of every continuous latent site (``site_means``).
     """
     _check_positive_int("k", k)
     _check_seed(seed)
@@ -132,6 +149,7 @@ def importance_weighted_log_px(
                 k_chunk = auto_k_chunk(model, guide, x, y, k=k, memory_budget_mb=memory_budget_mb)
             acc = _Accumulator(batch, keep=return_log_weights)
             guide_trace = poutine.trace(guide).get_trace(x, y)  # q(z|x): the encoder runs once
+            discrete = [name for name, site in _latent_sites(guide_trace) if all_sites and _is_discrete(site)]
             # the images tiled once for a whole chunk, (k_chunk * B, ...), and reused by every chunk
             tiled = (_tile(x, k_chunk), _tile(y, k_chunk))
             for start in range(0, k, k_chunk):
@@ -140,9 +158,9 @@ def importance_weighted_log_px(
                 # Pyro's validation (as set) checks the first chunk; later chunks would repeat
                 # its checks on the same images, at about 15% of the time
                 with pyro.validation_enabled(False) if start else contextlib.nullcontext():
-                    log_w, z_sum, analytic = _chunk_log_weights(model, guide, x, y, seeds, latent_site,
-                                                                guide_trace, tiled)
-                acc.add(log_w, z_sum, analytic)
+                    log_w, sums, enumerated = _chunk_log_weights(model, guide, x, y, seeds, latent_site,
+                                                                 guide_trace, tiled, all_sites=all_sites)
+                acc.add(log_w, sums)
                 if x.device.type == "cpu" and start // k_chunk % TRIM_EVERY_CHUNKS == TRIM_EVERY_CHUNKS - 1:
                     _return_freed_memory()
     except (RuntimeError, MemoryError) as err:
@@ -154,7 +172,8 @@ def importance_weighted_log_px(
             f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); use a smaller "
             "batch size, a smaller k_chunk, or a smaller memory_budget_mb"
         ) from err
-    return acc.result(k=k, k_chunk=k_chunk)
+    return acc.result(k=k, k_chunk=k_chunk, latent_site=latent_site,
+                      discrete=discrete + (enumerated if all_sites else []))
 
 
 def _glibc_malloc_trim() -> Callable[[int], int] | None:
@@ -219,6 +238,8 @@ def label_summed_log_px(
     elbos = torch.stack([e.elbo for e in per_label])  # ELBO(x, y) estimates   (L, B)
     z_means = [e.z_mean for e in per_label]
     z_mean = None if z_means[0] is None else (q_y[..., None] * torch.stack(z_means)).sum(0)
+    site_means = {name: None if mean is None else (q_y[..., None] * torch.stack(
+        [e.site_means[name] for e in per_label])).sum(0) for name, mean in per_label[0].site_means.items()}
     log_weights = None
     if per_label[0].log_weights is not None:  # (B, K, L) -> (B, K*L): the first k*L columns hold
         log_weights = torch.stack([e.log_weights for e in per_label], -1).flatten(1)  # particles < k
@@ -232,6 +253,8 @@ def label_summed_log_px(
         k=k,
         k_chunk=per_label[0].k_chunk,
         labels_summed=num_classes,
+        site_means=site_means,
+        site_mean_sources=per_label[0].site_mean_sources,
     )
 
 
@@ -248,18 +271,22 @@ def _chunk_log_weights(
     latent_site: str,
     guide_trace: poutine.Trace | None = None,
     tiled: tuple[torch.Tensor, torch.Tensor | None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    *,
+    all_sites: bool = False,
+) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, bool]], list[str]]:
     """Draw one particle per seed from the guide, score all of them with one model call.
 
     ``guide_trace`` is one run of the guide on the batch (made here if not given): when it has a
     single latent site, its distribution q(z|x) gives every particle (the seed, then
-    ``rsample()``: the value one guide call would draw after that seed, without running the
+    ``rsample()``: the value one guide call after that seed would draw, without running the
     encoder again); a guide with several latent sites runs once per particle. ``tiled`` is
     ``(x, y)`` already tiled for at least ``len(seeds)`` particles (made here if not given): its
     first ``len(seeds) * B`` rows are scored.
 
-    Returns log w (n, B), the sum over the n particles of E_q[z|x, particle] (or of z) for
-    ``latent_site`` (B, D) or None, and whether that sum used the guide's analytic mean.
+    Returns log w (n, B); for ``latent_site`` and, with ``all_sites``, every continuous latent
+    site of the guide, name -> (the sum over the n particles of E_q[site | x, particle], or of
+    the site's draws, (B, ...); whether every term was the guide's analytic mean); and the names
+    of the model sites summed out by enumeration.
     """
     batch = x.shape[0]
     if guide_trace is None:
@@ -267,7 +294,12 @@ def _chunk_log_weights(
     latents = list(_latent_sites(guide_trace))
     values: dict[str, list[torch.Tensor]] = {}
     infer = {name: site["infer"] for name, site in latents}
-    log_q, z_sum, analytic = [], None, True
+    log_q: list[torch.Tensor] = []
+    sums: dict[str, tuple[torch.Tensor, bool]] = {}
+
+    def wanted(name: str, site: dict) -> bool:
+        return name == latent_site or (all_sites and not _is_discrete(site))
+
     if len(latents) == 1:  # q(z|x) once, K draws from it
         name, site = latents[0]
         fn, mask = site["fn"], site["mask"]
@@ -279,29 +311,30 @@ def _chunk_log_weights(
                 site_log_probs(guide_trace, batch, "guide")  # the shape error, with its advice
             log_q.append(log_prob)
             values.setdefault(name, []).append(z)
-        if name == latent_site:
+        if wanted(name, site):
             mean, analytic = _site_mean(site)
-            z_sum = (mean.double() * len(seeds) if analytic
-                     else torch.stack(values[name]).double().sum(0))
-    else:
+            sums[name] = (mean.double() * len(seeds) if analytic
+                          else torch.stack(values[name]).double().sum(0), analytic)
+    else:  # the whole guide once per particle: later sites depend on earlier draws
         for s in seeds:
             _seed_rng(s, x.device)
             trace = poutine.trace(guide).get_trace(x, y)
-            log_q.append(site_log_probs(trace, batch, "guide"))  # log q(z_j|x)  (B,)
+            log_q.append(site_log_probs(trace, batch, "guide"))  # log q(z_j|x), all sites  (B,)
             for name, site in _latent_sites(trace):
                 values.setdefault(name, []).append(site["value"])
-            if latent_site in trace.nodes:
-                mean, is_analytic = _site_mean(trace.nodes[latent_site])
-                analytic = analytic and is_analytic
-                z_sum = mean.double() if z_sum is None else z_sum + mean.double()
+                if wanted(name, site):  # E_q[site | x, earlier sites of particle j]
+                    mean, analytic = _site_mean(site)
+                    total = sums.get(name)
+                    sums[name] = ((mean.double(), analytic) if total is None
+                                  else (total[0] + mean.double(), total[1] and analytic))
     n = len(seeds)
     x_t, y_t = tiled if tiled is not None else (_tile(x, n), _tile(y, n))
     x_t, y_t = x_t[:n * batch], (None if y_t is None else y_t[:n * batch])  # row j * B + b: image b
     latents = {name: torch.cat(parts, dim=0) for name, parts in values.items()}  # (n*B, ...)
-    log_p = model_log_joint(model, x_t, y_t, latents, infer)  # (n*B,)
+    log_p, enumerated = _model_log_joint(model, x_t, y_t, latents, infer)  # (n*B,)
     # log w_j = log p(x, z_j) - log q(z_j|x)   (n, B)
     log_w = log_p.view(n, batch) - torch.stack(log_q)
-    return log_w.double(), z_sum, analytic and z_sum is not None
+    return log_w.double(), sums, enumerated
 
 
 def model_log_joint(
@@ -311,27 +344,41 @@ def model_log_joint(
     latents: dict[str, torch.Tensor],
     infer: dict[str, dict] | None = None,
 ) -> torch.Tensor:
-    """log p(x, z) per row: the model replayed on ``latents`` (one value per row), shape (N,)."""
+    """log p(x, z) per row: the model replayed on ``latents`` (one value per row), shape (N,).
+
+    The model's discrete sites marked ``infer={"enumerate": "parallel"}`` and not in ``latents``
+    are summed out exactly, log p(x, z) = log sum_c p(x, z, c); any other latent site missing
+    from ``latents`` is an error that names it.
+    """
+    return _model_log_joint(model, x, y, latents, infer)[0]
+
+
+def _model_log_joint(
+    model: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    latents: dict[str, torch.Tensor],
+    infer: dict[str, dict] | None = None,
+) -> tuple[torch.Tensor, list[str]]:
+    """:func:`model_log_joint`, and the names of the sites it summed out by enumeration."""
     replay_trace = poutine.Trace()
     for name, value in latents.items():
         replay_trace.add_node(
             name, name=name, type="sample", value=value, is_observed=False,
             infer=(infer or {}).get(name, {}),
         )
-    model_trace = poutine.trace(poutine.replay(model, trace=replay_trace)).get_trace(x, y)
-    for name, site in _latent_sites(model_trace):
-        if name not in latents:
-            raise PyroVAEError(
-                f"the model samples {name!r} but the guide does not: every unobserved model "
-                "site needs a guide site of the same name for importance sampling"
-            )
+    model_trace = poutine.trace(enumerated_model(poutine.replay(model, trace=replay_trace))).get_trace(x, y)
+    check_guide_covers_model(model_trace, latents)
     missing = set(latents) - {name for name, _ in sample_sites(model_trace)}
     if missing:
         raise PyroVAEError(
             f"the guide samples {sorted(missing)} which the model does not have; auxiliary "
             "guide variables are not supported by the importance-weighted estimator"
         )
-    return site_log_probs(model_trace, x.shape[0], "model")
+    enumerated = enumerated_sites(model_trace)
+    if enumerated:  # log sum_c p(x, z, c)   (N,)
+        return enumerated_log_density(model_trace, rows=x.shape[0]), enumerated
+    return site_log_probs(model_trace, x.shape[0], "model"), enumerated
 
 
 def site_log_probs(trace: poutine.Trace, rows: int, who: str) -> torch.Tensor:
@@ -343,6 +390,14 @@ def site_log_probs(trace: poutine.Trace, rows: int, who: str) -> torch.Tensor:
 def _latent_sites(trace: poutine.Trace) -> Iterator[tuple[str, dict]]:
     """(name, site) of the unobserved sample sites of a trace."""
     return sample_sites(trace, observed=False)
+
+
+def _is_discrete(site: dict) -> bool:
+    """Whether a sample site's distribution has a discrete support (a class, not a quantity)."""
+    try:
+        return bool(getattr(site["fn"].support, "is_discrete", False))
+    except NotImplementedError:  # a distribution that does not declare its support
+        return False
 
 
 def _site_mean(site: dict) -> tuple[torch.Tensor, bool]:
@@ -368,19 +423,19 @@ def _tile(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
 
 
 class _Accumulator:
-    """Running float64 logsumexp of log w and of 2 log w, sum of log w, and the latent mean."""
+    """Running float64 logsumexp of log w and of 2 log w, sum of log w, and the latent means."""
 
     def __init__(self, batch: int, keep: bool):
         self.lse = torch.full((batch,), -math.inf, dtype=torch.float64)
         self.lse2 = torch.full((batch,), -math.inf, dtype=torch.float64)
         self.sum = torch.zeros(batch, dtype=torch.float64)
-        self.z_sum: torch.Tensor | None = None
-        self.analytic = True
+        self.site_sums: dict[str, torch.Tensor] = {}  # sum over particles of E_q[site | x, particle]
+        self.analytic: dict[str, bool] = {}
         self.count = 0
         self.kept: list[torch.Tensor] | None = [] if keep else None
 
-    def add(self, log_w: torch.Tensor, z_sum: torch.Tensor | None, analytic: bool) -> None:
-        """Fold in one chunk of log-weights (n, B)."""
+    def add(self, log_w: torch.Tensor, sums: dict[str, tuple[torch.Tensor, bool]]) -> None:
+        """Fold in one chunk of log-weights (n, B) and its sums of the latent means."""
         log_w = log_w.cpu()
         if torch.isnan(log_w).any():
             bad = int(torch.isnan(log_w).any(0).sum())
@@ -390,25 +445,33 @@ class _Accumulator:
         self.lse2 = torch.logaddexp(self.lse2, torch.logsumexp(2 * log_w, 0))
         self.sum += log_w.sum(0)
         self.count += log_w.shape[0]
-        if z_sum is not None:
-            z_sum = z_sum.cpu()
-            self.z_sum = z_sum if self.z_sum is None else self.z_sum + z_sum
-            self.analytic = self.analytic and analytic
+        for name, (total, analytic) in sums.items():
+            total = total.cpu()
+            self.site_sums[name] = total if name not in self.site_sums else self.site_sums[name] + total
+            self.analytic[name] = self.analytic.get(name, True) and analytic
         if self.kept is not None:
             self.kept.append(log_w)
 
-    def result(self, k: int, k_chunk: int) -> ImportanceWeightedEstimate:
-        """The estimate from all K particles."""
-        has_z = self.z_sum is not None
+    def result(self, k: int, k_chunk: int, latent_site: str = "z",
+               discrete: list[str] | tuple[str, ...] = ()) -> ImportanceWeightedEstimate:
+        """The estimate from all K particles; ``discrete`` sites are listed with no mean."""
+        means = {name: total / self.count for name, total in self.site_sums.items()}  # E_q[site|x]
+        sources = {name: "analytic" if analytic else "samples" for name, analytic in self.analytic.items()}
+        z_mean = means.get(latent_site)
+        site_means: dict[str, torch.Tensor | None] = {
+            name: mean.reshape(mean.shape[0], -1) for name, mean in means.items()}  # (B, D_site)
+        site_means.update({name: None for name in discrete if name not in site_means})
         return ImportanceWeightedEstimate(
             log_px=self.lse - math.log(self.count),  # logsumexp_k log w_k - log K  (B,)
             elbo=self.sum / self.count,  # mean_k log w_k  (B,)
             log_ess=2 * self.lse - self.lse2,  # log (sum w)^2 / sum w^2  (B,)
-            z_mean=self.z_sum / self.count if has_z else None,  # (B, D)
-            z_mean_source=("analytic" if self.analytic else "samples") if has_z else "none",
+            z_mean=z_mean,  # (B, D)
+            z_mean_source=sources[latent_site] if z_mean is not None else "none",
             log_weights=torch.cat(self.kept).T.contiguous() if self.kept is not None else None,
             k=k,
             k_chunk=k_chunk,
+            site_means=site_means,
+            site_mean_sources=sources,
         )
 
 
