@@ -22,7 +22,7 @@ from pyro_vae.evaluation import importance_weighted_log_px, label_summed_log_px
 from pyro_vae.fit import main as fit_main
 from pyro_vae.generate import main as generate_main
 from pyro_vae.labels import balanced_labelled_subset
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae
 from test_train import cli_args
 
 C = 10  # MNIST's labels

@@ -10,7 +10,7 @@ import torch
 from pyro_vae.config import FitConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.objectives import JitELBO, Minibatch, ScaleLatents, build_elbo
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae
 
 CASES = [dict(elbo="trace"), dict(elbo="meanfield"), dict(elbo="trace", net="conv"),
          dict(elbo="trace", guide="iaf"), dict(elbo="trace", prior="vamp"), dict(elbo="trace", model="cvae"),

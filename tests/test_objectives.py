@@ -11,7 +11,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro_vae.config import FitConfig
 from pyro_vae.objectives import (ScaleLatents, beta_at, build_elbo, elbo_terms,
                                  minibatch_program)
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae
 
 IMAGE_SHAPE = (1, 28, 28)
 

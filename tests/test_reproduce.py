@@ -21,7 +21,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.nets import GatedDense
 from pyro_vae.schedules import BURDA_TOTAL_PASSES, burda_lr_factor, burda_stage_ends
 from pyro_vae.engine import Trainer
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

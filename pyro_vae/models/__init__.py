@@ -9,8 +9,8 @@ from .likelihoods import (
     Likelihood,
     PixelScaleGaussianLikelihood,
 )
-from .conditional import CVAEModel, LabelledGaussianPrior, M2Model
-from .priors import PRIORS, StandardNormalPrior
+from .conditional import CVAEModel, M2Model
+from .priors import PRIORS, LabelledGaussianPrior, StandardNormalPrior
 from .vae import VAEModel
 
 __all__ = [
