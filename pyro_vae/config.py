@@ -45,9 +45,9 @@ class FitConfig:
     """Everything that defines a run. Defaults give a good MNIST model in about 5 CPU minutes."""
 
     dataset: str | None = _opt(
-        None, "a named data set: mnist, fashion-mnist (fetched, offline too), or one of torchvision's "
-        "(cifar10, svhn, celeba, kmnist, emnist, omniglot: read from --data-dir in torchvision's layout, "
-        "or downloaded); default: mnist, unless --data is given", choices="pyro_vae.data.catalog:DATASET_NAMES", group="data")
+        None, "a named data set (mnist and fashion-mnist are fetched, offline too; the others are read "
+        "from --data-dir in torchvision's layout, or downloaded); default: mnist, unless --data is given",
+        choices="pyro_vae.data.catalog:DATASET_NAMES", group="data")
     data: str | None = _opt(
         None, "your own data instead of --dataset: a folder of images (one sub-folder per class, or "
         "flat; train/ valid/ test/ sub-folders give its own split) or an .npz, .npy or .pt file of "
@@ -86,8 +86,8 @@ class FitConfig:
     eval_size: int | None = _opt(
         None, "use only the first N validation and test images; default: all of them", group="data")
     model: str = _opt(
-        "vae", "vae: p(x, z); cvae: conditional VAE p(x, z | y), the label given; m2: semi-supervised "
-        "M2 (Kingma et al. 2014), the label latent, observed for --labels images",
+        "vae", "the model kind: p(x, z), a conditional VAE p(x, z | y) with the label given, or Kingma et "
+        "al.'s semi-supervised M2 with the label latent, observed for --labels images",
         choices="pyro_vae.variants:VARIANTS", group="model")
     labels: int | None = _opt(
         None, "--model m2: number of labelled training images, a class-balanced seeded subset "
@@ -106,16 +106,14 @@ class FitConfig:
         "spread evenly among the unlabelled steps, as Pyro's semi-supervised VAE tutorial does",
         choices=("paired", "interleaved"), group="training")
     likelihood: str = _opt(
-        "bernoulli", "p(x|z): bernoulli (binary pixels), gaussian (fixed scale, see "
-        "--gaussian-scale), gaussian-pixel-scale (one learned scale per pixel), "
-        "gaussian-decoder-scale (the decoder outputs the scale), continuous-bernoulli, "
-        "discretized-logistic (the 256 values of 8-bit pixels; results also in bits per dimension)",
+        "bernoulli", "p(x|z): binary pixels, Gaussians (a fixed --gaussian-scale, one learned scale per "
+        "pixel, or one from the decoder), the continuous Bernoulli, or the discretized logistic over "
+        "8-bit pixel values (results also in bits per dimension)",
         choices="pyro_vae.models.likelihoods:LIKELIHOODS", group="model")
     gaussian_scale: float = _opt(0.1, "the fixed standard deviation of --likelihood gaussian", group="model")
     latent_dim: int = _opt(32, "dimension D of the latent z", group="model")
-    net: str = _opt("mlp", "encoder/decoder networks: mlp; conv (stride-2 conv + batch norm blocks "
-                    "down to about 4x4, channels doubling; sized from the images); or gated-mlp "
-                    "(Tomczak & Welling's gated dense layers, h = (W x + b) * sigmoid(V x + c))",
+    net: str = _opt("mlp", "encoder/decoder networks: dense layers; stride-2 conv + batch norm blocks "
+                    "sized from the images; or Tomczak & Welling's gated dense layers",
                     choices="pyro_vae.nets:ENCODERS", group="model")
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden widths, comma-separated (the decoder mirrors the encoder); the conv "
@@ -127,22 +125,22 @@ class FitConfig:
         "Glorot & Bengio 2010, zero biases: Burda et al.) or he (weights normal with std sqrt(2 / fan_in), "
         "biases as torch: Tomczak & Welling's code)", choices="pyro_vae.nets:INITIALIZERS", group="model")
     prior: str = _opt(
-        "standard", "p(z): standard = N(0, I); learned = N(m, diag s^2) learned; mog = mixture of "
-        "--prior-components learned Gaussians; vamp = VampPrior over --prior-components pseudo-inputs",
+        "standard", "p(z): N(0, I); a learned diagonal Gaussian; a mixture of --prior-components "
+        "learned Gaussians; or a VampPrior over --prior-components pseudo-inputs",
         choices="pyro_vae.models.priors:PRIORS", group="model")
     prior_components: int | None = _opt(
-        None, "components K of --prior mog / vamp (default: 10 for mog, 500 for vamp)", group="model")
+        None, "components K of a mixture prior (default: the prior's own)", group="model")
     guide: str = _opt(
-        "diag", "q(z|x): diag = diagonal Normal; lowrank = Normal with covariance W W^T + diag "
-        "(rank --guide-rank); iaf = inverse autoregressive flow (--flow-layers layers)",
+        "diag", "q(z|x): a diagonal Normal; a Normal with covariance W W^T + diag (rank --guide-rank); "
+        "or an inverse autoregressive flow (--flow-layers layers)",
         choices="pyro_vae.guides:GUIDES", group="model")
     guide_rank: int = _opt(4, "rank of the low-rank covariance factor of --guide lowrank", group="model")
     flow_layers: int = _opt(2, "number of affine autoregressive transforms of --guide iaf", group="model")
     flow_hidden: int = _opt(320, "hidden width of each IAF transform's autoregressive network", group="model")
     elbo: str = _opt(
-        "trace", "trace: Trace_ELBO (Monte-Carlo KL); meanfield: TraceMeanField_ELBO (analytic KL); "
-        "iwae: the importance-weighted bound with K = --particles (Burda et al. 2015)",
-        choices="pyro_vae.objectives:ELBOS", group="training")
+        "trace", "Trace_ELBO (Monte-Carlo KL), TraceMeanField_ELBO (analytic KL), or the importance-"
+        "weighted bound with K = --particles (Burda et al. 2015)", choices="pyro_vae.objectives:ELBOS",
+        group="training")
     particles: int = _opt(1, "samples of z per image for the ELBO estimate (vectorized); with "
                           "--elbo iwae, the K of the bound", group="training")
     beta: float = _opt(1.0, "weight of the KL term (beta-VAE); 1 is the ELBO", group="training")
@@ -174,17 +172,17 @@ class FitConfig:
         None, "stop training before the epoch that would end past this many minutes (of this "
         "invocation; a --resume gets its own); default: no limit", group="training")
     seed: int = _opt(0, "random seed: the same seed gives the same run on the same device", group="training")
-    accelerator: str = _opt("auto", "auto (cuda, else mps, else cpu), cpu, cuda or mps",
+    accelerator: str = _opt("auto", "the device kind; auto: cuda, else mps, else cpu",
                             choices="pyro_vae.engine.fabric:ACCELERATORS", group="devices")
     devices: str = _opt("1", "processes (one device each) per node: a number, or auto (every GPU "
                         "of the node; 1 on a CPU)", group="devices")
     num_nodes: int = _opt(1, "machines taking part (under torchrun or SLURM, which start the processes)", group="devices")
-    strategy: str = _opt("auto", "how processes share the work: auto (ddp for more than one process), "
-                         "ddp, or ddp_find_unused_parameters_true", choices="pyro_vae.engine.fabric:STRATEGIES", group="devices")
-    precision: str = _opt("32-true", "32-true, bf16-mixed (networks in bfloat16, log-densities in float32) "
-                          "or 16-mixed (float16 with loss scaling, GPUs)",
+    strategy: str = _opt("auto", "how processes share the work (auto: ddp for more than one process)",
+                         choices="pyro_vae.engine.fabric:STRATEGIES", group="devices")
+    precision: str = _opt("32-true", "bf16-mixed: networks in bfloat16, log-densities in float32; "
+                          "16-mixed: float16 with loss scaling (GPUs)",
                           choices="pyro_vae.engine.fabric:PRECISIONS", group="devices")
-    device: str | None = _opt(None, "old name of --accelerator (auto, cpu or cuda); kept as an alias",
+    device: str | None = _opt(None, "old name of --accelerator; kept as an alias",
                               choices="pyro_vae.engine.fabric:ACCELERATORS", group="devices")
     out: str = _opt("runs/mnist", "output folder for config, metrics, checkpoints and pictures", group="output")
     tensorboard: bool = _opt(False, "also write TensorBoard scalars and images to OUT/tensorboard", group="output")
