@@ -77,7 +77,7 @@ def step_times(size: str, args, dataset) -> dict:
     from pyro_vae.engine import Trainer
     from pyro_vae.nets import NetSpec
     from pyro_vae.objectives import ScaleLatents, build_elbo
-    from pyro_vae.vae import build_vae
+    from pyro_vae.variants import build_vae
 
     config = FitConfig(**SIZES[size], train_size=args.train_size, accelerator="cpu", out=tempfile.mkdtemp())
     n = config.train_size

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     from pyro_vae.evaluate import DEFAULT_BATCH_SIZE
     from pyro_vae.evaluation import auto_k_chunk, importance_weighted_log_px
     from pyro_vae.nets import NetSpec
-    from pyro_vae.vae import build_vae
+    from pyro_vae.variants import build_vae
 
     result = {"benchmark": "eval_speed", **machine()}
     dataset = load_dataset("mnist", args.data_dir)

@@ -32,7 +32,7 @@ from reference import alternate, machine, medians
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pyro_vae.models.priors as priors  # noqa: E402
 from pyro_vae.reproduce import SETTINGS  # noqa: E402
-from pyro_vae.vae import build_vae  # noqa: E402
+from pyro_vae.variants import build_vae  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         return call
 
     result = {**machine(), "config": {
-        "setting": "tomczak2018-vamp", "components": config.components, "latent_dim": config.latent_dim,
+        "setting": "tomczak2018-vamp", "components": config.prior_components, "latent_dim": config.latent_dim,
         "guide": config.guide, "net": config.net, "evaluation_points": args.points,
         "training_batch": args.batch, "repeats": args.repeats}}
     for name, make in (("evaluation", evaluation), ("training", training)):

@@ -18,11 +18,13 @@ from typing import Any, Mapping
 
 import torch
 
-from .config import FitConfig, check_checkpoint_config, read_run_config
+from .config import FitConfig
 from .devices import resolve_device
 from .engine.checkpoint import load_checkpoint
+from .engine.run_config import check_checkpoint_config, read_run_config
 from .errors import CheckpointError, ConfigError
-from .vae import VAE, build_vae
+from .vae import VAE
+from .variants import build_vae, checked
 
 PIECES = ("prior", "guide", "likelihood", "net")
 
@@ -104,7 +106,8 @@ def fit(config: FitConfig | Mapping[str, Any] | None = None, *, prior=None, guid
     cfg = FitConfig.from_dict({**given, **strings}, source="pyro_vae.fit options")
     classes = {k: v for k, v in pieces.items() if not isinstance(v, str)}
     if classes:
-        cfg = cfg.replace(**classes)  # FitConfig records their import paths
+        cfg = cfg.replace(**classes)
+    cfg = checked(cfg)  # records the classes' import paths; refuses a bad combination before training
     summary = run_fit(cfg, overwrite=overwrite, pieces=objects)
     out = Path(cfg.out)
     vae = load(out, device=resolve_device(cfg.accelerator))

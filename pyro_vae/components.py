@@ -1,5 +1,5 @@
 """Checks shared by every route to a trained model (the CLI, ``pyro_vae.fit``, ``Trainer``):
-which objective a prior and guide allow, and whether a VAE is the one its config describes.
+which objective a prior and guide allow, and what differs between two models' tensors.
 
 A user's own prior, guide, likelihood or network enters through the registries
 (:mod:`pyro_vae.registry`): by import path (``--prior mypackage.priors:LaplacePrior``), by a name
@@ -69,23 +69,3 @@ def state_dict_difference(expected: dict, actual: dict, limit: int = 3) -> list[
         parts.append(f"{len(resized)} tensor(s) differ in shape (e.g. {k}: {actual[k]} where "
                      f"{expected[k]} is expected)")
     return parts
-
-
-def check_matches_config(vae, config, image_shape, num_classes: int) -> None:
-    """A VAE handed to the trainer must be the one its config describes (same tensors, same
-    shapes), or the run it writes could not be reloaded: config.json is all ``load`` has."""
-    import torch
-
-    from .vae import build_vae
-
-    with torch.random.fork_rng(devices=[]):  # building draws initial weights: leave the RNG as it was
-        described = build_vae(config, tuple(image_shape), num_classes)
-    differences = state_dict_difference(shapes(described), shapes(vae))
-    if differences:
-        raise ConfigError(
-            f"the VAE given to the trainer is not the model its config describes (prior {config.prior}, "
-            f"guide {config.guide}, likelihood {config.likelihood}, net {config.net}, latent_dim "
-            f"{config.latent_dim}): against that model {'; '.join(differences)}. config.json would "
-            f"not rebuild it: name your own pieces in the config by import path "
-            f"(FitConfig(prior='mypackage.priors:LaplacePrior')), or pass them to pyro_vae.fit(prior=..., "
-            f"guide=...), which records them")

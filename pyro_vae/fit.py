@@ -17,16 +17,17 @@ from typing import Sequence
 
 import pyro
 
-from .config import GROUPS, RESUMABLE_CHANGES, FitConfig, config_fields, field_choices, load_config_file, read_run_config
+from .config import GROUPS, FitConfig, config_fields, field_choices, load_config_file
 from .data import data_record, load_data
 from .engine import Trainer, fabric_for, launch, say
 from .engine.fabric import fail
+from .engine.run_config import RESUMABLE_CHANGES, read_run_config
 from .engine.run_folder import claim
 from .errors import ConfigError, PyroVAEError, user_error
 from .interruptions import sigterm_as_interrupt
 from .memory import check_training_memory
 from .run_lock import ensure_writable_folder
-from .vae import build_vae
+from .variants import build_vae, check_data, checked
 
 # why training ended before --epochs, as the final line says it
 STOPPED_NOTES = {"epochs": "", "max-minutes": "stopped by --max-minutes; ",
@@ -78,11 +79,11 @@ def resolve_config(given: dict, config_file: str | None, resume: str | None) -> 
     requested.update(given)
     requested = {k.replace("-", "_"): v for k, v in requested.items()}
     if resume is None:
-        return FitConfig.from_dict(requested, source="options")
+        return checked(FitConfig.from_dict(requested, source="options"))
     run_dir = Path(resume)
     saved = read_run_config(run_dir, f"--resume {run_dir}")
     requested.setdefault("out", str(run_dir))
-    wanted = FitConfig.from_dict({**saved.to_dict(), **requested}, source="options")
+    wanted = checked(FitConfig.from_dict({**saved.to_dict(), **requested}, source="options"))
     conflicts = [
         f"{f.name.replace('_', '-')} (run: {getattr(saved, f.name)!r}, given: {getattr(wanted, f.name)!r})"
         for f in dataclasses.fields(FitConfig)
@@ -107,6 +108,7 @@ def run(config: FitConfig, resume: str | None = None, fabric=None, overwrite: bo
     Rank 0 holds the output folder's lock for the whole run (a second ``fit`` on it is refused);
     a folder that already holds a run is refused unless ``resume`` or ``overwrite`` is given."""
     pyro.settings.set(module_local_params=True)  # parameters live in the modules
+    config = checked(config)  # every bad combination is refused before training
     world = config.world_size
     if world and config.batch_size % world:  # before any process starts (the variant checks it again)
         raise ConfigError(f"--batch-size {config.batch_size} (the global batch) is split evenly across "
@@ -129,6 +131,7 @@ def run(config: FitConfig, resume: str | None = None, fabric=None, overwrite: bo
 def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = None) -> dict:
     with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
         dataset = load_data(config, log=say if fabric.is_global_zero else (lambda _line: None))
+    check_data(config, dataset)  # e.g. a kind that takes labels needs labelled data
     config = config.replace(**data_record(dataset, config))  # config.json records the data
     check_training_memory(config, dataset, fabric.device)  # refuse a run that cannot fit, with the fix
     vae = None

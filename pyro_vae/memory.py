@@ -31,7 +31,8 @@ from .config import FitConfig
 from .data.batches import DEVICE_MEMORY_SHARE
 from .engine.loop import TRAIN_EVAL_SIZE  # the trainer's per-epoch training-set evaluation
 from .errors import ConfigError
-from .variants import variant_of
+from .models.priors import PRIORS
+from .variants import build_vae, variant_of
 
 GB = 2**30
 MB = 2**20
@@ -100,8 +101,6 @@ def _scratch_params():
 
 def parameter_count(config: FitConfig, image_shape, num_classes: int) -> int | None:
     """The model's number of parameters, built on the meta device (None if it cannot be)."""
-    from .vae import build_vae
-
     try:
         with _scratch_params(), torch.device("meta"):
             vae = build_vae(config, tuple(image_shape), num_classes)
@@ -114,7 +113,6 @@ def step_bytes(config: FitConfig, image_shape, num_classes: int) -> tuple[int, i
     """(fixed, per image) bytes of autograd memory of one ELBO, from probes on 2 and 4 images (batch
     norm needs two), and the model's number of parameters."""
     from .objectives import elbo_terms
-    from .vae import build_vae
 
     saved = []
     with _scratch_params(), torch.random.fork_rng(devices=[]):  # the probe runs on the CPU
@@ -124,7 +122,7 @@ def step_bytes(config: FitConfig, image_shape, num_classes: int) -> tuple[int, i
         params = {p.untyped_storage().data_ptr() for p in vae.parameters()}
         for batch in PROBE_BATCHES:
             x = torch.rand(batch, *image_shape)
-            if config.likelihood == "bernoulli":
+            if getattr(vae.model.likelihood, "needs_binary_data", False):
                 x = x.round()
             y = torch.zeros(batch, dtype=torch.long) if variant_of(config).conditions_on_labels else None
             storages: dict[int, int] = {}
@@ -158,10 +156,7 @@ def estimate_training_memory(config: FitConfig, dataset, device: torch.device) -
     parameters = 16 * count
     per_image *= config.particles * (num_classes if variant_of(config).sums_over_labels else 1)
     step = fixed + per_image * config.batch_size
-    if config.prior == "vamp":
-        from .models.priors import VAMP_BLOCK_BYTES
-
-        step += VAMP_BLOCK_BYTES
+    step += getattr(PRIORS.resolve(config.prior), "density_block_bytes", 0)  # e.g. the VampPrior's
     return Estimate(parameters, data, step, per_image)
 
 

@@ -47,6 +47,8 @@ def _mlp(widths: Sequence[int], activation: str = "relu") -> list[nn.Module]:
 class MLPEncoder(nn.Module):
     """x (B, C, H, W) -> flatten -> [Linear, activation] * len(hidden) -> features (B, hidden[-1])."""
 
+    uses_activation = True  # --activation picks its nonlinearity (other nets have their own)
+
     def __init__(self, spec: NetSpec):
         super().__init__()
         in_dim = math.prod(spec.image_shape) + spec.cond_dim

@@ -264,6 +264,9 @@ def _iwae(particles: int) -> ELBO:
     return IWAE_ELBO(particles)
 
 
+_iwae.weighs_sites_alike = True  # a bound of log p(x): no --beta or --warmup-epochs
+
+
 def build_elbo(name: str, particles: int = 1) -> ELBO:
     """The ELBO estimator called ``name`` with ``particles`` vectorized samples of z per image."""
     if particles < 1:

@@ -72,6 +72,7 @@ import torch
 from .atomic import write_json
 from .interruptions import sigterm_as_interrupt
 from .config import FitConfig
+from .variants import resolve_defaults
 from .devices import ACCELERATORS
 from .errors import CheckpointError, ConfigError, PyroVAEError
 from .schedules import BURDA_TOTAL_PASSES, burda_stage_ends
@@ -102,7 +103,7 @@ class Setting:
     extra: dict = field(default_factory=dict)
 
     def fit_config(self, **changes) -> FitConfig:
-        return FitConfig.from_dict({**self.config, **changes}, source=f"setting {self.name}")
+        return resolve_defaults(FitConfig.from_dict({**self.config, **changes}, source=f"setting {self.name}"))
 
     @property
     def full_passes(self) -> int:

@@ -31,6 +31,9 @@ class VAE(PyroModule):
         self.guide = guide
         self.config: FitConfig | None = None  # set by build_vae / pyro_vae.load
         self.image_shape: tuple[int, ...] | None = None  # (C, H, W), set by build_vae
+        # the model kind's variant class (pyro_vae.variants), set when it builds this VAE: says how
+        # labels enter log p(x) (conditions_on_labels, log_px_inputs)
+        self.variant = None
 
     @property
     def device(self) -> torch.device:
@@ -282,13 +285,11 @@ class VAE(PyroModule):
 
     def _log_px_labels(self, x: torch.Tensor, y) -> dict:
         """Keyword arguments of evaluate_log_px for this kind of model (its variant says)."""
-        if self.config is None:
+        variant = self.variant
+        if self.config is None or variant is None:
             if y is not None:
                 raise InputError("y is given, but this VAE has no config to say how labels enter log p(x)")
             return {}
-        from .variants import variant_of
-
-        variant = variant_of(self.config)
         if variant.conditions_on_labels:
             if y is None:
                 raise InputError(f"this conditional VAE (--model {self.config.model}) scores log p(x | y): "
@@ -298,14 +299,3 @@ class VAE(PyroModule):
             raise InputError(f"--model {self.config.model} scores log p(x)"
                              + (" summed over the labels" if self.conditional else "") + "; it takes no y")
         return variant.log_px_inputs(y, self.num_classes)[0]
-
-
-def build_vae(config: FitConfig, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None,
-              guide=None, likelihood=None) -> VAE:
-    """Build the VAE that ``config`` describes for images of shape (C, H, W) (and, for a kind
-    whose networks take the label, ``num_classes`` labels): its variant builds it. ``prior``,
-    ``guide`` and ``likelihood`` objects, if given, replace the ones ``config`` names."""
-    from .variants import variant_of
-
-    return variant_of(config).build(config, image_shape, num_classes, prior=prior, guide=guide,
-                                    likelihood=likelihood)

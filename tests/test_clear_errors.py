@@ -13,7 +13,8 @@ import torch
 
 import pyro_vae
 from pyro_vae import atomic, memory, run_lock
-from pyro_vae.config import FitConfig, check_checkpoint_config
+from pyro_vae.config import FitConfig
+from pyro_vae.engine.run_config import check_checkpoint_config
 from pyro_vae.errors import CheckpointError, ConfigError
 from pyro_vae.evaluate import main as evaluate_main
 from pyro_vae.fit import main as fit_main

@@ -22,7 +22,7 @@ from pyro_vae.evaluation import importance_weighted_log_px, label_summed_log_px
 from pyro_vae.fit import main as fit_main
 from pyro_vae.generate import main as generate_main
 from pyro_vae.labels import balanced_labelled_subset
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae, check
 from test_train import cli_args
 
 C = 10  # MNIST's labels
@@ -317,7 +317,7 @@ def test_bad_labels_are_clear_errors(mnist_dataset, tmp_path, capsys, labels, me
 ])
 def test_conflicting_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
-        FitConfig(**options)
+        check(FitConfig(**options))
 
 
 def test_labels_outside_the_classes_and_labels_on_a_plain_vae(cvae_run, tmp_path, capsys):

@@ -147,3 +147,100 @@ def test_every_choice_comes_from_its_registry():
     assert choices["dataset"] == tuple(DATASET_NAMES)
     text = build_parser().format_help()
     assert "{vae,cvae,m2}" in text and "{trace,meanfield,iwae}" in text
+
+
+def test_resolve_defaults_returns_a_new_config_and_leaves_the_given_one():
+    from pyro_vae.variants import resolve_defaults
+
+    given = FitConfig(likelihood="discretized-logistic", prior="vamp")
+    resolved = resolve_defaults(given)
+    assert resolved is not given
+    assert (given.dataset, given.binarize, given.prior_components) == (None, None, None)
+    assert (resolved.dataset, resolved.binarize, resolved.prior_components) == ("mnist", "none", 500)
+    assert resolve_defaults(FitConfig(prior="mog")).binarize == "dynamic"
+    assert resolve_defaults(FitConfig(prior="mog")).prior_components == 10
+    assert resolve_defaults(FitConfig(prior="mog", prior_components=3)).prior_components == 3
+    assert resolve_defaults(FitConfig(data="faces.npz")).dataset is None  # --data: no named data set
+    assert resolve_defaults(resolved) == resolved
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(data="x.npz", dataset="mnist"), "give --data (your own data) or --dataset (a named data set), not both"),
+    (dict(likelihood="discretized-logistic", binarize="dynamic"),
+     "--likelihood discretized-logistic models the 256 values of 8-bit pixels; use --binarize none, not dynamic"),
+    (dict(split="0.8,0.1,0.1"), "--split cuts --data without a split of its own"),
+    (dict(net="conv", activation="tanh"), "--activation applies to --net mlp; --net conv has its own"),
+    (dict(lr_schedule="burda", lr_decay=0.5), "--lr-schedule burda sets the learning rate of every pass"),
+    (dict(elbo="iwae", beta=0.5), "--elbo iwae is the importance-weighted bound of log p(x)"),
+    (dict(model="m2", prior="vamp"), "--model m2 takes --prior standard or learned or mog, not vamp"),
+    (dict(model="cvae", prior="mog"), "--model cvae takes --prior standard or learned, not mog"),
+    (dict(model="m2", jit=True), "--model m2's enumerated objective runs eagerly"),
+    (dict(elbo="iwae", jit=True), "--jit traces --elbo trace or meanfield, not --elbo iwae"),
+])
+def test_variants_check_names_every_rule_between_fields(options, message):
+    from pyro_vae.variants import check
+
+    config = FitConfig(**options)  # each field on its own is fine
+    with pytest.raises(ConfigError) as info:
+        check(config)
+    assert message in str(info.value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_config({k: str(v) for k, v in options.items()}, None, None)  # the CLI refuses it too
+
+
+def test_check_lists_every_problem_at_once():
+    from pyro_vae.variants import check
+
+    with pytest.raises(ConfigError) as info:
+        check(FitConfig(model="m2", prior="vamp", elbo="meanfield", data="x.npz", dataset="mnist"))
+    message = str(info.value)
+    assert "not both" in message and "takes --prior" in message and "use --elbo trace" in message
+
+
+class SevenComponents:
+    """A prior registered from outside the package that declares its own default K."""
+
+    default_components = 7
+    takes_labels_ok = True
+
+    def __init__(self, latent_dim: int, components: int):
+        self.latent_dim, self.components = latent_dim, components
+
+
+def test_a_registered_prior_says_its_own_default_components_and_label_use():
+    from pyro_vae.models import PRIORS
+    from pyro_vae.models.priors import prior_components
+    from pyro_vae.variants import check, resolve_defaults
+
+    PRIORS.register("seven")(SevenComponents)
+    try:
+        config = FitConfig(prior="seven")
+        assert prior_components(config) == 7
+        assert resolve_defaults(config).prior_components == 7
+        built = PRIORS.build("seven", type("Spec", (), {"latent_dim": 3, "image_shape": (1, 4, 4), "cond_dim": 0})(),
+                             config, None)
+        assert built.components == 7
+        check(FitConfig(model="m2", prior="seven"))  # takes_labels_ok: M2 accepts it
+        with pytest.raises(ConfigError, match="--model cvae takes --prior standard or learned"):
+            check(FitConfig(model="cvae", prior="seven"))  # no per-label form (given_labels)
+    finally:
+        PRIORS._factories.pop("seven")
+
+
+def test_variant_and_likelihood_attributes_are_the_only_lists():
+    from pyro_vae.models.likelihoods import models_pixel_values
+    from pyro_vae.variants import VARIANTS
+
+    assert [n for n in VARIANTS.names() if VARIANTS.get(n).takes_labels] == ["cvae", "m2"]
+    assert models_pixel_values("discretized-logistic") and not models_pixel_values("bernoulli")
+
+
+def test_cvae_learned_builds_the_per_label_prior_its_registered_class_names():
+    from pyro_vae.models.priors import LabelledGaussianPrior, LearnedGaussianPrior
+    from pyro_vae.variants import build_vae
+
+    assert LearnedGaussianPrior.given_labels is LabelledGaussianPrior
+    prior = build_vae(FitConfig(model="cvae", prior="learned", latent_dim=3, hidden=(8,)), (1, 4, 4), 5).model.prior
+    assert type(prior) is LabelledGaussianPrior and prior.locs.shape == (5, 3)
+    plain = build_vae(FitConfig(model="m2", prior="learned", latent_dim=3, hidden=(8,)), (1, 4, 4), 5).model.prior
+    assert type(plain) is LearnedGaussianPrior  # M2's p(z) does not depend on the label

@@ -10,7 +10,7 @@ import torch
 from pyro_vae.config import FitConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.objectives import JitELBO, Minibatch, ScaleLatents, build_elbo
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae, check
 
 CASES = [dict(elbo="trace"), dict(elbo="meanfield"), dict(elbo="trace", net="conv"),
          dict(elbo="trace", guide="iaf"), dict(elbo="trace", prior="vamp"), dict(elbo="trace", model="cvae"),
@@ -105,9 +105,9 @@ def test_device_resident_elbos_equal_pyros(elbo, pyro_elbo):
 
 def test_jit_is_refused_where_it_cannot_trace():
     with pytest.raises(ConfigError, match="--jit traces --elbo trace or meanfield"):
-        FitConfig(elbo="iwae", jit=True)
+        check(FitConfig(elbo="iwae", jit=True))
     with pytest.raises(ConfigError, match="--jit"):
-        FitConfig(model="m2", labels=100, jit=True)
+        check(FitConfig(model="m2", labels=100, jit=True))
 
 
 def test_trainer_with_jit_takes_the_eager_steps(mnist_dataset, tmp_path, one_thread):

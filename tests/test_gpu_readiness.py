@@ -36,7 +36,7 @@ from pyro_vae.engine import Trainer, load_checkpoint
 from pyro_vae.engine.checkpoint import restore_optimizer, rng_state, set_rng_state
 from pyro_vae.engine.optim import build_optimizer, build_scheduler
 from pyro_vae.evaluation import iwae
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae
 from test_host_syncs import HostReads
 from test_train import small_config, train
 

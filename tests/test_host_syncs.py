@@ -26,7 +26,7 @@ from pyro_vae.engine import Trainer
 from pyro_vae.engine.optim import build_optimizer
 from pyro_vae.evaluation.iwae import _chunk_log_weights, particle_seed
 from pyro_vae.objectives import ELBOS, Minibatch, ScaleLatents, SemiSupervisedLoss
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae
 
 HOST_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
               torch.ops.aten.is_nonzero.default}

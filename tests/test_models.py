@@ -13,7 +13,7 @@ from pyro_vae.models import LIKELIHOODS, PRIORS
 from pyro_vae.nets import DECODERS, ENCODERS, NetSpec
 from pyro_vae.engine.optim import build_optimizer
 from pyro_vae.objectives import ELBOS, build_elbo
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae
 
 IMAGE_SHAPE = (1, 28, 28)
 PIXELS = math.prod(IMAGE_SHAPE)

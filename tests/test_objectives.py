@@ -11,7 +11,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro_vae.config import FitConfig
 from pyro_vae.objectives import (ScaleLatents, beta_at, build_elbo, elbo_terms,
                                  minibatch_program)
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae, check
 
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -150,4 +150,4 @@ def test_iwae_refuses_beta_and_warmup():
     from pyro_vae.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--elbo iwae .* takes no --beta or --warmup-epochs"):
-        FitConfig(elbo="iwae", particles=5, beta=0.5)
+        check(FitConfig(elbo="iwae", particles=5, beta=0.5))

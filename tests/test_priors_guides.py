@@ -13,7 +13,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.fit import main
 from pyro_vae.guides import GUIDES
 from pyro_vae.models import PRIORS
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae
 from test_train import cli_args
 
 IMAGE_SHAPE = (1, 28, 28)

@@ -10,7 +10,7 @@ import torch
 
 from pyro_vae.config import FitConfig
 from pyro_vae.models.programs import posterior_means, reconstruct_images, sample_images
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

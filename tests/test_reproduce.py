@@ -21,7 +21,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.nets import GatedDense
 from pyro_vae.schedules import BURDA_TOTAL_PASSES, burda_lr_factor, burda_stage_ends
 from pyro_vae.engine import Trainer
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae, check
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -223,7 +223,7 @@ def test_max_minutes_stops_after_the_first_epoch(mnist_dataset, tmp_path):
 ])
 def test_bad_literature_options_are_explained(values, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
-        FitConfig(**values)
+        check(FitConfig(**values))
 
 
 def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):

@@ -16,7 +16,7 @@ from pyro_vae.models import LIKELIHOODS
 from pyro_vae.models.likelihoods import DiscretizedLogistic
 from pyro_vae.nets import DECODERS, ENCODERS, NetSpec, conv_plan
 from pyro_vae.engine import Trainer, mean_elbo_terms
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
 

@@ -16,7 +16,7 @@ import torch
 import pyro_vae.models.priors as priors
 from pyro_vae.config import FitConfig
 from pyro_vae.models.priors import VampMixture, diagonal_normal_log_densities
-from pyro_vae.vae import build_vae
+from pyro_vae.variants import build_vae
 
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -156,15 +156,15 @@ MEMORY_SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     from pyro_vae.config import FitConfig
     from pyro_vae.objectives import Minibatch, ScaleLatents, build_elbo
-    from pyro_vae.vae import build_vae
+    from pyro_vae.variants import build_vae, resolve_defaults
 
     import pyro_vae.models.priors as priors
     pyro.settings.set(module_local_params=True)  # as the training engine runs
     batch, steps, limit_gb = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
     if sys.argv[4] == "unblocked":
         priors.VAMP_BLOCK_BYTES = 2**50  # the control: one block, no recomputation
-    config = FitConfig(prior="vamp", guide="iaf", batch_size=batch)
-    assert config.components == 500 and config.flow_hidden == 320 and config.latent_dim == 32
+    config = resolve_defaults(FitConfig(prior="vamp", guide="iaf", batch_size=batch))
+    assert config.prior_components == 500 and config.flow_hidden == 320 and config.latent_dim == 32
     vae = build_vae(config, (1, 28, 28), 10)
     scale = ScaleLatents(1.0)
     # the engine's loss: Pyro's ELBO module over the model and guide scaled to 300 images, one torch Adam

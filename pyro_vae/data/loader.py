@@ -23,7 +23,6 @@ from pyro_vae.data.types import Dataset
 from pyro_vae.errors import ConfigError, DataError
 
 IMAGE_FOLDER, ARRAY_FILE = "image-folder", "array-file"
-LABEL_MODELS = ("cvae", "m2")
 
 
 def load_own_data(path: str | Path, *, cache_root: Path, image_size: int | None = None,
@@ -85,10 +84,6 @@ def load_data(config, *, log: Callable[[str], object] = print, data: str | Path 
             f"the data at {dataset.root} differ from those the run was trained on: content checksum "
             f"{dataset.record['data_checksum']}, recorded {recorded} in config.json. Point --data at the "
             f"original data (python -m pyro_vae.evaluate RUN --data PATH), or train a new run on these")
-    if config.model in LABEL_MODELS and dataset.num_classes < 2:
-        raise ConfigError(f"--model {config.model} needs labelled data; {dataset.name} has "
-                          f"{'no labels' if not dataset.num_classes else 'one class'} (put the images in one "
-                          f"sub-folder per class, or give labels in the array file), or use --model vae")
     return dataset
 
 

@@ -30,14 +30,15 @@ from tqdm.auto import tqdm
 
 from .. import plots
 from ..atomic import atomic_open, atomic_path, write_json
-from ..components import check_matches_config
-from ..config import FitConfig, check_checkpoint_config
+from ..config import FitConfig
 from ..data import evaluation_images
 from ..data.binarize import EVALUATION_SEED
 from ..errors import ConfigError, TrainingDiverged
 from ..objectives import beta_at
 from ..variants import EvalSet, variant_of
-from ..vae import VAE, build_vae
+from ..vae import VAE
+from ..variants import build_vae, check_data, check_matches_config, checked
+from .run_config import check_checkpoint_config
 from .checkpoint import (check_resumable, load_checkpoint, restore_networks, restore_optimizer, rng_state,
                          save_checkpoint, set_rng_state)
 from .faults import KILL_ENV, kill_point, step_hook
@@ -84,8 +85,9 @@ class Trainer:
 
     def __init__(self, config: FitConfig, dataset, out_dir: str | Path, device=None, *, fabric=None,
                  vae: VAE | None = None, log: Callable[[str], None] = say):
-        cfg = self.config = config
+        cfg = self.config = checked(config)  # defaults resolved; a bad combination refused
         self.dataset = dataset
+        check_data(cfg, dataset)
         self.out_dir = Path(out_dir)
         self.fabric = fabric if fabric is not None else fabric_for(config, device)
         self.rank, self.world = self.fabric.global_rank, self.fabric.world_size

@@ -9,9 +9,9 @@ from .likelihoods import (
     Likelihood,
     PixelScaleGaussianLikelihood,
 )
-from .conditional import CVAEModel, LabelledGaussianPrior, M2Model
+from .conditional import CVAEModel, M2Model
+from .priors import PRIORS, LabelledGaussianPrior, StandardNormalPrior
 from .hierarchical import GaussianLayer, HierarchicalVAEModel, build_hierarchical_model
-from .priors import PRIORS, StandardNormalPrior
 from .vae import VAEModel
 
 __all__ = [

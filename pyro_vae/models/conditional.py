@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 import pyro
 import pyro.distributions as dist
-from pyro.distributions import constraints
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroModule
 from torch import nn
 
 from ..errors import ConfigError
@@ -22,21 +21,6 @@ from ..labels import one_hot
 from ..torch_networks import TorchNetwork
 from .likelihoods import Likelihood
 from .vae import DATA_PLATE_DIM
-
-
-class LabelledGaussianPrior(PyroModule):
-    """p(z | y) = N(m_y, diag s_y^2): one learned mean and scale per label (start: N(0, I))."""
-
-    analytic_kl = True
-    label_conditional = True
-
-    def __init__(self, latent_dim: int, num_classes: int):
-        super().__init__()
-        self.locs = PyroParam(torch.zeros(num_classes, latent_dim))
-        self.scales = PyroParam(torch.ones(num_classes, latent_dim), constraint=constraints.positive)
-
-    def forward(self, y: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Normal(self.locs[y], self.scales[y]).to_event(1)  # batch y.shape, event (D,)
 
 
 class _LabelledDecoding(PyroModule):

@@ -38,7 +38,7 @@ class Likelihood(PyroModule):
 
     params_per_pixel = 1
     needs_binary_data = False
-    needs_8bit_data = False
+    models_pixel_values = False
     # A probability mass over the pixel values (True), or a density on [0, 1] (False): a density's
     # bits per dimension are taken on the pixel scale v = 255 x, -log p(v) = -log p(x) + log 255.
     discrete = False
@@ -72,7 +72,7 @@ class Likelihood(PyroModule):
             x = images[start:start + CHECK_CHUNK]
             lo, hi = min(lo, x.min().item()), max(hi, x.max().item())
             binary = binary and bool(((x == 0) | (x == top)).all())
-            if self.needs_8bit_data and not eight_bit and on_levels:
+            if self.models_pixel_values and not eight_bit and on_levels:
                 v = x * (PIXEL_LEVELS - 1)
                 on_levels = bool(((v - v.round()).abs() < 1e-3).all())
         if not eight_bit and (lo < 0 or hi > 1):
@@ -84,7 +84,7 @@ class Likelihood(PyroModule):
                 "are intensities in [0, 1]; use --binarize dynamic (or static), or a "
                 "likelihood for intensities: --likelihood continuous-bernoulli, gaussian or "
                 "discretized-logistic (8-bit pixels)")
-        if self.needs_8bit_data and not on_levels:
+        if self.models_pixel_values and not on_levels:
             raise ConfigError(
                 "the discretized-logistic likelihood models the 256 values of 8-bit pixels, but these "
                 "data are other floats; use --likelihood gaussian or continuous-bernoulli, or store "
@@ -220,7 +220,7 @@ class DiscretizedLogisticLikelihood(Likelihood):
     outputs loc and s = softplus(b_ij) + e^-7."""
 
     params_per_pixel = 2
-    needs_8bit_data = True
+    models_pixel_values = True
     discrete = True
 
     def forward(self, params):
@@ -269,8 +269,9 @@ def _discretized_logistic(image_shape, config):
 _discretized_logistic.likelihood_class = DiscretizedLogisticLikelihood
 
 
-def models_pixel_values(name: str) -> bool:
-    """Whether the registered likelihood ``name`` is a probability mass over the 256 values of 8-bit
-    pixels (its data are not binarized: the config's default ``--binarize`` is then ``none``)."""
-    cls = getattr(LIKELIHOODS.get(name), "likelihood_class", Likelihood)
-    return cls.needs_8bit_data
+def models_pixel_values(choice) -> bool:
+    """Whether the likelihood ``choice`` (a registered name, an import path or a class) is a
+    probability mass over the 256 values of 8-bit pixels: its class's ``models_pixel_values``
+    (its data are not binarized: the config's default ``--binarize`` is then ``none``)."""
+    factory = LIKELIHOODS.resolve(choice)
+    return bool(getattr(getattr(factory, "likelihood_class", factory), "models_pixel_values", False))

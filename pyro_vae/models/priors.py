@@ -3,7 +3,14 @@
 The model samples ``z`` from whatever a prior returns, inside the data plate, so the ELBO and the
 importance-weighted estimator work unchanged for any prior added here. Adding a prior is one
 class and one registry entry; a factory (or a user's class, :mod:`pyro_vae.registry`) asks for any of
-``latent_dim``, ``image_shape``, ``components``, ``spec``, ``config``, ``guide`` by parameter name.
+``latent_dim``, ``image_shape``, ``components``, ``num_classes``, ``spec``, ``config``, ``guide``
+by parameter name.
+
+What a prior accepts or needs is an attribute of its class, read by the checks, the help, the
+memory estimate and the docs: ``default_components`` (K without ``--prior-components``),
+``takes_labels_ok`` (it serves a model kind whose networks take the label), ``given_labels`` (the
+class a model whose p(z) depends on the label, p(z | y), builds for this name) and
+``density_block_bytes`` (memory of one block of recomputed density evaluations per step).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ class StandardNormalPrior(PyroModule):
     """p(z) = N(0, I_D)."""
 
     analytic_kl = True  # KL(diagonal Normal || this) has a closed form
+    takes_labels_ok = True
 
     def __init__(self, latent_dim: int):
         super().__init__()
@@ -36,9 +44,11 @@ class StandardNormalPrior(PyroModule):
 
 
 class LearnedGaussianPrior(PyroModule):
-    """p(z) = N(m, diag s^2) with m and s learned (initialised at N(0, I))."""
+    """p(z) = N(m, diag s^2) with m and s learned (initialised at N(0, I)); given the label, one
+    such Gaussian per label (:class:`LabelledGaussianPrior`)."""
 
     analytic_kl = True
+    takes_labels_ok = True
 
     def __init__(self, latent_dim: int):
         super().__init__()
@@ -53,6 +63,8 @@ class MixtureOfGaussiansPrior(PyroModule):
     """p(z) = sum_k pi_k N(z; m_k, diag s_k^2), K learned components (means start N(0, I)-spread)."""
 
     analytic_kl = False
+    takes_labels_ok = True
+    default_components = 10
 
     def __init__(self, latent_dim: int, components: int):
         super().__init__()
@@ -189,6 +201,9 @@ class VampPrior(PyroModule):
     parameters keep their own names and are shared by model and guide."""
 
     analytic_kl = False
+    takes_labels_ok = False  # its pseudo-inputs have no labels
+    default_components = 500  # Tomczak & Welling's K
+    density_block_bytes = VAMP_BLOCK_BYTES  # log_prob recomputes its blocks (VampMixture)
 
     def __init__(self, guide: PyroModule, image_shape: tuple[int, ...], components: int = 500):
         super().__init__()
@@ -204,16 +219,41 @@ class VampPrior(PyroModule):
         return VampMixture(self._guide, features)  # (1/K) sum_k q(z|u_k): batch (), event (D,)
 
 
+class LabelledGaussianPrior(PyroModule):
+    """p(z | y) = N(m_y, diag s_y^2): one learned mean and scale per label (start: N(0, I))."""
+
+    analytic_kl = True
+    label_conditional = True
+
+    def __init__(self, latent_dim: int, num_classes: int):
+        super().__init__()
+        self.locs = PyroParam(torch.zeros(num_classes, latent_dim))
+        self.scales = PyroParam(torch.ones(num_classes, latent_dim), constraint=constraints.positive)
+
+    def forward(self, y: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Normal(self.locs[y], self.scales[y]).to_event(1)  # batch y.shape, event (D,)
+
+
+StandardNormalPrior.given_labels = StandardNormalPrior  # N(0, I) for every label
+LearnedGaussianPrior.given_labels = LabelledGaussianPrior
+
+
+def prior_components(config) -> int:
+    """K of ``config.prior``: ``--prior-components``, else the prior's ``default_components`` (1
+    for a prior that declares none)."""
+    if config.prior_components is not None:
+        return config.prior_components
+    return getattr(PRIORS.resolve(config.prior), "default_components", 1)
+
+
 def _prior_arguments(spec, config, guide) -> dict:
     """What a prior's constructor (or factory) may ask for, by parameter name."""
-    return {"latent_dim": spec.latent_dim, "image_shape": spec.image_shape, "components": config.components,
-            "spec": spec, "config": config, "guide": guide}
+    return {"latent_dim": spec.latent_dim, "image_shape": spec.image_shape, "components": prior_components(config),
+            "num_classes": spec.cond_dim, "spec": spec, "config": config, "guide": guide}
 
 
 PRIORS: Registry[PyroModule] = Registry("prior", arguments=_prior_arguments)
-PRIORS.register("standard")(lambda spec, config, guide: StandardNormalPrior(spec.latent_dim))
-PRIORS.register("learned")(lambda spec, config, guide: LearnedGaussianPrior(spec.latent_dim))
-PRIORS.register("mog")(
-    lambda spec, config, guide: MixtureOfGaussiansPrior(spec.latent_dim, config.components))
-PRIORS.register("vamp")(
-    lambda spec, config, guide: VampPrior(guide, spec.image_shape, config.components))
+PRIORS.register("standard")(StandardNormalPrior)
+PRIORS.register("learned")(LearnedGaussianPrior)
+PRIORS.register("mog")(MixtureOfGaussiansPrior)
+PRIORS.register("vamp")(VampPrior)

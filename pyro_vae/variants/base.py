@@ -3,10 +3,10 @@ batch is, its objective, its per-epoch metrics, its log p(x) estimator and its p
 
 The training loop, ``evaluate`` and ``generate`` only call these methods; they never ask which
 kind they run. Adding a kind is one module with a :class:`Variant` subclass and one line in
-:data:`pyro_vae.variants.VARIANTS`.
+:data:`pyro_vae.variants.kinds.VARIANTS`.
 
 A variant instance holds one run's training state (its batch streams and its loss module); its
-class methods (``build``, ``config_problems``, ``log_px_inputs``) need no run.
+class methods (``build``, ``config_problems``, ``check_data``, ``log_px_inputs``) need no run.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ..nets import NetSpec, build_decoder, initialize_linear_layers
 from ..guides import GUIDES
 from ..components import check_objective
 from ..objectives import ELBOS, JIT_ELBOS, JitELBO, Minibatch, ScaleLatents, elbo_terms
+from ..vae import VAE
 
 EVAL_BATCH_SIZE = 1000  # images per seeded chunk of the per-epoch ELBO
 EVAL_SEED = 12345  # z-sampling seed of the per-epoch ELBO evaluations (same every epoch)
@@ -90,8 +91,7 @@ class Variant:
     takes_labels: ClassVar[bool] = False  # the networks take the label (one-hot)
     conditions_on_labels: ClassVar[bool] = False  # ELBO / log p(x) given the true labels
     sums_over_labels: ClassVar[bool] = False  # log p(x) = log sum_y p(x, y): one pass per label
-    # the --prior names this kind takes (None: any); kinds with labels leave out the VampPrior
-    accepted_priors: ClassVar[tuple[str, ...] | None] = None
+    prior_given_labels: ClassVar[bool] = False  # p(z | y): the prior's given_labels class is built
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
@@ -107,12 +107,33 @@ class Variant:
         return problems
 
     @classmethod
+    def accepts_prior(cls, prior) -> bool:
+        """Whether this kind works with the prior class (or factory) ``prior``, as its attributes
+        say: a kind whose networks take the label needs ``takes_labels_ok``, one whose p(z) depends
+        on the label also a ``given_labels`` class."""
+        if not cls.takes_labels:
+            return True
+        if not getattr(prior, "takes_labels_ok", False):
+            return False
+        return not cls.prior_given_labels or getattr(prior, "given_labels", None) is not None
+
+    @classmethod
     def prior_problems(cls, config) -> list[str]:
-        """A message if ``config.prior`` is not one of :attr:`accepted_priors`."""
-        if cls.accepted_priors is None or config.prior in cls.accepted_priors:
+        """A message if this kind does not accept ``config.prior`` (:meth:`accepts_prior`)."""
+        if cls.accepts_prior(PRIORS.resolve(config.prior)):
             return []
-        return [f"--model {cls.name} takes --prior {' or '.join(cls.accepted_priors)}, not {config.prior} "
+        accepted = [name for name in PRIORS.names() if cls.accepts_prior(PRIORS.resolve(name))]
+        return [f"--model {cls.name} takes --prior {' or '.join(accepted)}, not {config.prior} "
                 "(the VampPrior's pseudo-inputs have no labels)"]
+
+    @classmethod
+    def check_data(cls, dataset) -> None:
+        """Raise :class:`ConfigError` if this kind cannot train on ``dataset`` (a kind whose
+        networks take the label needs two classes or more)."""
+        if cls.takes_labels and dataset.num_classes < 2:
+            raise ConfigError(f"--model {cls.name} needs labelled data; {dataset.name} has "
+                              f"{'no labels' if not dataset.num_classes else 'one class'} (put the images in one "
+                              f"sub-folder per class, or give labels in the array file), or use --model vae")
 
     @classmethod
     def build(cls, config, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None, guide=None,
@@ -120,8 +141,6 @@ class Variant:
         """The VAE that ``config`` describes for images of shape (C, H, W); ``prior``, ``guide``
         or ``likelihood``, if given, are used as they are (objects a user made) in place of the
         ones ``config`` names."""
-        from ..vae import VAE
-
         cond_dim = num_classes if cls.takes_labels else 0
         spec = NetSpec(image_shape=tuple(image_shape), latent_dim=config.latent_dim,
                        hidden=tuple(config.hidden), cond_dim=cond_dim, activation=config.activation)
@@ -138,11 +157,15 @@ class Variant:
         initialize_linear_layers(vae, config.init)  # --init: the papers' schemes
         vae.config = config
         vae.image_shape = tuple(image_shape)
+        vae.variant = cls  # how labels enter log p(x): conditions_on_labels, log_px_inputs
         return vae
 
     @classmethod
     def build_prior(cls, config, spec: NetSpec, guide, num_classes: int):
-        return PRIORS.build(config.prior, spec, config, guide)  # VampPrior reuses the guide's encoder
+        prior = PRIORS.resolve(config.prior)
+        if cls.prior_given_labels:  # p(z | y): e.g. --prior learned builds one Gaussian per label
+            prior = prior.given_labels
+        return PRIORS.build(prior, spec, config, guide)  # VampPrior reuses the guide's encoder
 
     @classmethod
     def wrap_guide(cls, guide, config, spec: NetSpec, num_classes: int):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..models import CVAEModel, LabelledGaussianPrior
+from ..models import CVAEModel
 from .base import EvalSet, Variant
 
 
@@ -16,13 +16,7 @@ class CVAEVariant(Variant):
     name = "cvae"
     takes_labels = True
     conditions_on_labels = True
-    accepted_priors = ("standard", "learned")  # learned: p(z | y), one Gaussian per label
-
-    @classmethod
-    def build_prior(cls, config, spec, guide, num_classes: int):
-        if config.prior == "learned":
-            return LabelledGaussianPrior(config.latent_dim, num_classes)  # p(z | y), one Gaussian per label
-        return super().build_prior(config, spec, guide, num_classes)
+    prior_given_labels = True  # p(z | y): --prior learned is one Gaussian per label
 
     @classmethod
     def build_model(cls, prior, decoder, likelihood, num_classes: int):

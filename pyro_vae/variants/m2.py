@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import torch
 
 from .. import plots
+from ..config import FitConfig
 from ..data import intensities
 from ..guides.semisupervised import LabelClassifier, M2Guide
 from ..labels import balanced_labelled_subset
@@ -27,14 +28,13 @@ class M2Variant(Variant):
     name = "m2"
     takes_labels = True
     sums_over_labels = True
-    accepted_priors = ("standard", "learned", "mog")
 
     @classmethod
     def config_problems(cls, config) -> list[str]:
         problems = cls.prior_problems(config)  # (not the base's: --labels and --jit differ here)
-        if config.elbo != "trace":
-            problems.append(f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo trace, "
-                            f"not {config.elbo}")
+        if config.elbo != FitConfig.elbo:  # the objective is its own; --elbo stays at its default
+            problems.append(f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo "
+                            f"{FitConfig.elbo}, not {config.elbo}")
         if config.jit:
             problems.append("--jit traces the ELBO of --model vae and cvae; --model m2's enumerated "
                             "objective runs eagerly (drop --jit)")
