@@ -138,19 +138,6 @@ def describe(fabric) -> str:
     return f"{fabric.world_size} processes x {device} ({type(fabric.strategy).__name__}, {precision})"
 
 
-def fail(message: str, status: int, every_rank: bool = True) -> int:
-    """Report an error (rank 0, or every rank that hit an error of its own, its rank named) and,
-    in a job of several processes, end this process at once: its peers are ended by the launcher
-    (a child that fails) or by their watchdog (when rank 0 ends), never left waiting."""
-    rank, world = rank_and_world()
-    if rank == 0 or every_rank:
-        print(message if world == 1 else f"{message} (rank {rank} of {world})", file=sys.stderr, flush=True)
-    if world > 1:
-        sys.stdout.flush()
-        os._exit(status)
-    return status
-
-
 def rank_and_world() -> tuple[int, int]:
     """This process's global rank and the number of processes (0, 1 outside a job)."""
     import torch.distributed as dist
