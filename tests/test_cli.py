@@ -116,3 +116,17 @@ def test_pyro_vae_fit_stays_the_function_after_the_cli_modules_are_imported():
                            "print(inspect.isfunction(pyro_vae.fit))"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.stdout.strip() == "True", done.stderr
+
+
+def test_the_installed_command_can_start_more_processes(monkeypatch):
+    """Fabric starts the other processes by running the command again; the `pyro-vae` script (no
+    module spec, no .py suffix) can be."""
+    import __main__
+
+    from pyro_vae.engine.fabric import _relaunchable
+
+    monkeypatch.setattr(__main__, "__spec__", None)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/pyro-vae", "fit", "--devices", "2"])
+    assert _relaunchable()
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ipython"])
+    assert not _relaunchable()

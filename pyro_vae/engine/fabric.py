@@ -65,7 +65,8 @@ def launch(fabric) -> None:
         if not _relaunchable():
             raise ConfigError(
                 f"{fabric.world_size} processes are started by running this program's command again, which "
-                "works for `python -m pyro_vae.fit` / `pyro_vae.evaluate` and for Python scripts, not from "
+                "works for `python -m pyro_vae.fit` / `pyro_vae.evaluate`, `pyro-vae fit` / `evaluate` and for "
+                "Python scripts, not from "
                 "here (a notebook, pytest, an interactive session); run the command line, or use torchrun")
         os.environ[LAUNCHER_PID] = str(os.getpid())  # inherited by the children Fabric starts
     fabric.launch()
@@ -80,7 +81,8 @@ def _relaunchable() -> bool:
     spec = getattr(__main__, "__spec__", None)
     if spec is not None:
         return spec.name.startswith("pyro_vae.")
-    return bool(sys.argv and sys.argv[0].endswith(".py"))
+    # a Python script, or the installed `pyro-vae` command (a Python script without the suffix)
+    return bool(sys.argv and (sys.argv[0].endswith(".py") or os.path.basename(sys.argv[0]) == "pyro-vae"))
 
 
 def _watch_parent(pid: int, rank: int) -> None:
