@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     from pyro_vae.atomic import write_json
     from pyro_vae.config import FitConfig
     from pyro_vae.data import evaluation_images, load_dataset
-    from pyro_vae.evaluate import DEFAULT_BATCH_SIZE
+    from pyro_vae.engine.evaluate import DEFAULT_BATCH_SIZE
     from pyro_vae.evaluation import auto_k_chunk, importance_weighted_log_px
     from pyro_vae.nets import NetSpec
     from pyro_vae.variants import build_vae

@@ -53,7 +53,7 @@ CHECKED_KEYS = ("prior", "guide", "epochs", "latent_dim", "warmup_epochs", "seed
 def check_reused_run(run_dir: Path, command: list[str]) -> None:
     """Refuse a finished run whose config.json differs from what ``command`` (from
     :func:`fit_command`) would have trained: its flags read by fit's own parser over fit's defaults."""
-    from pyro_vae.fit import build_parser, resolve_config
+    from pyro_vae.cli.fit import build_parser, resolve_config
 
     given = vars(build_parser().parse_args(command[3:]))  # after: python -m pyro_vae.fit
     expected = resolve_config({k: v for k, v in given.items() if k not in ("config", "resume", "overwrite")},

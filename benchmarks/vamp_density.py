@@ -31,7 +31,7 @@ from reference import alternate, machine, medians
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pyro_vae.models.priors as priors  # noqa: E402
-from pyro_vae.reproduce import SETTINGS  # noqa: E402
+from pyro_vae.engine.reproduce import SETTINGS  # noqa: E402
 from pyro_vae.variants import build_vae  # noqa: E402
 
 

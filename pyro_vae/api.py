@@ -10,8 +10,6 @@ brings a trained VAE back from its run folder, ready for ``encode`` / ``decode``
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,12 +17,15 @@ from typing import Any, Mapping
 import torch
 
 from .config import FitConfig
-from .devices import resolve_device
-from .engine.checkpoint import load_checkpoint
-from .engine.run_config import check_checkpoint_config, read_run_config
-from .errors import CheckpointError, ConfigError
+from .devices import accelerator_alias, resolve_device
+from .engine.load import load
+from .engine.loop import read_metrics
+from .engine.train import run as run_fit
+from .errors import ConfigError
 from .vae import VAE
-from .variants import build_vae, checked
+from .variants import checked
+
+__all__ = ["Run", "fit", "load"]
 
 PIECES = ("prior", "guide", "likelihood", "net")
 
@@ -75,9 +76,6 @@ def fit(config: FitConfig | Mapping[str, Any] | None = None, *, prior=None, guid
     so ``pyro_vae.load``, ``evaluate`` and ``generate`` rebuild the model. The returned
     ``run.vae`` is that reload of ``best.pt``.
     """
-    from .engine import read_metrics
-    from .fit import run as run_fit
-
     if isinstance(config, FitConfig):
         given = config.to_dict()
     elif config is None:
@@ -87,6 +85,8 @@ def fit(config: FitConfig | Mapping[str, Any] | None = None, *, prior=None, guid
     else:
         raise ConfigError(f"config must be a FitConfig, a dict of its fields or None, got {type(config).__name__}")
     given.update({k.replace("-", "_"): v for k, v in options.items()})
+    if given.get("device") is not None:  # the old name of accelerator
+        given["accelerator"], _ = accelerator_alias(given.get("accelerator"), given.pop("device"))
     pieces, objects = {}, {}
     for name, value in zip(PIECES, (prior, guide, likelihood, net)):
         if value is None:
@@ -112,45 +112,3 @@ def fit(config: FitConfig | Mapping[str, Any] | None = None, *, prior=None, guid
     out = Path(cfg.out)
     vae = load(out, device=resolve_device(cfg.accelerator))
     return Run(vae=vae, out=out, config=vae.config, summary=summary, metrics=read_metrics(out / "metrics.jsonl"))
-
-
-
-
-def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> VAE:
-    """Rebuild the VAE of a ``python -m pyro_vae.fit`` run from ``config.json`` and load the
-    weights of ``best.pt`` (highest validation ELBO) or ``last.pt`` (``checkpoint="last"``).
-    The returned model is in eval mode; its ``config`` attribute is the run's :class:`FitConfig`.
-    Own components named in ``config.json`` by import path are imported. A checkpoint that does
-    not fit the model ``config.json`` describes is refused with a message naming both."""
-    run_dir = Path(run_dir)
-    if checkpoint not in ("best", "last"):
-        raise CheckpointError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    device = resolve_device(device, flag="device")
-    config_path = run_dir / "config.json"
-    config = read_run_config(run_dir)
-    path = run_dir / f"{checkpoint}.pt"
-    payload = load_checkpoint(path)
-    check_checkpoint_config(config, payload.get("config"), path)
-    vae = build_vae(config, tuple(payload["extra"]["image_shape"]), payload["extra"].get("num_classes", 10))
-    _restore(vae, payload, path, config, config_path)
-    vae.to(device)
-    vae.eval()
-    return vae
-
-
-def _restore(vae: VAE, payload: dict, path: Path, config: FitConfig, config_path: Path) -> None:
-    """Load the checkpoint's weights; a key or shape mismatch names the checkpoint, config.json
-    and what differs."""
-    from .components import shapes, state_dict_difference
-
-    saved = {k: tuple(v.shape) for k, v in payload["networks"].items()}
-    differences = state_dict_difference(shapes(vae), saved)
-    if differences:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit the model {config_path} describes (model {config.model}, prior "
-            f"{config.prior}, guide {config.guide}, likelihood {config.likelihood}, net {config.net}, latent_dim "
-            f"{config.latent_dim}, hidden {','.join(map(str, config.hidden))}): against that model "
-            f"{'; '.join(differences)}. The run was trained with a model config.json does not name (e.g. "
-            f"pieces of one's own handed to Trainer(vae=...)); train it with pyro_vae.fit(prior=..., "
-            f"guide=...) or name them in the config by import path, so that config.json rebuilds it")
-    vae.load_state_dict(payload["networks"])

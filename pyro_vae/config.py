@@ -228,15 +228,7 @@ class FitConfig:
             raise ConfigError("; ".join(problems))
 
     def _engine_problems(self) -> list[str]:
-        """--device is the old name of --accelerator: it is moved there (a clash is refused)."""
         problems = []
-        if self.device is not None:
-            if self.accelerator not in ("auto", self.device):
-                problems.append(f"--device is the old name of --accelerator; give only --accelerator "
-                                f"(got --device {self.device} and --accelerator {self.accelerator})")
-            else:
-                object.__setattr__(self, "accelerator", self.device)
-                object.__setattr__(self, "device", None)
         devices = str(self.devices)
         if devices != "auto" and not (devices.isdigit() and int(devices) >= 1):
             problems.append(f"--devices takes a number of processes (1, 2, ...) or auto, got {self.devices!r}")
@@ -324,29 +316,6 @@ def coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: bad value {value!r} for {_flag(f.name)}: {e}") from None
     return value
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON file of option keys (dashes or underscores)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config {path}: no such file")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-        raise ConfigError(f"--config {path}: cannot parse it as {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
-    if data is None or data == {}:
-        raise ConfigError(f"--config {path}: the file holds no options; write one option per line "
-                          f"(YAML `epochs: 5`, or JSON {{\"epochs\": 5}}), or drop --config to run the defaults")
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of option names to values, got {type(data).__name__}")
-    return data
 
 
 def field_registry(f: dataclasses.Field):

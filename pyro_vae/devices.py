@@ -5,8 +5,9 @@
     resolve_device("cuda:1")    # that GPU, if it exists
     resolve_device("gpu")       # ConfigError: --accelerator 'gpu' is not a device; use auto, cpu, ...
 
-This is the one place where a device name is checked: the engine's Fabric (``--accelerator``,
-``--device``), ``generate`` and ``pyro_vae.load`` all go through it, so a misspelt or absent device
+This is the one place where a device name is checked, and where ``--device``, the old name of
+``--accelerator``, is resolved: the engine's Fabric, the command-line tools, ``generate`` and
+``pyro_vae.load`` all go through it, so a misspelt or absent device
 is reported once, in words, before any file is read (torch's own messages, e.g. a checkpoint
 "corrupt" because its map_location named no device, never reach the user).
 """
@@ -21,10 +22,28 @@ ACCELERATORS = ("auto", "cpu", "cuda", "mps")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N (N a GPU index) or mps"
 
 
-def check_accelerator(name: str, flag: str = "--accelerator") -> str:
-    """``name`` (one of :data:`ACCELERATORS`) if this machine has it; a clear error otherwise."""
+def accelerator_alias(accelerator: str | None, device: str | None) -> tuple[str | None, str]:
+    """``--device`` is the old name of ``--accelerator``: the accelerator asked for (None: neither
+    given) and the flag that named it, for the messages of later checks. Both given, and
+    different, is refused."""
+    if device is None:
+        return accelerator, "--accelerator"
+    if accelerator not in (None, "auto", device):
+        raise ConfigError(f"--device is the old name of --accelerator; give only --accelerator "
+                          f"(got --device {device} and --accelerator {accelerator})")
+    return device, "--device"
+
+
+def check_accelerator_name(name: str, flag: str = "--accelerator") -> str:
+    """``name`` if it is one of :data:`ACCELERATORS`; a clear error otherwise."""
     if name not in ACCELERATORS:
         raise ConfigError(f"{flag} {name!r} is not one of: {', '.join(ACCELERATORS)}")
+    return name
+
+
+def check_accelerator(name: str, flag: str = "--accelerator") -> str:
+    """``name`` (one of :data:`ACCELERATORS`) if this machine has it; a clear error otherwise."""
+    check_accelerator_name(name, flag)
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{flag} cuda was given but PyTorch sees no CUDA GPU here; use {flag} cpu "
                           "(or auto), or install a CUDA build of PyTorch on a machine with a GPU")

@@ -41,22 +41,6 @@ def user_error(error: BaseException) -> PyroVAEError | None:
     return None
 
 
-def exit_status(work) -> int:
-    """Run a command-line tool's ``work()``: exit status 0, or 2 after printing a
-    :class:`PyroVAEError` as ``error: <message>`` on stderr (no traceback)."""
-    import sys
-
-    try:
-        work()
-    except (PyroVAEError, OSError) as e:
-        shown = user_error(e)
-        if shown is None:
-            raise
-        print(f"error: {shown}", file=sys.stderr)
-        return 2
-    return 0
-
-
 class OutputError(PyroVAEError):
     """A file or folder could not be written: no space, no permission, or a file in the way."""
 

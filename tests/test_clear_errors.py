@@ -16,10 +16,10 @@ from pyro_vae import atomic, memory, run_lock
 from pyro_vae.config import FitConfig
 from pyro_vae.engine.run_config import check_checkpoint_config
 from pyro_vae.errors import CheckpointError, ConfigError
-from pyro_vae.evaluate import main as evaluate_main
-from pyro_vae.fit import main as fit_main
-from pyro_vae.fit import resolve_config
-from pyro_vae.generate import main as generate_main
+from pyro_vae.cli.evaluate import main as evaluate_main
+from pyro_vae.cli.fit import main as fit_main
+from pyro_vae.cli.fit import resolve_config
+from pyro_vae.cli.generate import main as generate_main
 from test_train import cli_args
 
 RUN_SEED = 7  # not 0: the evaluation binarization must not follow it

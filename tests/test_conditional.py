@@ -19,8 +19,8 @@ import pyro_vae
 from pyro_vae.config import FitConfig
 from pyro_vae.errors import ConfigError, PyroVAEError
 from pyro_vae.evaluation import importance_weighted_log_px, label_summed_log_px
-from pyro_vae.fit import main as fit_main
-from pyro_vae.generate import main as generate_main
+from pyro_vae.cli.fit import main as fit_main
+from pyro_vae.cli.generate import main as generate_main
 from pyro_vae.labels import balanced_labelled_subset
 from pyro_vae.variants import build_vae, check
 from test_train import cli_args
@@ -268,7 +268,7 @@ def test_m2_resume_continues_exactly(mnist_dataset, tmp_path, labelled_steps):
 
 
 def test_evaluate_gives_log_p_x_given_y_for_cvae_and_summed_over_y_for_m2(cvae_run, m2_run, mnist_dataset):
-    from pyro_vae.evaluate import evaluate_run
+    from pyro_vae.engine.evaluate import evaluate_run
 
     cvae = evaluate_run(cvae_run, k=8, limit=40, batch_size=20, curve_images=20, progress=False, log=lambda _: None)
     m2 = evaluate_run(m2_run, k=8, limit=40, batch_size=20, curve_images=20, progress=False, log=lambda _: None)

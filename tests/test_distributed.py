@@ -75,7 +75,7 @@ def runs(mnist_dataset, tmp_path_factory):
     out = {"base": base}
     out["two"] = ok(job(["-m", "pyro_vae.fit", *RUN, *data, "--epochs", "2", "--devices", "2",
                          "--out", str(base / "two")]))
-    from pyro_vae.fit import main
+    from pyro_vae.cli.fit import main
 
     assert main([*RUN, *data, "--epochs", "2", "--out", str(base / "one")]) == 0  # 1 process: in this one
     for devices in ("1", "2"):
@@ -192,7 +192,7 @@ def test_e_g_torchrun_two_nodes_trains_and_resumes_exactly(runs, mnist_dataset):
 
 
 def test_resume_refuses_another_number_of_processes(runs, capsys):
-    from pyro_vae.fit import main
+    from pyro_vae.cli.fit import main
 
     assert main(["--resume", str(runs["base"] / "two"), "--epochs", "3", "--devices", "1"]) == 2
     assert "written by a run of 2 process(es); resume it with the same number" in capsys.readouterr().err
@@ -204,7 +204,7 @@ def test_evaluate_with_two_processes_gives_one_process_numbers(runs):
             "--curve-images", "20", "--accelerator", "cpu", "--no-progress"]
     ok(job([*args, "--devices", "2"]))
     two = json.loads((run / "eval.json").read_text())["test"]
-    from pyro_vae.evaluate import main
+    from pyro_vae.cli.evaluate import main
 
     assert main(args[2:]) == 0  # 1 process: in this one
     one = json.loads((run / "eval.json").read_text())["test"]
@@ -214,7 +214,7 @@ def test_evaluate_with_two_processes_gives_one_process_numbers(runs):
 
 
 def test_a_global_batch_that_does_not_divide_is_refused_before_any_process_starts(capsys):
-    from pyro_vae.fit import main
+    from pyro_vae.cli.fit import main
 
     assert main(["--accelerator", "cpu", "--devices", "3", "--batch-size", "128", "--out", "unused"]) == 2
     err = capsys.readouterr().err

@@ -6,8 +6,8 @@ import math
 import pytest
 from PIL import Image
 
-from pyro_vae.evaluate import main as evaluate_main
-from pyro_vae.fit import main as fit_main
+from pyro_vae.cli.evaluate import main as evaluate_main
+from pyro_vae.cli.fit import main as fit_main
 from test_train import cli_args
 
 

@@ -18,7 +18,7 @@ from pyro_vae import FitConfig, build_vae
 from pyro_vae.data import binarize_fixed, evaluation_images
 from pyro_vae.engine import Trainer
 from pyro_vae.errors import CheckpointError, ConfigError, InputError
-from pyro_vae.evaluate import evaluate_run
+from pyro_vae.engine.evaluate import evaluate_run
 from pyro_vae.evaluation import evaluate_log_px
 from pyro_vae.models import PRIORS
 from pyro_vae.variants import resolve_defaults
@@ -127,7 +127,7 @@ def registered_laplace():
 
 
 def test_a_registered_name_is_a_choice_and_is_recorded_by_import_path(registered_laplace):
-    from pyro_vae.fit import build_parser
+    from pyro_vae.cli.fit import build_parser
 
     assert "laplace" in build_parser().format_help()  # the registry is read when the choices are
     # config.json records what a fresh process rebuilds without registering; a lambda has no import path
@@ -299,10 +299,13 @@ def test_float64_arrays_and_devices_are_converted(vae):
 def test_pyro_vae_fit_is_the_function_even_after_the_cli_module_is_imported():
     import importlib
 
-    cli = importlib.import_module("pyro_vae.fit")  # sets the package attribute to the module
-    assert pyro_vae.fit is cli and callable(cli.main)
+    import pyro_vae.api
+
+    cli = importlib.import_module("pyro_vae.cli.fit")
+    assert callable(cli.main)
+    assert pyro_vae.fit is pyro_vae.api.fit
     with pytest.raises(ConfigError, match="unknown key.*'epoch'"):
-        pyro_vae.fit(epoch=3)  # still pyro_vae.api.fit
+        pyro_vae.fit(epoch=3)
 
 
 def test_evaluate_log_px_on_intensities_says_how_to_binarize(vae):

@@ -10,7 +10,7 @@ import torch
 
 from pyro_vae.config import FitConfig, config_fields
 from pyro_vae.errors import ConfigError
-from pyro_vae.fit import main
+from pyro_vae.cli.fit import main
 from pyro_vae.guides import GUIDES
 from pyro_vae.models import PRIORS
 from pyro_vae.variants import build_vae

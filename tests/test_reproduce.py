@@ -15,7 +15,8 @@ import torch
 from pyro_vae.data import data_record
 from torch import nn
 
-from pyro_vae import reproduce
+from pyro_vae.cli import reproduce as reproduce_cli
+from pyro_vae.engine import reproduce
 from pyro_vae.config import FitConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.nets import GatedDense
@@ -25,7 +26,7 @@ from pyro_vae.variants import build_vae, check
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# The issue's and the papers' values, written out independently of pyro_vae/reproduce.py.
+# The issue's and the papers' values, written out independently of pyro_vae/engine/reproduce.py.
 BURDA = dict(binarize="dynamic", train_on_validation=True, net="mlp", activation="tanh", hidden=(200, 200),
              latent_dim=50, init="glorot", batch_size=20, lr=1e-3, adam_beta1=0.9, adam_beta2=0.999,
              adam_eps=1e-4, lr_schedule="burda", epochs=3280, prior="standard", likelihood="bernoulli")
@@ -61,7 +62,7 @@ def test_every_setting_is_listed_with_the_issues_values(capsys):
         assert setting.target == target
         for key, value in values.items():
             assert getattr(config, key) == value, (name, key)
-    assert reproduce.main(["--list"]) == 0
+    assert reproduce_cli.main(["--list"]) == 0
     listed = capsys.readouterr().out
     for name, (_, target) in EXPECTED.items():
         assert name in listed
@@ -201,7 +202,8 @@ def test_early_stopping_stops_after_n_epochs_without_improvement(mnist_dataset, 
     assert summary["epochs"] == 4 and summary["stopped"] == "early-stopping"
     assert summary["best_epoch"] == 2
     # --resume of an early-stopped run trains no further: rank 0 reads the records and decides again
-    from pyro_vae.fit import resolve_config, run
+    from pyro_vae.cli.fit import resolve_config
+    from pyro_vae.engine.train import run
 
     again = run(resolve_config({}, None, str(tmp_path)), str(tmp_path))
     assert again["epochs"] == 4 and again["stopped"] == "early-stopping"
@@ -227,11 +229,11 @@ def test_bad_literature_options_are_explained(values, message):
 
 
 def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
-    assert reproduce.main(["no-such-paper", "--out", str(tmp_path / "x")]) == 2
+    assert reproduce_cli.main(["no-such-paper", "--out", str(tmp_path / "x")]) == 2
     assert "unknown setting 'no-such-paper'" in capsys.readouterr().err
-    assert reproduce.main(["--resume", str(tmp_path)]) == 2
+    assert reproduce_cli.main(["--resume", str(tmp_path)]) == 2
     assert "no reproduce.json" in capsys.readouterr().err
-    assert reproduce.main([]) == 2
+    assert reproduce_cli.main([]) == 2
     assert "give a setting NAME" in capsys.readouterr().err
 
 
@@ -281,15 +283,16 @@ def test_resume_can_evaluate_a_subset_run_on_more_images_or_all(mnist_dataset, t
     saved = json.loads((out / reproduce.RESULTS).read_text())
     assert saved["deviations"] == {"train_size": 40, "k": 2} and len(saved["invocations"]) == 4
     # and from the command line: 'all' or a number, anything else refused with exit status 2
-    assert reproduce.build_parser().parse_args(["--eval-size", "all"]).eval_size == "all"
+    assert reproduce_cli.build_parser().parse_args(["--eval-size", "all"]).eval_size == "all"
     with pytest.raises(SystemExit):
-        reproduce.build_parser().parse_args(["--eval-size", "most"])
+        reproduce_cli.build_parser().parse_args(["--eval-size", "most"])
 
 
 def test_burda_schedule_resumes_exactly_through_fit(mnist_dataset, tmp_path):
     """5 passes in one go, and 2 passes then --resume to 5: the same learning rates and the same
     training losses, epoch by epoch (the LambdaLR state and Adam's moments are in last.pt)."""
-    from pyro_vae.fit import resolve_config, run
+    from pyro_vae.cli.fit import resolve_config
+    from pyro_vae.engine.train import run
 
     base = reproduce.SETTINGS["burda2015-vae-k1"].fit_config(
         train_size=40, eval_size=20, data_dir=data_dir_of(mnist_dataset), accelerator="cpu")
@@ -350,11 +353,9 @@ def test_resume_measures_a_curve_point_whose_evaluation_was_interrupted(mnist_da
 def test_an_interrupted_segment_keeps_its_training_time_and_passes(mnist_dataset, tmp_path, monkeypatch):
     """Ctrl-C (or SIGTERM) during training: reproduce.json still counts the segment's time and the
     passes its checkpoint holds, so the resumed run's totals are complete."""
-    import pyro_vae.fit
-
     out, data_dir = tmp_path / "burda", data_dir_of(mnist_dataset)
     quick = dict(train_size=40, eval_size=50, k=4, data_dir=data_dir, device="cpu")
-    real_fit = pyro_vae.fit.run
+    real_fit = reproduce.fit_run
     timed = {}
 
     def interrupted_after_training(config, *args, **kwargs):
@@ -365,13 +366,13 @@ def test_an_interrupted_segment_keeps_its_training_time_and_passes(mnist_dataset
         timed["cpu"] = time.process_time() - started
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pyro_vae.fit, "run", interrupted_after_training)
+    monkeypatch.setattr(reproduce, "fit_run", interrupted_after_training)
     with pytest.raises(KeyboardInterrupt):
         reproduce.run("burda2015-vae-k1", out, budget_minutes=5, max_passes=3, **quick)
     saved = json.loads((out / reproduce.RESULTS).read_text())
     assert saved["passes_done"] == 1  # the first segment ends at the curve point after pass 1
     assert saved["training_cpu_seconds"] >= timed["cpu"] and saved["training_seconds"] >= timed["cpu"]
-    monkeypatch.setattr(pyro_vae.fit, "run", real_fit)
+    monkeypatch.setattr(reproduce, "fit_run", real_fit)
     results = reproduce.run("burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=3, **quick)
     assert results["passes_done"] == 3 and [p["passes"] for p in results["curve"]] == [1, 3]
     assert results["training_cpu_seconds"] > saved["training_cpu_seconds"]

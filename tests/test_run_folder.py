@@ -22,7 +22,7 @@ from pyro_vae.config import FitConfig
 from pyro_vae.engine import Trainer, load_checkpoint
 from pyro_vae.engine.faults import KILL_ENV, KILL_SIGNAL_ENV
 from pyro_vae.errors import TrainingDiverged
-from pyro_vae.fit import main
+from pyro_vae.cli.fit import main
 from pyro_vae.run_lock import LOCK_NAME
 from test_train import cli_args, data_dir_of
 

@@ -96,7 +96,7 @@ def test_omniglot(tmp_path, no_md5):
 
 
 def test_fit_on_a_missing_torchvision_set_exits_2_with_the_message(tmp_path, capsys):
-    from pyro_vae.fit import main
+    from pyro_vae.cli.fit import main
 
     assert main(["--dataset", "svhn", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err

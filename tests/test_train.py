@@ -13,7 +13,7 @@ from pyro_vae.engine import Trainer, load_checkpoint, mean_elbo_terms
 from pyro_vae.config import FitConfig
 from pyro_vae.data import evaluation_images
 from pyro_vae.errors import CheckpointError, TrainingDiverged
-from pyro_vae.fit import main
+from pyro_vae.cli.fit import main
 
 # A few hundred real images and a small network: seconds per run on a 2-core CPU.
 SMALL = dict(train_size=400, eval_size=200, latent_dim=4, hidden=(64,), batch_size=50)

@@ -65,7 +65,8 @@ def launch(fabric) -> None:
         if not _relaunchable():
             raise ConfigError(
                 f"{fabric.world_size} processes are started by running this program's command again, which "
-                "works for `python -m pyro_vae.fit` / `pyro_vae.evaluate` and for Python scripts, not from "
+                "works for `python -m pyro_vae.fit` / `pyro_vae.evaluate`, `pyro-vae fit` / `evaluate` and for "
+                "Python scripts, not from "
                 "here (a notebook, pytest, an interactive session); run the command line, or use torchrun")
         os.environ[LAUNCHER_PID] = str(os.getpid())  # inherited by the children Fabric starts
     fabric.launch()
@@ -80,7 +81,8 @@ def _relaunchable() -> bool:
     spec = getattr(__main__, "__spec__", None)
     if spec is not None:
         return spec.name.startswith("pyro_vae.")
-    return bool(sys.argv and sys.argv[0].endswith(".py"))
+    # a Python script, or the installed `pyro-vae` command (a Python script without the suffix)
+    return bool(sys.argv and (sys.argv[0].endswith(".py") or os.path.basename(sys.argv[0]) == "pyro-vae"))
 
 
 def _watch_parent(pid: int, rank: int) -> None:
@@ -136,19 +138,6 @@ def describe(fabric) -> str:
     if fabric.world_size == 1:
         return f"{device}" + (f", {precision}" if precision and precision != "32-true" else "")
     return f"{fabric.world_size} processes x {device} ({type(fabric.strategy).__name__}, {precision})"
-
-
-def fail(message: str, status: int, every_rank: bool = True) -> int:
-    """Report an error (rank 0, or every rank that hit an error of its own, its rank named) and,
-    in a job of several processes, end this process at once: its peers are ended by the launcher
-    (a child that fails) or by their watchdog (when rank 0 ends), never left waiting."""
-    rank, world = rank_and_world()
-    if rank == 0 or every_rank:
-        print(message if world == 1 else f"{message} (rank {rank} of {world})", file=sys.stderr, flush=True)
-    if world > 1:
-        sys.stdout.flush()
-        os._exit(status)
-    return status
 
 
 def rank_and_world() -> tuple[int, int]:
