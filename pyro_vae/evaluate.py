@@ -29,7 +29,7 @@ from .engine.fabric import ACCELERATORS, STRATEGIES, check_accelerator, fail, ga
 from .errors import ConfigError, PyroVAEError, user_error
 from .evaluation import DEFAULT_KS, evaluate_log_px
 from .evaluation.iwae import DEFAULT_MEMORY_BUDGET_MB
-from .evaluation.plots import plot_khat_histogram, plot_log_px_against_k
+from .plots import plot_khat_histogram, plot_log_px_against_k
 from .variants import variant_of
 
 SPLITS = ("train", "valid", "test")

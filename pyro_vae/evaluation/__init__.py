@@ -4,7 +4,8 @@
 * :func:`evaluate_log_px`: a whole split in batches -> :class:`EvaluationResult`
   (``summary()`` dict, ``table()`` text).
 * :func:`log_px_against_k`: log p_K(x) for several K from nested samples -> :class:`LogPxCurve`.
-* :mod:`pyro_vae.evaluation.plots`: the k-hat histogram and the log p_K-against-K picture.
+
+Their pictures (the k-hat histogram, log p_K(x) against K) are drawn by :mod:`pyro_vae.plots`.
 """
 
 from .diagnostics import (
