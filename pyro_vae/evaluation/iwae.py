@@ -36,8 +36,6 @@ Design (why it is written this way):
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -46,15 +44,13 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-import torch.overrides
 
 from ..errors import PyroVAEError
 from pyro.distributions.util import scale_and_mask
 
 from ..objectives import sample_sites, trace_log_density
-
-DEFAULT_MEMORY_BUDGET_MB = 256.0
-
+from . import memory_budget
+from .memory_budget import DEFAULT_MEMORY_BUDGET_MB
 
 @dataclass
 class ImportanceWeightedEstimate:
@@ -143,10 +139,11 @@ def importance_weighted_log_px(
                     log_w, z_sum, analytic = _chunk_log_weights(model, guide, x, y, seeds, latent_site,
                                                                 guide_trace, tiled)
                 acc.add(log_w, z_sum, analytic)
-                if x.device.type == "cpu" and start // k_chunk % TRIM_EVERY_CHUNKS == TRIM_EVERY_CHUNKS - 1:
-                    _return_freed_memory()
+                every = memory_budget.TRIM_EVERY_CHUNKS
+                if x.device.type == "cpu" and start // k_chunk % every == every - 1:
+                    memory_budget.return_freed_memory()
     except (RuntimeError, MemoryError) as err:
-        if not _is_out_of_memory(err):
+        if not memory_budget.is_out_of_memory(err):
             raise
         chunk = "an automatic k_chunk" if k_chunk is None else f"k_chunk={k_chunk}"
         raise PyroVAEError(
@@ -155,28 +152,6 @@ def importance_weighted_log_px(
             "batch size, a smaller k_chunk, or a smaller memory_budget_mb"
         ) from err
     return acc.result(k=k, k_chunk=k_chunk)
-
-
-def _glibc_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none (macOS, Windows, musl)."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _glibc_malloc_trim()
-TRIM_EVERY_CHUNKS = 16  # after every chunk, the trims slowed a standard-prior evaluation by ~20% here
-
-
-def _return_freed_memory() -> None:
-    """Give the memory freed by a chunk back to the system. On the CPU, glibc keeps freed
-    blocks in its heap, and chunks whose tensors differ in size fragment it. The VampPrior's
-    (k_chunk, B, 500, D) log-densities grew a 500-image evaluation by about 15 MB per chunk,
-    to 22 GB and an out-of-memory kill. ``malloc_trim(0)`` releases the free pages; it is a no-op
-    where there is no glibc. Called every ``TRIM_EVERY_CHUNKS`` chunks."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def label_summed_log_px(
@@ -474,64 +449,14 @@ def auto_k_chunk(
     k: int,
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
 ) -> int:
-    """The largest k_chunk whose scoring fits ``memory_budget_mb``, between 1 and k.
-
-    One particle of the batch is scored while counting the bytes of every tensor allocated
-    (views and in-place results excluded); a chunk of n particles is taken to need n times that.
-    On a CUDA device the budget is also capped at half the memory ``torch.cuda.mem_get_info``
-    reports free.
-    Counting allocations, not the peak, overestimates, so the budget errs on the safe side.
-    """
-    if not memory_budget_mb > 0:
-        raise PyroVAEError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
-    counter = _AllocationCounter()
+    """The largest k_chunk whose scoring fits ``memory_budget_mb``, between 1 and k: one particle
+    of the batch is scored while its allocations are counted, and a chunk of n particles is taken
+    to need n times that (:mod:`.memory_budget`; on a GPU, also half its free memory)."""
     with _evaluation_context(model, guide, x):
         guide_trace = poutine.trace(guide).get_trace(x, y)  # once per batch, not per particle
-        with counter:
-            _chunk_log_weights(model, guide, x, y, [particle_seed(0, 0, 0)], "", guide_trace)
-    per_particle = max(counter.nbytes, 1)
-    budget = memory_budget_mb * 2**20
-    if x.device.type == "cuda":  # no more than half of what the GPU has free now
-        free, _total = torch.cuda.mem_get_info(x.device)
-        budget = min(budget, free // 2)
-    return int(max(1, min(k, budget // per_particle)))
-
-
-class _AllocationCounter(torch.overrides.TorchFunctionMode):
-    """Sums the bytes of the tensors that torch functions return in new memory (not views or
-    in-place results of their inputs) while the mode is active."""
-
-    def __init__(self):
-        super().__init__()
-        self.nbytes = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {_address(t) for t in _tensors((args, kwargs))} - {None}
-        for t in _tensors(out):
-            address = _address(t)
-            if address is None or address not in inputs:  # data-free: counted, on the safe side
-                self.nbytes += t.numel() * t.element_size()
-        return out
-
-
-def _address(t: torch.Tensor) -> int | None:
-    """Where ``t``'s memory starts, or None for a tensor without data: its storage is on the
-    ``meta`` device (meta tensors, and the fake CUDA tensors of the tests), all at address 0."""
-    storage = t.untyped_storage()
-    return None if storage.device.type == "meta" else storage.data_ptr()
-
-
-def _tensors(tree) -> Iterator[torch.Tensor]:
-    """The tensors in nested tuples, lists and dicts."""
-    if isinstance(tree, torch.Tensor):
-        yield tree
-    elif isinstance(tree, (tuple, list)):
-        for item in tree:
-            yield from _tensors(item)
-    elif isinstance(tree, dict):
-        for item in tree.values():
-            yield from _tensors(item)
+        per_particle = memory_budget.bytes_allocated_by(
+            lambda: _chunk_log_weights(model, guide, x, y, [particle_seed(0, 0, 0)], "", guide_trace))
+    return memory_budget.items_within_budget(per_particle, k, memory_budget_mb, x.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -575,14 +500,6 @@ def _seed_rng(seed: int, device: torch.device) -> None:
     if device.type == "cuda" and torch.cuda.is_initialized():  # (not for fake CUDA tensors)
         with torch.cuda.device(device):
             torch.cuda.manual_seed(seed)
-
-
-def _is_out_of_memory(err: BaseException) -> bool:
-    """Whether ``err`` is torch's (or numpy's) way of saying an allocation failed."""
-    if isinstance(err, MemoryError) or isinstance(err, torch.OutOfMemoryError):
-        return True
-    text = str(err).lower()
-    return any(s in text for s in ("not enough memory", "out of memory", "can't allocate memory"))
 
 
 def _check_positive_int(name: str, value) -> None:
