@@ -5,6 +5,7 @@ encoder of ``--net``), ``latent_dim``, ``num_classes`` (> 0: the guide is q(z | 
 
 from ..nets import build_encoder
 from ..registry import Lazy, Registry
+from .base import AmortizedGuide
 from .diagonal import AmortizedDiagonalNormal
 from .iaf import AmortizedIAF
 from .lowrank import AmortizedLowRankNormal
@@ -28,4 +29,4 @@ GUIDES.register("iaf")(
     lambda spec, config: AmortizedIAF(build_encoder(config.net, spec), spec.latent_dim,
                                       config.flow_layers, config.flow_hidden, num_classes=spec.cond_dim))
 
-__all__ = ["GUIDES", "AmortizedDiagonalNormal", "AmortizedIAF", "AmortizedLowRankNormal"]
+__all__ = ["GUIDES", "AmortizedDiagonalNormal", "AmortizedGuide", "AmortizedIAF", "AmortizedLowRankNormal"]
