@@ -391,51 +391,6 @@ class _Accumulator:
 # Differentiable log-weights (the IWAE bound as a function of the parameters)
 
 
-def log_importance_weights(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
-    y: torch.Tensor | None = None,
-    *,
-    k: int,
-    latents: dict[str, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """log w_k = log p(x, z_k) - log q(z_k|x) for all K particles in one tiled call, shape (K, B).
-
-    Differentiable (reparameterised sites carry gradients), drawn from the global RNG with one
-    guide call on the tiled batch. ``latents`` (name -> (K * B, ...) tensors, row k * B + b)
-    replays given samples instead of drawing new ones. No mode switching, no seeding: this is
-    the building block of a training objective and of tests, :func:`importance_weighted_log_px`
-    is the estimator.
-    """
-    _check_positive_int("k", k)
-    batch = x.shape[0]
-    x_t, y_t = _tile(x, k), _tile(y, k)  # (K*B, ...)
-    guide_fn = guide if latents is None else poutine.replay(guide, trace=_as_trace(latents))
-    guide_trace = poutine.trace(guide_fn).get_trace(x_t, y_t)
-    log_q = site_log_probs(guide_trace, k * batch, "guide")  # (K*B,)
-    tiled = {name: site["value"] for name, site in _latent_sites(guide_trace)}
-    infer = {name: site["infer"] for name, site in _latent_sites(guide_trace)}
-    log_p = model_log_joint(model, x_t, y_t, tiled, infer)  # (K*B,)
-    return (log_p - log_q).view(k, batch)  # (K, B)
-
-
-def iwae_bound(
-    model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *, k: int
-) -> torch.Tensor:
-    """The IWAE bound per image, logsumexp_k log w_k - log K, differentiable, shape (B,)."""
-    log_w = log_importance_weights(model, guide, x, y, k=k)  # (K, B)
-    return torch.logsumexp(log_w, 0) - math.log(k)
-
-
-def _as_trace(latents: dict[str, torch.Tensor]) -> poutine.Trace:
-    """A trace holding the given values as unobserved sample sites, for poutine.replay."""
-    trace = poutine.Trace()
-    for name, value in latents.items():
-        trace.add_node(name, name=name, type="sample", value=value, is_observed=False, infer={})
-    return trace
-
-
 # ----------------------------------------------------------------------------------------------
 # Memory budget -> k_chunk
 
