@@ -73,8 +73,8 @@ class M2Variant(Variant):
                                               what=f"the labelled batch, min(--batch-size, --labels) = "
                                                    f"{min(cfg.batch_size, self.num_labelled)},")
         self.batches = self._batches(train.data[keep], train.labels[keep], cfg.batch_size, cfg.seed)
-        self.loss = SemiSupervisedLoss(vae.model, vae.guide, self.num_train, self.num_labelled, cfg.alpha, cfg.particles,
-                                       balanced=cfg.labelled_weight == "balanced")
+        self.loss = SemiSupervisedLoss(vae.model, vae.guide, self.num_train, self.num_labelled, cfg.alpha,
+                                       cfg.particles, balanced=cfg.labelled_weight == "balanced")
         return f"{self.num_train:,} unlabelled + {self.num_labelled} labelled training images"
 
     def __len__(self) -> int:
@@ -114,9 +114,9 @@ class M2Variant(Variant):
 
     def _interleaved_batches(self, first_step: int) -> Iterator[tuple]:
         """One epoch of unlabelled steps ``(x_u, None, None, ...)`` with the labelled set's own
-        steps ``(None, x_l, y_l, ...)`` among them. Every step's loss is its batch's sum times ``steps`` (and
-        the processes, whose gradients DDP averages), for both kinds alike, as the tutorial sums
-        each batch: the epoch's step losses add up to ``steps`` times an estimate of -J_alpha, so
+        steps ``(None, x_l, y_l, ...)`` among them. Every step's loss is its batch's sum times
+        ``steps`` (and the processes, whose gradients DDP averages), for both kinds alike, as the
+        tutorial sums each batch: the epoch's step losses add up to ``steps`` times an estimate of -J_alpha, so
         their mean estimates it, and each image keeps its weight in J_alpha."""
         scale = len(self) * self.shard[1]
         labelled_at = set(self.labelled_step_indices())
