@@ -116,8 +116,8 @@ class M2Variant(Variant):
         """One epoch of unlabelled steps ``(x_u, None, None, ...)`` with the labelled set's own
         steps ``(None, x_l, y_l, ...)`` among them. Every step's loss is its batch's sum times
         ``steps`` (and the processes, whose gradients DDP averages), for both kinds alike, as the
-        tutorial sums each batch: the epoch's step losses add up to ``steps`` times an estimate of -J_alpha, so
-        their mean estimates it, and each image keeps its weight in J_alpha."""
+        tutorial sums each batch: the epoch's step losses add up to ``steps`` times an estimate of
+        -J_alpha, so their mean estimates it, and each image keeps its weight in J_alpha."""
         scale = len(self) * self.shard[1]
         labelled_at = set(self.labelled_step_indices())
         unlabelled, labelled = iter(self.batches), iter(self.labelled_batches)
