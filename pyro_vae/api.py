@@ -19,7 +19,7 @@ import torch
 from .config import FitConfig
 from .devices import accelerator_alias, resolve_device
 from .engine.load import load
-from .engine.loop import read_metrics
+from .engine.records import read_metrics
 from .engine.train import run as run_fit
 from .errors import ConfigError
 from .vae import VAE

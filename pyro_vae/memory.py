@@ -29,7 +29,7 @@ import torch
 
 from .config import FitConfig
 from .data.batches import DEVICE_MEMORY_SHARE
-from .engine.loop import TRAIN_EVAL_SIZE  # the trainer's per-epoch training-set evaluation
+from .engine.training_data import TRAIN_EVAL_SIZE  # the trainer's per-epoch training-set evaluation
 from .errors import ConfigError
 from .models.priors import PRIORS
 from .variants import build_vae, variant_of

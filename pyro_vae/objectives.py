@@ -7,7 +7,7 @@ mini-batch scaling, and the one helper that sums a trace's log-densities.
 A loss is Pyro's ELBO module, ``Trace_ELBO()(model, guide)``: an ``nn.Module`` whose forward is
 the differentiable loss and whose parameters are the model's and the guide's (module-local
 parameters, ``pyro.settings.set(module_local_params=True)``), so one ``torch.optim`` optimizer
-trains it. :class:`Minibatch` wraps model and guide so that on a batch of B of N images the loss
+trains it. :class:`Scaled` wraps model and guide so that on a batch of B of N images the loss
 estimates the whole data set's (beta-)ELBO: every site's log-density is multiplied by N / B and
 every latent site's by beta as well (both model log p(z) and guide log q(z|x)), which serves
 ``Trace_ELBO`` (Monte-Carlo KL) and ``TraceMeanField_ELBO`` (analytic KL, scaled by the guide
@@ -280,43 +280,37 @@ class ScaleLatents(Messenger):
     """Multiply the log-density of every latent (unobserved) sample site by ``beta``.
 
     Wrapped around both model and guide, this turns the ELBO into
-    E_q[log p(x|z)] + beta * E_q[log p(z) - log q(z|x)]. ``beta`` may be changed between steps.
+    E_q[log p(x|z)] + beta * E_q[log p(z) - log q(z|x)].
     """
 
-    def __init__(self, beta: float = 1.0):
+    def __init__(self, beta: float | torch.Tensor = 1.0):
         super().__init__()
-        self.beta = float(beta)  # (a 0-dim tensor while JitELBO traces)
+        self.beta = beta  # a float, or a 0-dim tensor while JitELBO traces
 
     def _process_message(self, msg):
         if msg["type"] == "sample" and not msg["is_observed"]:
             msg["scale"] = self.beta * msg["scale"]
 
 
-class Minibatch(torch.nn.Module):
-    """``fn(x, y)`` (a model or guide module) under the data-set scale ``data_scale`` (N / B for a
-    batch of B of N images; the training loop sets it per batch) and the KL weight of
-    ``latent_scale`` on its latent sites, so that its ELBO estimates the whole data set's."""
+class Scaled(torch.nn.Module):
+    """``fn(x, y)`` (a model or guide) with every site's log-density multiplied by ``data_scale``
+    and every latent site's by ``beta`` as well: ``forward(x, y, data_scale, beta)``.
 
-    def __init__(self, fn: torch.nn.Module, latent_scale: ScaleLatents, data_scale: float = 1.0):
+    With ``data_scale`` = N / B on a batch of B of N images, the ELBO of ``Scaled(model)`` and
+    ``Scaled(guide)`` estimates the whole data set's (beta-)ELBO. The scales are arguments, so
+    Pyro's ELBO module, which passes its arguments to both programs, is called as
+    ``loss(x, y, data_scale, beta)``, and a ``torch.jit`` trace takes them as inputs.
+    """
+
+    def __init__(self, fn):
         super().__init__()
         self.fn = fn
-        self.latent_scale = latent_scale
-        self.data_scale = float(data_scale)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        with poutine.scale(scale=self.data_scale), self.latent_scale:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, data_scale: float | torch.Tensor = 1.0,
+                beta: float | torch.Tensor = 1.0):
+        # the latent weight applies first, then the data-set scale: scale = data_scale * (beta * 1)
+        with poutine.scale(scale=data_scale), ScaleLatents(beta):
             return self.fn(x, y)
-
-
-def minibatch_program(fn, num_data: int, latent_scale: ScaleLatents):
-    """``fn(x, y)`` scaled by N / B for each batch of B of ``num_data`` images and by beta on its
-    latent sites, as a plain function (for Pyro's SVI and for tests)."""
-
-    def scaled(x, y=None):
-        with poutine.scale(scale=num_data / x.shape[0]), latent_scale:
-            return fn(x, y)
-
-    return scaled
 
 
 def beta_at(step: int, steps_per_epoch: int, beta: float, warmup_epochs: float) -> float:
@@ -351,9 +345,10 @@ def _parameters_replaced(module: torch.nn.Module, values: dict[str, torch.Tensor
 
 
 class JitELBO(torch.nn.Module):
-    """An ELBO module (Pyro's ``Trace_ELBO()(model, guide)`` over :class:`Minibatch` programs)
-    run as a ``torch.jit.trace`` of itself, one trace per shape of the arguments (the last,
-    smaller batch gets its own: the data plate's size is fixed in a trace).
+    """An ELBO module (Pyro's ``Trace_ELBO()(Scaled(model), Scaled(guide))``) run as a
+    ``torch.jit.trace`` of itself, one trace per shape of the batch (the last, smaller batch gets
+    its own: the data plate's size is fixed in a trace); called as the module is,
+    ``loss(x, y, data_scale, beta)``.
 
     Pyro's ``JitTrace_ELBO`` reads parameters from the global param store and bakes every Python
     number into its trace; here the module's parameters, the mini-batch scale N / B and the KL
@@ -365,17 +360,15 @@ class JitELBO(torch.nn.Module):
     host). The parameters are this module's, so one optimizer over ``parameters()`` trains it.
     """
 
-    def __init__(self, elbo_module: torch.nn.Module, model: Minibatch, guide: Minibatch,
-                 latent_scale: ScaleLatents):
+    def __init__(self, elbo_module: torch.nn.Module):
         super().__init__()
         self.elbo_module = elbo_module
-        self.model, self.guide, self.latent_scale = [model], [guide], latent_scale  # (not submodules twice)
         self.traces: dict[tuple, torch.jit.ScriptFunction] = {}
         self.named: tuple | None = None  # (parameter names, parameters), the trace's first inputs
         self.validated = False
 
-    def _key(self, args: tuple) -> tuple:
-        return tuple((a.shape, a.dtype, a.device) if isinstance(a, torch.Tensor) else a for a in args) + (
+    def _key(self, batch: tuple) -> tuple:
+        return tuple((a.shape, a.dtype, a.device) if isinstance(a, torch.Tensor) else a for a in batch) + (
             self.training, torch.is_autocast_enabled())
 
     def _surrogate_loss(self, *args) -> torch.Tensor:
@@ -393,34 +386,29 @@ class JitELBO(torch.nn.Module):
             loss = loss + surrogate / elbo.num_particles
         return loss
 
-    def forward(self, *args) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, data_scale: float = 1.0,
+                beta: float = 1.0) -> torch.Tensor:
         if is_validation_enabled() and not self.validated:
             self.validated = True
-            return self.elbo_module(*args)  # eager and validated, once
+            return self.elbo_module(x, y, data_scale, beta)  # eager and validated, once
         if self.named is None:  # after the first (eager) call: lazily created parameters exist
             self.named = tuple(zip(*self.elbo_module.named_parameters()))
         names, params = self.named
-        model, guide = self.model[0], self.guide[0]
+        batch = (x,) if y is None else (x, y)
         # the scales as 0-dim CPU tensors: inputs of the trace, combined with tensors on any device
-        scales = (torch.tensor(model.data_scale, dtype=torch.float64),
-                  torch.tensor(self.latent_scale.beta, dtype=torch.float64))
+        scales = (torch.tensor(data_scale, dtype=torch.float64), torch.tensor(beta, dtype=torch.float64))
 
         def loss(*inputs):
-            values, (data_scale, beta), batch = inputs[:len(names)], inputs[len(names):len(names) + 2], \
-                inputs[len(names) + 2:]
-            saved = model.data_scale, guide.data_scale, self.latent_scale.beta
-            model.data_scale = guide.data_scale = data_scale
-            self.latent_scale.beta = beta
-            try:
-                with _parameters_replaced(self.elbo_module, dict(zip(names, values))):
-                    return self._surrogate_loss(*batch)
-            finally:
-                model.data_scale, guide.data_scale, self.latent_scale.beta = saved
+            values, (traced_scale, traced_beta), data = (inputs[:len(names)], inputs[len(names):len(names) + 2],
+                                                         inputs[len(names) + 2:])
+            traced_y = data[1] if len(data) > 1 else None
+            with _parameters_replaced(self.elbo_module, dict(zip(names, values))):
+                return self._surrogate_loss(data[0], traced_y, traced_scale, traced_beta)
 
-        key = self._key(args)
+        key = self._key(batch)
         with pyro.validation_enabled(False):
             if key not in self.traces:
-                cuda = sorted({a.device for a in args if isinstance(a, torch.Tensor) and a.is_cuda}, key=str)
+                cuda = sorted({a.device for a in batch if a.is_cuda}, key=str)
                 # tracing runs the loss once: its random draws are given back, so the traced
                 # call draws what an eager call would have, and batch norm's running statistics
                 # are put back (the traced call updates them)
@@ -429,10 +417,10 @@ class JitELBO(torch.nn.Module):
                     # "converting a tensor to a Python number": Pyro's own bookkeeping of the loss
                     warnings.simplefilter("ignore")
                     with torch.enable_grad():
-                        self.traces[key] = torch.jit.trace(loss, (*params, *scales, *args), check_trace=False)
+                        self.traces[key] = torch.jit.trace(loss, (*params, *scales, *batch), check_trace=False)
                     for buffer, value in buffers:
                         buffer.copy_(value)
-            return self.traces[key](*params, *scales, *args)
+            return self.traces[key](*params, *scales, *batch)
 
 
 # -- per-image ELBO terms --------------------------------------------------------------------
@@ -497,25 +485,26 @@ def elbo_terms(model, guide, x: torch.Tensor, y: torch.Tensor | None = None) -> 
 
 class SemiSupervisedLoss(torch.nn.Module):
     """Minus the M2 objective of Kingma et al. (2014, eq. 9) on one unlabelled and one labelled
-    mini-batch, ``forward(x_u, x_l, y_l)``:
+    mini-batch, ``forward(x_u, x_l, y_l, unlabelled_scale, labelled_scale, beta)``:
 
         J_alpha = sum_{x in U} U(x) + sum_{(x,y) in L} [L(x, y) + alpha N log q(y|x) / N_L]
 
     L(x, y) is the ELBO with y observed; U(x) = E_q(y|x)[L(x, y)] + H[q(y|x)] is summed over
     the C labels exactly: Pyro's ``TraceEnum_ELBO`` enumerates the ``config_enumerate``-d guide's
-    ``y``. Each part is scaled to its whole set (N_u / B_u, N_l / B_l: ``unlabelled_scale`` and
-    ``labelled_scale``, set per batch by the training loop); ``alpha`` is in units of
-    N = N_u + N_l (Kingma et al.: alpha = 0.1 N). With ``balanced=True`` the labelled part (its
-    ELBO and the classification term) is weighted as if the labelled set were as large as the
-    unlabelled one, i.e. multiplied by N_u / N_l: the weighting of training on equal numbers of
-    labelled and unlabelled images per batch, which public reproductions of Kingma et al.'s
-    100-label result use. The two parts are traced separately (their plates have different
-    sizes) and their losses added, so one optimizer step sees both; ``forward`` also takes one of
-    the two batches alone, for training schedules that give labelled batches steps of their own.
+    ``y``. Each part is scaled to its whole set by :class:`Scaled` (``unlabelled_scale`` N_u / B_u
+    and ``labelled_scale`` N_l / B_l, the variant's per-batch arguments, as is the KL weight
+    ``beta``); ``alpha`` is in units of N = N_u + N_l (Kingma et al.: alpha = 0.1 N). With
+    ``balanced=True`` the labelled part (its ELBO and the classification term) is weighted as if
+    the labelled set were as large as the unlabelled one, i.e. multiplied by N_u / N_l: the
+    weighting of training on equal numbers of labelled and unlabelled images per batch, which
+    public reproductions of Kingma et al.'s 100-label result use. The two parts are traced
+    separately (their plates have different sizes) and their losses added, so one optimizer step
+    sees both; ``forward`` also takes one of the two batches alone, for training schedules that
+    give labelled batches steps of their own.
     """
 
     def __init__(self, model, guide, num_unlabelled: int, num_labelled: int, alpha: float,
-                 latent_scale: ScaleLatents, particles: int = 1, balanced: bool = False):
+                 particles: int = 1, balanced: bool = False):
         super().__init__()
         if particles < 1:
             raise ConfigError(f"--particles must be at least 1, got {particles}")
@@ -523,47 +512,43 @@ class SemiSupervisedLoss(torch.nn.Module):
         self.num_unlabelled, self.num_labelled = num_unlabelled, num_labelled
         self.labelled_weight = num_unlabelled / num_labelled if balanced else 1.0
         self.classification_weight = alpha * (num_unlabelled + num_labelled) * self.labelled_weight  # alpha N
-        self.latent_scale = latent_scale
         self.unlabelled_elbo = TraceEnum_ELBO(**_particle_kwargs(particles))
         self.labelled_elbo = DeviceTrace_ELBO(**_particle_kwargs(particles))
-        # N_u / B_u and N_l / B_l of the full batches; the loop sets them for each (sharded) batch
-        self.unlabelled_scale = 1.0
-        self.labelled_scale = 1.0
 
-    def _scaled(self, fn, scale: float):
-        def program(x, y=None):
-            with poutine.scale(scale=scale), self.latent_scale:
-                return fn(x, y)
-        return program
-
-    def unlabelled_loss(self, x_u: torch.Tensor) -> torch.Tensor:
+    def unlabelled_loss(self, x_u: torch.Tensor, scale: float = 1.0, beta: float = 1.0) -> torch.Tensor:
+        """-sum_U U(x) on the batch, times ``scale`` (N_u / B_u)."""
         enumerated = config_enumerate(self.guide, default="parallel")  # y ~ q(y|x): all C values at once
-        return self.unlabelled_elbo.differentiable_loss(self._scaled(self.model, self.unlabelled_scale),
-                                                        self._scaled(enumerated, self.unlabelled_scale), x_u)
+        return self.unlabelled_elbo.differentiable_loss(Scaled(self.model), Scaled(enumerated),
+                                                        x_u, None, scale, beta)
 
-    def labelled_loss(self, x_l: torch.Tensor, y_l: torch.Tensor) -> torch.Tensor:
-        scale = self.labelled_scale * self.labelled_weight
-        scaled_model = self._scaled(self.model, scale)
+    def labelled_loss(self, x_l: torch.Tensor, y_l: torch.Tensor, scale: float = 1.0,
+                      beta: float = 1.0) -> torch.Tensor:
+        """-sum_L [L(x, y) + alpha N log q(y|x) / N_L] on the batch, times ``scale`` (N_l / B_l)."""
+        weighted = scale * self.labelled_weight
+        scaled_model = Scaled(self.model)
         # the classification term, alpha N (1 / B_l) sum_i log q(y_i | x_i): B_l is the full batch's
-        per_image = self.classification_weight * self.labelled_scale / self.num_labelled
+        per_image = self.classification_weight * scale / self.num_labelled
 
-        def model_and_classifier(x, y):
-            scaled_model(x, y)  # L(x, y), y observed
+        def model_and_classifier(x, y, data_scale, beta):
+            scaled_model(x, y, data_scale, beta)  # L(x, y), y observed
             log_q_y = self.guide.label_distribution(x).log_prob(y)  # (B_l,)
             pyro.factor("classification", per_image * log_q_y.sum())
 
-        return self.labelled_elbo.differentiable_loss(model_and_classifier, self._scaled(self.guide, scale),
-                                                      x_l, y_l)
+        return self.labelled_elbo.differentiable_loss(model_and_classifier, Scaled(self.guide),
+                                                      x_l, y_l, weighted, beta)
 
     def forward(self, x_u: torch.Tensor | None, x_l: torch.Tensor | None = None,
-                y_l: torch.Tensor | None = None) -> torch.Tensor:
+                y_l: torch.Tensor | None = None, unlabelled_scale: float = 1.0, labelled_scale: float = 1.0,
+                beta: float = 1.0) -> torch.Tensor:
         """-J_alpha on a pair of batches, or on one of them alone (the other None): the steps of
         ``--labelled-steps interleaved``."""
         if x_u is None and x_l is None:
             raise ValueError("SemiSupervisedLoss needs an unlabelled batch, a labelled batch, or both")
         with _losses_stay_on_the_device():
             if x_l is None:
-                return self.unlabelled_loss(x_u)  # -sum_U U(x), scaled
+                return self.unlabelled_loss(x_u, unlabelled_scale, beta)
             if x_u is None:
-                return self.labelled_loss(x_l, y_l)  # -sum_L [L(x, y) + alpha N log q(y|x) / N_L], scaled
-            return self.unlabelled_loss(x_u) + self.labelled_loss(x_l, y_l)  # -J_alpha on this pair of batches
+                return self.labelled_loss(x_l, y_l, labelled_scale, beta)
+            # -J_alpha on this pair of batches
+            return (self.unlabelled_loss(x_u, unlabelled_scale, beta)
+                    + self.labelled_loss(x_l, y_l, labelled_scale, beta))

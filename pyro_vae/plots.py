@@ -1,5 +1,7 @@
 """Pictures written next to the numbers: samples, reconstructions, curves, latent maps,
-interpolations. Every PNG is written atomically.
+interpolations, and the evaluation's k-hat histogram and log p_K(x)-against-K curve. Every PNG is
+written atomically. The data come in as arguments (a VAE object, tensors, records); nothing here
+imports the engine, the variants or the evaluation.
 
 matplotlib is imported lazily, and each figure is a :class:`matplotlib.figure.Figure` on its own
 Agg canvas, never a pyplot figure: nothing here changes matplotlib's backend or pyplot's global
@@ -7,9 +9,11 @@ state, so a notebook's inline figures keep working while training writes its pic
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 
@@ -21,12 +25,13 @@ LATENT_GRID_SIDE = 20
 POSTERIOR_GRID_STDS = 4.0
 
 
-def _figure(figsize: tuple[float, float], ncols: int = 1):
-    """A Figure on its own Agg canvas (no pyplot, no backend switch) and its ``ncols`` Axes."""
+def figure(figsize: tuple[float, float], ncols: int = 1, **options):
+    """A Figure on its own Agg canvas (no pyplot, no backend switch) and its ``ncols`` Axes;
+    ``options`` go to :class:`matplotlib.figure.Figure` (e.g. ``layout="constrained"``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, **options)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     return fig, (axes if ncols > 1 else axes[0])
@@ -41,9 +46,15 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int) -> Path:
     return path
 
 
-def _save_figure(fig, path: Path) -> Path:
+def save_figure(fig, path: str | os.PathLike, *, tight: bool = True) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically (a temporary file beside it, then a rename);
+    ``tight``: at 100 dpi, cropped to what is drawn (else as the figure is laid out)."""
+    path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        if tight:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        else:
+            fig.savefig(tmp, format="png")
     return path
 
 
@@ -114,7 +125,7 @@ def latent_maps(vae, x: torch.Tensor, labels: torch.Tensor, out_dir: Path,
         explained = (s[:2] ** 2 / (s**2).sum()).tolist()
         title = f"PCA of the {latent_dim}-D posterior means (test images)"
         axis_labels = (f"PC 1 ({explained[0]:.0%} of variance)", f"PC 2 ({explained[1]:.0%})")
-    written.append(_scatter_by_label(coords.cpu(), labels.cpu(), title, axis_labels, out_dir / "latent_map.png"))
+    written.append(scatter_by_label(coords.cpu(), labels.cpu(), title, axis_labels, out_dir / "latent_map.png"))
     return written
 
 
@@ -127,15 +138,16 @@ def _decode_plane(vae, xs: torch.Tensor, ys: torch.Tensor, path: Path) -> Path:
     return save_grid(images, path, nrow=len(xs))
 
 
-def _scatter_by_label(coords, labels, title, axis_labels, path: Path) -> Path:
-    fig, ax = _figure((6.5, 5.5))
+def scatter_by_label(coords, labels, title, axis_labels, path: Path) -> Path:
+    """Points (N, 2) coloured by their label (0..9), with a colour bar."""
+    fig, ax = figure((6.5, 5.5))
     points = ax.scatter(coords[:, 0], coords[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7,
                         vmin=-0.5, vmax=9.5)
     fig.colorbar(points, ax=ax, ticks=range(10), label="label")
     ax.set_title(title)
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def label_sample_grid(vae, path: Path, per_label: int = 10) -> Path:
@@ -174,7 +186,7 @@ def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, path: Path, ti
     counts = torch.zeros(num_classes, num_classes, dtype=torch.long)
     counts.index_put_((true.long(), predicted.long()), torch.ones_like(true, dtype=torch.long), accumulate=True)
     accuracy = counts.diag().sum().item() / max(1, counts.sum().item())
-    fig, ax = _figure((6.5, 5.5))
+    fig, ax = figure((6.5, 5.5))
     shown = ax.imshow(counts.numpy(), cmap="Blues")
     fig.colorbar(shown, ax=ax, label="images")
     for i in range(num_classes):
@@ -188,7 +200,7 @@ def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, path: Path, ti
     ax.set_xlabel("predicted label argmax q(y|x)")
     ax.set_ylabel("true label")
     ax.set_title(f"{title}\naccuracy {accuracy:.2%}, error {1 - accuracy:.2%}".strip())
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(records: Sequence[dict], path: Path) -> Path:
@@ -196,7 +208,7 @@ def training_curves(records: Sequence[dict], path: Path) -> Path:
     panels = [("elbo", "ELBO"), ("recon", "reconstruction  E_q[log p(x|z)]"), ("kl", "KL(q(z|x) || p(z))")]
     if records and "test_accuracy" in records[-1]:  # M2: the classifier q(y|x)
         panels.append(("accuracy", "accuracy of argmax q(y|x)"))
-    fig, axes = _figure((5 * len(panels), 4), ncols=len(panels))
+    fig, axes = figure((5 * len(panels), 4), ncols=len(panels))
     epochs = [r["epoch"] for r in records]
     for ax, (term, label) in zip(axes, panels):
         for split in ("train", "valid", "test"):
@@ -208,4 +220,55 @@ def training_curves(records: Sequence[dict], path: Path) -> Path:
         ax.set_title(label)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
+
+
+# -- the evaluation's pictures ----------------------------------------------------------------
+
+def plot_khat_histogram(khat, path: str | os.PathLike, *, title: str | None = None, good: float = 0.5,
+                        bad: float = 0.7) -> Path:
+    """Histogram of per-image Pareto k-hat with lines at ``good`` and ``bad`` (Vehtari et al.'s
+    0.5 and 0.7, as :mod:`pyro_vae.evaluation.diagnostics` uses them); returns the PNG's path.
+
+    Non-finite values (NaN: undefined, -inf: constant weights, +inf: a few weights dominate)
+    cannot be binned; they are counted in the legend instead.
+    """
+    khat = np.asarray(khat, dtype=np.float64)
+    finite = khat[np.isfinite(khat)]
+    fig, ax = figure((6, 4), dpi=100, layout="constrained")
+    bins = np.linspace(min(finite.min(initial=0.0), 0.0) - 0.05,
+                       max(finite.max(initial=1.0), 1.0) + 0.05, 41)
+    ax.hist(finite, bins=bins, color="0.55", edgecolor="white")
+    ax.axvline(good, color="tab:orange", linestyle="--", label=f"k = {good}")
+    ax.axvline(bad, color="tab:red", linestyle="--", label=f"k = {bad}")
+    share = np.mean(khat[~np.isnan(khat)] > bad) if (~np.isnan(khat)).any() else np.nan
+    extra = (f"{int(np.isnan(khat).sum())} undefined, {int(np.isneginf(khat).sum())} constant, "
+             f"{int(np.isposinf(khat).sum())} infinite")
+    ax.plot([], [], " ", label=extra)
+    ax.set_xlabel("Pareto k-hat of the importance weights (per image)")
+    ax.set_ylabel("images")
+    ax.set_title(title or f"PSIS k-hat: {100 * share:.1f}% of {khat.size} images above {bad}")
+    ax.legend(loc="upper right", fontsize="small")
+    return save_figure(fig, path, tight=False)
+
+
+def plot_log_px_against_k(curve, path: str | os.PathLike, *, exact: float | None = None,
+                          title: str | None = None) -> Path:
+    """Mean log p_K(x) ± standard error against K (log axis); returns the PNG's path.
+
+    ``curve``: a :class:`pyro_vae.evaluation.LogPxCurve` (its ``ks``, ``log_px`` (images, K's),
+    ``mean()`` and ``stderr()``). ``exact``: a known mean log p(x) to draw as a line (e.g. a
+    linear-Gaussian model's).
+    """
+    fig, ax = figure((6, 4), dpi=100, layout="constrained")
+    ks = np.asarray(curve.ks)
+    ax.errorbar(ks, curve.mean(), yerr=np.nan_to_num(curve.stderr()), marker="o", capsize=3,
+                label=f"log p_K(x), {curve.log_px.shape[0]} images")
+    if exact is not None:
+        ax.axhline(exact, color="tab:green", linestyle="--", label="exact log p(x)")
+    ax.set_xscale("log")
+    ax.set_xlabel("K (importance samples, nested)")
+    ax.set_ylabel("mean log p_K(x) [nats]")
+    ax.set_title(title or "Importance-weighted estimate of log p(x) against K")
+    ax.legend(loc="lower right", fontsize="small")
+    return save_figure(fig, path, tight=False)

@@ -60,32 +60,56 @@ def test_m2_enumerated_elbo_equals_the_hand_summed_elbo_over_the_ten_labels(mnis
 
 
 def test_balanced_weighting_multiplies_the_labelled_part_by_n_unlabelled_over_n_labelled(mnist_dataset, one_thread):
-    from pyro_vae.objectives import ScaleLatents, SemiSupervisedLoss
+    from pyro_vae.objectives import SemiSupervisedLoss
 
     vae = build_vae(FitConfig(model="m2", latent_dim=3, hidden=(32,)), (1, 28, 28))
     x = binary_images(mnist_dataset, 7)
     xu, xl, yl = x[:4], x[4:], mnist_dataset.test.labels[4:7]
 
     def objective(alpha, balanced):
-        loss = SemiSupervisedLoss(vae.model, vae.guide, 600, 40, alpha, ScaleLatents(1.0), balanced=balanced)
-        loss.unlabelled_scale, loss.labelled_scale = 600 / 4, 40 / 3  # N_u / B_u, N_l / B_l
-        return loss
+        return SemiSupervisedLoss(vae.model, vae.guide, 600, 40, alpha, balanced=balanced)
 
+    scales = (600 / 4, 40 / 3, 1.0)  # N_u / B_u, N_l / B_l, beta
     counted, balanced = objective(0.1, False), objective(0.1, True)
     losses = {}
     for name, loss_fn in (("counted", counted), ("balanced", balanced)):
         pyro.set_rng_seed(1)
-        losses[name] = float(loss_fn(xu, xl, yl).detach())
+        losses[name] = float(loss_fn(xu, xl, yl, *scales).detach())
     pyro.set_rng_seed(1)
-    unlabelled = float(counted.unlabelled_loss(xu).detach())
+    unlabelled = float(counted.unlabelled_loss(xu, 600 / 4).detach())
     labelled = losses["counted"] - unlabelled  # -[L(x, y) sum + alpha N mean log q(y|x)], counted once
     assert losses["balanced"] == pytest.approx(unlabelled + 600 / 40 * labelled, rel=1e-5)
     # and the classification term really is alpha N mean log q(y|x): take it away by hand
     with torch.no_grad():
         log_q = vae.guide.label_distribution(xl).log_prob(yl).mean()
     pyro.set_rng_seed(1)
-    without = float(objective(0.0, False)(xu, xl, yl).detach())
+    without = float(objective(0.0, False)(xu, xl, yl, *scales).detach())
     assert losses["counted"] == pytest.approx(without - 0.1 * 640 * float(log_q), rel=1e-5)
+
+
+def test_m2_losses_take_the_data_scale_through_the_one_wrapper(mnist_dataset, monkeypatch, one_thread):
+    """A labelled (and an unlabelled) batch's loss with data scale s is s times its unscaled loss
+    (the classification term included), and both parts run their programs through
+    :class:`pyro_vae.objectives.Scaled`, the wrapper of the plain ELBO's programs."""
+    from pyro_vae import objectives
+    from pyro_vae.objectives import SemiSupervisedLoss
+
+    vae = build_vae(FitConfig(model="m2", latent_dim=3, hidden=(32,)), (1, 28, 28))
+    x = binary_images(mnist_dataset, 7)
+    xu, xl, yl = x[:4], x[4:], mnist_dataset.test.labels[4:7]
+    loss = SemiSupervisedLoss(vae.model, vae.guide, 600, 40, alpha=0.1)
+    wrapped, forward = [], objectives.Scaled.forward
+    monkeypatch.setattr(objectives.Scaled, "forward",
+                        lambda self, *args: (wrapped.append(args[2:]), forward(self, *args))[1])
+    s = 40 / 3
+    for args, scaled_args in (((None, xl, yl), (None, xl, yl, 1.0, s, 0.5)),
+                              ((xu, None, None), (xu, None, None, s, 1.0, 0.5))):
+        pyro.set_rng_seed(2)
+        scaled = float(loss(*scaled_args).detach())
+        pyro.set_rng_seed(2)
+        plain = float(loss(*args, 1.0, 1.0, 0.5).detach())
+        assert scaled == pytest.approx(s * plain, rel=1e-5)
+    assert (s, 0.5) in wrapped and (1.0, 0.5) in wrapped  # model and guide, both parts
 
 
 class MixtureOfPPCA(PyroModule):
@@ -227,21 +251,19 @@ def test_interleaved_labelled_steps_follow_pyros_tutorial_and_weigh_each_image_a
     variant = Trainer(config, mnist_dataset, tmp_path, torch.device("cpu"), log=lambda _: None).variant
     assert len(variant) == 6 and variant.labelled_step_indices() == [1]
     steps = list(variant.training_batches())
-    assert [x_l is not None for _, x_l, _ in steps] == [False, True, False, False, False, False]
-    assert all((x_u is None) != (x_l is None) for x_u, x_l, _ in steps)  # one kind per step
-    assert sum(x_u.shape[0] for x_u, _, _ in steps if x_u is not None) == 500  # each unlabelled image once
-    _, x_l, y_l = steps[1]
+    assert [x_l is not None for _, x_l, *_ in steps] == [False, True, False, False, False, False]
+    assert all((x_u is None) != (x_l is None) for x_u, x_l, *_ in steps)  # one kind per step
+    assert sum(x_u.shape[0] for x_u, *_ in steps if x_u is not None) == 500  # each unlabelled image once
+    _, x_l, y_l, *_ = steps[1]
     assert x_l.shape[0] == 100 and torch.equal(y_l.bincount(minlength=C), torch.full((C,), 10))
     loss = variant.loss
-    assert loss.unlabelled_scale == loss.labelled_scale == 6  # the epoch's steps, one process
+    assert all(step[3:] == (6, 6, 1.0) for step in steps)  # the epoch's steps, one process; beta 1
     x_u = steps[0][0]
-    for step_args, part in (((x_u, None, None), lambda: loss.unlabelled_loss(x_u)),
-                            ((None, x_l, y_l), lambda: loss.labelled_loss(x_l, y_l))):
-        loss.unlabelled_scale = loss.labelled_scale = 6
+    for step_args, part in ((steps[0], lambda: loss.unlabelled_loss(x_u)),
+                            (steps[1], lambda: loss.labelled_loss(x_l, y_l))):
         pyro.set_rng_seed(3)
         step = float(loss(*step_args).detach())
-        loss.unlabelled_scale = loss.labelled_scale = 1  # the batch's plain sum
-        pyro.set_rng_seed(3)
+        pyro.set_rng_seed(3)  # the batch's plain sum (scales 1)
         assert step == pytest.approx(6 * float(part().detach()), rel=1e-5)
     # the tutorial's rule spreads several labelled batches evenly: 3,000 labels in batches of 200
     # among 235 unlabelled batches -> every 16th step from step 1 (as the tutorial's comment says)

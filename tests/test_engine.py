@@ -41,7 +41,7 @@ def test_textbook_svi_and_the_engine_take_the_same_first_steps(mnist_dataset, tm
         svi_losses = []
         for step in range(5):
             pyro.set_rng_seed(100 + step)
-            svi_losses.append(svi.step(*args))
+            svi_losses.append(svi.step(args[0]))  # (x, None, N / B = 1, beta = 1)
     assert engine_losses[0] == pytest.approx(svi_losses[0], rel=1e-6)  # the same weights
     assert engine_losses == pytest.approx(svi_losses, rel=1e-5)  # and the same steps
     assert len(set(engine_losses)) == 5  # the steps changed something

@@ -31,7 +31,7 @@ from pyro_vae.evaluation import (
     log_px_against_k,
     pareto_khat,
 )
-from pyro_vae.evaluation.plots import plot_khat_histogram, plot_log_px_against_k
+from pyro_vae.plots import plot_khat_histogram, plot_log_px_against_k
 from pyro_vae.models.ppca import PPCA, AmortizedLinearGaussian, PPCAExactPosterior
 
 EXACT = 1e-10
@@ -514,14 +514,14 @@ def test_nan_weights_are_a_clear_error(ppca, x):
 def test_freed_memory_is_returned_every_few_chunks_without_changing_the_numbers(vae, monkeypatch):
     """glibc keeps the freed chunks' blocks in a fragmented heap (a VampPrior evaluation grew to
     22 GB); scoring gives them back every TRIM_EVERY_CHUNKS chunks, and the estimate is unchanged."""
-    import pyro_vae.evaluation.iwae as iwae
+    from pyro_vae.evaluation import memory_budget
 
     model, guide, images = vae
     kept = importance_weighted_log_px(model, guide, images, k=40, k_chunk=1, seed=3)
-    iwae._return_freed_memory()  # the real call runs wherever the C library is (a no-op without glibc)
+    memory_budget.return_freed_memory()  # the real call runs wherever the C library is (a no-op without glibc)
     trims = []
-    monkeypatch.setattr(iwae, "_return_freed_memory", lambda: trims.append(1))
-    monkeypatch.setattr(iwae, "TRIM_EVERY_CHUNKS", 8)
+    monkeypatch.setattr(memory_budget, "return_freed_memory", lambda: trims.append(1))
+    monkeypatch.setattr(memory_budget, "TRIM_EVERY_CHUNKS", 8)
     trimmed = importance_weighted_log_px(model, guide, images, k=40, k_chunk=1, seed=3)
     assert len(trims) == 40 // 8  # after chunks 8, 16, 24, 32 and 40
     assert torch.equal(trimmed.log_px, kept.log_px)

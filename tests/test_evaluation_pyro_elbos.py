@@ -25,12 +25,8 @@ import torch
 from pyro.infer import RenyiELBO, Trace_ELBO
 from pyro.nn import PyroModule
 
-from pyro_vae.evaluation import (
-    importance_weighted_log_px,
-    iwae_bound,
-    log_importance_weights,
-    particle_seed,
-)
+from iwae_reference import iwae_bound, log_importance_weights
+from pyro_vae.evaluation import importance_weighted_log_px, particle_seed
 from pyro_vae.models.ppca import PPCA, AmortizedLinearGaussian
 
 TOL = 1e-10

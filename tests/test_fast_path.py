@@ -9,7 +9,7 @@ import torch
 
 from pyro_vae.config import FitConfig
 from pyro_vae.errors import ConfigError
-from pyro_vae.objectives import JitELBO, Minibatch, ScaleLatents, build_elbo
+from pyro_vae.objectives import JitELBO, Scaled, build_elbo
 from pyro_vae.variants import build_vae, check
 
 CASES = [dict(elbo="trace"), dict(elbo="meanfield"), dict(elbo="trace", net="conv"),
@@ -20,31 +20,27 @@ CASES = [dict(elbo="trace"), dict(elbo="meanfield"), dict(elbo="trace", net="con
 def _losses(case):
     config = FitConfig(hidden=(32, 32), latent_dim=4, flow_hidden=16, **case)
     vae = build_vae(config, (1, 28, 28), 10)
-    latent_scale = ScaleLatents(1.0)
-    model, guide = Minibatch(vae.model, latent_scale), Minibatch(vae.guide, latent_scale)
-    eager = build_elbo(config.elbo, config.particles)(model, guide)
-    return config, eager, JitELBO(eager, model, guide, latent_scale), model, guide, latent_scale
+    eager = build_elbo(config.elbo, config.particles)(Scaled(vae.model), Scaled(vae.guide))
+    return config, eager, JitELBO(eager)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c.values())))
 def test_jit_loss_and_gradients_equal_the_eager_elbo(case):
-    config, eager, jitted, model, guide, latent_scale = _losses(case)
+    config, eager, jitted = _losses(case)
     generator = torch.Generator().manual_seed(1)
     labelled = config.model == "cvae"
 
     def batch(rows):
         x = (torch.rand(rows, 1, 28, 28, generator=generator) > 0.5).float()
         y = torch.randint(0, 10, (rows,), generator=generator)
-        return (x, y) if labelled else (x,)
+        return (x, y) if labelled else (x, None)
 
     params = list(eager.parameters())
     jitted(*batch(2))  # the first call with validation on runs eagerly (it also creates lazy params)
     assert jitted.validated and not jitted.traces
     # beta rises (KL warm-up) and the last batch is smaller: each must reach the traced loss
     for rows, beta, scale in ((16, 0.25, 100 / 16), (16, 0.75, 100 / 16), (4, 1.0, 100 / 4)):
-        args = batch(rows)
-        model.data_scale = guide.data_scale = scale
-        latent_scale.beta = beta
+        args = (*batch(rows), scale, beta)
         results = []
         for loss_fn in (jitted, eager):
             torch.manual_seed(7)
@@ -63,7 +59,7 @@ def test_jit_loss_and_gradients_equal_the_eager_elbo(case):
 
 
 def test_tracing_leaves_batch_norm_statistics_as_one_eager_step_would():
-    config, eager, jitted, model, guide, latent_scale = _losses(dict(elbo="trace", net="conv"))
+    config, eager, jitted = _losses(dict(elbo="trace", net="conv"))
     x = (torch.rand(8, 1, 28, 28) > 0.5).float()
     jitted(x)  # eager, validated
     before = {n: b.clone() for n, b in eager.named_buffers()}
@@ -84,17 +80,15 @@ def test_tracing_leaves_batch_norm_statistics_as_one_eager_step_would():
 def test_device_resident_elbos_equal_pyros(elbo, pyro_elbo):
     """The default losses (no host reads) give plain Pyro's loss and gradients on the same
     samples, and leave Pyro's module functions as they were."""
-    config, eager, jitted, model, guide, latent_scale = _losses(dict(elbo=elbo, particles=2))
-    plain = pyro_elbo(num_particles=2, vectorize_particles=True, max_plate_nesting=1)(model, guide)
-    x = (torch.rand(8, 1, 28, 28) > 0.5).float()
-    model.data_scale = guide.data_scale = 7.0
-    latent_scale.beta = 0.3
-    eager(x)  # lazy parameters
+    config, eager, jitted = _losses(dict(elbo=elbo, particles=2))
+    plain = pyro_elbo(num_particles=2, vectorize_particles=True, max_plate_nesting=1)(eager.model, eager.guide)
+    args = ((torch.rand(8, 1, 28, 28) > 0.5).float(), None, 7.0, 0.3)  # x, y, N / B, beta
+    eager(*args)  # lazy parameters
     params = list(eager.parameters())
     results = []
     for loss_fn in (eager, plain):
         torch.manual_seed(5)
-        loss = loss_fn(x)
+        loss = loss_fn(*args)
         results.append((loss.detach(), torch.autograd.grad(loss, params)))
     assert torch.allclose(results[0][0], results[1][0], rtol=1e-6)
     for a, b in zip(results[0][1], results[1][1]):
@@ -124,7 +118,7 @@ def test_trainer_with_jit_takes_the_eager_steps(mnist_dataset, tmp_path, one_thr
         losses[jit] = []
         for epoch in range(2):
             for i, args in enumerate(trainer.variant.training_batches()):
-                trainer.variant.latent_scale.beta = 0.1 + 0.2 * (3 * epoch + i)
+                args = (*args[:-1], 0.1 + 0.2 * (3 * epoch + i))  # beta rising step after step
                 pyro.set_rng_seed(1000 + 3 * epoch + i)
                 losses[jit].append(float(trainer.train_step(args)))
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)

@@ -25,7 +25,7 @@ from pyro_vae.config import FitConfig
 from pyro_vae.engine import Trainer
 from pyro_vae.engine.optim import build_optimizer
 from pyro_vae.evaluation.iwae import _chunk_log_weights, particle_seed
-from pyro_vae.objectives import ELBOS, Minibatch, ScaleLatents, SemiSupervisedLoss
+from pyro_vae.objectives import ELBOS, Scaled, SemiSupervisedLoss
 from pyro_vae.variants import build_vae
 
 HOST_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
@@ -61,19 +61,20 @@ class HostReads(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def _loss(kind: str, vae, latent_scale):
+def _loss(kind: str, vae):
     if kind == "m2":
-        return SemiSupervisedLoss(vae.model, vae.guide, 1000, 100, 0.1, latent_scale)
+        return SemiSupervisedLoss(vae.model, vae.guide, 1000, 100, 0.1)
     elbo = {"vae-meanfield": "meanfield", "iwae": "iwae"}.get(kind, "trace")
     particles = 5 if kind == "iwae" else 1
-    return ELBOS.build(elbo, particles)(Minibatch(vae.model, latent_scale, 100.0),
-                                        Minibatch(vae.guide, latent_scale, 100.0))
+    return ELBOS.build(elbo, particles)(Scaled(vae.model), Scaled(vae.guide))
 
 
 def _args(kind: str, device):
+    """The loss's arguments: the batch, its data-set scale 100 and beta (0.5; IWAE: 1)."""
     x = torch.empty(16, 1, 28, 28, device=device).bernoulli_(0.5)
     y = torch.randint(0, 10, (16,), device=device)
-    return {"cvae": (x, y), "m2": (x, x[:8], y[:8])}.get(kind, (x,))
+    beta = 1.0 if kind == "iwae" else 0.5
+    return {"cvae": (x, y, 100.0, beta), "m2": (x, x[:8], y[:8], 100.0, 100.0, beta)}.get(kind, (x, None, 100.0, beta))
 
 
 @pytest.mark.parametrize("kind", ["vae", "vae-meanfield", "cvae", "m2", "iwae", "vamp-iaf"])
@@ -93,8 +94,7 @@ def test_host_syncs_per_training_step(kind, monkeypatch):
     with quiet, torch.device("meta"), HostReads():
         warnings.simplefilter("ignore")
         vae = moved or build_vae(config, (1, 28, 28), 10)
-        latent_scale = ScaleLatents(1.0 if kind == "iwae" else 0.5)
-        loss = _loss(kind, vae, latent_scale)
+        loss = _loss(kind, vae)
         args = _args(kind, "meta")
         loss(*args)  # lazy parameters
     optimizer = build_optimizer(loss.parameters(), 1e-3)

@@ -3,14 +3,16 @@
 import math
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vae.config import FitConfig
-from pyro_vae.objectives import (ScaleLatents, beta_at, build_elbo, elbo_terms,
-                                 minibatch_program)
+from pyro.nn import PyroModule
+
+from pyro_vae.objectives import Scaled, beta_at, build_elbo, elbo_terms
 from pyro_vae.variants import build_vae, check
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -65,17 +67,58 @@ def test_monte_carlo_kl_agrees_with_closed_form(vae_and_batch):
 def test_minibatch_loss_is_data_set_scaled_per_image_terms(vae_and_batch, beta):
     vae, x = vae_and_batch
     num_data = 600  # pretend the batch of 6 is drawn from 600 images
-    scale = ScaleLatents(beta)
-    model = minibatch_program(vae.model, num_data, scale)
-    guide = minibatch_program(vae.guide, num_data, scale)
     pyro.set_rng_seed(3)
-    loss = TraceMeanField_ELBO(max_plate_nesting=1).loss(model, guide, x)
+    loss = TraceMeanField_ELBO(max_plate_nesting=1).loss(Scaled(vae.model), Scaled(vae.guide), x, None,
+                                                         num_data / x.shape[0], beta)
     pyro.set_rng_seed(3)  # the same z for the per-image terms
     terms = elbo_terms(vae.model, vae.guide, x)
     # loss = -(N / B) sum_i [log p(x_i|z_i) - beta KL_i]
     expected = -(num_data / x.shape[0]) * (terms["recon"] - beta * terms["kl"]).sum().item()
     assert loss == pytest.approx(expected, rel=1e-5)
     assert terms["recon"].shape == (6,) and terms["kl"].shape == (6,)
+
+
+class TinyModel(PyroModule):
+    """p(z) = N(0, 1), p(x | z) = N(z, 1), one number per data point."""
+
+    def forward(self, x, y=None):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+class TinyGuide(PyroModule):
+    """q(z | x) = N(x / 2, 0.5^2)."""
+
+    def forward(self, x, y=None):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("z", dist.Normal(x / 2, 0.5))
+
+
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+@pytest.mark.parametrize("beta", [1.0, 0.3])
+def test_the_loss_module_takes_the_scales_as_arguments(elbo, beta):
+    """loss(x, y, N / B, beta) = -(N / B) sum_i [log p(x_i|z_i) - beta KL_i], by hand on a tiny
+    model (KL analytic for meanfield, log q(z|x) - log p(z) for trace), and with beta = 1 the
+    plain ELBO times N / B."""
+    x = torch.tensor([0.5, -1.0, 2.0])
+    num_data = 300
+    loss = build_elbo(elbo)(Scaled(TinyModel()), Scaled(TinyGuide()))
+    pyro.set_rng_seed(0)
+    scaled = float(loss(x, None, num_data / 3, beta))
+    pyro.set_rng_seed(0)  # the same z
+    z = poutine.trace(TinyGuide()).get_trace(x).nodes["z"]["value"]
+    recon = dist.Normal(z, 1.0).log_prob(x)  # log p(x|z)   (B,)
+    if elbo == "meanfield":
+        # KL(N(m, s^2) || N(0, 1)) = log(1 / s) + (s^2 + m^2) / 2 - 1/2     (B,)
+        kl = math.log(1 / 0.5) + (0.25 + (x / 2) ** 2) / 2 - 0.5
+    else:
+        kl = dist.Normal(x / 2, 0.5).log_prob(z) - dist.Normal(0.0, 1.0).log_prob(z)
+    assert scaled == pytest.approx(float(-(num_data / 3) * (recon - beta * kl).sum()), rel=1e-6)
+    if beta == 1.0:
+        pyro.set_rng_seed(0)
+        plain = float(build_elbo(elbo)(TinyModel(), TinyGuide())(x))
+        assert scaled == pytest.approx(num_data / 3 * plain, rel=1e-6)
 
 
 def test_elbo_terms_are_per_image(vae_and_batch):
@@ -120,10 +163,8 @@ def test_iwae_objective_equals_renyi_alpha_0_without_scaling(vae_and_batch):
 def test_iwae_objective_scales_the_bound_not_the_log_weights(vae_and_batch):
     vae, x = vae_and_batch
     num_data = 600
-    model = minibatch_program(vae.model, num_data, ScaleLatents(1.0))
-    guide = minibatch_program(vae.guide, num_data, ScaleLatents(1.0))
     pyro.set_rng_seed(8)
-    scaled = build_elbo("iwae", 5).loss(model, guide, x)
+    scaled = build_elbo("iwae", 5).loss(Scaled(vae.model), Scaled(vae.guide), x, None, num_data / x.shape[0], 1.0)
     pyro.set_rng_seed(8)
     plain = build_elbo("iwae", 5).loss(vae.model, vae.guide, x)
     assert scaled == pytest.approx(num_data / x.shape[0] * plain, rel=1e-6)

@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent("""
     matplotlib.use("svg")  # a backend the library must leave alone
     from pyro_vae import plots
     from pyro_vae.evaluation.diagnostics import LogPxCurve
-    from pyro_vae.evaluation.plots import plot_khat_histogram, plot_log_px_against_k
+    from pyro_vae.plots import plot_khat_histogram, plot_log_px_against_k
     from pathlib import Path
     out = Path(sys.argv[1])
     records = [{"epoch": e, **{f"{s}_{t}": -100.0 + e for s in ("train", "valid", "test")
@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent("""
     written = [
         plots.training_curves(records, out / "curves.png"),
         plots.confusion_matrix(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 2, 2, 2]), out / "cm.png"),
-        plots._scatter_by_label(torch.randn(50, 2), torch.arange(50) % 10, "t", ("a", "b"), out / "map.png"),
+        plots.scatter_by_label(torch.randn(50, 2), torch.arange(50) % 10, "t", ("a", "b"), out / "map.png"),
         plot_khat_histogram(np.array([0.1, 0.6, 0.9, np.nan]), out / "khat.png"),
         plot_log_px_against_k(LogPxCurve(ks=(1, 10), log_px=np.array([[-3.0, -2.5], [-2.0, -1.9]])),
                               out / "k.png"),

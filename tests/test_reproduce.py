@@ -196,8 +196,8 @@ def test_early_stopping_stops_after_n_epochs_without_improvement(mnist_dataset, 
     config = config.replace(**data_record(mnist_dataset, config))  # as fit records the data
     trainer = Trainer(config, mnist_dataset, tmp_path, torch.device("cpu"), log=lambda _: None)
     valid = iter([-100.0, -90.0, -95.0, -91.0, -80.0])  # best at epoch 2, then two worse epochs
-    evaluate = trainer._evaluate
-    monkeypatch.setattr(trainer, "_evaluate", lambda: {**evaluate(), "valid_elbo": next(valid)})
+    evaluate = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda: {**evaluate(), "valid_elbo": next(valid)})
     summary = trainer.fit()
     assert summary["epochs"] == 4 and summary["stopped"] == "early-stopping"
     assert summary["best_epoch"] == 2

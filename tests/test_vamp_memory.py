@@ -155,7 +155,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import resource, sys, torch, pyro
     torch.set_num_threads(1)
     from pyro_vae.config import FitConfig
-    from pyro_vae.objectives import Minibatch, ScaleLatents, build_elbo
+    from pyro_vae.objectives import Scaled, build_elbo
     from pyro_vae.variants import build_vae, resolve_defaults
 
     import pyro_vae.models.priors as priors
@@ -166,9 +166,8 @@ MEMORY_SCRIPT = textwrap.dedent("""
     config = resolve_defaults(FitConfig(prior="vamp", guide="iaf", batch_size=batch))
     assert config.prior_components == 500 and config.flow_hidden == 320 and config.latent_dim == 32
     vae = build_vae(config, (1, 28, 28), 10)
-    scale = ScaleLatents(1.0)
     # the engine's loss: Pyro's ELBO module over the model and guide scaled to 300 images, one torch Adam
-    loss = build_elbo("trace", 1)(Minibatch(vae.model, scale, 300 / batch), Minibatch(vae.guide, scale, 300 / batch))
+    loss = build_elbo("trace", 1)(Scaled(vae.model), Scaled(vae.guide))
     images = torch.rand(300, 1, 28, 28).round()  # a few hundred images
     with torch.no_grad():
         loss(images[:2])  # lazy parameters exist before the optimizer sees them
@@ -178,7 +177,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     losses = []
     for i in range(steps):
-        value = loss(images[i * batch:(i + 1) * batch])
+        value = loss(images[i * batch:(i + 1) * batch], None, 300 / batch, 1.0)
         value.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -21,7 +21,7 @@ from ..data import evaluation_images, load_data
 from ..errors import ConfigError
 from ..evaluation import DEFAULT_KS, evaluate_log_px
 from ..evaluation.iwae import DEFAULT_MEMORY_BUDGET_MB
-from ..evaluation.plots import plot_khat_histogram, plot_log_px_against_k
+from ..plots import plot_khat_histogram, plot_log_px_against_k
 from ..variants import variant_of
 from .fabric import build_fabric, gather_objects, launch
 from .load import load

@@ -129,6 +129,20 @@ def broadcast_buffers(fabric, module: torch.nn.Module) -> None:
         dist.broadcast(buffer.data, src=0)
 
 
+def float32_outputs(module: torch.nn.Module) -> None:
+    """Under mixed precision, cast every linear / convolution layer's low-precision output back
+    to float32: the next layer is cast down again by autocast, but every distribution (and so
+    every log-density the ELBO sums) sees float32 parameters."""
+    def to_float32(_module, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.dtype in (torch.bfloat16, torch.float16):
+            return output.float()
+        return output
+
+    for m in module.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
+            m.register_forward_hook(to_float32)
+
+
 def describe(fabric) -> str:
     """'cpu', or '2 processes x cpu (ddp, 32-true)'-like words for the logs and the summary."""
     device = fabric.device.type

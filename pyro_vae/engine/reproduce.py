@@ -66,7 +66,8 @@ from ..errors import CheckpointError, ConfigError
 from ..schedules import BURDA_TOTAL_PASSES, burda_stage_ends
 from ..variants import resolve_defaults
 from .evaluate import evaluate_run
-from .loop import read_metrics, say
+from .loop import say
+from .records import read_metrics
 from .run_folder import holds_run
 from .train import resume_config
 from .train import run as fit_run
@@ -386,9 +387,9 @@ def _measure_curve_point(out: Path, setting, results: dict, done: int, images: i
 
 def curve_picture(results: dict, path: Path) -> Path:
     """log p(x) (or test error) against passes, log-scaled passes, the paper's number as a line."""
-    from ..plots import _figure, _save_figure
+    from ..plots import figure, save_figure
 
-    fig, ax = _figure((6, 4))
+    fig, ax = figure((6, 4))
     key = "log_px" if results["quantity"] == "log_px" else "test_error"
     points = [p for p in results["curve"] if p.get(key) is not None]
     xs = [p["passes"] for p in points]
@@ -420,4 +421,4 @@ def curve_picture(results: dict, path: Path) -> Path:
     ax.set_ylabel("test log p(x), nats" if key == "log_px" else "test error of q(y|x)")
     ax.set_title(f"{results['name']} ({results['device']})", fontsize=9)
     ax.legend(fontsize=8, loc="upper right" if key == "test_error" else "best")  # M2: clear of both lines
-    return _save_figure(fig, path)
+    return save_figure(fig, path)

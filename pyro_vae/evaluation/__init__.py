@@ -4,7 +4,8 @@
 * :func:`evaluate_log_px`: a whole split in batches -> :class:`EvaluationResult`
   (``summary()`` dict, ``table()`` text).
 * :func:`log_px_against_k`: log p_K(x) for several K from nested samples -> :class:`LogPxCurve`.
-* :mod:`pyro_vae.evaluation.plots`: the k-hat histogram and the log p_K-against-K picture.
+
+Their pictures (the k-hat histogram, log p_K(x) against K) are drawn by :mod:`pyro_vae.plots`.
 """
 
 from .diagnostics import (
@@ -22,9 +23,7 @@ from .iwae import (
     auto_k_chunk,
     eval_mode,
     importance_weighted_log_px,
-    iwae_bound,
     label_summed_log_px,
-    log_importance_weights,
     model_log_joint,
     particle_seed,
 )
@@ -41,10 +40,8 @@ __all__ = [
     "eval_mode",
     "evaluate_log_px",
     "importance_weighted_log_px",
-    "iwae_bound",
     "label_summed_log_px",
     "log_effective_sample_size",
-    "log_importance_weights",
     "log_px_against_k",
     "model_log_joint",
     "pareto_khat",

@@ -43,8 +43,6 @@ Design (why it is written this way):
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -53,15 +51,14 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-import torch.overrides
 
 from ..errors import PyroVAEError
 from pyro.distributions.util import scale_and_mask
 
 from ..objectives import (check_guide_covers_model, enumerated_log_density, enumerated_model,
                           enumerated_sites, sample_sites, trace_log_density)
-
-DEFAULT_MEMORY_BUDGET_MB = 256.0
+from . import memory_budget
+from .memory_budget import DEFAULT_MEMORY_BUDGET_MB
 
 
 @dataclass
@@ -161,10 +158,11 @@ def importance_weighted_log_px(
                     log_w, sums, enumerated = _chunk_log_weights(model, guide, x, y, seeds, latent_site,
                                                                  guide_trace, tiled, all_sites=all_sites)
                 acc.add(log_w, sums)
-                if x.device.type == "cpu" and start // k_chunk % TRIM_EVERY_CHUNKS == TRIM_EVERY_CHUNKS - 1:
-                    _return_freed_memory()
+                every = memory_budget.TRIM_EVERY_CHUNKS
+                if x.device.type == "cpu" and start // k_chunk % every == every - 1:
+                    memory_budget.return_freed_memory()
     except (RuntimeError, MemoryError) as err:
-        if not _is_out_of_memory(err):
+        if not memory_budget.is_out_of_memory(err):
             raise
         chunk = "an automatic k_chunk" if k_chunk is None else f"k_chunk={k_chunk}"
         raise PyroVAEError(
@@ -174,28 +172,6 @@ def importance_weighted_log_px(
         ) from err
     return acc.result(k=k, k_chunk=k_chunk, latent_site=latent_site,
                       discrete=discrete + (enumerated if all_sites else []))
-
-
-def _glibc_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none (macOS, Windows, musl)."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _glibc_malloc_trim()
-TRIM_EVERY_CHUNKS = 16  # after every chunk, the trims slowed a standard-prior evaluation by ~20% here
-
-
-def _return_freed_memory() -> None:
-    """Give the memory freed by a chunk back to the system. On the CPU, glibc keeps freed
-    blocks in its heap, and chunks whose tensors differ in size fragment it. The VampPrior's
-    (k_chunk, B, 500, D) log-densities grew a 500-image evaluation by about 15 MB per chunk,
-    to 22 GB and an out-of-memory kill. ``malloc_trim(0)`` releases the free pages; it is a no-op
-    where there is no glibc. Called every ``TRIM_EVERY_CHUNKS`` chunks."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def label_summed_log_px(
@@ -479,51 +455,6 @@ class _Accumulator:
 # Differentiable log-weights (the IWAE bound as a function of the parameters)
 
 
-def log_importance_weights(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
-    y: torch.Tensor | None = None,
-    *,
-    k: int,
-    latents: dict[str, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """log w_k = log p(x, z_k) - log q(z_k|x) for all K particles in one tiled call, shape (K, B).
-
-    Differentiable (reparameterised sites carry gradients), drawn from the global RNG with one
-    guide call on the tiled batch. ``latents`` (name -> (K * B, ...) tensors, row k * B + b)
-    replays given samples instead of drawing new ones. No mode switching, no seeding: this is
-    the building block of a training objective and of tests, :func:`importance_weighted_log_px`
-    is the estimator.
-    """
-    _check_positive_int("k", k)
-    batch = x.shape[0]
-    x_t, y_t = _tile(x, k), _tile(y, k)  # (K*B, ...)
-    guide_fn = guide if latents is None else poutine.replay(guide, trace=_as_trace(latents))
-    guide_trace = poutine.trace(guide_fn).get_trace(x_t, y_t)
-    log_q = site_log_probs(guide_trace, k * batch, "guide")  # (K*B,)
-    tiled = {name: site["value"] for name, site in _latent_sites(guide_trace)}
-    infer = {name: site["infer"] for name, site in _latent_sites(guide_trace)}
-    log_p = model_log_joint(model, x_t, y_t, tiled, infer)  # (K*B,)
-    return (log_p - log_q).view(k, batch)  # (K, B)
-
-
-def iwae_bound(
-    model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *, k: int
-) -> torch.Tensor:
-    """The IWAE bound per image, logsumexp_k log w_k - log K, differentiable, shape (B,)."""
-    log_w = log_importance_weights(model, guide, x, y, k=k)  # (K, B)
-    return torch.logsumexp(log_w, 0) - math.log(k)
-
-
-def _as_trace(latents: dict[str, torch.Tensor]) -> poutine.Trace:
-    """A trace holding the given values as unobserved sample sites, for poutine.replay."""
-    trace = poutine.Trace()
-    for name, value in latents.items():
-        trace.add_node(name, name=name, type="sample", value=value, is_observed=False, infer={})
-    return trace
-
-
 # ----------------------------------------------------------------------------------------------
 # Memory budget -> k_chunk
 
@@ -537,64 +468,14 @@ def auto_k_chunk(
     k: int,
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
 ) -> int:
-    """The largest k_chunk whose scoring fits ``memory_budget_mb``, between 1 and k.
-
-    One particle of the batch is scored while counting the bytes of every tensor allocated
-    (views and in-place results excluded); a chunk of n particles is taken to need n times that.
-    On a CUDA device the budget is also capped at half the memory ``torch.cuda.mem_get_info``
-    reports free.
-    Counting allocations, not the peak, overestimates, so the budget errs on the safe side.
-    """
-    if not memory_budget_mb > 0:
-        raise PyroVAEError(f"memory_budget_mb must be > 0, got {memory_budget_mb}")
-    counter = _AllocationCounter()
+    """The largest k_chunk whose scoring fits ``memory_budget_mb``, between 1 and k: one particle
+    of the batch is scored while its allocations are counted, and a chunk of n particles is taken
+    to need n times that (:mod:`.memory_budget`; on a GPU, also half its free memory)."""
     with _evaluation_context(model, guide, x):
         guide_trace = poutine.trace(guide).get_trace(x, y)  # once per batch, not per particle
-        with counter:
-            _chunk_log_weights(model, guide, x, y, [particle_seed(0, 0, 0)], "", guide_trace)
-    per_particle = max(counter.nbytes, 1)
-    budget = memory_budget_mb * 2**20
-    if x.device.type == "cuda":  # no more than half of what the GPU has free now
-        free, _total = torch.cuda.mem_get_info(x.device)
-        budget = min(budget, free // 2)
-    return int(max(1, min(k, budget // per_particle)))
-
-
-class _AllocationCounter(torch.overrides.TorchFunctionMode):
-    """Sums the bytes of the tensors that torch functions return in new memory (not views or
-    in-place results of their inputs) while the mode is active."""
-
-    def __init__(self):
-        super().__init__()
-        self.nbytes = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {_address(t) for t in _tensors((args, kwargs))} - {None}
-        for t in _tensors(out):
-            address = _address(t)
-            if address is None or address not in inputs:  # data-free: counted, on the safe side
-                self.nbytes += t.numel() * t.element_size()
-        return out
-
-
-def _address(t: torch.Tensor) -> int | None:
-    """Where ``t``'s memory starts, or None for a tensor without data: its storage is on the
-    ``meta`` device (meta tensors, and the fake CUDA tensors of the tests), all at address 0."""
-    storage = t.untyped_storage()
-    return None if storage.device.type == "meta" else storage.data_ptr()
-
-
-def _tensors(tree) -> Iterator[torch.Tensor]:
-    """The tensors in nested tuples, lists and dicts."""
-    if isinstance(tree, torch.Tensor):
-        yield tree
-    elif isinstance(tree, (tuple, list)):
-        for item in tree:
-            yield from _tensors(item)
-    elif isinstance(tree, dict):
-        for item in tree.values():
-            yield from _tensors(item)
+        per_particle = memory_budget.bytes_allocated_by(
+            lambda: _chunk_log_weights(model, guide, x, y, [particle_seed(0, 0, 0)], "", guide_trace))
+    return memory_budget.items_within_budget(per_particle, k, memory_budget_mb, x.device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -638,14 +519,6 @@ def _seed_rng(seed: int, device: torch.device) -> None:
     if device.type == "cuda" and torch.cuda.is_initialized():  # (not for fake CUDA tensors)
         with torch.cuda.device(device):
             torch.cuda.manual_seed(seed)
-
-
-def _is_out_of_memory(err: BaseException) -> bool:
-    """Whether ``err`` is torch's (or numpy's) way of saying an allocation failed."""
-    if isinstance(err, MemoryError) or isinstance(err, torch.OutOfMemoryError):
-        return True
-    text = str(err).lower()
-    return any(s in text for s in ("not enough memory", "out of memory", "can't allocate memory"))
 
 
 def _check_positive_int(name: str, value) -> None:

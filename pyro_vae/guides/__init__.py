@@ -5,6 +5,7 @@ encoder of ``--net``), ``latent_dim``, ``num_classes`` (> 0: the guide is q(z | 
 
 from ..nets import build_encoder
 from ..registry import Lazy, Registry
+from .base import AmortizedGuide
 from .diagonal import AmortizedDiagonalNormal
 from .hierarchical import HierarchicalGuide, build_burda_two_layer, build_hierarchical_guide, build_hierarchical_vae
 from .iaf import AmortizedIAF
@@ -29,5 +30,5 @@ GUIDES.register("iaf")(
     lambda spec, config: AmortizedIAF(build_encoder(config.net, spec), spec.latent_dim,
                                       config.flow_layers, config.flow_hidden, num_classes=spec.cond_dim))
 
-__all__ = ["GUIDES", "AmortizedDiagonalNormal", "HierarchicalGuide", "build_burda_two_layer",
-           "build_hierarchical_guide", "build_hierarchical_vae", "AmortizedIAF", "AmortizedLowRankNormal"]
+__all__ = ["GUIDES", "AmortizedDiagonalNormal", "AmortizedGuide", "AmortizedIAF", "AmortizedLowRankNormal",
+           "HierarchicalGuide", "build_burda_two_layer", "build_hierarchical_guide", "build_hierarchical_vae"]

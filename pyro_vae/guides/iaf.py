@@ -8,31 +8,25 @@ affine autoregressive transforms, each conditioned on the encoder's features of 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import pyro
 import pyro.distributions as dist
 from pyro.distributions.transforms import Permute, conditional_affine_autoregressive
-from pyro.nn import PyroModule
 from torch import nn
 
-from ..labels import label_input
-from ..models.vae import DATA_PLATE_DIM
 from ..torch_networks import TorchNetwork
-from .diagonal import MIN_POSTERIOR_SCALE
+from .base import AmortizedGuide, positive_scale
 
 
-class AmortizedIAF(PyroModule):
+class AmortizedIAF(AmortizedGuide):
     """q(z | x): a diagonal Normal base and ``flow_layers`` conditional affine autoregressive
     transforms (``pyro.distributions.transforms``), the order of z reversed between layers."""
 
     analytic_kl = False
-    encoder, loc_head, scale_head, flows = TorchNetwork(), TorchNetwork(), TorchNetwork(), TorchNetwork()
+    loc_head, scale_head, flows = TorchNetwork(), TorchNetwork(), TorchNetwork()
 
     def __init__(self, encoder: nn.Module, latent_dim: int, flow_layers: int, flow_hidden: int,
                  num_classes: int = 0):
-        super().__init__()
-        self.num_classes = num_classes  # > 0: q(z | x, y), the label fed to the encoder one-hot
-        self.encoder = encoder
+        super().__init__(encoder, num_classes)
         features = encoder.feature_dim
         self.loc_head = nn.Linear(features, latent_dim)
         self.scale_head = nn.Linear(features, latent_dim)
@@ -58,15 +52,12 @@ class AmortizedIAF(PyroModule):
         orders = [flow.nn.permutation for flow in self.flows]
         self.orders_on_host = None if any(o.device.type == "meta" for o in orders) else [o.cpu() for o in orders]
 
-    def distribution(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
-        return self.distribution_from_features(self.features(x, y))
-
     def features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's features h(x[, y])  (..., B, F); with Pyro's global param store in use,
         registers the flows there."""
         if not pyro.settings.get("module_local_params"):  # Pyro's global param store (e.g. SVI)
             pyro.module(f"{self._pyro_name}.flows", self.flows)  # registers the flows there
-        return self.encoder(x, label_input(y, self.num_classes))
+        return super().features(x, y)
 
     def log_prob_bytes(self) -> int:
         """About the memory autograd keeps per point of ``log_prob``. Evaluating the density of a
@@ -81,7 +72,7 @@ class AmortizedIAF(PyroModule):
     def distribution_from_features(self, h: torch.Tensor) -> dist.TorchDistribution:
         """q(z | x) from the encoder's features h(x) (B, F): batch (B,), event (D,)."""
         loc = self.loc_head(h)  # (B, D)
-        scale = F.softplus(self.scale_head(h)) + MIN_POSTERIOR_SCALE
+        scale = positive_scale(self.scale_head(h))
         base = dist.Normal(loc, scale).to_event(1)  # q(z_0|x): batch (B,), event (D,)
         transforms = []
         for i, flow in enumerate(self.flows):
@@ -92,7 +83,3 @@ class AmortizedIAF(PyroModule):
                 transform.arn.permutation = self.orders_on_host[i]
             transforms.append(transform)
         return dist.TransformedDistribution(base, transforms)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        with pyro.plate("data", x.shape[0], dim=DATA_PLATE_DIM):
-            return pyro.sample("z", self.distribution(x, y))

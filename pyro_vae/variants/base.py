@@ -26,7 +26,7 @@ from ..models import LIKELIHOODS, PRIORS
 from ..nets import NetSpec, build_decoder, initialize_linear_layers
 from ..guides import GUIDES
 from ..components import check_objective
-from ..objectives import ELBOS, JIT_ELBOS, JitELBO, Minibatch, ScaleLatents, elbo_terms
+from ..objectives import ELBOS, JIT_ELBOS, JitELBO, Scaled, beta_at, elbo_terms
 from ..vae import VAE
 
 EVAL_BATCH_SIZE = 1000  # images per seeded chunk of the per-epoch ELBO
@@ -188,7 +188,6 @@ class Variant:
         self.num_classes = num_classes
         self.device = device
         self.shard = shard
-        self.latent_scale = ScaleLatents(1.0)
         self.loss: torch.nn.Module | None = None
 
     def _batches(self, images, labels, batch_size: int, seed: int, what: str | None = None) -> DeviceBatches:
@@ -207,11 +206,10 @@ class Variant:
         check_objective(cfg, vae.model.prior, vae.guide)  # also for a VAE built outside the config
         self.num_train = len(train)
         self.batches = self._batches(train.data, train.labels, cfg.batch_size, cfg.seed)  # uint8 or floats
-        self.model = Minibatch(vae.model, self.latent_scale)
-        self.guide = Minibatch(vae.guide, self.latent_scale)
-        self.loss = ELBOS.build(cfg.elbo, cfg.particles)(self.model, self.guide)  # Pyro's ELBO module
+        # Pyro's ELBO module, called as loss(x, y, data_scale, beta)
+        self.loss = ELBOS.build(cfg.elbo, cfg.particles)(Scaled(vae.model), Scaled(vae.guide))
         if cfg.jit:
-            self.loss = JitELBO(self.loss, self.model, self.guide, self.latent_scale)
+            self.loss = JitELBO(self.loss)
         return f"{self.num_train:,} training images"
 
     def __len__(self) -> int:
@@ -224,14 +222,19 @@ class Variant:
         is itself an estimate of the whole training set's ELBO."""
         return num_data / batches.global_rows(index) * self.shard[1]
 
-    def training_batches(self) -> Iterator[tuple]:
-        """One epoch of the loss module's arguments, its scales set for each batch."""
+    def beta(self, step: int) -> float:
+        """The KL weight of optimizer step ``step`` (0-based, counted over the whole run)."""
+        return beta_at(step, len(self), self.config.beta, self.config.warmup_epochs)
+
+    def training_batches(self, first_step: int = 0) -> Iterator[tuple]:
+        """One epoch of the loss module's arguments ``(x, y, data_scale, beta)``, the epoch's
+        optimizer steps counted from ``first_step`` (the KL warm-up's beta depends on it)."""
         for i, (x, y) in enumerate(self.batches):
-            self.model.data_scale = self.guide.data_scale = self._data_scale(self.num_train, self.batches, i)
-            yield self.loss_args(x, y)
+            yield *self.loss_args(x, y), self._data_scale(self.num_train, self.batches, i), self.beta(first_step + i)
 
     def loss_args(self, x: torch.Tensor, y: torch.Tensor) -> tuple:
-        return (x,)
+        """The batch as the model and guide take it, ``(x, y)``: y None where they take no label."""
+        return (x, None)
 
     def first_batch(self) -> tuple:
         """The arguments of one (small) training batch, to create lazy parameters and check the
@@ -239,7 +242,7 @@ class Variant:
         x = intensities(self.batches.images[:2]).to(self.device)  # (2, C, H, W) float32 (stored uint8 maybe)
         if self.config.binarize == "dynamic":
             x = (x > 0.5).to(x.dtype)
-        return self.loss_args(x, self.batches.labels[:2].to(self.device))
+        return *self.loss_args(x, self.batches.labels[:2].to(self.device)), 1.0, 1.0  # (scales: 1)
 
     def sampler_state(self) -> dict:
         return self.batches.state_dict()

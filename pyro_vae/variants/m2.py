@@ -74,8 +74,7 @@ class M2Variant(Variant):
                                                    f"{min(cfg.batch_size, self.num_labelled)},")
         self.batches = self._batches(train.data[keep], train.labels[keep], cfg.batch_size, cfg.seed)
         self.loss = SemiSupervisedLoss(vae.model, vae.guide, self.num_train, self.num_labelled, cfg.alpha,
-                                       self.latent_scale, cfg.particles,
-                                       balanced=cfg.labelled_weight == "balanced")
+                                       cfg.particles, balanced=cfg.labelled_weight == "balanced")
         return f"{self.num_train:,} unlabelled + {self.num_labelled} labelled training images"
 
     def __len__(self) -> int:
@@ -92,16 +91,17 @@ class M2Variant(Variant):
             for i, (x, y) in enumerate(self.labelled_batches):
                 yield i, x, y
 
-    def training_batches(self) -> Iterator[tuple]:
+    def training_batches(self, first_step: int = 0) -> Iterator[tuple]:
+        """One epoch of ``(x_u, x_l, y_l, unlabelled_scale, labelled_scale, beta)``."""
         if self.config.labelled_steps == "interleaved":
-            yield from self._interleaved_batches()
+            yield from self._interleaved_batches(first_step)
             return
         labelled = self._labelled_stream()
         for i, (x_u, _) in enumerate(self.batches):
             j, x_l, y_l = next(labelled)
-            self.loss.unlabelled_scale = self._data_scale(self.num_train, self.batches, i)
-            self.loss.labelled_scale = self._data_scale(self.num_labelled, self.labelled_batches, j)
-            yield x_u, x_l, y_l  # -J_alpha on this pair
+            # -J_alpha on this pair
+            yield (x_u, x_l, y_l, self._data_scale(self.num_train, self.batches, i),
+                   self._data_scale(self.num_labelled, self.labelled_batches, j), self.beta(first_step + i))
 
     def labelled_step_indices(self) -> list[int]:
         """The steps of an epoch that take a labelled batch with ``--labelled-steps interleaved``:
@@ -112,23 +112,22 @@ class M2Variant(Variant):
         first = 1 if every > 1 else 0
         return [first + j * every for j in range(count)]
 
-    def _interleaved_batches(self) -> Iterator[tuple]:
-        """One epoch of unlabelled steps ``(x_u, None, None)`` with the labelled set's own steps
-        ``(None, x_l, y_l)`` among them. Every step's loss is its batch's sum times ``steps`` (and
-        the processes, whose gradients DDP averages), for both kinds alike, as the tutorial sums
-        each batch: the epoch's step losses add up to ``steps`` times an estimate of -J_alpha, so
-        their mean estimates it, and each image keeps its weight in J_alpha."""
+    def _interleaved_batches(self, first_step: int) -> Iterator[tuple]:
+        """One epoch of unlabelled steps ``(x_u, None, None, ...)`` with the labelled set's own
+        steps ``(None, x_l, y_l, ...)`` among them. Every step's loss is its batch's sum times
+        ``steps`` (and the processes, whose gradients DDP averages), for both kinds alike, as the
+        tutorial sums each batch: the epoch's step losses add up to ``steps`` times an estimate of
+        -J_alpha, so their mean estimates it, and each image keeps its weight in J_alpha."""
         scale = len(self) * self.shard[1]
-        self.loss.unlabelled_scale = self.loss.labelled_scale = scale
         labelled_at = set(self.labelled_step_indices())
         unlabelled, labelled = iter(self.batches), iter(self.labelled_batches)
         for i in range(len(self)):
             if i in labelled_at:
                 x_l, y_l = next(labelled)
-                yield None, x_l, y_l
+                yield None, x_l, y_l, scale, scale, self.beta(first_step + i)
             else:
                 x_u, _ = next(unlabelled)
-                yield x_u, None, None
+                yield x_u, None, None, scale, scale, self.beta(first_step + i)
 
     def first_batch(self) -> tuple:
         x_u = intensities(self.batches.images[:2]).to(self.device)  # stored uint8 maybe
@@ -136,7 +135,7 @@ class M2Variant(Variant):
         y_l = self.labelled_batches.labels[:2]
         if self.config.binarize == "dynamic":
             x_u, x_l = (x_u > 0.5).to(x_u.dtype), (x_l > 0.5).to(x_l.dtype)
-        return x_u, x_l, y_l
+        return x_u, x_l, y_l, 1.0, 1.0, 1.0  # (scales: 1)
 
     def sampler_state(self) -> dict:
         return {"unlabelled": self.batches.state_dict(), "labelled": self.labelled_batches.state_dict()}

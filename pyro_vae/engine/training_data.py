@@ -1,0 +1,41 @@
+"""The images a run trains on and the evaluation sets its per-epoch metrics are measured on."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import evaluation_images
+from ..data.binarize import EVALUATION_SEED
+from ..variants import EvalSet
+
+TRAIN_EVAL_SIZE = 10_000  # training images on which the per-epoch train ELBO is measured
+
+
+def training_split(dataset, config):
+    """The training split as ``config`` says: with ``--train-on-validation`` the validation images
+    too (the standard 60,000 / 10,000 split of MNIST), then the first ``--train-size`` images."""
+    train = dataset.train
+    if config.train_on_validation:
+        train = type(train)(train.name, torch.cat([train.images, dataset.valid.images]),
+                            torch.cat([train.labels, dataset.valid.labels]))
+    if config.train_size is not None:
+        train = train.subset(config.train_size)
+    return train
+
+
+def evaluation_sets(config, dataset, train, likelihood, device: torch.device) -> list[EvalSet]:
+    """The train, valid and test evaluation sets on ``device``: the first ``TRAIN_EVAL_SIZE``
+    training images, the first ``--eval-size`` of the others, binarized as ``config`` says and
+    checked against the ``likelihood``."""
+    limits = {"train": TRAIN_EVAL_SIZE, "valid": config.eval_size, "test": config.eval_size}
+    sets = []
+    for split in (train, dataset.valid, dataset.test):
+        # binarized: the whole split, then the first n (under --binarize static the training-set
+        # evaluation sees exactly the images training sees); else only the first n are converted.
+        # Seed 0 for every run, except --binarize static's training split: its own binarization
+        seed = config.seed if config.binarize == "static" and split is train else EVALUATION_SEED
+        n = min(limits[split.name] or len(split), len(split))
+        images, description = evaluation_images(split, config.binarize, seed, limit=n)
+        likelihood.check_data(images[:n], "none")
+        sets.append(EvalSet(split.name, images[:n].to(device), split.labels[:n].to(device), description))
+    return sets
