@@ -10,9 +10,7 @@ records its import path, so ``pyro_vae.load``, ``evaluate`` and ``generate`` reb
 from __future__ import annotations
 
 from .errors import ConfigError
-
-# Objectives that take KL(q(z|x) || p(z)) in closed form from torch's kl_divergence.
-ANALYTIC_KL_OBJECTIVES = ("meanfield",)
+from .objectives import ELBOS
 
 
 def _declares_analytic_kl(component) -> bool:
@@ -26,7 +24,7 @@ def objective_problem(config, prior, guide) -> str | None:
     form: both must declare ``analytic_kl = True`` (a class attribute; the diagonal Normal guide
     and the Normal priors do). Pyro would otherwise fall back to a Monte-Carlo KL without a
     word, which is ``--elbo trace`` under another name."""
-    if config.elbo not in ANALYTIC_KL_OBJECTIVES:
+    if not getattr(ELBOS.resolve(config.elbo), "needs_analytic_kl", False):
         return None
     missing = [f"{role} {type(obj).__name__}" for role, obj in (("guide", guide), ("prior", prior))
                if not _declares_analytic_kl(obj)]

@@ -111,7 +111,9 @@ class FitConfig:
         "8-bit pixel values (results also in bits per dimension)",
         choices="pyro_vae.models.likelihoods:LIKELIHOODS", group="model")
     gaussian_scale: float = _opt(0.1, "the fixed standard deviation of --likelihood gaussian", group="model")
-    latent_dim: int = _opt(32, "dimension D of the latent z", group="model")
+    latent_dim: int | tuple[int, ...] = _opt(
+        32, "dimension D of the latent z; --model hvae: one width per stochastic layer, comma-separated, "
+        "the first nearest x (Burda et al.: 100,50)", group="model")
     net: str = _opt("mlp", "encoder/decoder networks: dense layers; stride-2 conv + batch norm blocks "
                     "sized from the images; or Tomczak & Welling's gated dense layers",
                     choices="pyro_vae.nets:ENCODERS", group="model")
@@ -203,7 +205,7 @@ class FitConfig:
         for name in ("latent_dim", "epochs", "batch_size", "particles", "guide_rank", "flow_layers",
                      "flow_hidden", "train_size", "eval_size", "prior_components", "image_size", "labels"):
             value = getattr(self, name)
-            if value is not None and value < 1:
+            if value is not None and min(value if isinstance(value, tuple) else (value,)) < 1:
                 problems.append(f"--{_flag(name)} must be at least 1, got {value}")
         for name in ("eval_k", "beta", "warmup_epochs", "early_stopping", "alpha"):
             if not getattr(self, name) >= 0:
@@ -286,11 +288,18 @@ def coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
             if "None" in kind:
                 return None
             raise ValueError("a value is required")
-        if isinstance(value, (list, dict)) and not kind.startswith("tuple"):
+        if isinstance(value, (list, dict)) and "tuple" not in kind:
             raise ValueError(f"expected a single value, got a {type(value).__name__}")
         if isinstance(value, bool) and not kind.startswith("bool"):
             # YAML's `epochs: true` is Python's True == 1; never take a yes/no for a number
             raise ValueError(f"expected {'a number' if kind[:3] in ('int', 'flo') else 'text'}, got {value}")
+        if kind.startswith("int | tuple"):  # one number, or several (one per layer)
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", "").split(",") if v]
+            widths = tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+            if not widths:
+                raise ValueError("expected one or more whole numbers")
+            return widths[0] if len(widths) == 1 else widths
         if kind.startswith("tuple"):
             if isinstance(value, str):
                 value = [v for v in value.replace(" ", "").split(",") if v]
@@ -348,7 +357,7 @@ def choice_problem(f: dataclasses.Field, value: Any) -> str | None:
     if value is None:
         return None
     registry = field_registry(f)
-    if registry is not None and getattr(registry, "arguments", None) is not None:
+    if registry is not None and getattr(registry, "accepts_own", False):
         if isinstance(value, str) and ":" not in value and value not in registry:
             return (f"--{_flag(f.name)} {value!r} is not one of: {', '.join(registry.names())} "
                     f"(or the import path of your own, module.sub:Name)")

@@ -122,7 +122,7 @@ def step_bytes(config: FitConfig, image_shape, num_classes: int) -> tuple[int, i
         params = {p.untyped_storage().data_ptr() for p in vae.parameters()}
         for batch in PROBE_BATCHES:
             x = torch.rand(batch, *image_shape)
-            if getattr(vae.model.likelihood, "needs_binary_data", False):
+            if config.binarize != "none" or getattr(getattr(vae.model, "likelihood", None), "needs_binary_data", False):
                 x = x.round()
             y = torch.zeros(batch, dtype=torch.long) if variant_of(config).conditions_on_labels else None
             storages: dict[int, int] = {}

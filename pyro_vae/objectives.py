@@ -39,7 +39,17 @@ from .registry import Registry
 
 MAX_PLATE_NESTING = 1  # the data plate; set explicitly so Pyro never has to guess
 
-ELBOS: Registry[ELBO] = Registry("ELBO")
+def _elbo_arguments(particles: int) -> dict:
+    """What an ELBO's factory (or a class of one's own, such as a subclass of Pyro's ``ELBO``)
+    may ask for, by parameter name."""
+    return {"particles": particles, **_particle_kwargs(particles)}
+
+
+# An ELBO factory declares what it can do: ``enumerates`` (it sums out discrete sites marked
+# infer={"enumerate": "parallel"}), ``needs_reparameterized`` (every guide site must have rsample),
+# ``weighs_sites_alike`` (a bound of log p(x): no KL weight beta), ``needs_analytic_kl`` (the KL
+# of every latent site in closed form: the prior and the guide declare ``analytic_kl = True``).
+ELBOS: Registry[ELBO] = Registry("ELBO", arguments=_elbo_arguments)
 
 
 # -- the one helper that sums a trace's log-densities ------------------------------------------
@@ -198,6 +208,14 @@ class DeviceTrace_ELBO(Trace_ELBO):
             return super().differentiable_loss(model, guide, *args, **kwargs)
 
 
+class DeviceTraceEnum_ELBO(TraceEnum_ELBO):
+    """Pyro's ``TraceEnum_ELBO`` whose ``differentiable_loss`` never reads a value on the host."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        with _losses_stay_on_the_device():
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+
+
 class DeviceTraceMeanField_ELBO(TraceMeanField_ELBO):
     """Pyro's ``TraceMeanField_ELBO`` whose ``differentiable_loss`` never reads a value on the host."""
 
@@ -211,9 +229,20 @@ def _trace(particles: int) -> ELBO:
     return DeviceTrace_ELBO(**_particle_kwargs(particles))
 
 
+@ELBOS.register("enum")
+def _enum(particles: int) -> ELBO:
+    return DeviceTraceEnum_ELBO(**_particle_kwargs(particles))
+
+
+_enum.enumerates = True  # sums discrete sites out exactly: log sum_c p(x, z, c), one pass for all c
+
+
 @ELBOS.register("meanfield")
 def _meanfield(particles: int) -> ELBO:
     return DeviceTraceMeanField_ELBO(**_particle_kwargs(particles))
+
+
+_meanfield.needs_analytic_kl = True  # KL(q(z|x) || p(z)) from torch's kl_divergence, both must declare it
 
 
 class IWAE_ELBO(Trace_ELBO):  # reuses Trace_ELBO's tracing (and its ELBO module); replaces its objective
@@ -265,6 +294,7 @@ def _iwae(particles: int) -> ELBO:
 
 
 _iwae.weighs_sites_alike = True  # a bound of log p(x): no --beta or --warmup-epochs
+_iwae.needs_reparameterized = True  # its gradient flows through z_k = g(eps_k, x)
 
 
 def build_elbo(name: str, particles: int = 1) -> ELBO:

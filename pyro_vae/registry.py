@@ -100,12 +100,15 @@ class Registry(Generic[T]):
         factory (None: factories are called positionally).
     :param member: an import path names an object whose attribute ``member`` is the factory
         (the networks: one object with an ``encoder`` and a ``decoder``).
+    :param accepts_own: a choice may be one's own component, by import path or (from Python) a
+        class; true for every registry with ``arguments``, and for the model kinds.
     """
 
     def __init__(self, what: str, arguments: Callable[..., Dict[str, Any]] | None = None,
-                 member: str | None = None):
+                 member: str | None = None, accepts_own: bool = False):
         self.what = what
         self.arguments = arguments
+        self.accepts_own = accepts_own or arguments is not None
         self.member = member
         self._factories: Dict[str, Callable[..., T]] = {}
 

@@ -20,6 +20,7 @@ from .errors import ConfigError, InputError
 from .guides.semisupervised import M2Guide
 from .labels import check_label_values
 from .models import VAEModel
+from .models.programs import posterior_means, reconstruct_images, sample_images
 
 
 class VAE(PyroModule):
@@ -41,8 +42,11 @@ class VAE(PyroModule):
 
     @property
     def latent_dim(self) -> int | None:
-        """D, the dimension of z (None for a VAE built without a config)."""
-        return None if self.config is None else self.config.latent_dim
+        """D, the dimension of z (of z_1, nearest x, for several layers; None for a VAE built
+        without a config)."""
+        if self.config is None:
+            return None
+        return self.config.latent_dim[0] if isinstance(self.config.latent_dim, tuple) else self.config.latent_dim
 
     # -- input checks --------------------------------------------------------------------------
     def _dtype(self) -> torch.dtype:
@@ -114,7 +118,7 @@ class VAE(PyroModule):
     @property
     def num_classes(self) -> int:
         """Number of labels the model knows (0: unconditional)."""
-        return self.model.num_classes
+        return getattr(self.model, "num_classes", 0)
 
     @property
     def conditional(self) -> bool:
@@ -145,6 +149,9 @@ class VAE(PyroModule):
         """q(z | x[, y]) as a distribution (batch shape (B,), event shape (D,)); ``x`` is a batch
         (B, C, H, W) of intensities in [0, 1]."""
         x = self.check_images(x)
+        if not hasattr(self.guide, "distribution"):
+            raise ConfigError(f"this model's guide ({type(self.guide).__name__}) is a Pyro program with no "
+                              f"distribution(x) method: use vae.posterior_means(x), E_q per latent site")
         return self.guide.distribution(x, self.labels_for(x, y))
 
     @torch.no_grad()
@@ -157,6 +164,9 @@ class VAE(PyroModule):
                 raise ConfigError("this model decodes z given a label: pass y (0-"
                                   f"{self.num_classes - 1})")
             y = self._checked_labels(y, z.shape[0], z.device)
+        if not hasattr(self.model, "decode"):
+            raise ConfigError(f"this model ({type(self.model).__name__}) is a Pyro program with no decode(z) "
+                              f"method: use vae.sample(n) or vae.reconstruct(x)")
         return self.model.decode(z, y)
 
     @torch.no_grad()
@@ -211,7 +221,20 @@ class VAE(PyroModule):
         """n images E[x | z, y] with z ~ p(z | y): shape (n, C, H, W). ``label`` (0..C-1, or n of
         them) picks the class of a conditional model; without it each class comes in turn."""
         y = self.sample_labels(self._check_count(n), label)
+        if not hasattr(self.model, "prior_distribution"):  # any Pyro program: every latent drawn per image
+            return sample_images(self.model, n, self.image_shape, y, like=self._like())
         return self.model.mean_image(self.sample_latents(n, y), y)
+
+    def _like(self) -> torch.Tensor:
+        """An empty tensor of the parameters' device and floating type."""
+        return torch.empty(0, device=self.device, dtype=self._dtype())
+
+    @torch.no_grad()
+    def posterior_means(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """E_q of every latent site of the guide by site name, each later site given the means of
+        the earlier ones: {"z": (B, D)}, or {"z1": (B, D1), "z2": (B, D2)} for two layers."""
+        x = self.check_images(x)
+        return posterior_means(self.guide, x, self.labels_for(x, y))
 
     @torch.no_grad()
     def posterior_mean(self, x: torch.Tensor, y: torch.Tensor | None = None,
@@ -229,6 +252,8 @@ class VAE(PyroModule):
         """E[x | z, y] at z = E_q[z | x, y]."""
         x = self.check_images(x)
         y = self.labels_for(x, y)
+        if not (hasattr(self.model, "mean_image") and hasattr(self.guide, "distribution")):
+            return reconstruct_images(self.model, self.guide, x, y)  # any Pyro program: each site at its mean
         return self.model.mean_image(self.posterior_mean(x, y), y)
 
 
@@ -274,9 +299,9 @@ class VAE(PyroModule):
             raise InputError(f"binarize={binarize!r} is not one of: {', '.join(choices)} (or None)")
         if binarize in ("sample", "dynamic", "static"):
             return binarize_fixed(x, seed)
-        needs_binary = getattr(self.model.likelihood, "needs_binary_data", False)
-        if needs_binary and not bool(((x == 0) | (x == 1)).all()):
-            name = type(self.model.likelihood).__name__
+        likelihood = getattr(self.model, "likelihood", None)
+        if getattr(likelihood, "needs_binary_data", False) and not bool(((x == 0) | (x == 1)).all()):
+            name = type(likelihood).__name__
             raise InputError(
                 f"x holds grey-scale intensities, but this model's likelihood ({name}) scores binary "
                 f"pixels (0 or 1): pass binarize='sample' (one seeded draw x ~ Bernoulli(intensity) per "

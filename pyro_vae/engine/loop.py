@@ -82,8 +82,10 @@ class Trainer:
             check_matches_config(vae, cfg, dataset.image_shape, dataset.num_classes)
         self.vae = vae if vae is not None else build_vae(cfg, dataset.image_shape, dataset.num_classes)
         self.vae.to(self.device)
-        self.vae.model.likelihood.check_data(train.data, cfg.binarize)  # uint8 pixels or floats
-        self.eval_sets = evaluation_sets(cfg, dataset, train, self.vae.model.likelihood, self.device)
+        likelihood = getattr(self.vae.model, "likelihood", None)  # a model of one's own may have none
+        if likelihood is not None:
+            likelihood.check_data(train.data, cfg.binarize)  # uint8 pixels or floats
+        self.eval_sets = evaluation_sets(cfg, dataset, train, likelihood, self.device)
         self.bits_per_dim = dataset.bits == 8 and cfg.binarize == "none"  # 8-bit pixels scored as they are
         self.variant = variant_of(cfg)(cfg, dataset.num_classes, self.device, shard=(self.rank, self.world))
         self.description = self.variant.setup(train, self.vae, self.log)

@@ -26,7 +26,7 @@ def training_split(dataset, config):
 def evaluation_sets(config, dataset, train, likelihood, device: torch.device) -> list[EvalSet]:
     """The train, valid and test evaluation sets on ``device``: the first ``TRAIN_EVAL_SIZE``
     training images, the first ``--eval-size`` of the others, binarized as ``config`` says and
-    checked against the ``likelihood``."""
+    checked against the ``likelihood`` (if the model has one)."""
     limits = {"train": TRAIN_EVAL_SIZE, "valid": config.eval_size, "test": config.eval_size}
     sets = []
     for split in (train, dataset.valid, dataset.test):
@@ -36,6 +36,7 @@ def evaluation_sets(config, dataset, train, likelihood, device: torch.device) ->
         seed = config.seed if config.binarize == "static" and split is train else EVALUATION_SEED
         n = min(limits[split.name] or len(split), len(split))
         images, description = evaluation_images(split, config.binarize, seed, limit=n)
-        likelihood.check_data(images[:n], "none")
+        if likelihood is not None:
+            likelihood.check_data(images[:n], "none")
         sets.append(EvalSet(split.name, images[:n].to(device), split.labels[:n].to(device), description))
     return sets

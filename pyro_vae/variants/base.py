@@ -104,7 +104,15 @@ class Variant:
         if config.labels is not None:
             problems.append(f"--labels picks the labelled images of --model m2; this run is --model "
                             f"{config.model} (drop --labels, or use --model m2)")
-        return problems
+        return problems + cls.latent_problems(config)
+
+    @classmethod
+    def latent_problems(cls, config) -> list[str]:
+        """A message if ``--latent-dim`` gives several layers' widths to a kind with one latent layer."""
+        if not isinstance(config.latent_dim, tuple):
+            return []
+        return [f"--latent-dim {','.join(map(str, config.latent_dim))} gives one width per stochastic layer "
+                f"(--model hvae); --model {config.model} has one latent layer: give one number"]
 
     @classmethod
     def accepts_prior(cls, prior) -> bool:
@@ -127,9 +135,9 @@ class Variant:
                 "(the VampPrior's pseudo-inputs have no labels)"]
 
     @classmethod
-    def check_data(cls, dataset) -> None:
+    def check_data(cls, dataset, config=None) -> None:
         """Raise :class:`ConfigError` if this kind cannot train on ``dataset`` (a kind whose
-        networks take the label needs two classes or more)."""
+        networks take the label needs two classes or more) with ``config``."""
         if cls.takes_labels and dataset.num_classes < 2:
             raise ConfigError(f"--model {cls.name} needs labelled data; {dataset.name} has "
                               f"{'no labels' if not dataset.num_classes else 'one class'} (put the images in one "

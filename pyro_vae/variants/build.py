@@ -8,7 +8,7 @@ from ..components import shapes, state_dict_difference
 from ..config import FitConfig
 from ..errors import ConfigError
 from ..vae import VAE
-from .kinds import VARIANTS
+from .kinds import variant_of
 from .checks import resolve_defaults
 
 
@@ -19,7 +19,7 @@ def build_vae(config: FitConfig, image_shape: tuple[int, ...], num_classes: int 
     configuration with its defaults resolved. ``prior``, ``guide`` and ``likelihood`` objects, if
     given, replace the ones ``config`` names."""
     config = resolve_defaults(config)
-    return VARIANTS.get(config.model).build(config, image_shape, num_classes, prior=prior, guide=guide,
+    return variant_of(config).build(config, image_shape, num_classes, prior=prior, guide=guide,
                                             likelihood=likelihood)
 
 

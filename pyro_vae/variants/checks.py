@@ -17,7 +17,7 @@ from ..models.likelihoods import models_pixel_values
 from ..models.priors import PRIORS
 from ..nets import ENCODERS
 from ..objectives import ELBOS
-from .kinds import VARIANTS
+from .kinds import variant_of
 
 DEFAULT_DATASET = "mnist"  # without --data or --dataset
 
@@ -37,7 +37,7 @@ def resolve_defaults(config: FitConfig) -> FitConfig:
         changes["prior_components"] = getattr(PRIORS.resolve(config.prior), "default_components", None)
     for f in config_fields():
         registry, value = field_registry(f), getattr(config, f.name)
-        if value is not None and getattr(registry, "arguments", None) is not None:
+        if value is not None and getattr(registry, "accepts_own", False):
             try:
                 changes[f.name] = registry.record(value)
             except ConfigError as e:
@@ -67,7 +67,7 @@ def problems(config: FitConfig) -> list[str]:
     if config.lr_schedule == "burda" and config.lr_decay != FitConfig.lr_decay:
         found.append("--lr-schedule burda sets the learning rate of every pass; drop --lr-decay "
                      "(it applies to --lr-schedule exponential)")
-    found += VARIANTS.get(config.model).config_problems(config)
+    found += variant_of(config).config_problems(config)
     if getattr(ELBOS.resolve(config.elbo), "weighs_sites_alike", False) and (
             config.beta != 1 or config.warmup_epochs > 0):
         found.append(f"--elbo {config.elbo} is the importance-weighted bound of log p(x); it takes no "
@@ -96,4 +96,4 @@ def checked(config: FitConfig) -> FitConfig:
 
 def check_data(config: FitConfig, dataset) -> None:
     """Raise :class:`ConfigError` if ``config``'s model kind cannot train on ``dataset``."""
-    VARIANTS.get(config.model).check_data(dataset)
+    variant_of(config).check_data(dataset, config)

@@ -31,7 +31,7 @@ class M2Variant(Variant):
 
     @classmethod
     def config_problems(cls, config) -> list[str]:
-        problems = cls.prior_problems(config)  # (not the base's: --labels and --jit differ here)
+        problems = cls.prior_problems(config) + cls.latent_problems(config)  # (not the base's: --labels and --jit differ here)
         if config.elbo != FitConfig.elbo:  # the objective is its own; --elbo stays at its default
             problems.append(f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo "
                             f"{FitConfig.elbo}, not {config.elbo}")
