@@ -71,6 +71,10 @@ def fit(config: FitConfig | Mapping[str, Any] | None = None, *, prior=None, guid
     :param overwrite: replace a finished run already in ``out`` (``fit --overwrite``); without it
         such a folder is refused, as on the command line.
 
+    ``model`` (an option) may be a registered kind (``"hvae"``), an import path, or your own class
+    or factory whose ``model`` and ``guide`` are Pyro programs (docs/extending.md, "Your own
+    model"); ``elbo`` likewise a name, an import path or a class (a subclass of Pyro's ``ELBO``).
+
     ``config.json`` in the run folder records each piece by its import path (a class defined in
     a notebook or script is recorded as ``__main__:Name``, which only that session can reload),
     so ``pyro_vae.load``, ``evaluate`` and ``generate`` rebuild the model. The returned
@@ -102,6 +106,9 @@ def fit(config: FitConfig | Mapping[str, Any] | None = None, *, prior=None, guid
             objects[name] = value
             value = type(value)
         pieces[name] = value
+    for name in ("model", "elbo"):  # a class of one's own (a model, an ELBO): recorded by its import path
+        if given.get(name) is not None and not isinstance(given[name], str):
+            pieces[name] = given.pop(name)
     strings = {k: v for k, v in pieces.items() if isinstance(v, str)}
     cfg = FitConfig.from_dict({**given, **strings}, source="pyro_vae.fit options")
     classes = {k: v for k, v in pieces.items() if not isinstance(v, str)}
