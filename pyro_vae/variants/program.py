@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from pyro import poutine
+from pyro.infer import TraceEnum_ELBO
 from pyro.poutine.util import site_is_subsample
 
 from .. import plots
@@ -68,6 +69,9 @@ class ProgramVariant(Variant):
                 problems.append(f"--model {cls.name} defines its own p(z) and q(z|x): {', '.join(changed)} "
                                 f"choose pieces of the built-in kinds (drop them; your class reads any option "
                                 f"it needs from `config`)")
+        if getattr(ELBOS.resolve(config.elbo), "needs_analytic_kl", False):
+            problems.append(f"--elbo {config.elbo} takes each latent site's KL in closed form, which a program "
+                            f"whose sites depend on each other does not have; use --elbo trace (or enum)")
         if config.jit:
             problems.append("--jit traces the ELBO of --model vae and cvae; a model of Pyro programs runs "
                             "eagerly (drop --jit)")
@@ -146,7 +150,8 @@ def program_problems(model, guide, x: torch.Tensor, y, elbo: str) -> list[str]:
     plate, no observed site ``x``, a model latent the guide misses (unless enumerated, which needs
     an ELBO that enumerates), a guide site without ``rsample`` under an ELBO that needs one."""
     factory = ELBOS.resolve(elbo)
-    enumerates = getattr(factory, "enumerates", False)
+    # a registered ELBO says what it can do; a class of one's own enumerates if it is Pyro's TraceEnum_ELBO's
+    enumerates = getattr(factory, "enumerates", isinstance(factory, type) and issubclass(factory, TraceEnum_ELBO))
     rows, found = x.shape[0], []
     with torch.no_grad():
         guide_trace = poutine.trace(guide).get_trace(x, y)
