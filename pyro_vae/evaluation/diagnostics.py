@@ -217,9 +217,10 @@ class EvaluationResult:
             ("k-hat > 0.7", f"{_pct(s['khat_share_above_0.7'])} of images  "
                             f"(> 0.5: {_pct(s['khat_share_above_0.5'])}; median "
                             f"{_fmt(s['khat_median'], 2)}; undefined {s['khat_undefined']})"),
-            ("active units", "n/a" if s["active_units"] is None
-             else f"{s['active_units']} / {s['latent_dim']}  (Cov_x E_q[z|x] > "
-                  f"{self.active_threshold:g}; mean from {s['z_mean_source']})"),
+            *([] if s["active_units"] is None and self.reports_sites else [
+                ("active units", "n/a" if s["active_units"] is None
+                 else f"{s['active_units']} / {s['latent_dim']}  (Cov_x E_q[z|x] > "
+                      f"{self.active_threshold:g}; mean from {s['z_mean_source']})")]),
             *([("active units per site", ", ".join(
                 f"{name} " + ("n/a (discrete)" if units is None else f"{units} / {s['latent_dim_per_site'][name]}")
                 for name, units in s["active_units_per_site"].items()))] if self.reports_sites else []),
