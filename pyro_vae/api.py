@@ -10,9 +10,10 @@ brings a trained VAE back from its run folder, ready for ``encode`` / ``decode``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 

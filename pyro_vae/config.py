@@ -7,14 +7,12 @@ One dataclass is the single source of truth: the CLI's flags, their help and def
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError
-
 
 SEED_LIMIT = 2**32  # seeds lie in [0, 2^32): NumPy's seed range, which pyro.set_rng_seed also sets
 
@@ -152,7 +150,8 @@ class FitConfig:
     lr: float = _opt(1e-3, "learning rate", group="training")
     optimizer: str = _opt(
         "adam", "one torch.optim.Adam over every parameter; clipped-adam also clips each gradient "
-        "element to [-10, 10] first (as pyro.optim.ClippedAdam did)", choices="pyro_vae.engine.optim:OPTIMIZERS", group="training")
+        "element to [-10, 10] first (as pyro.optim.ClippedAdam did)", choices="pyro_vae.engine.optim:OPTIMIZERS",
+        group="training")
     lr_decay: float = _opt(
         0.95, "learning rate multiplied by this after each epoch (torch.optim.lr_scheduler.ExponentialLR); "
         "1 keeps it constant", group="training")
@@ -176,7 +175,8 @@ class FitConfig:
                             choices="pyro_vae.engine.fabric:ACCELERATORS", group="devices")
     devices: str = _opt("1", "processes (one device each) per node: a number, or auto (every GPU "
                         "of the node; 1 on a CPU)", group="devices")
-    num_nodes: int = _opt(1, "machines taking part (under torchrun or SLURM, which start the processes)", group="devices")
+    num_nodes: int = _opt(1, "machines taking part (under torchrun or SLURM, which start the processes)",
+                          group="devices")
     strategy: str = _opt("auto", "how processes share the work (auto: ddp for more than one process)",
                          choices="pyro_vae.engine.fabric:STRATEGIES", group="devices")
     precision: str = _opt("32-true", "bf16-mixed: networks in bfloat16, log-densities in float32; "
@@ -253,7 +253,7 @@ class FitConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> "FitConfig":
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> FitConfig:
         """Build from a mapping whose keys may use dashes or underscores; unknown keys are errors."""
         known = {f.name: f for f in dataclasses.fields(cls)}
         values = {}
@@ -270,7 +270,7 @@ class FitConfig:
                 f"{', '.join(_flag(n) for n in known)}")
         return cls(**values)
 
-    def replace(self, **changes) -> "FitConfig":
+    def replace(self, **changes) -> FitConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable, Dict, Generic, Iterator, Mapping, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
 
@@ -102,12 +103,12 @@ class Registry(Generic[T]):
         (the networks: one object with an ``encoder`` and a ``decoder``).
     """
 
-    def __init__(self, what: str, arguments: Callable[..., Dict[str, Any]] | None = None,
+    def __init__(self, what: str, arguments: Callable[..., dict[str, Any]] | None = None,
                  member: str | None = None):
         self.what = what
         self.arguments = arguments
         self.member = member
-        self._factories: Dict[str, Callable[..., T]] = {}
+        self._factories: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """``@REGISTRY.register("laplace")`` above a class or factory; the name then works as a

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
+from pyro_vae.cli.fit import build_parser, main, resolve_config
 from pyro_vae.config import GROUPS, FitConfig, config_fields
 from pyro_vae.errors import CheckpointError, ConfigError
-from pyro_vae.cli.fit import build_parser, main, resolve_config
 
 
 def test_help_explains_every_option_with_its_default(capsys):

@@ -10,8 +10,9 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..config import coerce, config_fields, field_choices
 from ..devices import accelerator_alias
@@ -104,7 +105,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-        raise ConfigError(f"--config {path}: cannot parse it as {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+        language = "JSON" if path.suffix == ".json" else "YAML"
+        raise ConfigError(f"--config {path}: cannot parse it as {language}: {e}") from None
     if data is None or data == {}:
         raise ConfigError(f"--config {path}: the file holds no options; write one option per line "
                           f"(YAML `epochs: 5`, or JSON {{\"epochs\": 5}}), or drop --config to run the defaults")

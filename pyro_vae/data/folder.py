@@ -119,7 +119,8 @@ def scan_folder(root: Path, skip_bad: bool) -> Listing:
     paths, cls = _scan_part(root, skip_bad, listing)
     classes = sorted(set(cls))
     index = {c: i for i, c in enumerate(classes)}
-    listing.files, listing.labels, listing.classes = paths, [index[c] for c in cls] if cls else [0] * len(paths), tuple(classes)
+    listing.files, listing.classes = paths, tuple(classes)
+    listing.labels = [index[c] for c in cls] if cls else [0] * len(paths)
     return listing
 
 

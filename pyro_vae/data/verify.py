@@ -44,7 +44,8 @@ def verify_raw_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str],
     and write the stamp naming ``source`` beside them; returns ``source``.
     Raises :class:`DataError` for a missing, truncated or corrupt file or a sha256 mismatch.
     """
-    write_json(raw_dir / STAMP_NAME, _stamp(source, known_sha256, read_verified_files(raw_dir, title, known_sha256, raw_files)))
+    files = read_verified_files(raw_dir, title, known_sha256, raw_files)
+    write_json(raw_dir / STAMP_NAME, _stamp(source, known_sha256, files))
     return source
 
 

@@ -357,7 +357,8 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
 def summary_line(results: dict) -> str:
     final = results["final"]
     if results["quantity"] == "log_px":
-        ours = f"log p(x) {final['log_px']:.2f} +- {final['stderr']:.2f} nats (K = {final['k']}, {final['images']:,} test images)"
+        ours = (f"log p(x) {final['log_px']:.2f} +- {final['stderr']:.2f} nats "
+                f"(K = {final['k']}, {final['images']:,} test images)")
         gap = f"{results['gap']:+.2f} nats from the paper's {results['target']:.2f}"
     else:
         ours = f"test error {final['test_error']:.2%}"

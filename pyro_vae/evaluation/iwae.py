@@ -44,19 +44,24 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-
-from ..errors import PyroVAEError
 from pyro.distributions.util import scale_and_mask
 
-from ..objectives import (check_guide_covers_model, enumerated_log_density, enumerated_model,
-                          enumerated_sites, sample_sites, trace_log_density)
+from ..errors import PyroVAEError
+from ..objectives import (
+    check_guide_covers_model,
+    enumerated_log_density,
+    enumerated_model,
+    enumerated_sites,
+    sample_sites,
+    trace_log_density,
+)
 from . import memory_budget
 from .memory_budget import DEFAULT_MEMORY_BUDGET_MB
 

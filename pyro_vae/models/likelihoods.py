@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-import pyro.distributions as dist
 from pyro.distributions import constraints
-from torch.distributions.utils import broadcast_all
 from pyro.nn import PyroModule, PyroParam
+from torch.distributions.utils import broadcast_all
 
 from ..errors import ConfigError
 from ..registry import Registry

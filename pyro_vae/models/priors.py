@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-import pyro.distributions as dist
 from pyro.distributions import TorchDistribution, constraints
-from torch.utils.checkpoint import checkpoint
 from pyro.nn import PyroModule, PyroParam
+from torch.utils.checkpoint import checkpoint
 
 from ..registry import Registry
 

@@ -8,8 +8,8 @@ from ..components import shapes, state_dict_difference
 from ..config import FitConfig
 from ..errors import ConfigError
 from ..vae import VAE
-from .kinds import VARIANTS
 from .checks import resolve_defaults
+from .kinds import VARIANTS
 
 
 def build_vae(config: FitConfig, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None,
