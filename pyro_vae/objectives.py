@@ -166,7 +166,7 @@ def _particle_kwargs(particles: int) -> dict:
 def _losses_stay_on_the_device() -> Iterator[None]:
     """While inside, Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` keep the loss they report
     on the device (``torch_item(t)`` becomes ``t.detach()``) and skip their NaN warnings on the
-    loss and its gradient (``TraceEnum_ELBO`` too): each was a host-device synchronisation (6 per
+    loss and its gradient (``TraceEnum_ELBO`` too): each would be a host-device synchronisation (6 per
     default training step). Not thread-safe: a step is one thread's business.
     Values and gradients are unchanged: the loss is ``loss + (surrogate - surrogate.detach())``
     either way. The training loop checks the losses for NaN once per log interval instead."""

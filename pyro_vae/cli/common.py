@@ -19,7 +19,7 @@ from ..devices import accelerator_alias
 from ..engine.fabric import rank_and_world
 from ..errors import ConfigError, PyroVAEError, user_error
 
-# the devices group of FitConfig's fields, in the order of the flags; "device" is the old name of
+# the devices group of FitConfig's fields, in the order of the flags; "device" is an alias of
 # "accelerator" and follows the flags a tool takes
 DEVICE_FLAGS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 DEVICE_ALIAS = "device"
@@ -60,7 +60,7 @@ def fields_named(names: Iterable[str]) -> list[dataclasses.Field]:
 
 def add_device_flags(parser: argparse.ArgumentParser, names: Iterable[str] = DEVICE_FLAGS) -> None:
     """The device flags ``names`` (a part of :data:`DEVICE_FLAGS`: what the tool supports) and
-    ``--device``, the old name of ``--accelerator``, in a "devices options" section, with the fields'
+    ``--device``, an alias of ``--accelerator``, in a "devices options" section, with the fields'
     defaults filled in; :func:`device_options` reads them back."""
     group = parser.add_argument_group("devices options", "where the work runs")
     for f in fields_named([*names, DEVICE_ALIAS]):
@@ -68,7 +68,7 @@ def add_device_flags(parser: argparse.ArgumentParser, names: Iterable[str] = DEV
 
 
 def resolve_accelerator(options: dict[str, Any], check: Callable[[str, str], Any] | None = None) -> dict[str, Any]:
-    """``options`` (field names as keys) with ``device``, the old name of ``accelerator``, moved
+    """``options`` (field names as keys) with ``device``, an alias of ``accelerator``, moved
     there; ``check(value, flag)`` checks the accelerator asked for, naming the flag that asked, and
     what it returns is the value kept."""
     options = dict(options)

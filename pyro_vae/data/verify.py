@@ -3,9 +3,8 @@
 Every load (:func:`read_verified_files`) reads each raw file once, checks its header and size,
 computes the sha256 of the bytes read and compares it with the canonical one, then hands on those
 very bytes, so the images a model sees are the canonical ones, whatever happened to the file since
-(an edit that kept its size and modification time included). Hashing MNIST's 55 MB costs about
-0.05 s of a cached load's 0.13-0.26 s (measured 2026-11-30 on a 2-core x86-64 CPU, AMD EPYC with
-SHA extensions; a CPU without them hashes at roughly 0.5 GB/s, about 0.1 s).
+(an edit that kept its size and modification time included). Hashing is a small part of a cached
+load (docs/performance.md).
 
 Files fetched from a source are verified in a staging folder before they are moved into place
 (:func:`verify_raw_files`). A small JSON stamp beside the files records where they came from

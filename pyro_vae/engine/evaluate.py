@@ -31,9 +31,8 @@ SPLITS = ("train", "valid", "test")
 DEFAULT_K = 5000
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_CURVE_IMAGES = 500
-# the library's budget: on this project's CPU, 256 MB chunks (56 particles x 200 images of the
-# default model) scored 13% faster than 1024 MB ones, whose large tensors the allocator maps and
-# unmaps at every chunk (docs/performance.md)
+# the library's budget: larger chunks gain nothing, since the allocator maps and unmaps their large
+# tensors at every chunk (docs/performance.md compares chunk sizes)
 DEFAULT_MEMORY_MB = DEFAULT_MEMORY_BUDGET_MB
 
 

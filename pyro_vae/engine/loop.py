@@ -53,7 +53,7 @@ from .run_config import check_checkpoint_config
 from .training_data import evaluation_sets, training_split
 
 # Distribution arguments are validated on a run's first step (bad data is caught there) and not
-# after: validation costs about 10% of a small model's step and a host sync per check. The test
+# after: each check reads a value on the host (docs/performance.md gives the cost). The test
 # suite (tests/conftest.py) sets PYRO_VAE_VALIDATE_EVERY_STEP=1 to keep it on for every step.
 VALIDATE_EVERY_STEP = os.environ.get("PYRO_VAE_VALIDATE_EVERY_STEP") == "1"
 LOG_EVERY = 50  # steps between reads of the running loss (one host-device sync each)
