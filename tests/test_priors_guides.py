@@ -95,7 +95,7 @@ def test_every_guide_is_reparameterized(guide):
 
 
 def test_config_offers_exactly_the_registered_priors_and_guides():
-    from pyro_vae.config import field_choices
+    from pyro_vae.config_values import field_choices
 
     choices = {f.name: field_choices(f) for f in config_fields()}
     assert tuple(PRIORS.names()) == choices["prior"]

@@ -236,7 +236,8 @@ def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
 
 
 def test_config_offers_exactly_the_registered_networks_activations_inits_and_schedules():
-    from pyro_vae.config import config_fields, field_choices
+    from pyro_vae.config import config_fields
+    from pyro_vae.config_values import field_choices
     from pyro_vae.engine.optim import LR_SCHEDULES
     from pyro_vae.nets import ACTIVATIONS, DECODERS, ENCODERS, INITIALIZERS
 

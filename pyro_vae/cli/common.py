@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..config import coerce, config_fields, field_choices
+from ..config import config_fields
+from ..config_values import coerce, field_choices
 from ..devices import accelerator_alias
 from ..engine.fabric import rank_and_world
 from ..errors import ConfigError, PyroVAEError, user_error

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import write_json
-from ..config import check_seed
+from ..config_values import check_seed
 from ..data import evaluation_images, load_data
 from ..errors import ConfigError
 from ..evaluation import DEFAULT_KS, evaluate_log_px
