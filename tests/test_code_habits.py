@@ -41,7 +41,7 @@ def test_code_is_formatted_by_ruff():
 def test_imports_keep_the_layers():
     done = _lint_imports(ROOT, ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 kept, 0 broken" in done.stdout, done.stdout
+    assert "kept, 0 broken" in done.stdout, done.stdout
 
 
 def test_an_uphill_import_breaks_the_layers_contract(tmp_path):
