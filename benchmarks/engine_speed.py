@@ -39,7 +39,6 @@ from pathlib import Path
 import pyro
 import torch
 from pyro import poutine
-
 from reference import SIZES, TorchVAE, copy_weights, machine
 
 ROOT = Path(__file__).resolve().parent.parent

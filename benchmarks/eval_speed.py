@@ -27,9 +27,8 @@ import time
 
 import pyro
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from reference import SIZES, TorchVAE, alternate, copy_weights, machine, medians
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def network_flops(reference: TorchVAE, x: torch.Tensor, k: int) -> float:

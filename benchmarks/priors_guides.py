@@ -95,8 +95,8 @@ def main(argv=None) -> int:
     from pyro_vae.api import load
     from pyro_vae.atomic import write_json
     from pyro_vae.data import evaluation_images, load_dataset
-    from pyro_vae.evaluation import evaluate_log_px
     from pyro_vae.engine import resolve_device
+    from pyro_vae.evaluation import evaluate_log_px
 
     pyro.settings.set(module_local_params=True)
     device = resolve_device(args.device)
@@ -129,7 +129,8 @@ def main(argv=None) -> int:
                      "reused_run": str(run_dir) if reused else None,  # trained earlier, not by this run
                      "fit_seconds": fit_seconds, "eval_seconds": result.seconds,
                      "test_log_px": result.mean_log_px(), "test_log_px_stderr": result.stderr_log_px(),
-                     "test_elbo": float(result.elbo.mean()), "khat_share_above_0.7": summary.get("khat_share_above_0.7"),
+                     "test_elbo": float(result.elbo.mean()),
+                     "khat_share_above_0.7": summary.get("khat_share_above_0.7"),
                      "published_log_px": PUBLISHED[prior] if guide == "diag" else None})
         print(f"{name}: log p(x) {rows[-1]['test_log_px']:.2f} +- {rows[-1]['test_log_px_stderr']:.2f} "
               f"(fit {fit_seconds / 60:.1f} min, K={args.k} eval {result.seconds / 60:.1f} min)", flush=True)

@@ -25,7 +25,6 @@ import tempfile
 
 import pyro
 import torch
-
 from reference import SIZES, TorchVAE, alternate, copy_weights, machine, medians
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pyro
 import torch
-
 from reference import alternate, machine, medians
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -10,9 +10,10 @@ brings a trained VAE back from its run folder, ready for ``encode`` / ``decode``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -89,7 +90,7 @@ def fit(config: FitConfig | Mapping[str, Any] | None = None, *, prior=None, guid
     else:
         raise ConfigError(f"config must be a FitConfig, a dict of its fields or None, got {type(config).__name__}")
     given.update({k.replace("-", "_"): v for k, v in options.items()})
-    if given.get("device") is not None:  # the old name of accelerator
+    if given.get("device") is not None:  # an alias of accelerator
         given["accelerator"], _ = accelerator_alias(given.get("accelerator"), given.pop("device"))
     pieces, objects = {}, {}
     for name, value in zip(PIECES, (prior, guide, likelihood, net)):

@@ -7,17 +7,13 @@ One dataclass is the single source of truth: the CLI's flags, their help and def
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from .config_values import choice_problem, field_values, flag, seed_problem
 from .errors import ConfigError
-
-
-SEED_LIMIT = 2**32  # seeds lie in [0, 2^32): NumPy's seed range, which pyro.set_rng_seed also sets
-
 
 # The sections of ``fit --help``, in order; each field's ``group`` metadata names one.
 GROUPS = {
@@ -154,7 +150,8 @@ class FitConfig:
     lr: float = _opt(1e-3, "learning rate", group="training")
     optimizer: str = _opt(
         "adam", "one torch.optim.Adam over every parameter; clipped-adam also clips each gradient "
-        "element to [-10, 10] first (as pyro.optim.ClippedAdam did)", choices="pyro_vae.engine.optim:OPTIMIZERS", group="training")
+        "element to [-10, 10] first (as pyro.optim.ClippedAdam did)", choices="pyro_vae.engine.optim:OPTIMIZERS",
+        group="training")
     lr_decay: float = _opt(
         0.95, "learning rate multiplied by this after each epoch (torch.optim.lr_scheduler.ExponentialLR); "
         "1 keeps it constant", group="training")
@@ -178,7 +175,8 @@ class FitConfig:
                             choices="pyro_vae.engine.fabric:ACCELERATORS", group="devices")
     devices: str = _opt("1", "processes (one device each) per node: a number, or auto (every GPU "
                         "of the node; 1 on a CPU)", group="devices")
-    num_nodes: int = _opt(1, "machines taking part (under torchrun or SLURM, which start the processes)", group="devices")
+    num_nodes: int = _opt(1, "machines taking part (under torchrun or SLURM, which start the processes)",
+                          group="devices")
     strategy: str = _opt("auto", "how processes share the work (auto: ddp for more than one process)",
                          choices="pyro_vae.engine.fabric:STRATEGIES", group="devices")
     precision: str = _opt("32-true", "bf16-mixed: networks in bfloat16, log-densities in float32; "
@@ -195,7 +193,7 @@ class FitConfig:
     def __post_init__(self):
         """Checks of each field on its own: types were coerced by :meth:`from_dict`; here ranges,
         finite numbers and choices. Rules between fields are :func:`pyro_vae.variants.check`'s."""
-        problems = [f"--{_flag(f.name)} must be a finite number, got {getattr(self, f.name)}"
+        problems = [f"--{flag(f.name)} must be a finite number, got {getattr(self, f.name)}"
                     for f in dataclasses.fields(self)
                     if f.type == "float" and not math.isfinite(getattr(self, f.name))]
         if problems:  # NaN or infinity would slip through every range check below
@@ -206,21 +204,21 @@ class FitConfig:
                      "flow_hidden", "train_size", "eval_size", "prior_components", "image_size", "labels"):
             value = getattr(self, name)
             if value is not None and min(value if isinstance(value, tuple) else (value,)) < 1:
-                problems.append(f"--{_flag(name)} must be at least 1, got {value}")
+                problems.append(f"--{flag(name)} must be at least 1, got {value}")
         for name in ("eval_k", "beta", "warmup_epochs", "early_stopping", "alpha"):
             if not getattr(self, name) >= 0:
-                problems.append(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+                problems.append(f"--{flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "gaussian_scale", "adam_eps", "max_minutes"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                problems.append(f"--{_flag(name)} must be positive, got {value}")
+                problems.append(f"--{flag(name)} must be positive, got {value}")
         if not self.hidden or min(self.hidden) < 1:
             problems.append(f"--hidden needs positive widths, got {self.hidden}")
         if not 0 < self.lr_decay <= 1:
             problems.append(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
         for name in ("adam_beta1", "adam_beta2"):
             if not 0 <= getattr(self, name) < 1:
-                problems.append(f"--{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
+                problems.append(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}")
         if self.channels is not None and self.channels not in (1, 3):
             problems.append(f"--channels must be 1 (grey) or 3 (colour), got {self.channels}")
         problems += [p for f in dataclasses.fields(self) if (p := choice_problem(f, getattr(self, f.name)))]
@@ -255,136 +253,13 @@ class FitConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> "FitConfig":
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> FitConfig:
         """Build from a mapping whose keys may use dashes or underscores; unknown keys are errors."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        values = {}
-        unknown = []
-        for key, value in data.items():
-            name = key.replace("-", "_")
-            if name not in known:
-                unknown.append(key)
-                continue
-            values[name] = coerce(known[name], value, source)
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: "
-                f"{', '.join(_flag(n) for n in known)}")
-        return cls(**values)
+        return cls(**field_values(dataclasses.fields(cls), data, source))
 
-    def replace(self, **changes) -> "FitConfig":
+    def replace(self, **changes) -> FitConfig:
         return dataclasses.replace(self, **changes)
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
-    """Convert a value from JSON/YAML/the command line to the field's type, or explain why not."""
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    try:
-        if value is None:
-            if "None" in kind:
-                return None
-            raise ValueError("a value is required")
-        if isinstance(value, (list, dict)) and "tuple" not in kind:
-            raise ValueError(f"expected a single value, got a {type(value).__name__}")
-        if isinstance(value, bool) and not kind.startswith("bool"):
-            # YAML's `epochs: true` is Python's True == 1; never take a yes/no for a number
-            raise ValueError(f"expected {'a number' if kind[:3] in ('int', 'flo') else 'text'}, got {value}")
-        if kind.startswith("int | tuple"):  # one number, or several (one per layer)
-            if isinstance(value, str):
-                value = [v for v in value.replace(" ", "").split(",") if v]
-            widths = tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
-            if not widths:
-                raise ValueError("expected one or more whole numbers")
-            return widths[0] if len(widths) == 1 else widths
-        if kind.startswith("tuple"):
-            if isinstance(value, str):
-                value = [v for v in value.replace(" ", "").split(",") if v]
-            return tuple(int(v) for v in value)
-        if kind.startswith("bool"):
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError("expected true or false")
-            return bool(value)
-        if kind.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError("expected a whole number")
-            if isinstance(value, str):
-                value = value.strip()
-            return int(value)
-        if kind.startswith("float"):
-            return float(value)
-        if kind.startswith("str"):
-            return str(value)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: bad value {value!r} for {_flag(f.name)}: {e}") from None
-    return value
-
-
-def field_registry(f: dataclasses.Field):
-    """The registry (or tuple) a field's ``choices="module:NAME"`` names, imported now; None for
-    a field without one."""
-    choices = f.metadata.get("choices")
-    if not isinstance(choices, str):
-        return None
-    import importlib
-
-    module, name = choices.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def field_choices(f: dataclasses.Field) -> tuple[str, ...] | None:
-    """A field's allowed values: its registry's names (``choices="module:NAME"``, read lazily, so
-    a registry is the only list of a choice, and a name registered before it is read is one), or
-    a literal tuple, or None. Priors, guides, likelihoods and networks also take import paths."""
-    registry = field_registry(f)
-    if registry is not None:
-        return tuple(registry.names() if hasattr(registry, "names") else registry)
-    return f.metadata.get("choices")
-
-
-def choice_problem(f: dataclasses.Field, value: Any) -> str | None:
-    """Why ``value`` is not one of field ``f``'s choices (None if it is, or ``f`` has none). Where
-    the registry takes one's own component (priors, guides, likelihoods, networks), an import
-    path ``module.sub:Name`` or (from Python) a class is one too; it is imported now, so that a
-    typo is an error before training."""
-    if value is None:
-        return None
-    registry = field_registry(f)
-    if registry is not None and getattr(registry, "accepts_own", False):
-        if isinstance(value, str) and ":" not in value and value not in registry:
-            return (f"--{_flag(f.name)} {value!r} is not one of: {', '.join(registry.names())} "
-                    f"(or the import path of your own, module.sub:Name)")
-        try:
-            registry.resolve(value)
-        except ConfigError as e:
-            return f"--{_flag(f.name)}: {e}"
-        return None
-    choices = field_choices(f)
-    if choices and value not in choices:
-        return f"--{_flag(f.name)} {value!r} is not one of: {', '.join(choices)}"
-    return None
 
 
 def config_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(FitConfig))
-
-
-def seed_problem(seed, flag: str) -> str | None:
-    """Why ``seed`` is not a usable seed (None if it is): a whole number in [0, 2^32)."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-        return f"{flag} must be a whole number from 0 to {SEED_LIMIT - 1:,} (2^32 - 1), got {seed}"
-    return None
-
-
-def check_seed(seed, flag: str = "--seed") -> int:
-    """``seed`` if it lies in [0, 2^32); :class:`ConfigError` naming ``flag`` if not."""
-    if (problem := seed_problem(seed, flag)) is not None:
-        raise ConfigError(problem)
-    return seed

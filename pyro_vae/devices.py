@@ -5,7 +5,7 @@
     resolve_device("cuda:1")    # that GPU, if it exists
     resolve_device("gpu")       # ConfigError: --accelerator 'gpu' is not a device; use auto, cpu, ...
 
-This is the one place where a device name is checked, and where ``--device``, the old name of
+This is the one place where a device name is checked, and where ``--device``, an alias of
 ``--accelerator``, is resolved: the engine's Fabric, the command-line tools, ``generate`` and
 ``pyro_vae.load`` all go through it, so a misspelt or absent device
 is reported once, in words, before any file is read (torch's own messages, e.g. a checkpoint
@@ -23,7 +23,7 @@ DEVICE_CHOICES = "auto, cpu, cuda, cuda:N (N a GPU index) or mps"
 
 
 def accelerator_alias(accelerator: str | None, device: str | None) -> tuple[str | None, str]:
-    """``--device`` is the old name of ``--accelerator``: the accelerator asked for (None: neither
+    """``--device`` is an alias of ``--accelerator``: the accelerator asked for (None: neither
     given) and the flag that named it, for the messages of later checks. Both given, and
     different, is refused."""
     if device is None:

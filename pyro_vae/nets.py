@@ -10,8 +10,8 @@ the MLPs take any shape, the conv nets any image of at least 8x8 (:func:`conv_pl
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyro
 import pyro.infer.trace_elbo
@@ -29,8 +29,8 @@ import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
-from pyro.infer.util import is_validation_enabled
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
@@ -176,7 +176,7 @@ def _particle_kwargs(particles: int) -> dict:
 def _losses_stay_on_the_device() -> Iterator[None]:
     """While inside, Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` keep the loss they report
     on the device (``torch_item(t)`` becomes ``t.detach()``) and skip their NaN warnings on the
-    loss and its gradient (``TraceEnum_ELBO`` too): each was a host-device synchronisation (6 per
+    loss and its gradient (``TraceEnum_ELBO`` too): each would be a host-device synchronisation (6 per
     default training step). Not thread-safe: a step is one thread's business.
     Values and gradients are unchanged: the loss is ``loss + (surrogate - surrogate.detach())``
     either way. The training loop checks the losses for NaN once per log interval instead."""

@@ -10,8 +10,8 @@ state, so a notebook's inline figures keep working while training writes its pic
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable, Dict, Generic, Iterator, Mapping, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
 
@@ -104,13 +105,13 @@ class Registry(Generic[T]):
         class; true for every registry with ``arguments``, and for the model kinds.
     """
 
-    def __init__(self, what: str, arguments: Callable[..., Dict[str, Any]] | None = None,
+    def __init__(self, what: str, arguments: Callable[..., dict[str, Any]] | None = None,
                  member: str | None = None, accepts_own: bool = False):
         self.what = what
         self.arguments = arguments
         self.accepts_own = accepts_own or arguments is not None
         self.member = member
-        self._factories: Dict[str, Callable[..., T]] = {}
+        self._factories: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """``@REGISTRY.register("laplace")`` above a class or factory; the name then works as a

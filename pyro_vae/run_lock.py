@@ -22,8 +22,8 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .atomic import output_error
 from .errors import OutputError, PyroVAEError
@@ -94,7 +94,7 @@ class RunLock:
         self._exclusive_file = False  # True on the O_EXCL fallback
 
     # -- acquiring -------------------------------------------------------------------------------
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock, or raise :class:`RunFolderBusy` naming the process that holds it."""
         if self._fd is not None:
             return self
@@ -124,7 +124,7 @@ class RunLock:
         self._fd = fd
         return self
 
-    def _acquire_exclusive_file(self) -> "RunLock":
+    def _acquire_exclusive_file(self) -> RunLock:
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -183,7 +183,7 @@ class RunLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

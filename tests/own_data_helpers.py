@@ -54,7 +54,8 @@ def write_cifar10(root: Path, n_train: int = 50, n_test: int = 10) -> tuple[np.n
     per_batch = n_train // 5
     for b in range(5):
         rows = slice(b * per_batch, (b + 1) * per_batch)
-        _pickle(folder / f"data_batch_{b + 1}", {"data": images[rows].reshape(per_batch, -1), "labels": labels[rows].tolist()})
+        batch = {"data": images[rows].reshape(per_batch, -1), "labels": labels[rows].tolist()}
+        _pickle(folder / f"data_batch_{b + 1}", batch)
     _pickle(folder / "test_batch", {"data": images[n_train:].reshape(n_test, -1), "labels": labels[n_train:].tolist()})
     _pickle(folder / "batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
     return images[:n_train], labels[:n_train]

@@ -10,17 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import cli_args
 
 import pyro_vae
-from pyro_vae import atomic, memory, run_lock
-from pyro_vae.config import FitConfig
-from pyro_vae.engine.run_config import check_checkpoint_config
-from pyro_vae.errors import CheckpointError, ConfigError
+from pyro_vae import atomic, run_lock
 from pyro_vae.cli.evaluate import main as evaluate_main
 from pyro_vae.cli.fit import main as fit_main
 from pyro_vae.cli.fit import resolve_config
 from pyro_vae.cli.generate import main as generate_main
-from test_train import cli_args
+from pyro_vae.config import FitConfig
+from pyro_vae.engine import memory
+from pyro_vae.engine.run_config import check_checkpoint_config
+from pyro_vae.errors import CheckpointError, ConfigError
 
 RUN_SEED = 7  # not 0: the evaluation binarization must not follow it
 
@@ -292,9 +293,10 @@ def test_evaluation_binarization_is_seed_0_whatever_the_training_seed(small_run,
 
 @pytest.mark.parametrize("binarize", ["dynamic", "static"])
 def test_trainer_scores_every_run_on_the_seed_0_binarization(mnist_dataset, tmp_path, binarize):
+    from test_train import small_config
+
     from pyro_vae.data import binarize_fixed
     from pyro_vae.engine import Trainer
-    from test_train import small_config
 
     sets = {}
     for seed in (0, RUN_SEED):

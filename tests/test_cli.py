@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import pyro_vae
 from pyro_vae.cli import TOOLS
 from pyro_vae.cli.common import DEVICE_FLAGS, device_options
 from pyro_vae.config import config_fields
@@ -40,7 +39,8 @@ def test_every_tool_takes_device_and_accelerator_from_the_config_fields(tool):
 
 
 @pytest.mark.parametrize("tool", ["evaluate", "generate", "reproduce"])
-@pytest.mark.parametrize("flags", [["--device", "cpu"], ["--accelerator", "cpu"], ["--device", "cpu", "--accelerator", "cpu"]])
+@pytest.mark.parametrize("flags", [["--device", "cpu"], ["--accelerator", "cpu"],
+                                   ["--device", "cpu", "--accelerator", "cpu"]])
 def test_device_is_the_old_name_of_accelerator_in_every_tool(tool, flags):
     args = CLI[tool].build_parser().parse_args(POSITIONAL[tool] + flags)
     options = device_options(args)
@@ -122,7 +122,6 @@ def test_the_installed_command_can_start_more_processes(monkeypatch):
     """Fabric starts the other processes by running the command again; the `pyro-vae` script (no
     module spec, no .py suffix) can be."""
     import __main__
-
     from pyro_vae.engine.fabric import _relaunchable
 
     monkeypatch.setattr(__main__, "__spec__", None)

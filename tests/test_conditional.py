@@ -14,16 +14,16 @@ import torch
 from PIL import Image
 from pyro.infer import TraceEnum_ELBO, config_enumerate
 from pyro.nn import PyroModule
+from test_train import cli_args
 
 import pyro_vae
+from pyro_vae.cli.fit import main as fit_main
+from pyro_vae.cli.generate import main as generate_main
 from pyro_vae.config import FitConfig
 from pyro_vae.errors import ConfigError, PyroVAEError
 from pyro_vae.evaluation import importance_weighted_log_px, label_summed_log_px
-from pyro_vae.cli.fit import main as fit_main
-from pyro_vae.cli.generate import main as generate_main
 from pyro_vae.labels import balanced_labelled_subset
 from pyro_vae.variants import build_vae, check
-from test_train import cli_args
 
 C = 10  # MNIST's labels
 
@@ -242,8 +242,9 @@ def test_interleaved_labelled_steps_follow_pyros_tutorial_and_weigh_each_image_a
     """--labelled-steps interleaved: one pass over the labelled set per epoch, in steps of its own
     at the tutorial's positions (i % every == 1); every step's loss is its batch's sum times the
     epoch's steps, for both kinds, so the counted 46-per-image weighting is kept."""
-    from pyro_vae.engine import Trainer
     from test_train import small_config
+
+    from pyro_vae.engine import Trainer
 
     # 600 images, 100 labelled: 5 unlabelled batches of 100 and 1 labelled batch -> 6 steps
     config = small_config(mnist_dataset, tmp_path, model="m2", labels=100, train_size=600, batch_size=100,

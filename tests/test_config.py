@@ -5,9 +5,9 @@ import re
 
 import pytest
 
+from pyro_vae.cli.fit import build_parser, main, resolve_config
 from pyro_vae.config import GROUPS, FitConfig, config_fields
 from pyro_vae.errors import CheckpointError, ConfigError
-from pyro_vae.cli.fit import build_parser, main, resolve_config
 
 
 def test_help_explains_every_option_with_its_default(capsys):
@@ -132,7 +132,7 @@ def test_device_is_an_alias_of_accelerator():
 
 
 def test_every_choice_comes_from_its_registry():
-    from pyro_vae.config import field_choices
+    from pyro_vae.config_values import field_choices
     from pyro_vae.data.catalog import DATASET_NAMES
     from pyro_vae.guides import GUIDES
     from pyro_vae.models import LIKELIHOODS, PRIORS

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import data_dir_of
 
 from pyro_vae.run_lock import LOCK_NAME
-from test_train import data_dir_of
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = Path(__file__).resolve().parent / "distributed_helper.py"

@@ -24,7 +24,8 @@ def test_docs_build_strict(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "WARNING" not in done.stderr, done.stderr
     api = (tmp_path / "site" / "api" / "index.html").read_text()
-    for name in ("pyro_vae.load", "pyro_vae.api.fit", "pyro_vae.Run", "pyro_vae.VAE.log_px", "pyro_vae.VAE.encode", "pyro_vae.evaluation.evaluate_log_px",
+    for name in ("pyro_vae.load", "pyro_vae.api.fit", "pyro_vae.Run", "pyro_vae.VAE.log_px", "pyro_vae.VAE.encode",
+                 "pyro_vae.evaluation.evaluate_log_px",
                  "pyro_vae.models.VAEModel", "pyro_vae.guides.AmortizedDiagonalNormal"):
         assert f'id="{name}"' in api, name  # the reference is generated from the docstrings
     pages = {p.stem for p in (ROOT / "docs").glob("*.md")}

@@ -9,14 +9,14 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
+from test_train import cli_args, data_dir_of
 
 import pyro_vae
+from pyro_vae.cli.fit import main
 from pyro_vae.config import FitConfig
 from pyro_vae.engine import Trainer, mean_elbo_terms
-from pyro_vae.cli.fit import main
 from pyro_vae.objectives import build_elbo, elbo_terms, trace_log_density
 from pyro_vae.variants import build_vae
-from test_train import cli_args, data_dir_of
 
 TINY = dict(latent_dim=2, hidden=(32,), eval_size=100)
 

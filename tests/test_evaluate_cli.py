@@ -5,10 +5,10 @@ import math
 
 import pytest
 from PIL import Image
+from test_train import cli_args
 
 from pyro_vae.cli.evaluate import main as evaluate_main
 from pyro_vae.cli.fit import main as fit_main
-from test_train import cli_args
 
 
 @pytest.fixture(scope="module")

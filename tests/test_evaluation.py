@@ -31,8 +31,8 @@ from pyro_vae.evaluation import (
     log_px_against_k,
     pareto_khat,
 )
-from pyro_vae.plots import plot_khat_histogram, plot_log_px_against_k
 from pyro_vae.models.ppca import PPCA, AmortizedLinearGaussian, PPCAExactPosterior
+from pyro_vae.plots import plot_khat_histogram, plot_log_px_against_k
 
 EXACT = 1e-10
 

@@ -22,10 +22,10 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
+from iwae_reference import iwae_bound, log_importance_weights
 from pyro.infer import RenyiELBO, Trace_ELBO
 from pyro.nn import PyroModule
 
-from iwae_reference import iwae_bound, log_importance_weights
 from pyro_vae.evaluation import importance_weighted_log_px, particle_seed
 from pyro_vae.models.ppca import PPCA, AmortizedLinearGaussian
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from extensions_example import FullCovarianceGuide, LaplacePrior, StudentTPrior
 
 import pyro_vae
-from extensions_example import FullCovarianceGuide, LaplacePrior, StudentTPrior
 from pyro_vae import FitConfig, build_vae
 from pyro_vae.data import binarize_fixed, evaluation_images
 from pyro_vae.engine import Trainer
-from pyro_vae.errors import CheckpointError, ConfigError, InputError
 from pyro_vae.engine.evaluate import evaluate_run
+from pyro_vae.errors import CheckpointError, ConfigError, InputError
 from pyro_vae.evaluation import evaluate_log_px
 from pyro_vae.models import PRIORS
 from pyro_vae.variants import resolve_defaults
@@ -163,7 +163,8 @@ def test_trainer_refuses_a_vae_its_config_does_not_describe(mnist_dataset, tmp_p
     before training, since config.json could not rebuild the model."""
     config = FitConfig(**SMALL, data_dir=data_dir_of(mnist_dataset), out=str(tmp_path / "t"))
     vae = build_vae(config, (1, 28, 28), prior=LaplacePrior(4))
-    with pytest.raises(ConfigError, match=r"not the model its config describes \(prior standard.*missing \(model.prior.scale\)"):
+    with pytest.raises(ConfigError,
+                       match=r"not the model its config describes \(prior standard.*missing \(model.prior.scale\)"):
         Trainer(config, mnist_dataset, tmp_path / "t", torch.device("cpu"), vae=vae, log=lambda _: None)
     Trainer(config.replace(prior=LaplacePrior), mnist_dataset, tmp_path / "t", torch.device("cpu"), vae=vae,
             log=lambda _: None)  # named in the config: accepted
@@ -186,7 +187,8 @@ def test_a_checkpoint_that_does_not_match_its_config_is_refused(python_run, tmp_
     payload["config"]["prior"] = "standard"
     torch.save(payload, run / "best.pt")
     with pytest.raises(CheckpointError, match=r"does not fit the model .*config.json describes .*prior standard.*"
-                                              r"missing \(model.prior.scale\).*extra \(model.prior.scale_unconstrained"):
+                                              r"missing \(model.prior.scale\).*"
+                                              r"extra \(model.prior.scale_unconstrained"):
         pyro_vae.load(run)
 
 

@@ -76,7 +76,8 @@ def test_tracing_leaves_batch_norm_statistics_as_one_eager_step_would():
         assert torch.allclose(after_jit[n], b), n
 
 
-@pytest.mark.parametrize("elbo,pyro_elbo", [("trace", pyro.infer.Trace_ELBO), ("meanfield", pyro.infer.TraceMeanField_ELBO)])
+@pytest.mark.parametrize("elbo,pyro_elbo", [("trace", pyro.infer.Trace_ELBO),
+                                             ("meanfield", pyro.infer.TraceMeanField_ELBO)])
 def test_device_resident_elbos_equal_pyros(elbo, pyro_elbo):
     """The default losses (no host reads) give plain Pyro's loss and gradients on the same
     samples, and leave Pyro's module functions as they were."""

@@ -27,6 +27,8 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from test_host_syncs import HostReads
+from test_train import small_config, train
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import pyro_vae
@@ -37,8 +39,6 @@ from pyro_vae.engine.checkpoint import restore_optimizer, rng_state, set_rng_sta
 from pyro_vae.engine.optim import build_optimizer, build_scheduler
 from pyro_vae.evaluation import iwae
 from pyro_vae.variants import build_vae
-from test_host_syncs import HostReads
-from test_train import small_config, train
 
 # --------------------------------------------------------------------------------------------
 # (a), (b): a CPU run's checkpoint resumed by a trainer whose device is another one
@@ -296,7 +296,7 @@ def test_cuda_rng_states_are_restored_for_the_gpus_present(fake_cuda, monkeypatc
     assert torch.equal(fake_cuda.generators[0].get_state(), states[0])
 
 
-SIZING_MODULES = ("evaluation/iwae.py", "memory.py", "data/batches.py")
+SIZING_MODULES = ("evaluation/iwae.py", "engine/memory.py", "data/batches.py")
 
 
 def _private_torch_uses(source: str) -> list[str]:

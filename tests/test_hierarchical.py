@@ -14,8 +14,13 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 
 from pyro_vae.errors import ConfigError
-from pyro_vae.guides import AmortizedIAF, AmortizedLowRankNormal, HierarchicalGuide
-from pyro_vae.guides import build_burda_two_layer, build_hierarchical_vae
+from pyro_vae.guides import (
+    AmortizedIAF,
+    AmortizedLowRankNormal,
+    HierarchicalGuide,
+    build_burda_two_layer,
+    build_hierarchical_vae,
+)
 from pyro_vae.models import BernoulliLikelihood, GaussianLayer, HierarchicalVAEModel
 from pyro_vae.models.hierarchical import hidden_per_gap
 

@@ -8,10 +8,10 @@ import torch
 from pyro import poutine
 
 from pyro_vae.config import FitConfig
+from pyro_vae.engine.optim import build_optimizer
 from pyro_vae.errors import ConfigError
 from pyro_vae.models import LIKELIHOODS, PRIORS
 from pyro_vae.nets import DECODERS, ENCODERS, NetSpec
-from pyro_vae.engine.optim import build_optimizer
 from pyro_vae.objectives import ELBOS, build_elbo
 from pyro_vae.variants import build_vae
 

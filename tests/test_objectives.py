@@ -8,10 +8,9 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-
-from pyro_vae.config import FitConfig
 from pyro.nn import PyroModule
 
+from pyro_vae.config import FitConfig
 from pyro_vae.objectives import Scaled, beta_at, build_elbo, elbo_terms
 from pyro_vae.variants import build_vae, check
 

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from own_data_helpers import blob_images, write_folder
+
+from pyro_vae.cli.evaluate import main as evaluate_main
+from pyro_vae.cli.fit import main as fit_main
+from pyro_vae.cli.generate import main as generate_main
 from pyro_vae.config import FitConfig
 from pyro_vae.data import Dataset, DeviceBatches, Split, load_data, load_own_data
 from pyro_vae.data import folder as folder_module
 from pyro_vae.data.splits import seeded_order
-from pyro_vae.cli.evaluate import main as evaluate_main
-from pyro_vae.cli.fit import main as fit_main
-from pyro_vae.cli.generate import main as generate_main
 from pyro_vae.engine import Trainer
 
 N_TRAIN, N_EVAL = 300, 100  # MNIST images exported: a few hundred keep the tests fast

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from own_data_helpers import blob_images, save_image, write_folder
-from pyro_vae.data import folder as folder_module
+
 from pyro_vae.cli.fit import main as fit_main
+from pyro_vae.data import folder as folder_module
 
 FAST = ["--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--batch-size", "8", "--device", "cpu"]
 

@@ -7,14 +7,14 @@ import math
 
 import pytest
 import torch
+from test_train import cli_args
 
+from pyro_vae.cli.fit import main
 from pyro_vae.config import FitConfig, config_fields
 from pyro_vae.errors import ConfigError
-from pyro_vae.cli.fit import main
 from pyro_vae.guides import GUIDES
 from pyro_vae.models import PRIORS
 from pyro_vae.variants import build_vae
-from test_train import cli_args
 
 IMAGE_SHAPE = (1, 28, 28)
 PROPOSAL_SCALE = 3.0  # wide Gaussian proposal for the importance-sampling checks
@@ -95,7 +95,7 @@ def test_every_guide_is_reparameterized(guide):
 
 
 def test_config_offers_exactly_the_registered_priors_and_guides():
-    from pyro_vae.config import field_choices
+    from pyro_vae.config_values import field_choices
 
     choices = {f.name: field_choices(f) for f in config_fields()}
     assert tuple(PRIORS.names()) == choices["prior"]

@@ -24,10 +24,13 @@ import torch
 from pyro.nn import PyroModule
 
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.evaluation import (evaluate_log_px, importance_weighted_log_px, log_px_against_k,
-                                 model_log_joint)
-from pyro_vae.models.linear_gaussian import (MixtureLinearGaussian, MixturePosterior,
-                                             TwoLayerLinearGaussian, TwoLayerPosterior)
+from pyro_vae.evaluation import evaluate_log_px, importance_weighted_log_px, log_px_against_k, model_log_joint
+from pyro_vae.models.linear_gaussian import (
+    MixtureLinearGaussian,
+    MixturePosterior,
+    TwoLayerLinearGaussian,
+    TwoLayerPosterior,
+)
 from pyro_vae.models.ppca import PPCA, PPCAExactPosterior
 from pyro_vae.objectives import elbo_terms
 

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import cli_args, data_dir_of
 
 import pyro_vae
+from pyro_vae.cli.fit import main
 from pyro_vae.config import FitConfig
 from pyro_vae.engine import Trainer, load_checkpoint
 from pyro_vae.engine.faults import KILL_ENV, KILL_SIGNAL_ENV
 from pyro_vae.errors import TrainingDiverged
-from pyro_vae.cli.fit import main
 from pyro_vae.run_lock import LOCK_NAME
-from test_train import cli_args, data_dir_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(train_size=300, eval_size=100, latent_dim=2, hidden=(16,), batch_size=50, epochs=3)

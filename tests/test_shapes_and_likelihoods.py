@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from own_data_helpers import blob_images, write_folder
+
 from pyro_vae.config import FitConfig
 from pyro_vae.data import load_own_data
+from pyro_vae.engine import Trainer, mean_elbo_terms
 from pyro_vae.evaluation import evaluate_log_px
 from pyro_vae.models import LIKELIHOODS
 from pyro_vae.models.likelihoods import DiscretizedLogistic
 from pyro_vae.nets import DECODERS, ENCODERS, NetSpec, conv_plan
-from pyro_vae.engine import Trainer, mean_elbo_terms
 from pyro_vae.variants import build_vae
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]

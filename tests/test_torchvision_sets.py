@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets as tvd
-
 from own_data_helpers import write_celeba, write_cifar10, write_mnist_like, write_omniglot, write_svhn
+
 from pyro_vae.data import load_dataset
 from pyro_vae.data.catalog import TORCHVISION_SETS
 from pyro_vae.data.splits import seeded_order, valid_count
@@ -53,7 +53,8 @@ def test_cifar10(tmp_path, no_md5):
     dataset = load_dataset("cifar10", tmp_path, log=lines.append)
     (train_x, train_y), (valid_x, valid_y) = expected_train_valid(images, labels)
     assert dataset.image_shape == (3, 32, 32) and dataset.bits == 8 and dataset.num_classes == 10
-    assert torch.equal(dataset.train.data, torch.from_numpy(train_x)) and torch.equal(dataset.valid.labels, torch.from_numpy(valid_y))
+    assert torch.equal(dataset.train.data, torch.from_numpy(train_x))
+    assert torch.equal(dataset.valid.labels, torch.from_numpy(valid_y))
     assert len(dataset.test) == 10 and dataset.class_names[0] == "class0"
     assert lines == [f"cifar10: 45 train / 5 valid / 10 test, 32x32x3, 8-bit, labels 0-9 — from files in {tmp_path}"]
     assert dataset.record["data_kind"] == "catalogue:cifar10"
@@ -72,7 +73,8 @@ def test_kmnist_and_emnist(tmp_path):
     e_images, _ = write_mnist_like(tmp_path / "EMNIST" / "raw", prefix="emnist-balanced-", classes=47)
     kmnist = load_dataset("kmnist", tmp_path, log=quiet)
     (train_x, train_y), _ = expected_train_valid(k_images[:, None], k_labels.astype(np.int64))
-    assert torch.equal(kmnist.train.data, torch.from_numpy(train_x)) and torch.equal(kmnist.train.labels, torch.from_numpy(train_y))
+    assert torch.equal(kmnist.train.data, torch.from_numpy(train_x))
+    assert torch.equal(kmnist.train.labels, torch.from_numpy(train_y))
     emnist = load_dataset("emnist", tmp_path, log=quiet)
     (train_x, _), _ = expected_train_valid(e_images[:, None], np.zeros(len(e_images)))
     assert torch.equal(emnist.train.data, torch.from_numpy(train_x.transpose(0, 1, 3, 2)))  # stored transposed

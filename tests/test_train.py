@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 import pyro_vae
-from pyro_vae.engine import Trainer, load_checkpoint, mean_elbo_terms
+from pyro_vae.cli.fit import main
 from pyro_vae.config import FitConfig
 from pyro_vae.data import evaluation_images
+from pyro_vae.engine import Trainer, load_checkpoint, mean_elbo_terms
 from pyro_vae.errors import CheckpointError, TrainingDiverged
-from pyro_vae.cli.fit import main
 
 # A few hundred real images and a small network: seconds per run on a 2-core CPU.
 SMALL = dict(train_size=400, eval_size=200, latent_dim=4, hidden=(64,), batch_size=50)
@@ -38,7 +38,8 @@ def cli_args(dataset, out, **overrides):
 
 
 def train(dataset, out, **overrides) -> Trainer:
-    trainer = Trainer(small_config(dataset, out, **overrides), dataset, Path(out), torch.device("cpu"), log=lambda _: None)
+    config = small_config(dataset, out, **overrides)
+    trainer = Trainer(config, dataset, Path(out), torch.device("cpu"), log=lambda _: None)
     trainer.fit()
     return trainer
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 # each subcommand's module (its main(argv, prog)) and one line for `pyro-vae --help`
 TOOLS = {

@@ -10,15 +10,17 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from ..config import coerce, config_fields, field_choices
+from ..config import config_fields
+from ..config_values import coerce, field_choices
 from ..devices import accelerator_alias
 from ..engine.fabric import rank_and_world
 from ..errors import ConfigError, PyroVAEError, user_error
 
-# the devices group of FitConfig's fields, in the order of the flags; "device" is the old name of
+# the devices group of FitConfig's fields, in the order of the flags; "device" is an alias of
 # "accelerator" and follows the flags a tool takes
 DEVICE_FLAGS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 DEVICE_ALIAS = "device"
@@ -59,7 +61,7 @@ def fields_named(names: Iterable[str]) -> list[dataclasses.Field]:
 
 def add_device_flags(parser: argparse.ArgumentParser, names: Iterable[str] = DEVICE_FLAGS) -> None:
     """The device flags ``names`` (a part of :data:`DEVICE_FLAGS`: what the tool supports) and
-    ``--device``, the old name of ``--accelerator``, in a "devices options" section, with the fields'
+    ``--device``, an alias of ``--accelerator``, in a "devices options" section, with the fields'
     defaults filled in; :func:`device_options` reads them back."""
     group = parser.add_argument_group("devices options", "where the work runs")
     for f in fields_named([*names, DEVICE_ALIAS]):
@@ -67,7 +69,7 @@ def add_device_flags(parser: argparse.ArgumentParser, names: Iterable[str] = DEV
 
 
 def resolve_accelerator(options: dict[str, Any], check: Callable[[str, str], Any] | None = None) -> dict[str, Any]:
-    """``options`` (field names as keys) with ``device``, the old name of ``accelerator``, moved
+    """``options`` (field names as keys) with ``device``, an alias of ``accelerator``, moved
     there; ``check(value, flag)`` checks the accelerator asked for, naming the flag that asked, and
     what it returns is the value kept."""
     options = dict(options)
@@ -104,7 +106,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-        raise ConfigError(f"--config {path}: cannot parse it as {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+        language = "JSON" if path.suffix == ".json" else "YAML"
+        raise ConfigError(f"--config {path}: cannot parse it as {language}: {e}") from None
     if data is None or data == {}:
         raise ConfigError(f"--config {path}: the file holds no options; write one option per line "
                           f"(YAML `epochs: 5`, or JSON {{\"epochs\": 5}}), or drop --config to run the defaults")

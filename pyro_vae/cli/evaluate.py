@@ -11,7 +11,7 @@ ones), ``khat_<split>.png`` (Pareto k-hat histogram) and ``log_px_vs_k_<split>.p
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyro
 

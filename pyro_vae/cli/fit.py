@@ -9,7 +9,7 @@ in DIR from its ``last.pt`` up to ``--epochs``.
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..config import GROUPS, FitConfig, config_fields
 from ..devices import check_accelerator_name

@@ -13,7 +13,7 @@ Each image is E[x | z, y] with z ~ p(z | y); the grid is ``generated_label<L>.pn
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyro
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..devices import check_accelerator_name
 from ..engine.reproduce import (

@@ -200,8 +200,9 @@ def _dataset(entry: TorchvisionEntry, parts: dict[str, Part], data_dir: Path, st
             pixels = transform_pixels(pixels, target, image_size)
             notes.append(f"converted to {target} channel(s)" + (f", {image_size}x{image_size}" if image_size else ""))
         order, counts = arrange(pixels.shape[0], {n: p.pixels.shape[0] for n, p in parts.items()}, None, what)
+        classes = next(iter(parts.values())).classes
         prepared = PreparedArrays(pixels[order.numpy()], labels[order.numpy()], counts,
-                                  next(iter(parts.values())).classes, "sha256:" + digest.hexdigest(), notes, own_split=True)
+                                  classes, "sha256:" + digest.hexdigest(), notes, own_split=True)
     dataset = dataset_from_prepared(entry.name, prepared, source="torchvision", root=data_dir,
                                     kind=f"{CATALOGUE}:{entry.name}", image_size=image_size, split=None)
     log(f"{entry.name}: {dataset.describe()} — {story}" + "".join(f"; {n}" for n in prepared.notes))

@@ -119,7 +119,8 @@ def scan_folder(root: Path, skip_bad: bool) -> Listing:
     paths, cls = _scan_part(root, skip_bad, listing)
     classes = sorted(set(cls))
     index = {c: i for i, c in enumerate(classes)}
-    listing.files, listing.labels, listing.classes = paths, [index[c] for c in cls] if cls else [0] * len(paths), tuple(classes)
+    listing.files, listing.classes = paths, tuple(classes)
+    listing.labels = [index[c] for c in cls] if cls else [0] * len(paths)
     return listing
 
 
@@ -373,19 +374,7 @@ def _decode(listing: Listing, keep: list[int], c: int, size: tuple[int, int], im
             pixels = np.empty(shape, dtype=np.uint8)
         else:
             pixels = np.lib.format.open_memmap(tmp_dir / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
-        bad = []
-        bar = tqdm(rows, desc=f"decoding {listing.root.name}", unit="img", disable=None)
-        for row, i in enumerate(bar):
-            try:
-                with Image.open(listing.files[i]) as image:
-                    pixels[row] = to_array(image, c, image_size)
-            except ConfigError as error:
-                raise DataError(f"--data {listing.root}: {listing.relative(listing.files[i])}: {error}") from None
-            except Exception as error:  # noqa: BLE001 - truncated or corrupt data found while decoding
-                if not skip_bad:
-                    raise DataError(_bad_image_message(listing, i, _why(error), 1)) from None
-                bad.append(row)
-        bar.close()
+        bad = _decode_rows(listing, rows, pixels, c, image_size, skip_bad)
         labels = np.asarray([listing.labels[i] for i in rows], dtype=np.int64)
         decode_notes = []
         if bad:
@@ -409,6 +398,26 @@ def _decode(listing: Listing, keep: list[int], c: int, size: tuple[int, int], im
     finally:
         if tmp_dir is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _decode_rows(listing: Listing, rows: list[int], pixels, c: int, image_size: int | None,
+                 skip_bad: bool) -> list[int]:
+    """Decode ``listing.files[rows[r]]`` into ``pixels[r]``; returns the rows that failed to decode
+    (with ``skip_bad``; without it the first failure raises DataError)."""
+    bad = []
+    bar = tqdm(rows, desc=f"decoding {listing.root.name}", unit="img", disable=None)
+    for row, i in enumerate(bar):
+        try:
+            with Image.open(listing.files[i]) as image:
+                pixels[row] = to_array(image, c, image_size)
+        except ConfigError as error:
+            raise DataError(f"--data {listing.root}: {listing.relative(listing.files[i])}: {error}") from None
+        except Exception as error:  # noqa: BLE001 - truncated or corrupt data found while decoding
+            if not skip_bad:
+                raise DataError(_bad_image_message(listing, i, _why(error), 1)) from None
+            bad.append(row)
+    bar.close()
+    return bad
 
 
 def _kept_part_sizes(listing: Listing, keep: list[int]) -> dict[str, int] | None:

@@ -14,9 +14,9 @@ parameters' device; Adam's ``step`` counts go where torch's Adam keeps them for 
 own settings (:func:`restore_optimizer`). The batch sampler's state is a CPU generator's
 (:class:`~pyro_vae.data.DeviceBatches`), the same size on every device.
 
-Format 1 (pyro-vae before the Fabric engine: ``pyro.optim`` optimizers, Pyro's param store) holds
-the same networks: ``pyro_vae.load``, ``evaluate`` and ``generate`` still read it, but ``--resume``
-refuses it (its optimizer state cannot continue exactly in a torch optimizer).
+Format 1 (the states of ``pyro.optim`` optimizers and Pyro's param store) holds the same networks:
+``pyro_vae.load``, ``evaluate`` and ``generate`` read it, but ``--resume`` refuses it (its
+optimizer state cannot continue exactly in a torch optimizer).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def check_resumable(payload: dict, path: str | Path, world_size: int) -> None:
             f"(--devices x --num-nodes = {saved}), not {world_size}, so that it continues exactly")
 
 
-# The optimizer's own implementation choices, made for this machine's device by build_optimizer;
+# The optimizer's own implementation choices, made by build_optimizer for the device this process uses;
 # a checkpoint's (made for the device that wrote it) do not replace them.
 IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
 

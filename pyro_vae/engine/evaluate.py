@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import write_json
-from ..config import check_seed
+from ..config_values import check_seed
 from ..data import evaluation_images, load_data
 from ..errors import ConfigError
 from ..evaluation import DEFAULT_KS, evaluate_log_px
@@ -31,10 +31,46 @@ SPLITS = ("train", "valid", "test")
 DEFAULT_K = 5000
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_CURVE_IMAGES = 500
-# the library's budget: on this project's CPU, 256 MB chunks (56 particles x 200 images of the
-# default model) scored 13% faster than 1024 MB ones, whose large tensors the allocator maps and
-# unmaps at every chunk (docs/performance.md)
+# the library's budget: larger chunks gain nothing, since the allocator maps and unmaps their large
+# tensors at every chunk (docs/performance.md compares chunk sizes)
 DEFAULT_MEMORY_MB = DEFAULT_MEMORY_BUDGET_MB
+
+
+def _check_options(*, k: int, batch_size: int, split: str, limit: int | None, k_chunk: int | None,
+                   memory_mb: float, curve_images: int, seed: int) -> None:
+    """Refuse, naming the option, any value :func:`evaluate_run` cannot use."""
+    if k < 1:
+        raise ConfigError(f"--k must be at least 1, got {k}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split!r} does not exist; choose one of: {', '.join(SPLITS)}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
+    if k_chunk is not None and k_chunk < 1:
+        raise ConfigError(f"--k-chunk must be at least 1, got {k_chunk} (or leave it out: --memory-mb sizes it)")
+    if not (math.isfinite(memory_mb) and memory_mb > 0):
+        raise ConfigError(f"--memory-mb must be a positive number of megabytes, got {memory_mb:g}")
+    if curve_images < 0:
+        raise ConfigError(f"--curve-images must be >= 0 (0 skips the picture), got {curve_images}")
+    check_seed(seed)
+
+
+def _pictures(result, entry: dict, run_dir: Path, *, split: str, k: int, curve_images: int, draw: bool) -> list[str]:
+    """The k-hat histogram and (for ``curve_images`` > 0) the log p_K(x)-against-K curve, drawn into
+    ``run_dir`` when ``draw`` (rank 0); adds the curve's summary to ``entry``; returns the files' names."""
+    pictures = [f"khat_{split}.png"]
+    if draw:
+        plot_khat_histogram(result.khat, run_dir / f"khat_{split}.png",
+                            title=f"Pareto k-hat of the importance weights, {split} set, K = {k}")
+    if curve_images > 0:
+        curve = result.curve
+        if draw:
+            plot_log_px_against_k(curve, run_dir / f"log_px_vs_k_{split}.png",
+                                  title=f"log p_K(x) against K, first {curve_images} {split} images")
+        entry["log_px_against_k"] = curve.summary()
+        pictures.append(f"log_px_vs_k_{split}.png")
+    return pictures
 
 
 def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test",
@@ -51,21 +87,8 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     batch, and gathered: the numbers equal one process's. Rank 0 writes the files. The run's data
     are rebuilt from its config.json (checked against the recorded checksum); ``data`` says where
     a run's ``--data`` lie now if they moved."""
-    if k < 1:
-        raise ConfigError(f"--k must be at least 1, got {k}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    if split not in SPLITS:
-        raise ConfigError(f"--split {split!r} does not exist; choose one of: {', '.join(SPLITS)}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--limit must be at least 1, got {limit}")
-    if k_chunk is not None and k_chunk < 1:
-        raise ConfigError(f"--k-chunk must be at least 1, got {k_chunk} (or leave it out: --memory-mb sizes it)")
-    if not (math.isfinite(memory_mb) and memory_mb > 0):
-        raise ConfigError(f"--memory-mb must be a positive number of megabytes, got {memory_mb:g}")
-    if curve_images < 0:
-        raise ConfigError(f"--curve-images must be >= 0 (0 skips the picture), got {curve_images}")
-    check_seed(seed)
+    _check_options(k=k, batch_size=batch_size, split=split, limit=limit, k_chunk=k_chunk, memory_mb=memory_mb,
+                   curve_images=curve_images, seed=seed)
     run_dir = Path(run_dir)
     if fabric is None:
         fabric = build_fabric(accelerator, devices, num_nodes, strategy)
@@ -110,19 +133,8 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
         entry["elbo_bits_per_dim"] = bits(entry["elbo_mean"], dataset.dims)
         log(f"  bits/dim: log p_K(x) {entry['bits_per_dim']:.4f}, ELBO {entry['elbo_bits_per_dim']:.4f} "
             f"({dataset.dims:,} 8-bit values per image)")
-    pictures = [f"khat_{split}.png"]
-    if main:
-        plot_khat_histogram(result.khat, run_dir / f"khat_{split}.png",
-                            title=f"Pareto k-hat of the importance weights, {split} set, K = {k}")
-    if curve_images > 0:
-        n = min(curve_images, images.shape[0])
-        curve = result.curve
-        if main:
-            plot_log_px_against_k(curve, run_dir / f"log_px_vs_k_{split}.png",
-                                  title=f"log p_K(x) against K, first {n} {split} images")
-        entry["log_px_against_k"] = curve.summary()
-        pictures.append(f"log_px_vs_k_{split}.png")
-    entry["pictures"] = pictures
+    entry["pictures"] = pictures = _pictures(result, entry, run_dir, split=split, k=k,
+                                             curve_images=min(curve_images, images.shape[0]), draw=main)
     if main:
         path = run_dir / "eval.json"
         previous = json.loads(path.read_text()) if path.is_file() else {}

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .. import plots
-from ..config import check_seed
+from ..config_values import check_seed
 from ..devices import resolve_device
 from ..errors import ConfigError
 from .load import load

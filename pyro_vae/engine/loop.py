@@ -22,9 +22,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import pyro
 import torch
@@ -32,20 +32,28 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_path, write_json
 from ..config import FitConfig
-from ..variants import EvalSet, build_vae, check_data, check_matches_config, checked, variant_of
 from ..vae import VAE
-from . import divergence, records as run_records, stopping
-from .run_config import check_checkpoint_config
-from .checkpoint import (check_resumable, load_checkpoint, restore_networks, restore_optimizer, rng_state,
-                         save_checkpoint, set_rng_state)
-from .faults import KILL_ENV, kill_point, step_hook
+from ..variants import EvalSet, build_vae, check_data, check_matches_config, checked, variant_of
+from . import divergence, stopping
+from . import records as run_records
+from .checkpoint import (
+    check_resumable,
+    load_checkpoint,
+    restore_networks,
+    restore_optimizer,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .fabric import broadcast_buffers, describe, fabric_for, float32_outputs, gather_objects, process_seed
+from .faults import KILL_ENV, kill_point, step_hook
 from .optim import build_optimizer, build_scheduler, clip_value, current_lr
 from .resume import records_until, repair_interrupted_epoch
+from .run_config import check_checkpoint_config
 from .training_data import evaluation_sets, training_split
 
 # Distribution arguments are validated on a run's first step (bad data is caught there) and not
-# after: validation costs about 10% of a small model's step and a host sync per check. The test
+# after: each check reads a value on the host (docs/performance.md gives the cost). The test
 # suite (tests/conftest.py) sets PYRO_VAE_VALIDATE_EVERY_STEP=1 to keep it on for every step.
 VALIDATE_EVERY_STEP = os.environ.get("PYRO_VAE_VALIDATE_EVERY_STEP") == "1"
 LOG_EVERY = 50  # steps between reads of the running loss (one host-device sync each)

@@ -5,7 +5,7 @@ checkpoint (``--lr-schedule``: :data:`LR_SCHEDULES`)."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

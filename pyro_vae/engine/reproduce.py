@@ -226,6 +226,113 @@ def _evaluate(out: Path, setting: Setting, *, limit: int | None, k: int, device:
             "active_units": entry.get("active_units"), "seconds": time.perf_counter() - started}
 
 
+def _setting(name: str, *, budget_minutes: float, resume: bool, overwrite: bool) -> Setting:
+    """The setting called ``name``, once the request is known to make sense."""
+    if name not in SETTINGS:
+        raise ConfigError(f"unknown setting {name!r}; `python -m pyro_vae.reproduce --list` shows: "
+                          f"{', '.join(SETTINGS)}")
+    if not budget_minutes > 0:
+        raise ConfigError(f"--budget-minutes must be positive, got {budget_minutes}")
+    if resume and overwrite:
+        raise ConfigError("--overwrite starts the run again from nothing and --resume continues it; give one "
+                          "of them")
+    return SETTINGS[name]
+
+
+def _deviations(setting: Setting, **options) -> dict:
+    """The options given, the setting's own binarization left out: the run's recorded deviations."""
+    if options["binarize"] == setting.config["binarize"]:
+        options["binarize"] = None  # the setting's own protocol: not a deviation
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _train_segment(out: Path, config, results: dict, *, done: int, goal: int, minutes: float, device: str,
+                   data_dir: str | None, overwrite: bool) -> dict:
+    """Train from ``done`` to ``goal`` passes within ``minutes``; returns fit's summary. The time it
+    took, interrupted or not, is added to ``results``."""
+    requested = {"epochs": goal, "max_minutes": minutes, "accelerator": device, "out": str(out),
+                 "data_dir": data_dir}
+    # a run with an epoch done continues (--resume); else a new run (a config.json alone, left by
+    # an interruption in the first epoch, is replaced), the first one replacing an old run if asked
+    continuing = done > 0
+    seg_config = resume_config(requested, out) if continuing else config.replace(epochs=goal, max_minutes=minutes)
+    cpu, wall, summary = time.process_time(), time.perf_counter(), None
+    try:
+        summary = fit_run(seg_config, str(out) if continuing else None, overwrite=overwrite and not continuing)
+    finally:  # an interrupted segment's time counts too, with the passes its checkpoint holds
+        results["training_seconds"] += time.perf_counter() - wall
+        results["training_cpu_seconds"] += time.process_time() - cpu
+        if summary is None:
+            results["passes_done"] = max(done, _passes_in_metrics(out))
+            write_json(out / RESULTS, results)
+    return summary
+
+
+def _resumed_results(out: Path, name: str, deviations: dict, *, asked_binarize: str | None,
+                     asked_eval_size: int | str | None, eval_size: int | None, k: int) -> tuple[dict, int | None, int]:
+    """OUT/reproduce.json of the run ``--resume`` continues, checked against this invocation's
+    deviations; returns it with the final evaluation's image count and K."""
+    results = load_results(out)
+    if results["name"] != name:
+        raise ConfigError(f"--resume {out} holds the run of {results['name']}, not {name}")
+    saved = results.get("deviations", {})
+    for key, value in deviations.items():
+        # binarize: checked against the run's config; eval_size: decides only the final evaluation
+        if key not in ("binarize", "eval_size") and saved.get(key) != value:
+            raise ConfigError(f"--resume {out}: --{key.replace('_', '-')} {value} differs from the run's "
+                              f"({saved.get(key, 'not given')}); drop it to continue the run")
+    trained = results["config"]["binarize"]
+    if asked_binarize not in (None, trained):
+        raise ConfigError(f"--resume {out}: --binarize {asked_binarize} differs from the run's ({trained}); "
+                          "drop it to continue the run")
+    if asked_eval_size is None:
+        eval_size = saved.get("eval_size")
+    else:  # a budgeted run evaluated on a subset can be evaluated on all images when resumed
+        results["deviations"].pop("eval_size", None)
+        if eval_size is not None:
+            results["deviations"]["eval_size"] = eval_size
+    k = saved.get("k", k)
+    # an interrupted segment may have gone further than reproduce.json says
+    results["passes_done"] = max(int(results["passes_done"]), _passes_in_metrics(out))
+    return results, eval_size, k
+
+
+def _new_results(out: Path, name: str, setting: Setting, deviations: dict, config, *, device: str,
+                 overwrite: bool) -> dict:
+    """The first reproduce.json of a new run in ``out`` (refused where a run is, unless ``overwrite``)."""
+    if not overwrite and ((out / RESULTS).exists() or holds_run(out)):
+        raise ConfigError(f"{out} already holds a run; continue it with --resume {out}, replace it with "
+                          f"--overwrite, or choose another --out")
+    if overwrite:  # fit.run removes the run's own files (holding the folder's lock)
+        for stale in (RESULTS, CURVE_PICTURE):
+            (out / stale).unlink(missing_ok=True)
+    return {"name": name, "paper": setting.paper, "table": setting.table, "quantity": setting.quantity,
+            "target": setting.target, "second_target": setting.second_target, "notes": setting.notes,
+            "deviations": deviations, "config": config.to_dict(), "full_schedule_passes": setting.full_passes,
+            "started": _now(), "device": device_description(device), "invocations": [], "curve": [],
+            "passes_done": 0, "training_seconds": 0.0, "training_cpu_seconds": 0.0}
+
+
+def _final_evaluation(out: Path, name: str, setting: Setting, results: dict, done: int, *, eval_size: int | None,
+                      curve_images: int, k: int, device: str) -> None:
+    """The setting's quantity after ``done`` passes, with its gap to the paper, into ``results``."""
+    if setting.quantity == "log_px":
+        if not results["curve"] or results["curve"][-1]["passes"] != done:
+            point = _evaluate(out, setting, limit=curve_images, k=k, device=device, final=False)
+            results["curve"].append({"passes": done, **point})
+        say(f"reproduce {name}: evaluating log p(x) with K = {k} on {'all' if eval_size is None else eval_size} "
+            "test images")
+        final = _evaluate(out, setting, limit=eval_size, k=k, device=device, final=True)
+        results["final"] = {"passes": done, **final}
+        results["gap"] = final["log_px"] - setting.target
+    else:
+        results["curve"] = [{"passes": r["epoch"], "test_error": 1 - r["test_accuracy"]}
+                            for r in read_metrics(out / "metrics.jsonl")]
+        final = _evaluate(out, setting, limit=None, k=k, device=device, final=True)
+        results["final"] = final
+        results["gap"] = final["test_error"] - setting.target
+
+
 def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, overwrite: bool = False,
         device: str = "auto",
         dataset: str | None = None, binarize: str | None = None, k: int = K, train_size: int | None = None,
@@ -235,67 +342,21 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
     curve's points), evaluate, and write OUT/reproduce.json and the curve picture. ``eval_size``
     (a recorded deviation) limits the final evaluation to the first N test images; on ``resume``
     a new N, or ``"all"``, replaces the run's, and None keeps it."""
-    if name not in SETTINGS:
-        raise ConfigError(f"unknown setting {name!r}; `python -m pyro_vae.reproduce --list` shows: "
-                          f"{', '.join(SETTINGS)}")
-    if not budget_minutes > 0:
-        raise ConfigError(f"--budget-minutes must be positive, got {budget_minutes}")
-    setting = SETTINGS[name]
+    setting = _setting(name, budget_minutes=budget_minutes, resume=resume, overwrite=overwrite)
     out = Path(out)
-    if resume and overwrite:
-        raise ConfigError("--overwrite starts the run again from nothing and --resume continues it; give one "
-                          "of them")
-    changes = {"out": str(out), "accelerator": device, "data_dir": data_dir}
-    deviations = {}
     asked_eval_size = eval_size  # "all": the whole test set, the papers' evaluation
-    if eval_size == ALL_IMAGES:
-        eval_size = None
-    asked_binarize = binarize
-    if binarize == setting.config["binarize"]:
-        binarize = None  # the setting's own protocol: not a deviation
-    for key, value in (("dataset", dataset), ("binarize", binarize), ("train_size", train_size),
-                       ("eval_size", eval_size)):
-        if value is not None:
-            changes[key] = deviations[key] = value
+    eval_size = None if eval_size == ALL_IMAGES else eval_size
+    deviations = _deviations(setting, dataset=dataset, binarize=binarize, train_size=train_size, eval_size=eval_size)
+    config = setting.fit_config(out=str(out), accelerator=device, data_dir=data_dir, **deviations)
     if k != K:
         deviations["k"] = k
-    config = setting.fit_config(**changes)
     if resume:
-        results = load_results(out)
-        if results["name"] != name:
-            raise ConfigError(f"--resume {out} holds the run of {results['name']}, not {name}")
-        saved = results.get("deviations", {})
-        for key, value in deviations.items():
-            # binarize: checked against the run's config; eval_size: decides only the final evaluation
-            if key not in ("binarize", "eval_size") and saved.get(key) != value:
-                raise ConfigError(f"--resume {out}: --{key.replace('_', '-')} {value} differs from the run's "
-                                  f"({saved.get(key, 'not given')}); drop it to continue the run")
-        trained = results["config"]["binarize"]
-        if asked_binarize not in (None, trained):
-            raise ConfigError(f"--resume {out}: --binarize {asked_binarize} differs from the run's ({trained}); "
-                              "drop it to continue the run")
-        if asked_eval_size is None:
-            eval_size = saved.get("eval_size")
-        else:  # a budgeted run evaluated on a subset can be evaluated on all images when resumed
-            results["deviations"].pop("eval_size", None)
-            if eval_size is not None:
-                results["deviations"]["eval_size"] = eval_size
-        k = saved.get("k", k)
-        # an interrupted segment may have gone further than reproduce.json says
-        done = results["passes_done"] = max(int(results["passes_done"]), _passes_in_metrics(out))
+        results, eval_size, k = _resumed_results(out, name, deviations, asked_binarize=binarize,
+                                                 asked_eval_size=asked_eval_size, eval_size=eval_size, k=k)
+        done = results["passes_done"]
     else:
-        if not overwrite and ((out / RESULTS).exists() or holds_run(out)):
-            raise ConfigError(f"{out} already holds a run; continue it with --resume {out}, replace it with "
-                              f"--overwrite, or choose another --out")
-        if overwrite:  # fit.run removes the run's own files (holding the folder's lock)
-            for stale in (RESULTS, CURVE_PICTURE):
-                (out / stale).unlink(missing_ok=True)
+        results = _new_results(out, name, setting, deviations, config, device=device, overwrite=overwrite)
         done = 0
-        results = {"name": name, "paper": setting.paper, "table": setting.table, "quantity": setting.quantity,
-                   "target": setting.target, "second_target": setting.second_target, "notes": setting.notes,
-                   "deviations": deviations, "config": config.to_dict(), "full_schedule_passes": setting.full_passes,
-                   "started": _now(), "device": device_description(device), "invocations": [], "curve": [],
-                   "passes_done": 0, "training_seconds": 0.0, "training_cpu_seconds": 0.0}
     limit_passes = min(setting.full_passes, max_passes or setting.full_passes)
     if results.get("stopped") == "early-stopping":  # the paper's protocol ended this run: evaluate only
         limit_passes = done
@@ -315,23 +376,10 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
         if remaining <= 0 or (spent > 0 and per_pass > remaining):
             break
         goal = min([p for p in setting.curve_points if p > done] + [limit_passes])
-        requested = {"epochs": goal, "max_minutes": remaining / 60, "accelerator": device, "out": str(out),
-                     "data_dir": data_dir}
-        # a run with an epoch done continues (--resume); else a new run (a config.json alone, left by
-        # an interruption in the first epoch, is replaced), the first one replacing an old run if asked
-        continuing = done > 0
-        seg_config = resume_config(requested, out) if continuing else config.replace(
-            epochs=goal, max_minutes=remaining / 60)
-        cpu, wall, summary = time.process_time(), time.perf_counter(), None
-        try:
-            summary = fit_run(seg_config, str(out) if continuing else None, overwrite=overwrite and not continuing)
-        finally:  # an interrupted segment's time counts too, with the passes its checkpoint holds
-            spent += time.perf_counter() - wall
-            results["training_seconds"] += time.perf_counter() - wall
-            results["training_cpu_seconds"] += time.process_time() - cpu
-            if summary is None:
-                results["passes_done"] = max(done, _passes_in_metrics(out))
-                write_json(out / RESULTS, results)
+        wall = time.perf_counter()
+        summary = _train_segment(out, config, results, done=done, goal=goal, minutes=remaining / 60, device=device,
+                                 data_dir=data_dir, overwrite=overwrite)
+        spent += time.perf_counter() - wall
         done = results["passes_done"] = summary["epochs"]
         results["stopped"] = summary["stopped"]
         if _missing_curve_point(setting, results, done, limit_passes):
@@ -344,21 +392,8 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
         stopped = ("early-stopping" if results.get("stopped") == "early-stopping" else
                    "schedule" if done >= setting.full_passes else "max-passes")
     results["stopped"] = stopped
-    if setting.quantity == "log_px":
-        if not results["curve"] or results["curve"][-1]["passes"] != done:
-            point = _evaluate(out, setting, limit=curve_images, k=k, device=device, final=False)
-            results["curve"].append({"passes": done, **point})
-        say(f"reproduce {name}: evaluating log p(x) with K = {k} on {'all' if eval_size is None else eval_size} "
-            "test images")
-        final = _evaluate(out, setting, limit=eval_size, k=k, device=device, final=True)
-        results["final"] = {"passes": done, **final}
-        results["gap"] = final["log_px"] - setting.target
-    else:
-        results["curve"] = [{"passes": r["epoch"], "test_error": 1 - r["test_accuracy"]}
-                            for r in read_metrics(out / "metrics.jsonl")]
-        final = _evaluate(out, setting, limit=None, k=k, device=device, final=True)
-        results["final"] = final
-        results["gap"] = final["test_error"] - setting.target
+    _final_evaluation(out, name, setting, results, done, eval_size=eval_size, curve_images=curve_images, k=k,
+                      device=device)
     invocation["finished"] = _now()
     results["finished"] = _now()
     write_json(out / RESULTS, results, allow_nan=False)
@@ -370,7 +405,8 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
 def summary_line(results: dict) -> str:
     final = results["final"]
     if results["quantity"] == "log_px":
-        ours = f"log p(x) {final['log_px']:.2f} +- {final['stderr']:.2f} nats (K = {final['k']}, {final['images']:,} test images)"
+        ours = (f"log p(x) {final['log_px']:.2f} +- {final['stderr']:.2f} nats "
+                f"(K = {final['k']}, {final['images']:,} test images)")
         gap = f"{results['gap']:+.2f} nats from the paper's {results['target']:.2f}"
     else:
         ours = f"test error {final['test_error']:.2%}"

@@ -9,8 +9,8 @@ the best validation epoch of ``metrics.jsonl``.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..atomic import atomic_path
 from .checkpoint import load_checkpoint

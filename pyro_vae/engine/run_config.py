@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ..config import FitConfig
 from ..errors import CheckpointError, ConfigError
@@ -32,8 +32,8 @@ def read_run_config(run_dir: str | Path, what: str = "") -> FitConfig:
     if not path.is_file():
         raise CheckpointError(f"{prefix}{run_dir}: no config.json there; is it a folder written by "
                               f"`python -m pyro_vae.fit --out {run_dir}`?")
-    damaged = (f"it is written by `python -m pyro_vae.fit` and rebuilds the model; restore it from a "
-               f"copy, or train again (the checkpoints also hold the run's configuration)")
+    damaged = ("it is written by `python -m pyro_vae.fit` and rebuilds the model; restore it from a "
+               "copy, or train again (the checkpoints also hold the run's configuration)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:

@@ -15,8 +15,8 @@ files (``.NAME.XXXX.tmp``) that an interrupted atomic write left behind.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..atomic import TMP_SUFFIX
 from ..errors import ConfigError

@@ -3,7 +3,7 @@ check returns the message that explains the stop, or None to go on."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .records import best_record
 

@@ -13,12 +13,12 @@ import pyro
 from ..config import FitConfig
 from ..data import data_record, load_data
 from ..errors import ConfigError
-from ..memory import check_training_memory
 from ..run_lock import ensure_writable_folder
 from ..variants import build_vae, check_data, checked
 from .evaluate import evaluate_run
 from .fabric import fabric_for, launch
 from .loop import Trainer, say
+from .memory import check_training_memory
 from .run_config import RESUMABLE_CHANGES, read_run_config
 from .run_folder import claim
 

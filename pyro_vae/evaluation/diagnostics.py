@@ -111,7 +111,7 @@ class EvaluationResult:
     seconds: float
     split: str | None = None
     active_threshold: float = ACTIVE_UNIT_THRESHOLD
-    curve: "LogPxCurve | None" = None  # log p_k(x) against k from the same samples, if asked
+    curve: LogPxCurve | None = None  # log p_k(x) against k from the same samples, if asked
     # E_q[site | x] (N, D_site) per latent site; None for a discrete site (no active units)
     site_means: dict[str, np.ndarray | None] = field(default_factory=dict)
     site_mean_sources: dict[str, str] = field(default_factory=dict)  # "analytic" or "samples"

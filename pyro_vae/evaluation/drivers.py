@@ -8,7 +8,7 @@ one batch's Pareto k-hat take ``batch_size * k * 8`` bytes; they are dropped aft
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,8 +16,7 @@ from tqdm import tqdm
 
 from ..errors import PyroVAEError
 from .diagnostics import EvaluationResult, LogPxCurve, pareto_khat
-from .iwae import (DEFAULT_MEMORY_BUDGET_MB, _check_positive_int, importance_weighted_log_px,
-                   label_summed_log_px)
+from .iwae import DEFAULT_MEMORY_BUDGET_MB, _check_positive_int, importance_weighted_log_px, label_summed_log_px
 
 DEFAULT_KS = (1, 10, 100, 1000, 5000)
 

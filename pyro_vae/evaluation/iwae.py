@@ -44,19 +44,24 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-
-from ..errors import PyroVAEError
 from pyro.distributions.util import scale_and_mask
 
-from ..objectives import (check_guide_covers_model, enumerated_log_density, enumerated_model,
-                          enumerated_sites, sample_sites, trace_log_density)
+from ..errors import PyroVAEError
+from ..objectives import (
+    check_guide_covers_model,
+    enumerated_log_density,
+    enumerated_model,
+    enumerated_sites,
+    sample_sites,
+    trace_log_density,
+)
 from . import memory_budget
 from .memory_budget import DEFAULT_MEMORY_BUDGET_MB
 
@@ -152,8 +157,8 @@ def importance_weighted_log_px(
             for start in range(0, k, k_chunk):
                 particles = range(start, min(k, start + k_chunk))
                 seeds = [particle_seed(seed, batch_index, j) for j in particles]
-                # Pyro's validation (as set) checks the first chunk; later chunks would repeat
-                # its checks on the same images, at about 15% of the time
+                # Pyro's validation (as set) checks the first chunk; later chunks would only
+                # repeat its checks on the same images
                 with pyro.validation_enabled(False) if start else contextlib.nullcontext():
                     log_w, sums, enumerated = _chunk_log_weights(model, guide, x, y, seeds, latent_site,
                                                                  guide_trace, tiled, all_sites=all_sites)

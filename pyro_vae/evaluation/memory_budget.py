@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.overrides

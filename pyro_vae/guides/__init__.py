@@ -12,7 +12,6 @@ from .iaf import AmortizedIAF
 from .lowrank import AmortizedLowRankNormal
 
 
-
 def _guide_arguments(spec, config) -> dict:
     """What a guide's constructor (or factory) may ask for, by parameter name."""
     return {"encoder": Lazy(lambda: build_encoder(config.net, spec)), "latent_dim": spec.latent_dim,

@@ -8,10 +8,10 @@ through ``features`` and ``distribution_from_features``.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 import pyro
 import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import nn
 

@@ -9,11 +9,11 @@ here, not beside the model, because they make both sides and guides import model
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 from torch import nn
 

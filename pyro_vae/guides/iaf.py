@@ -7,9 +7,9 @@ affine autoregressive transforms, each conditioned on the encoder's features of 
 
 from __future__ import annotations
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.distributions.transforms import Permute, conditional_affine_autoregressive
 from torch import nn
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import torch
 import pyro.distributions as dist
+import torch
 from torch import nn
 
 from ..torch_networks import TorchNetwork

@@ -9,9 +9,9 @@ image skips ``y`` and conditions q(z | x, y) on its label.
 
 from __future__ import annotations
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 from torch import nn
 

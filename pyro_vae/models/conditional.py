@@ -10,9 +10,9 @@ by ``TraceEnum_ELBO``, so the ELBO sums over the C labels exactly.
 
 from __future__ import annotations
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 from torch import nn
 

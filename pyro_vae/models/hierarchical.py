@@ -10,12 +10,12 @@ is the likelihood object applied to the decoder's output. Every site sits inside
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
 import pyro
 import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import nn
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-import pyro.distributions as dist
 from pyro.distributions import constraints
-from torch.distributions.utils import broadcast_all
 from pyro.nn import PyroModule, PyroParam
+from torch.distributions.utils import broadcast_all
 
 from ..errors import ConfigError
 from ..registry import Registry
@@ -94,7 +94,7 @@ class Likelihood(PyroModule):
 class PixelBernoulli(dist.Bernoulli):
     """Pyro's ``Bernoulli`` whose ``log_prob``, -BCE(logits, x), is negated in place: torch's own
     numbers without a second image-sized tensor. Evaluation scores (particles x images) rows at
-    once, and that copy was a fresh 30-120 MB allocation per chunk."""
+    once, where that copy would be a fresh allocation of tens of MB per chunk."""
 
     def log_prob(self, value):
         if self._validate_args:

@@ -57,7 +57,7 @@ class TwoLayerLinearGaussian(PyroModule):
     @classmethod
     def random(cls, data_dim: int, z1_dim: int, z2_dim: int, *, sigma: float = 0.5,
                z1_std: float = 0.5, coupling_scale: float = 1.0, zero_columns: tuple[int, ...] = (),
-               seed: int = 0, dtype: torch.dtype = torch.float64) -> "TwoLayerLinearGaussian":
+               seed: int = 0, dtype: torch.dtype = torch.float64) -> TwoLayerLinearGaussian:
         """A = coupling_scale * N(0, 1) entries (0: z2 is independent of everything, a dead
         layer), a, W, b with N(0, 1) entries, the columns ``zero_columns`` of W set to 0."""
         g = torch.Generator().manual_seed(seed)
@@ -201,7 +201,7 @@ class MixtureLinearGaussian(PyroModule):
 
     @classmethod
     def random(cls, data_dim: int, latent_dim: int, clusters: int, *, sigma: float = 0.5,
-               spread: float = 2.0, seed: int = 0, dtype: torch.dtype = torch.float64) -> "MixtureLinearGaussian":
+               spread: float = 2.0, seed: int = 0, dtype: torch.dtype = torch.float64) -> MixtureLinearGaussian:
         """Cluster means spread * N(0, 1), standard deviations in [0.3, 0.8], uneven weights."""
         g = torch.Generator().manual_seed(seed)
         probs = torch.softmax(torch.randn(clusters, generator=g, dtype=dtype), 0)
@@ -279,7 +279,8 @@ class MixturePosterior(PyroModule):
             spread = means - mean[:, None, :]  # (B, C, D)
             # Cov = sum_c p(c|x) (S_c + (m_c - m)(m_c - m)^T)   (B, D, D)
             total = (cluster_probs[..., None, None] * (cov[None] + spread[..., :, None] * spread[..., None, :])).sum(1)
-            return pyro.sample("z", dist.MultivariateNormal(mean, scale_tril=self.std_scale * torch.linalg.cholesky(total)))
+            scale_tril = self.std_scale * torch.linalg.cholesky(total)
+            return pyro.sample("z", dist.MultivariateNormal(mean, scale_tril=scale_tril))
 
 
 __all__ = ["MixtureLinearGaussian", "MixturePosterior", "TwoLayerLinearGaussian", "TwoLayerPosterior"]

@@ -43,7 +43,7 @@ class PPCA(PyroModule):
     @classmethod
     def random(cls, data_dim: int, latent_dim: int, *, sigma: float = 0.5,
                zero_columns: tuple[int, ...] = (), seed: int = 0,
-               dtype: torch.dtype = torch.float64) -> "PPCA":
+               dtype: torch.dtype = torch.float64) -> PPCA:
         """W with N(0, 1) entries (the columns in ``zero_columns`` set to 0), b ~ N(0, 1)."""
         g = torch.Generator().manual_seed(seed)
         weight = torch.randn(data_dim, latent_dim, generator=g, dtype=dtype)
@@ -123,7 +123,7 @@ class AmortizedLinearGaussian(PyroModule):
         self.scale = PyroParam(torch.ones(latent_dim, dtype=dtype), constraint=constraints.positive)
 
     @classmethod
-    def mean_field(cls, ppca: PPCA) -> "AmortizedLinearGaussian":
+    def mean_field(cls, ppca: PPCA) -> AmortizedLinearGaussian:
         """The best diagonal Gaussian for ``ppca`` in KL(q || p(z|x)): exact mean, and
         variances sigma^2 / M_dd (the inverse of the posterior precision's diagonal)."""
         guide = cls(ppca.data_dim, ppca.latent_dim, dtype=ppca.weight.dtype)

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-import pyro.distributions as dist
 from pyro.distributions import TorchDistribution, constraints
-from torch.utils.checkpoint import checkpoint
 from pyro.nn import PyroModule, PyroParam
+from torch.utils.checkpoint import checkpoint
 
 from ..registry import Registry
 
@@ -98,8 +98,8 @@ def diagonal_normal_log_densities(z: torch.Tensor, loc: torch.Tensor, scale: tor
     """log N(z_n; m_k, diag s_k^2) for every pair: z (N, D), loc and scale (K, D) -> (N, K).
 
     sum_d (z_d - m_d)^2 / s_d^2 = z^2 . w - 2 z . (m w) + m^2 . w with w = 1 / s^2, so the (N, K)
-    matrix takes two matrix products instead of an (N, K, D) tensor: about 70 times faster for a
-    VampPrior's 500 components on a CPU core, and D times less memory. The expansion cancels large
+    matrix takes two matrix products instead of an (N, K, D) tensor, with D times less memory
+    (docs/performance.md gives the speed-up for a VampPrior). The expansion cancels large
     terms, which in float32 costs up to ~1e-4 nats, so it is computed in float64 (float32 on MPS,
     which has no float64) and returned in z's dtype.
     """
@@ -123,7 +123,7 @@ class VampMixture(TorchDistribution):
     ``torch.utils.checkpoint``: the forward pass keeps only the block's (n, c) result and the
     backward pass recomputes the block's graph, one block at a time (so gradients come from
     ``.backward()``, not ``torch.autograd.grad``). Values and gradients are those of the unblocked
-    expression; the memory no longer grows with N x K. This is what lets an IAF guide's VampPrior
+    expression; the memory does not grow with N x K. This is what lets an IAF guide's VampPrior
     fit: the density of a given z under a flow inverts it in D sequential passes, each kept for
     autograd, for every one of the N x K pairs (about 21 GB for a batch of 128 against 500 pseudo-inputs).
     """
@@ -167,8 +167,8 @@ class VampMixture(TorchDistribution):
             return self._block(flat, self.features).reshape(*z.shape[:-1], k_all)
         rows = min(n_all, self.block_pairs)  # z rows per block
         cols = max(1, min(k_all, self.block_pairs // rows))  # pseudo-inputs per block
-        # checkpoint's reentrant form runs the forward without a graph (its other form was seen
-        # to keep about half of each block's graph); it needs an input that requires grad
+        # checkpoint's reentrant form runs the forward without a graph (the non-reentrant form keeps
+        # part of each block's graph); it needs an input that requires grad
         recompute = torch.is_grad_enabled() and (flat.requires_grad or self.features.requires_grad)
         out = []
         for r in range(0, n_all, rows):

@@ -14,7 +14,7 @@ sites (those not enumerated in the model). Pyro's handlers do the work from outs
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pyro.distributions as dist
 import torch

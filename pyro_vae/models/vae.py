@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import torch
 import pyro
+import torch
 from pyro.nn import PyroModule
 from torch import nn
 

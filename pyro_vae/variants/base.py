@@ -11,21 +11,22 @@ class methods (``build``, ``config_problems``, ``check_data``, ``log_px_inputs``
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from .. import plots
+from ..components import check_objective
 from ..data import DeviceBatches, intensities
 from ..errors import ConfigError
 from ..evaluation import eval_mode
+from ..guides import GUIDES
 from ..models import LIKELIHOODS, PRIORS
 from ..nets import NetSpec, build_decoder, initialize_linear_layers
-from ..guides import GUIDES
-from ..components import check_objective
 from ..objectives import ELBOS, JIT_ELBOS, JitELBO, Scaled, beta_at, elbo_terms
 from ..vae import VAE
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config import FitConfig, config_fields, field_registry
+from ..config import FitConfig, config_fields
+from ..config_values import field_registry
 from ..errors import ConfigError
 from ..models.likelihoods import models_pixel_values
 from ..models.priors import PRIORS

@@ -7,20 +7,20 @@ the pictures add the confusion matrix."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
 from .. import plots
 from ..config import FitConfig
 from ..data import intensities
+from ..evaluation import eval_mode
 from ..guides.semisupervised import LabelClassifier, M2Guide
 from ..labels import balanced_labelled_subset
 from ..models import M2Model
 from ..nets import NetSpec, build_encoder
 from ..objectives import SemiSupervisedLoss
-from ..evaluation import eval_mode
 from .base import EVAL_BATCH_SIZE, EvalSet, Reduce, Variant, _no_reduce
 
 

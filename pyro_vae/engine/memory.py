@@ -6,8 +6,8 @@ The estimate adds what the run keeps for its whole length and what one step need
   - the parameters, their gradients and Adam's two moments: 4 x 4 bytes per parameter, counted on
     a copy of the model built on the "meta" device (no memory used);
   - the data the trainer places on the device: the training images (once more on a GPU where they
-    fit half its free memory, as stored: 1 byte per 8-bit pixel; 4 bytes when binarized statically) and the three evaluation sets
-    (float32 copies, up to 10,000 images);
+    fit half its free memory, as stored: 1 byte per 8-bit pixel; 4 bytes when binarized statically)
+    and the three evaluation sets (float32 copies, up to 10,000 images);
   - one training step's autograd memory: the tensors saved for the backward pass, counted with
     ``torch.autograd.graph.saved_tensors_hooks`` while one ELBO is computed on 1 and on 2 images
     (the difference is the cost of one image; particles and M2's enumeration over the labels
@@ -27,12 +27,13 @@ from dataclasses import dataclass
 import pyro
 import torch
 
-from .config import FitConfig
-from .data.batches import DEVICE_MEMORY_SHARE
-from .engine.training_data import TRAIN_EVAL_SIZE  # the trainer's per-epoch training-set evaluation
-from .errors import ConfigError
-from .models.priors import PRIORS
-from .variants import build_vae, variant_of
+from ..config import FitConfig
+from ..data.batches import DEVICE_MEMORY_SHARE
+from ..errors import ConfigError
+from ..models.priors import PRIORS
+from ..objectives import elbo_terms
+from ..variants import build_vae, variant_of
+from .training_data import TRAIN_EVAL_SIZE  # the trainer's per-epoch training-set evaluation
 
 GB = 2**30
 MB = 2**20
@@ -112,8 +113,6 @@ def parameter_count(config: FitConfig, image_shape, num_classes: int) -> int | N
 def step_bytes(config: FitConfig, image_shape, num_classes: int) -> tuple[int, int, int]:
     """(fixed, per image) bytes of autograd memory of one ELBO, from probes on 2 and 4 images (batch
     norm needs two), and the model's number of parameters."""
-    from .objectives import elbo_terms
-
     saved = []
     with _scratch_params(), torch.random.fork_rng(devices=[]):  # the probe runs on the CPU
         torch.manual_seed(0)
@@ -125,19 +124,24 @@ def step_bytes(config: FitConfig, image_shape, num_classes: int) -> tuple[int, i
             if config.binarize != "none" or getattr(getattr(vae.model, "likelihood", None), "needs_binary_data", False):
                 x = x.round()
             y = torch.zeros(batch, dtype=torch.long) if variant_of(config).conditions_on_labels else None
-            storages: dict[int, int] = {}
-
-            def pack(t):
-                ptr = t.untyped_storage().data_ptr()
-                if ptr not in params:  # a parameter saved for backward costs nothing more
-                    storages[ptr] = t.untyped_storage().nbytes()
-                return t
-
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                elbo_terms(vae.model, vae.guide, x, y)["elbo"].sum()
-            saved.append(sum(storages.values()))
+            saved.append(_saved_for_backward(vae, x, y, params))
     per_image = max(0, saved[1] - saved[0]) // (PROBE_BATCHES[1] - PROBE_BATCHES[0])
     return max(0, saved[0] - PROBE_BATCHES[0] * per_image), per_image, sum(p.numel() for p in vae.parameters())
+
+
+def _saved_for_backward(vae, x, y, params: set[int]) -> int:
+    """Bytes of the tensors one ELBO on (x, y) saves for the backward pass, parameters left out."""
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:  # a parameter saved for backward costs nothing more
+            storages[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        elbo_terms(vae.model, vae.guide, x, y)["elbo"].sum()
+    return sum(storages.values())
 
 
 def estimate_training_memory(config: FitConfig, dataset, device: torch.device) -> Estimate:
