@@ -66,6 +66,7 @@ def old_minibatch_program(fn, num_data: int, latent_scale):
     def scaled(x, y=None):
         with poutine.scale(scale=num_data / x.shape[0]), latent_scale:
             return fn(x, y)
+
     return scaled
 
 
@@ -85,10 +86,15 @@ def step_times(size: str, args, dataset) -> dict:
     old_vae.load_state_dict(trainer.vae.state_dict())
     with pyro.settings.context(module_local_params=False):
         pyro.clear_param_store()
-        optim = pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": config.lr},
-                                          "gamma": config.lr_decay})
-        old = DeviceSVI(old_minibatch_program(old_vae.model, n, ScaleLatents(1.0)),
-                        old_minibatch_program(old_vae.guide, n, ScaleLatents(1.0)), optim, build_elbo("trace"))
+        optim = pyro.optim.ExponentialLR(
+            {"optimizer": torch.optim.Adam, "optim_args": {"lr": config.lr}, "gamma": config.lr_decay}
+        )
+        old = DeviceSVI(
+            old_minibatch_program(old_vae.model, n, ScaleLatents(1.0)),
+            old_minibatch_program(old_vae.guide, n, ScaleLatents(1.0)),
+            optim,
+            build_elbo("trace"),
+        )
     reference = TorchVAE(NetSpec(dataset.image_shape, config.latent_dim, config.hidden))
     copy_weights(trainer.vae, reference)
     hand_optim = torch.optim.Adam(reference.parameters(), lr=config.lr, fused=True)
@@ -96,8 +102,9 @@ def step_times(size: str, args, dataset) -> dict:
 
     def stream():
         while True:
-            yield from DeviceBatches(train.images, train.labels, config.batch_size, binarization="dynamic",
-                                     seed=0, device="cpu")
+            yield from DeviceBatches(
+                train.images, train.labels, config.batch_size, binarization="dynamic", seed=0, device="cpu"
+            )
 
     engine_batches = iter(trainer.variant.training_batches())
     old_batches, hand_batches = stream(), stream()
@@ -136,12 +143,18 @@ def step_times(size: str, args, dataset) -> dict:
             run(k)
             times[name].append((time.perf_counter() - start) / k * 1000)
     median = {name: statistics.median(v) for name, v in times.items()}
-    return {"config": {**{k_: list(v) if isinstance(v, tuple) else v for k_, v in SIZES[size].items()},
-                       "steps_per_block": k, "blocks": args.blocks},
-            "ms_per_step": times, "median_ms_per_step": median,
-            "ratio_engine_over_old_device_svi": median["engine"] / median["old_device_svi"],
-            "ratio_engine_over_hand_written": median["engine"] / median["hand_written"],
-            "ratio_old_device_svi_over_hand_written": median["old_device_svi"] / median["hand_written"]}
+    return {
+        "config": {
+            **{k_: list(v) if isinstance(v, tuple) else v for k_, v in SIZES[size].items()},
+            "steps_per_block": k,
+            "blocks": args.blocks,
+        },
+        "ms_per_step": times,
+        "median_ms_per_step": median,
+        "ratio_engine_over_old_device_svi": median["engine"] / median["old_device_svi"],
+        "ratio_engine_over_hand_written": median["engine"] / median["hand_written"],
+        "ratio_old_device_svi_over_hand_written": median["old_device_svi"] / median["hand_written"],
+    }
 
 
 def process_speed(args) -> dict:
@@ -152,18 +165,38 @@ def process_speed(args) -> dict:
     for repeat in range(args.process_repeats):
         for devices in ("1", "2"):
             out = Path(tempfile.mkdtemp()) / "run"
-            cmd = [sys.executable, "-m", "pyro_vae.fit", "--accelerator", "cpu", "--devices", devices,
-                   "--train-size", str(args.process_images), "--eval-size", "200", "--epochs", "2",
-                   "--out", str(out)] + (["--data-dir", args.data_dir] if args.data_dir else [])
+            cmd = [
+                sys.executable,
+                "-m",
+                "pyro_vae.fit",
+                "--accelerator",
+                "cpu",
+                "--devices",
+                devices,
+                "--train-size",
+                str(args.process_images),
+                "--eval-size",
+                "200",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+            ] + (["--data-dir", args.data_dir] if args.data_dir else [])
             subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=1800)
             records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             speeds[devices] += [r["images_per_s"] for r in records]
-            print(f"processes {devices}, repeat {repeat}: {[round(r['images_per_s']) for r in records]} img/s",
-                  flush=True)
+            print(
+                f"processes {devices}, repeat {repeat}: {[round(r['images_per_s']) for r in records]} img/s", flush=True
+            )
     median = {k: statistics.median(v) for k, v in speeds.items()}
-    return {"train_images": args.process_images, "batch_size": 128, "model": "default (MLP 784-512-512, latent 32)",
-            "images_per_s": speeds, "median_images_per_s": median,
-            "ratio_2_over_1_processes": median["2"] / median["1"]}
+    return {
+        "train_images": args.process_images,
+        "batch_size": 128,
+        "model": "default (MLP 784-512-512, latent 32)",
+        "images_per_s": speeds,
+        "median_images_per_s": median,
+        "ratio_2_over_1_processes": median["2"] / median["1"],
+    }
 
 
 def main(argv=None) -> int:
@@ -194,8 +227,12 @@ def main(argv=None) -> int:
         result["processes"] = process_speed(args)
     result["load_average_at_end"] = os.getloadavg()  # other jobs on the machine: read the ratios with it
     write_json(args.out, result)
-    print(json.dumps({s: {k: v for k, v in r.items() if k.startswith(("median", "ratio"))}
-                      for s, r in result["steps"].items()}, indent=2))
+    print(
+        json.dumps(
+            {s: {k: v for k, v in r.items() if k.startswith(("median", "ratio"))} for s, r in result["steps"].items()},
+            indent=2,
+        )
+    )
     if "processes" in result:
         print(json.dumps({k: v for k, v in result["processes"].items() if k.startswith(("median", "ratio"))}))
     print(f"wrote {args.out}")

@@ -80,14 +80,14 @@ def main(argv=None) -> int:
 
     result = {"benchmark": "eval_speed", **machine()}
     dataset = load_dataset("mnist", args.data_dir)
-    images = evaluation_images(dataset.test, "dynamic", 0)[0][:args.images]
+    images = evaluation_images(dataset.test, "dynamic", 0)[0][: args.images]
     config = FitConfig(**SIZES["default"])
     pyro.set_rng_seed(0)
     vae = build_vae(config, dataset.image_shape).eval()
     reference = TorchVAE(NetSpec(dataset.image_shape, config.latent_dim, config.hidden)).eval()
     copy_weights(vae, reference)
     batch_size = min(args.batch_size or DEFAULT_BATCH_SIZE, args.images)
-    batches = [images[i:i + batch_size] for i in range(0, images.shape[0], batch_size)]
+    batches = [images[i : i + batch_size] for i in range(0, images.shape[0], batch_size)]
     k_chunk = args.k_chunk or auto_k_chunk(vae.model, vae.guide, batches[0], k=args.k)
 
     def pyro_vae_pass():
@@ -105,12 +105,17 @@ def main(argv=None) -> int:
             before = resource.getrusage(resource.RUSAGE_SELF)
             run()
             after = resource.getrusage(resource.RUSAGE_SELF)
-            usage[name].append((after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime,
-                                after.ru_minflt - before.ru_minflt))
+            usage[name].append(
+                (after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt)
+            )
+
         return timed_run
 
-    times = alternate({"pyro_vae": measured("pyro_vae", pyro_vae_pass),
-                       "hand_written": measured("hand_written", hand_pass)}, args.repeats, warmup=0)
+    times = alternate(
+        {"pyro_vae": measured("pyro_vae", pyro_vae_pass), "hand_written": measured("hand_written", hand_pass)},
+        args.repeats,
+        warmup=0,
+    )
     median = medians(times)
     user = {name: [u for u, _, _ in rows] for name, rows in usage.items()}
     system = {name: [s for _, s, _ in rows] for name, rows in usage.items()}
@@ -118,30 +123,51 @@ def main(argv=None) -> int:
     median_process, median_user = medians(process), medians(user)
     flops = sum(network_flops(reference, x, args.k) for x in batches)
     widest = max(config.hidden)
-    result.update({
-        "config": {"k": args.k, "images": images.shape[0], "batch_size": batch_size, "k_chunk": k_chunk,
-                   "model": "default VAE (MLP 784-512-512, latent 32, Bernoulli)", "repeats": args.repeats},
-        "reference": "hand-written IWAE estimator: the encoder once per batch, K particles in the same chunks",
-        "seconds": times,
-        "median_seconds": median,
-        "ratio_over_hand_written": median["pyro_vae"] / median["hand_written"],
-        "process_seconds": process,
-        "user_seconds": user,
-        "system_seconds": system,
-        "minor_page_faults": {name: [f for _, _, f in rows] for name, rows in usage.items()},
-        "median_process_seconds": median_process,
-        "ratio_process_time": median_process["pyro_vae"] / median_process["hand_written"],
-        "ratio_user_time": median_user["pyro_vae"] / median_user["hand_written"],
-        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
-        "network_gflop": flops / 1e9,
-        "achieved_gflop_per_s": {name: flops / 1e9 / t for name, t in median.items()},
-        "matmul_gflop_per_s": matmul_gflops(k_chunk * batch_size, widest, images[0].numel()),
-        "matmul_shape": [k_chunk * batch_size, widest, images[0].numel()],
-        "load_average_at_end": list(os.getloadavg()),
-    })
+    result.update(
+        {
+            "config": {
+                "k": args.k,
+                "images": images.shape[0],
+                "batch_size": batch_size,
+                "k_chunk": k_chunk,
+                "model": "default VAE (MLP 784-512-512, latent 32, Bernoulli)",
+                "repeats": args.repeats,
+            },
+            "reference": "hand-written IWAE estimator: the encoder once per batch, K particles in the same chunks",
+            "seconds": times,
+            "median_seconds": median,
+            "ratio_over_hand_written": median["pyro_vae"] / median["hand_written"],
+            "process_seconds": process,
+            "user_seconds": user,
+            "system_seconds": system,
+            "minor_page_faults": {name: [f for _, _, f in rows] for name, rows in usage.items()},
+            "median_process_seconds": median_process,
+            "ratio_process_time": median_process["pyro_vae"] / median_process["hand_written"],
+            "ratio_user_time": median_user["pyro_vae"] / median_user["hand_written"],
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+            "network_gflop": flops / 1e9,
+            "achieved_gflop_per_s": {name: flops / 1e9 / t for name, t in median.items()},
+            "matmul_gflop_per_s": matmul_gflops(k_chunk * batch_size, widest, images[0].numel()),
+            "matmul_shape": [k_chunk * batch_size, widest, images[0].numel()],
+            "load_average_at_end": list(os.getloadavg()),
+        }
+    )
     write_json(args.out, result)
-    print(json.dumps({k: result[k] for k in ("median_seconds", "ratio_over_hand_written", "ratio_process_time",
-                                             "ratio_user_time", "achieved_gflop_per_s", "matmul_gflop_per_s")}))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "median_seconds",
+                    "ratio_over_hand_written",
+                    "ratio_process_time",
+                    "ratio_user_time",
+                    "achieved_gflop_per_s",
+                    "matmul_gflop_per_s",
+                )
+            }
+        )
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -76,16 +76,29 @@ def child(stage: str, folder: str, cache: str, steps: int) -> None:
     from pyro_vae.config import FitConfig
     from pyro_vae.data import load_data
 
-    config = FitConfig(data=folder, image_size=CROP, data_dir=cache, net="conv",
-                       likelihood="discretized-logistic", eval_size=500, batch_size=64, latent_dim=32,
-                       hidden=(256,), accelerator="cpu", out=str(Path(cache) / "run"))
+    config = FitConfig(
+        data=folder,
+        image_size=CROP,
+        data_dir=cache,
+        net="conv",
+        likelihood="discretized-logistic",
+        eval_size=500,
+        batch_size=64,
+        latent_dim=32,
+        hidden=(256,),
+        accelerator="cpu",
+        out=str(Path(cache) / "run"),
+    )
     start = time.perf_counter()
     dataset = load_data(config, log=lambda line: print(line, file=sys.stderr, flush=True))
-    result = {"stage": stage, "load_seconds": time.perf_counter() - start,
-              "shape": list(dataset.train.data.shape[1:]),
-              "images": len(dataset.train) + len(dataset.valid) + len(dataset.test),
-              "uint8_bytes": int(sum(s.data.numel() for s in (dataset.train, dataset.valid, dataset.test))),
-              "memory_after_load": memory()}
+    result = {
+        "stage": stage,
+        "load_seconds": time.perf_counter() - start,
+        "shape": list(dataset.train.data.shape[1:]),
+        "images": len(dataset.train) + len(dataset.valid) + len(dataset.test),
+        "uint8_bytes": int(sum(s.data.numel() for s in (dataset.train, dataset.valid, dataset.test))),
+        "memory_after_load": memory(),
+    }
     if stage == "train":
         import pyro
 
@@ -120,9 +133,23 @@ def child(stage: str, folder: str, cache: str, steps: int) -> None:
 
 def measure(stage: str, folder: Path, cache: Path, steps: int) -> dict:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, "--child", stage, "--folder", str(folder),
-                           "--cache", str(cache), "--steps", str(steps)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            stage,
+            "--folder",
+            str(folder),
+            "--cache",
+            str(cache),
+            "--steps",
+            str(steps),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"{stage} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -156,8 +183,11 @@ def main() -> None:
             "command": " ".join(["python", *sys.argv]),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} CPU, {platform.system()}, no GPU used",
-            "images": args.images, "jpeg_side": SIDE, "image_size": CROP,
-            "generate_seconds": seconds, "folder_bytes": folder_bytes,
+            "images": args.images,
+            "jpeg_side": SIDE,
+            "image_size": CROP,
+            "generate_seconds": seconds,
+            "folder_bytes": folder_bytes,
             "prepare": measure("prepare", folder, cache, args.steps),
             "reuse": measure("reuse", folder, cache, args.steps),
             "train": measure("train", folder, cache, args.steps),

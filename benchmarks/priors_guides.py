@@ -28,8 +28,11 @@ from pathlib import Path
 import numpy as np
 
 # (name, prior, guide); the first is the reference
-PAIRS = (("standard + diag", "standard", "diag"), ("standard + iaf", "standard", "iaf"),
-         ("vamp + diag", "vamp", "diag"))
+PAIRS = (
+    ("standard + diag", "standard", "diag"),
+    ("standard + iaf", "standard", "iaf"),
+    ("vamp + diag", "vamp", "diag"),
+)
 # VampPrior x IAF is left out: log q(z | u_k) of a flow guide needs the flow's inverse, D sequential
 # passes of its autoregressive network for every image x pseudo-input pair (B x 500 rows per step),
 # far beyond a CPU budget (it trains, slowly, with a small --prior-components; see the README).
@@ -37,17 +40,58 @@ PUBLISHED = {"standard": -88.56, "vamp": -85.57}  # Tomczak & Welling 2018, Tabl
 
 
 def fit_command(prior: str, guide: str, args, out: Path) -> list[str]:
-    return [sys.executable, "-m", "pyro_vae.fit", "--prior", prior, "--guide", guide,
-            "--epochs", str(args.epochs), "--latent-dim", str(args.latent_dim),
-            "--warmup-epochs", str(args.warmup_epochs), "--device", args.device, "--seed", str(args.seed),
-            "--out", str(out), "--overwrite"] + (["--data-dir", args.data_dir] if args.data_dir else []) \
+    return (
+        [
+            sys.executable,
+            "-m",
+            "pyro_vae.fit",
+            "--prior",
+            prior,
+            "--guide",
+            guide,
+            "--epochs",
+            str(args.epochs),
+            "--latent-dim",
+            str(args.latent_dim),
+            "--warmup-epochs",
+            str(args.warmup_epochs),
+            "--device",
+            args.device,
+            "--seed",
+            str(args.seed),
+            "--out",
+            str(out),
+            "--overwrite",
+        ]
+        + (["--data-dir", args.data_dir] if args.data_dir else [])
         + (["--train-size", str(args.train_size)] if args.train_size else [])
+    )
 
 
 # what the fit command above decides; a reused run must have been trained with these values
-CHECKED_KEYS = ("prior", "guide", "epochs", "latent_dim", "warmup_epochs", "seed", "hidden", "lr", "lr_decay",
-                "batch_size", "binarize", "elbo", "particles", "likelihood", "net", "activation", "optimizer",
-                "flow_layers", "flow_hidden", "train_size", "dataset")
+CHECKED_KEYS = (
+    "prior",
+    "guide",
+    "epochs",
+    "latent_dim",
+    "warmup_epochs",
+    "seed",
+    "hidden",
+    "lr",
+    "lr_decay",
+    "batch_size",
+    "binarize",
+    "elbo",
+    "particles",
+    "likelihood",
+    "net",
+    "activation",
+    "optimizer",
+    "flow_layers",
+    "flow_hidden",
+    "train_size",
+    "dataset",
+)
 
 
 def check_reused_run(run_dir: Path, command: list[str]) -> None:
@@ -56,14 +100,19 @@ def check_reused_run(run_dir: Path, command: list[str]) -> None:
     from pyro_vae.cli.fit import build_parser, resolve_config
 
     given = vars(build_parser().parse_args(command[3:]))  # after: python -m pyro_vae.fit
-    expected = resolve_config({k: v for k, v in given.items() if k not in ("config", "resume", "overwrite")},
-                              None, None)
+    expected = resolve_config(
+        {k: v for k, v in given.items() if k not in ("config", "resume", "overwrite")}, None, None
+    )
     saved = json.loads((run_dir / "config.json").read_text())
-    wrong = [f"{key}: {saved.get(key)!r}, not {getattr(expected, key)!r}" for key in CHECKED_KEYS
-             if json.loads(json.dumps(getattr(expected, key))) != saved.get(key)]
+    wrong = [
+        f"{key}: {saved.get(key)!r}, not {getattr(expected, key)!r}"
+        for key in CHECKED_KEYS
+        if json.loads(json.dumps(getattr(expected, key))) != saved.get(key)
+    ]
     if wrong:
-        raise SystemExit(f"{run_dir} was not trained as this benchmark trains a pair ({'; '.join(wrong)}); "
-                         "remove it or drop --reuse")
+        raise SystemExit(
+            f"{run_dir} was not trained as this benchmark trains a pair ({'; '.join(wrong)}); remove it or drop --reuse"
+        )
 
 
 def main(argv=None) -> int:
@@ -80,8 +129,11 @@ def main(argv=None) -> int:
     parser.add_argument("--train-size", type=int, default=None, help="first N training images (smoke runs)")
     parser.add_argument("--runs", default="benchmarks/results/priors_guides_runs")
     parser.add_argument("--out", default="benchmarks/results/priors_guides.json")
-    parser.add_argument("--reuse", action="store_true",
-                        help="evaluate runs already finished under --runs instead of training them again")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="evaluate runs already finished under --runs instead of training them again",
+    )
     args = parser.parse_args(argv)
     env = dict(os.environ)
     if args.threads:
@@ -100,8 +152,11 @@ def main(argv=None) -> int:
 
     pyro.settings.set(module_local_params=True)
     device = resolve_device(args.device)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
+    device_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
+    )
     rows, per_image = [], {}
     for name, prior, guide in PAIRS:
         run_dir = Path(args.runs) / f"{prior}-{guide}"
@@ -119,40 +174,72 @@ def main(argv=None) -> int:
         fit_seconds = summary_json["seconds"]  # the training loop, per-epoch evaluation included
         vae = load(run_dir, checkpoint="best", device=device)
         images, description = evaluation_images(load_dataset("mnist", args.data_dir).test, vae.config.binarize)
-        images = images[:args.test_images]
-        result = evaluate_log_px(vae.model, vae.guide, images, k=args.k, batch_size=200, seed=args.seed,
-                                 split="test", device=device, memory_budget_mb=1024,
-                                 progress=False)
+        images = images[: args.test_images]
+        result = evaluate_log_px(
+            vae.model,
+            vae.guide,
+            images,
+            k=args.k,
+            batch_size=200,
+            seed=args.seed,
+            split="test",
+            device=device,
+            memory_budget_mb=1024,
+            progress=False,
+        )
         per_image[name] = result.log_px
         summary = result.summary()
-        rows.append({"pair": name, "prior": prior, "guide": guide, "fit_command": " ".join(command[1:]),
-                     "reused_run": str(run_dir) if reused else None,  # trained earlier, not by this run
-                     "fit_seconds": fit_seconds, "eval_seconds": result.seconds,
-                     "test_log_px": result.mean_log_px(), "test_log_px_stderr": result.stderr_log_px(),
-                     "test_elbo": float(result.elbo.mean()),
-                     "khat_share_above_0.7": summary.get("khat_share_above_0.7"),
-                     "published_log_px": PUBLISHED[prior] if guide == "diag" else None})
-        print(f"{name}: log p(x) {rows[-1]['test_log_px']:.2f} +- {rows[-1]['test_log_px_stderr']:.2f} "
-              f"(fit {fit_seconds / 60:.1f} min, K={args.k} eval {result.seconds / 60:.1f} min)", flush=True)
+        rows.append(
+            {
+                "pair": name,
+                "prior": prior,
+                "guide": guide,
+                "fit_command": " ".join(command[1:]),
+                "reused_run": str(run_dir) if reused else None,  # trained earlier, not by this run
+                "fit_seconds": fit_seconds,
+                "eval_seconds": result.seconds,
+                "test_log_px": result.mean_log_px(),
+                "test_log_px_stderr": result.stderr_log_px(),
+                "test_elbo": float(result.elbo.mean()),
+                "khat_share_above_0.7": summary.get("khat_share_above_0.7"),
+                "published_log_px": PUBLISHED[prior] if guide == "diag" else None,
+            }
+        )
+        print(
+            f"{name}: log p(x) {rows[-1]['test_log_px']:.2f} +- {rows[-1]['test_log_px_stderr']:.2f} "
+            f"(fit {fit_seconds / 60:.1f} min, K={args.k} eval {result.seconds / 60:.1f} min)",
+            flush=True,
+        )
         del vae
     reference = per_image[PAIRS[0][0]]
     for row in rows:
         diff = per_image[row["pair"]] - reference
         row["difference_to_reference"] = float(diff.mean())
         row["difference_stderr"] = float(diff.std(ddof=1) / np.sqrt(len(diff)))
-    report = {"benchmark": "priors_guides", "date": datetime.now(timezone.utc).date().isoformat(),
-              "device": device_name, "k": args.k, "test_images": int(reference.shape[0]),
-              "test_binarization": description, "epochs": args.epochs, "latent_dim": args.latent_dim,
-              "warmup_epochs": args.warmup_epochs, "reference": PAIRS[0][0], "rows": rows,
-              "published": "Tomczak & Welling 2018, Table 2 (one-layer VAE, 40 latents, full test set)"}
+    report = {
+        "benchmark": "priors_guides",
+        "date": datetime.now(timezone.utc).date().isoformat(),
+        "device": device_name,
+        "k": args.k,
+        "test_images": int(reference.shape[0]),
+        "test_binarization": description,
+        "epochs": args.epochs,
+        "latent_dim": args.latent_dim,
+        "warmup_epochs": args.warmup_epochs,
+        "reference": PAIRS[0][0],
+        "rows": rows,
+        "published": "Tomczak & Welling 2018, Table 2 (one-layer VAE, 40 latents, full test set)",
+    }
     write_json(Path(args.out), report)
     print(f"\n| pair | test log p(x), K={args.k} | vs {PAIRS[0][0]} | fit | eval | Tomczak & Welling |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         published = "" if r["published_log_px"] is None else f"{r['published_log_px']:.2f}"
-        print(f"| {r['pair']} | {r['test_log_px']:.2f} ± {r['test_log_px_stderr']:.2f} | "
-              f"{r['difference_to_reference']:+.2f} ± {r['difference_stderr']:.2f} | "
-              f"{r['fit_seconds'] / 60:.1f} min | {r['eval_seconds'] / 60:.1f} min | {published} |")
+        print(
+            f"| {r['pair']} | {r['test_log_px']:.2f} ± {r['test_log_px_stderr']:.2f} | "
+            f"{r['difference_to_reference']:+.2f} ± {r['difference_stderr']:.2f} | "
+            f"{r['fit_seconds'] / 60:.1f} min | {r['eval_seconds'] / 60:.1f} min | {published} |"
+        )
     print(f"wrote {args.out}")
     return 0
 

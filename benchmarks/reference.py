@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SIZES = {"default": dict(hidden=(512, 512), latent_dim=32, batch_size=128),
-         "tiny": dict(hidden=(64, 64), latent_dim=8, batch_size=16)}
+SIZES = {
+    "default": dict(hidden=(512, 512), latent_dim=32, batch_size=128),
+    "tiny": dict(hidden=(64, 64), latent_dim=8, batch_size=16),
+}
 
 
 class TorchVAE(nn.Module):
@@ -53,8 +55,9 @@ class TorchVAE(nn.Module):
         if self.analytic_kl:  # KL(N(mu, sigma^2) || N(0, 1))
             kl = 0.5 * (loc**2 + scale**2 - 2 * torch.log(scale) - 1).sum(-1)
         else:  # log q(z|x) - log p(z)
-            kl = (torch.distributions.Normal(loc, scale).log_prob(z)
-                  - torch.distributions.Normal(0.0, 1.0).log_prob(z)).sum(-1)
+            kl = (
+                torch.distributions.Normal(loc, scale).log_prob(z) - torch.distributions.Normal(0.0, 1.0).log_prob(z)
+            ).sum(-1)
         return -(recon - kl)
 
     @torch.no_grad()
@@ -67,8 +70,11 @@ class TorchVAE(nn.Module):
             n = min(k_chunk, k - start)
             z = q.sample((n,))  # (n, B, D)
             logits = self.decoder(z.flatten(0, 1)).view(n, *x.shape)  # (n, B, C, H, W)
-            log_w = (self.log_px_given_z(logits, x) + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
-                     - q.log_prob(z).sum(-1))  # (n, B)
+            log_w = (
+                self.log_px_given_z(logits, x)
+                + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+                - q.log_prob(z).sum(-1)
+            )  # (n, B)
             lse = torch.logaddexp(lse, torch.logsumexp(log_w.double(), 0))
         return lse - math.log(k)
 
@@ -104,8 +110,13 @@ def medians(times: dict[str, list[float]]) -> dict[str, float]:
 
 def machine() -> dict:
     """Where and when a benchmark ran: the JSON fields every benchmark writes."""
-    return {"command": "python " + " ".join(sys.argv),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "pyro": pyro.__version__,
-            "python": sys.version.split()[0], "load_average_at_start": list(os.getloadavg())}
+    return {
+        "command": "python " + " ".join(sys.argv),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "python": sys.version.split()[0],
+        "load_average_at_start": list(os.getloadavg()),
+    }

@@ -35,12 +35,22 @@ def build(args, dataset):
     from pyro_vae.engine import Trainer
     from pyro_vae.nets import NetSpec
 
-    config = FitConfig(**SIZES[args.size], train_size=args.train_size, eval_size=100, elbo=args.elbo,
-                       net=args.net, guide=args.guide, prior=args.prior, jit=args.jit, accelerator="cpu",
-                       out=tempfile.mkdtemp())
+    config = FitConfig(
+        **SIZES[args.size],
+        train_size=args.train_size,
+        eval_size=100,
+        elbo=args.elbo,
+        net=args.net,
+        guide=args.guide,
+        prior=args.prior,
+        jit=args.jit,
+        accelerator="cpu",
+        out=tempfile.mkdtemp(),
+    )
     trainer = Trainer(config, dataset, config.out, "cpu", log=lambda _: None)
-    reference = TorchVAE(NetSpec(dataset.image_shape, config.latent_dim, config.hidden), config.net,
-                         analytic_kl=args.elbo == "meanfield")
+    reference = TorchVAE(
+        NetSpec(dataset.image_shape, config.latent_dim, config.hidden), config.net, analytic_kl=args.elbo == "meanfield"
+    )
     if args.guide == "diag" and args.prior == "standard":
         copy_weights(trainer.vae, reference)
     optimizer = torch.optim.Adam(reference.parameters(), lr=config.lr, fused=True)
@@ -52,8 +62,11 @@ def build(args, dataset):
             yield from batches()
 
     engine_batches = stream(trainer.variant.training_batches)
-    hand_batches = stream(lambda: DeviceBatches(train.images, train.labels, config.batch_size,
-                                                binarization="dynamic", seed=0, device="cpu"))
+    hand_batches = stream(
+        lambda: DeviceBatches(
+            train.images, train.labels, config.batch_size, binarization="dynamic", seed=0, device="cpu"
+        )
+    )
 
     def engine_block():
         for _ in range(args.steps):
@@ -96,17 +109,25 @@ def main(argv=None) -> int:
     config, blocks = build(args, load_dataset("mnist", args.data_dir))
     times = alternate(blocks, args.blocks)
     median = {k: v / args.steps * 1000 for k, v in medians(times).items()}
-    result.update({
-        "config": {"size": args.size, **{k: getattr(config, k) for k in ("hidden", "latent_dim", "batch_size",
-                                                                        "elbo", "net", "guide", "prior", "jit")},
-                   "steps_per_block": args.steps, "blocks": args.blocks},
-        "reference": "hand-written PyTorch VAE, same networks (diagonal Normal guide, standard Normal prior), "
-                     "fused torch.optim.Adam",
-        "ms_per_step": {k: [t / args.steps * 1000 for t in v] for k, v in times.items()},
-        "median_ms_per_step": median,
-        "ratio_over_hand_written": median["pyro_vae"] / median["hand_written"],
-        "load_average_at_end": list(os.getloadavg()),
-    })
+    result.update(
+        {
+            "config": {
+                "size": args.size,
+                **{
+                    k: getattr(config, k)
+                    for k in ("hidden", "latent_dim", "batch_size", "elbo", "net", "guide", "prior", "jit")
+                },
+                "steps_per_block": args.steps,
+                "blocks": args.blocks,
+            },
+            "reference": "hand-written PyTorch VAE, same networks (diagonal Normal guide, standard Normal prior), "
+            "fused torch.optim.Adam",
+            "ms_per_step": {k: [t / args.steps * 1000 for t in v] for k, v in times.items()},
+            "median_ms_per_step": median,
+            "ratio_over_hand_written": median["pyro_vae"] / median["hand_written"],
+            "load_average_at_end": list(os.getloadavg()),
+        }
+    )
     result["config"]["hidden"] = list(result["config"]["hidden"])
     write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("median_ms_per_step", "ratio_over_hand_written")}))

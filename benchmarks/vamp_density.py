@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     with torch.no_grad():
         mixture = prior()  # p(z) = (1/K) sum_k q(z | u_k)
         z_eval = mixture.sample((args.points,))  # where the prior puts its mass   (N, D)
-    z_train = z_eval[:args.batch].clone()
+    z_train = z_eval[: args.batch].clone()
     elementwise = lambda q: False  # noqa: E731  (route a diagonal guide down the general path)
     closed_form = priors.is_diagonal_normal
 
@@ -59,6 +59,7 @@ def main(argv=None) -> int:
             priors.is_diagonal_normal = route
             with torch.no_grad():
                 prior().log_prob(z_eval)
+
         return call
 
     def training(route):
@@ -67,17 +68,30 @@ def main(argv=None) -> int:
             z = z_train.clone().requires_grad_()
             prior().log_prob(z).sum().backward()
             vae.zero_grad(set_to_none=True)
+
         return call
 
-    result = {**machine(), "config": {
-        "setting": "tomczak2018-vamp", "components": config.prior_components, "latent_dim": config.latent_dim,
-        "guide": config.guide, "net": config.net, "evaluation_points": args.points,
-        "training_batch": args.batch, "repeats": args.repeats}}
+    result = {
+        **machine(),
+        "config": {
+            "setting": "tomczak2018-vamp",
+            "components": config.prior_components,
+            "latent_dim": config.latent_dim,
+            "guide": config.guide,
+            "net": config.net,
+            "evaluation_points": args.points,
+            "training_batch": args.batch,
+            "repeats": args.repeats,
+        },
+    }
     for name, make in (("evaluation", evaluation), ("training", training)):
         times = alternate({"closed_form": make(closed_form), "elementwise": make(elementwise)}, args.repeats)
         median = medians(times)
-        result[name] = {"seconds": times, "median_seconds": median,
-                        "ratio_elementwise_over_closed_form": median["elementwise"] / median["closed_form"]}
+        result[name] = {
+            "seconds": times,
+            "median_seconds": median,
+            "ratio_elementwise_over_closed_form": median["elementwise"] / median["closed_form"],
+        }
     with torch.no_grad():
         priors.is_diagonal_normal = closed_form
         fast = prior().log_prob(z_eval).double()
@@ -91,9 +105,11 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     for name in ("evaluation", "training"):
         r = result[name]
-        print(f"{name}: closed form {r['median_seconds']['closed_form'] * 1e3:.1f} ms, elementwise "
-              f"{r['median_seconds']['elementwise'] * 1e3:.1f} ms, ratio "
-              f"{r['ratio_elementwise_over_closed_form']:.1f}")
+        print(
+            f"{name}: closed form {r['median_seconds']['closed_form'] * 1e3:.1f} ms, elementwise "
+            f"{r['median_seconds']['elementwise'] * 1e3:.1f} ms, ratio "
+            f"{r['ratio_elementwise_over_closed_form']:.1f}"
+        )
     print(f"largest difference {result['max_abs_difference_nats']:.2e} nats; written to {out}")
     return 0
 

@@ -49,12 +49,22 @@ class Run:
 
     def __repr__(self) -> str:
         test = self.final.get("test_elbo")
-        return (f"Run(out={str(self.out)!r}, epochs={len(self.metrics)}, "
-                f"test_elbo={'n/a' if test is None else f'{test:.2f}'})")
+        return (
+            f"Run(out={str(self.out)!r}, epochs={len(self.metrics)}, "
+            f"test_elbo={'n/a' if test is None else f'{test:.2f}'})"
+        )
 
 
-def fit(config: FitConfig | Mapping[str, Any] | None = None, *, prior=None, guide=None, likelihood=None,
-        net=None, overwrite: bool = False, **options) -> Run:
+def fit(
+    config: FitConfig | Mapping[str, Any] | None = None,
+    *,
+    prior=None,
+    guide=None,
+    likelihood=None,
+    net=None,
+    overwrite: bool = False,
+    **options,
+) -> Run:
     """Train a VAE, as ``python -m pyro_vae.fit`` does, and return the :class:`Run`.
 
     :param config: a :class:`FitConfig` or a dict of its fields (dashes or underscores), or None
@@ -102,8 +112,10 @@ def fit(config: FitConfig | Mapping[str, Any] | None = None, *, prior=None, guid
             continue
         if isinstance(value, torch.nn.Module):  # an object: used as is, recorded by its class
             if name == "net":
-                raise ConfigError("net takes a name, an import path or a class with encoder and decoder "
-                                  "attributes (the networks are built for the data's shape), not a module")
+                raise ConfigError(
+                    "net takes a name, an import path or a class with encoder and decoder "
+                    "attributes (the networks are built for the data's shape), not a module"
+                )
             objects[name] = value
             value = type(value)
         pieces[name] = value

@@ -65,20 +65,26 @@ def output_error(error: OSError, path: Path) -> Exception:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(_disk_full_message(path))
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(f"cannot write {path}: {error.strerror} ({_blocked_at(error, path)}); choose a "
-                           f"folder you can write to, or change its permissions")
+        return OutputError(
+            f"cannot write {path}: {error.strerror} ({_blocked_at(error, path)}); choose a "
+            f"folder you can write to, or change its permissions"
+        )
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
-        return OutputError(f"cannot write {path}: {_file_in_the_way(path)} is a file, not a folder; "
-                           f"choose another path, or move that file away")
+        return OutputError(
+            f"cannot write {path}: {_file_in_the_way(path)} is a file, not a folder; "
+            f"choose another path, or move that file away"
+        )
     if error.errno == errno.EISDIR:
         return OutputError(f"cannot write {path}: it is a folder; give a file name")
     return error
 
 
 def _disk_full_message(path: Path) -> str:
-    return (f"no space left on device while writing {path}; the file that was there before (if any) is "
-            f"kept unchanged, and the partial file was removed. Free some space on that disk and run the "
-            f"command again (a training run continues from its last checkpoint with --resume)")
+    return (
+        f"no space left on device while writing {path}; the file that was there before (if any) is "
+        f"kept unchanged, and the partial file was removed. Free some space on that disk and run the "
+        f"command again (a training run continues from its last checkpoint with --resume)"
+    )
 
 
 def _blocked_at(error: OSError, path: Path) -> str:

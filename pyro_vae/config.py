@@ -19,7 +19,7 @@ from .errors import ConfigError
 GROUPS = {
     "data": "which images, how many, how binarized",
     "model": "the generative model p(x, z) and the guide q(z|x); --prior, --guide, --likelihood and "
-             "--net also take your own, by import path (mypackage.priors:LaplacePrior; see docs/extending.md)",
+    "--net also take your own, by import path (mypackage.priors:LaplacePrior; see docs/extending.md)",
     "training": "the objective, the optimizer and the schedule",
     "devices": "where training runs",
     "output": "what is written where",
@@ -41,167 +41,304 @@ class FitConfig:
     """Everything that defines a run. Defaults give a good MNIST model in about 5 CPU minutes."""
 
     dataset: str | None = _opt(
-        None, "a named data set (mnist and fashion-mnist are fetched, offline too; the others are read "
+        None,
+        "a named data set (mnist and fashion-mnist are fetched, offline too; the others are read "
         "from --data-dir in torchvision's layout, or downloaded); default: mnist, unless --data is given",
-        choices="pyro_vae.data.catalog:DATASET_NAMES", group="data")
+        choices="pyro_vae.data.catalog:DATASET_NAMES",
+        group="data",
+    )
     data: str | None = _opt(
-        None, "your own data instead of --dataset: a folder of images (one sub-folder per class, or "
+        None,
+        "your own data instead of --dataset: a folder of images (one sub-folder per class, or "
         "flat; train/ valid/ test/ sub-folders give its own split) or an .npz, .npy or .pt file of "
-        "arrays (see docs/own-data.md)", group="data")
+        "arrays (see docs/own-data.md)",
+        group="data",
+    )
     image_size: int | None = _opt(
-        None, "resize each image's shorter side to S and crop its centre S x S (default: keep the "
-        "size; images of different sizes need it)", group="data")
+        None,
+        "resize each image's shorter side to S and crop its centre S x S (default: keep the "
+        "size; images of different sizes need it)",
+        group="data",
+    )
     channels: int | None = _opt(
-        None, "1 (grey) or 3 (colour): convert every image to this many channels (default: as the "
-        "data are; a folder mixing grey and colour becomes colour)", group="data")
+        None,
+        "1 (grey) or 3 (colour): convert every image to this many channels (default: as the "
+        "data are; a folder mixing grey and colour becomes colour)",
+        group="data",
+    )
     split: str | None = _opt(
-        None, "train,valid,test fractions for --data without a split of its own, cut from one seeded "
-        "order that does not depend on --seed (default: 0.8,0.1,0.1)", group="data")
+        None,
+        "train,valid,test fractions for --data without a split of its own, cut from one seeded "
+        "order that does not depend on --seed (default: 0.8,0.1,0.1)",
+        group="data",
+    )
     skip_bad_images: bool = _opt(
-        False, "skip unreadable images and files with unknown extensions in a --data folder (and say "
-        "how many) instead of stopping at the first", group="data")
+        False,
+        "skip unreadable images and files with unknown extensions in a --data folder (and say "
+        "how many) instead of stopping at the first",
+        group="data",
+    )
     data_kind: str | None = _opt(
-        None, "recorded by fit: image-folder, array-file or catalogue:<name> (default: found from the "
-        "data)", group="data")
+        None,
+        "recorded by fit: image-folder, array-file or catalogue:<name> (default: found from the data)",
+        group="data",
+    )
     data_checksum: str | None = _opt(
-        None, "recorded by fit: the content checksum of the data; evaluate and --resume refuse data "
-        "that differ (default: not checked)", group="data")
+        None,
+        "recorded by fit: the content checksum of the data; evaluate and --resume refuse data "
+        "that differ (default: not checked)",
+        group="data",
+    )
     data_dir: str | None = _opt(
-        None, "folder holding the data in torchvision's layout; also the download cache and the cache "
-        "of decoded --data folders (default: $PYRO_VAE_DATA or ~/.cache/pyro-vae)", group="data")
+        None,
+        "folder holding the data in torchvision's layout; also the download cache and the cache "
+        "of decoded --data folders (default: $PYRO_VAE_DATA or ~/.cache/pyro-vae)",
+        group="data",
+    )
     binarize: str | None = _opt(
-        None, "dynamic: resample x ~ Bernoulli(intensity) each time an image is drawn; "
+        None,
+        "dynamic: resample x ~ Bernoulli(intensity) each time an image is drawn; "
         "static: one fixed seeded binarization; none: intensities in [0, 1] (default: none for "
         "--likelihood discretized-logistic, else dynamic)",
-        choices="pyro_vae.data.binarize:BINARIZATION_MODES", group="data")
+        choices="pyro_vae.data.binarize:BINARIZATION_MODES",
+        group="data",
+    )
     train_size: int | None = _opt(
-        None, "use only the first N training images (for quick experiments); default: all", group="data")
+        None, "use only the first N training images (for quick experiments); default: all", group="data"
+    )
     train_on_validation: bool = _opt(
-        False, "train on the training and validation images together (MNIST: all 60,000, the standard "
-        "split Burda et al. use); the validation metrics then measure training images", group="data")
+        False,
+        "train on the training and validation images together (MNIST: all 60,000, the standard "
+        "split Burda et al. use); the validation metrics then measure training images",
+        group="data",
+    )
     eval_size: int | None = _opt(
-        None, "use only the first N validation and test images; default: all of them", group="data")
+        None, "use only the first N validation and test images; default: all of them", group="data"
+    )
     model: str = _opt(
-        "vae", "the model kind: p(x, z), a conditional VAE p(x, z | y) with the label given, or Kingma et "
+        "vae",
+        "the model kind: p(x, z), a conditional VAE p(x, z | y) with the label given, or Kingma et "
         "al.'s semi-supervised M2 with the label latent, observed for --labels images",
-        choices="pyro_vae.variants:VARIANTS", group="model")
+        choices="pyro_vae.variants:VARIANTS",
+        group="model",
+    )
     labels: int | None = _opt(
-        None, "--model m2: number of labelled training images, a class-balanced seeded subset "
-        "(default: 100); the rest are used unlabelled", group="model")
+        None,
+        "--model m2: number of labelled training images, a class-balanced seeded subset "
+        "(default: 100); the rest are used unlabelled",
+        group="model",
+    )
     alpha: float = _opt(
-        0.1, "--model m2: weight of the classification term alpha * E_labelled[-log q(y|x)] in units "
-        "of the training-set size N (Kingma et al.: alpha = 0.1 N)", group="training")
+        0.1,
+        "--model m2: weight of the classification term alpha * E_labelled[-log q(y|x)] in units "
+        "of the training-set size N (Kingma et al.: alpha = 0.1 N)",
+        group="training",
+    )
     labelled_weight: str = _opt(
-        "balanced", "--model m2: balanced weighs the labelled images (ELBO and classification term) as if "
+        "balanced",
+        "--model m2: balanced weighs the labelled images (ELBO and classification term) as if "
         "there were as many as unlabelled ones, like batches of equal labelled and unlabelled parts; "
         "counted weighs every image once, Kingma et al.'s J_alpha taken literally",
-        choices=("balanced", "counted"), group="training")
+        choices=("balanced", "counted"),
+        group="training",
+    )
     labelled_steps: str = _opt(
-        "paired", "--model m2: paired adds a labelled batch to every unlabelled batch's step (the labelled "
+        "paired",
+        "--model m2: paired adds a labelled batch to every unlabelled batch's step (the labelled "
         "set cycled); interleaved gives each epoch one pass over the labelled set in steps of their own, "
         "spread evenly among the unlabelled steps, as Pyro's semi-supervised VAE tutorial does",
-        choices=("paired", "interleaved"), group="training")
+        choices=("paired", "interleaved"),
+        group="training",
+    )
     likelihood: str = _opt(
-        "bernoulli", "p(x|z): binary pixels, Gaussians (a fixed --gaussian-scale, one learned scale per "
+        "bernoulli",
+        "p(x|z): binary pixels, Gaussians (a fixed --gaussian-scale, one learned scale per "
         "pixel, or one from the decoder), the continuous Bernoulli, or the discretized logistic over "
         "8-bit pixel values (results also in bits per dimension)",
-        choices="pyro_vae.models.likelihoods:LIKELIHOODS", group="model")
+        choices="pyro_vae.models.likelihoods:LIKELIHOODS",
+        group="model",
+    )
     gaussian_scale: float = _opt(0.1, "the fixed standard deviation of --likelihood gaussian", group="model")
     latent_dim: int | tuple[int, ...] = _opt(
-        32, "dimension D of the latent z; --model hvae: one width per stochastic layer, comma-separated, "
-        "the first nearest x (Burda et al.: 100,50)", group="model")
-    net: str = _opt("mlp", "encoder/decoder networks: dense layers; stride-2 conv + batch norm blocks "
-                    "sized from the images; or Tomczak & Welling's gated dense layers",
-                    choices="pyro_vae.nets:ENCODERS", group="model")
+        32,
+        "dimension D of the latent z; --model hvae: one width per stochastic layer, comma-separated, "
+        "the first nearest x (Burda et al.: 100,50)",
+        group="model",
+    )
+    net: str = _opt(
+        "mlp",
+        "encoder/decoder networks: dense layers; stride-2 conv + batch norm blocks "
+        "sized from the images; or Tomczak & Welling's gated dense layers",
+        choices="pyro_vae.nets:ENCODERS",
+        group="model",
+    )
     hidden: tuple[int, ...] = _opt(
-        (512, 512), "hidden widths, comma-separated (the decoder mirrors the encoder); the conv "
-        "nets use the last one as their dense width", group="model")
-    activation: str = _opt("relu", "nonlinearity of the --net mlp hidden layers",
-                           choices="pyro_vae.nets:ACTIVATIONS", group="model")
+        (512, 512),
+        "hidden widths, comma-separated (the decoder mirrors the encoder); the conv "
+        "nets use the last one as their dense width",
+        group="model",
+    )
+    activation: str = _opt(
+        "relu", "nonlinearity of the --net mlp hidden layers", choices="pyro_vae.nets:ACTIVATIONS", group="model"
+    )
     init: str = _opt(
-        "torch", "initialisation of every linear layer: torch (PyTorch's default), glorot (uniform, "
+        "torch",
+        "initialisation of every linear layer: torch (PyTorch's default), glorot (uniform, "
         "Glorot & Bengio 2010, zero biases: Burda et al.) or he (weights normal with std sqrt(2 / fan_in), "
-        "biases as torch: Tomczak & Welling's code)", choices="pyro_vae.nets:INITIALIZERS", group="model")
+        "biases as torch: Tomczak & Welling's code)",
+        choices="pyro_vae.nets:INITIALIZERS",
+        group="model",
+    )
     prior: str = _opt(
-        "standard", "p(z): N(0, I); a learned diagonal Gaussian; a mixture of --prior-components "
+        "standard",
+        "p(z): N(0, I); a learned diagonal Gaussian; a mixture of --prior-components "
         "learned Gaussians; or a VampPrior over --prior-components pseudo-inputs",
-        choices="pyro_vae.models.priors:PRIORS", group="model")
+        choices="pyro_vae.models.priors:PRIORS",
+        group="model",
+    )
     prior_components: int | None = _opt(
-        None, "components K of a mixture prior (default: the prior's own)", group="model")
+        None, "components K of a mixture prior (default: the prior's own)", group="model"
+    )
     guide: str = _opt(
-        "diag", "q(z|x): a diagonal Normal; a Normal with covariance W W^T + diag (rank --guide-rank); "
+        "diag",
+        "q(z|x): a diagonal Normal; a Normal with covariance W W^T + diag (rank --guide-rank); "
         "or an inverse autoregressive flow (--flow-layers layers)",
-        choices="pyro_vae.guides:GUIDES", group="model")
+        choices="pyro_vae.guides:GUIDES",
+        group="model",
+    )
     guide_rank: int = _opt(4, "rank of the low-rank covariance factor of --guide lowrank", group="model")
     flow_layers: int = _opt(2, "number of affine autoregressive transforms of --guide iaf", group="model")
     flow_hidden: int = _opt(320, "hidden width of each IAF transform's autoregressive network", group="model")
     elbo: str = _opt(
-        "trace", "Trace_ELBO (Monte-Carlo KL), TraceMeanField_ELBO (analytic KL), or the importance-"
-        "weighted bound with K = --particles (Burda et al. 2015)", choices="pyro_vae.objectives:ELBOS",
-        group="training")
-    particles: int = _opt(1, "samples of z per image for the ELBO estimate (vectorized); with "
-                          "--elbo iwae, the K of the bound", group="training")
+        "trace",
+        "Trace_ELBO (Monte-Carlo KL), TraceMeanField_ELBO (analytic KL), or the importance-"
+        "weighted bound with K = --particles (Burda et al. 2015)",
+        choices="pyro_vae.objectives:ELBOS",
+        group="training",
+    )
+    particles: int = _opt(
+        1,
+        "samples of z per image for the ELBO estimate (vectorized); with --elbo iwae, the K of the bound",
+        group="training",
+    )
     beta: float = _opt(1.0, "weight of the KL term (beta-VAE); 1 is the ELBO", group="training")
     warmup_epochs: float = _opt(
-        0.0, "KL warm-up: beta rises linearly from 0 to --beta over this many epochs", group="training")
+        0.0, "KL warm-up: beta rises linearly from 0 to --beta over this many epochs", group="training"
+    )
     epochs: int = _opt(30, "number of passes over the training set", group="training")
-    batch_size: int = _opt(128, "images per optimizer step: the global batch, split evenly across "
-                           "--devices x --num-nodes processes", group="training")
+    batch_size: int = _opt(
+        128,
+        "images per optimizer step: the global batch, split evenly across --devices x --num-nodes processes",
+        group="training",
+    )
     lr: float = _opt(1e-3, "learning rate", group="training")
     optimizer: str = _opt(
-        "adam", "one torch.optim.Adam over every parameter; clipped-adam also clips each gradient "
-        "element to [-10, 10] first (as pyro.optim.ClippedAdam did)", choices="pyro_vae.engine.optim:OPTIMIZERS",
-        group="training")
+        "adam",
+        "one torch.optim.Adam over every parameter; clipped-adam also clips each gradient "
+        "element to [-10, 10] first (as pyro.optim.ClippedAdam did)",
+        choices="pyro_vae.engine.optim:OPTIMIZERS",
+        group="training",
+    )
     lr_decay: float = _opt(
-        0.95, "learning rate multiplied by this after each epoch (torch.optim.lr_scheduler.ExponentialLR); "
-        "1 keeps it constant", group="training")
-    jit: bool = _opt(False, "trace the ELBO with torch.jit once per batch shape (the KL weight and the "
-                     "mini-batch scale enter as tensors): less Python per step, which small models feel most; "
-                     "--elbo trace or meanfield, --model vae or cvae", group="training")
+        0.95,
+        "learning rate multiplied by this after each epoch (torch.optim.lr_scheduler.ExponentialLR); "
+        "1 keeps it constant",
+        group="training",
+    )
+    jit: bool = _opt(
+        False,
+        "trace the ELBO with torch.jit once per batch shape (the KL weight and the "
+        "mini-batch scale enter as tensors): less Python per step, which small models feel most; "
+        "--elbo trace or meanfield, --model vae or cvae",
+        group="training",
+    )
     adam_beta1: float = _opt(0.9, "Adam's beta1 (decay of the gradient's running mean)", group="training")
     adam_beta2: float = _opt(0.999, "Adam's beta2 (decay of the squared gradient's running mean)", group="training")
     adam_eps: float = _opt(1e-8, "Adam's epsilon (Burda et al.: 1e-4)", group="training")
     lr_schedule: str = _opt(
-        "exponential", "exponential: --lr times --lr-decay per epoch; burda: Burda et al.'s 3^i passes at "
+        "exponential",
+        "exponential: --lr times --lr-decay per epoch; burda: Burda et al.'s 3^i passes at "
         "--lr * 10^(-i/7), i = 0..7 (3,280 passes in all; --lr-decay unused)",
-        choices="pyro_vae.engine.optim:LR_SCHEDULES", group="training")
+        choices="pyro_vae.engine.optim:LR_SCHEDULES",
+        group="training",
+    )
     early_stopping: int = _opt(
-        0, "stop when the validation ELBO has not improved for this many epochs (0: never)", group="training")
+        0, "stop when the validation ELBO has not improved for this many epochs (0: never)", group="training"
+    )
     max_minutes: float | None = _opt(
-        None, "stop training before the epoch that would end past this many minutes (of this "
-        "invocation; a --resume gets its own); default: no limit", group="training")
+        None,
+        "stop training before the epoch that would end past this many minutes (of this "
+        "invocation; a --resume gets its own); default: no limit",
+        group="training",
+    )
     seed: int = _opt(0, "random seed: the same seed gives the same run on the same device", group="training")
-    accelerator: str = _opt("auto", "the device kind; auto: cuda, else mps, else cpu",
-                            choices="pyro_vae.engine.fabric:ACCELERATORS", group="devices")
-    devices: str = _opt("1", "processes (one device each) per node: a number, or auto (every GPU "
-                        "of the node; 1 on a CPU)", group="devices")
-    num_nodes: int = _opt(1, "machines taking part (under torchrun or SLURM, which start the processes)",
-                          group="devices")
-    strategy: str = _opt("auto", "how processes share the work (auto: ddp for more than one process)",
-                         choices="pyro_vae.engine.fabric:STRATEGIES", group="devices")
-    precision: str = _opt("32-true", "bf16-mixed: networks in bfloat16, log-densities in float32; "
-                          "16-mixed: float16 with loss scaling (GPUs)",
-                          choices="pyro_vae.engine.fabric:PRECISIONS", group="devices")
-    device: str | None = _opt(None, "old name of --accelerator; kept as an alias",
-                              choices="pyro_vae.engine.fabric:ACCELERATORS", group="devices")
+    accelerator: str = _opt(
+        "auto",
+        "the device kind; auto: cuda, else mps, else cpu",
+        choices="pyro_vae.engine.fabric:ACCELERATORS",
+        group="devices",
+    )
+    devices: str = _opt(
+        "1",
+        "processes (one device each) per node: a number, or auto (every GPU of the node; 1 on a CPU)",
+        group="devices",
+    )
+    num_nodes: int = _opt(
+        1, "machines taking part (under torchrun or SLURM, which start the processes)", group="devices"
+    )
+    strategy: str = _opt(
+        "auto",
+        "how processes share the work (auto: ddp for more than one process)",
+        choices="pyro_vae.engine.fabric:STRATEGIES",
+        group="devices",
+    )
+    precision: str = _opt(
+        "32-true",
+        "bf16-mixed: networks in bfloat16, log-densities in float32; 16-mixed: float16 with loss scaling (GPUs)",
+        choices="pyro_vae.engine.fabric:PRECISIONS",
+        group="devices",
+    )
+    device: str | None = _opt(
+        None,
+        "old name of --accelerator; kept as an alias",
+        choices="pyro_vae.engine.fabric:ACCELERATORS",
+        group="devices",
+    )
     out: str = _opt("runs/mnist", "output folder for config, metrics, checkpoints and pictures", group="output")
     tensorboard: bool = _opt(False, "also write TensorBoard scalars and images to OUT/tensorboard", group="output")
     eval_k: int = _opt(
-        0, "after training, estimate the test log p(x) with this many importance samples "
-        "(python -m pyro_vae.evaluate OUT --k K); 0 skips it", group="output")
+        0,
+        "after training, estimate the test log p(x) with this many importance samples "
+        "(python -m pyro_vae.evaluate OUT --k K); 0 skips it",
+        group="output",
+    )
 
     def __post_init__(self):
         """Checks of each field on its own: types were coerced by :meth:`from_dict`; here ranges,
         finite numbers and choices. Rules between fields are :func:`pyro_vae.variants.check`'s."""
-        problems = [f"--{flag(f.name)} must be a finite number, got {getattr(self, f.name)}"
-                    for f in dataclasses.fields(self)
-                    if f.type == "float" and not math.isfinite(getattr(self, f.name))]
+        problems = [
+            f"--{flag(f.name)} must be a finite number, got {getattr(self, f.name)}"
+            for f in dataclasses.fields(self)
+            if f.type == "float" and not math.isfinite(getattr(self, f.name))
+        ]
         if problems:  # NaN or infinity would slip through every range check below
             raise ConfigError("; ".join(problems))
         if (problem := seed_problem(self.seed, "--seed")) is not None:
             problems.append(problem)
-        for name in ("latent_dim", "epochs", "batch_size", "particles", "guide_rank", "flow_layers",
-                     "flow_hidden", "train_size", "eval_size", "prior_components", "image_size", "labels"):
+        for name in (
+            "latent_dim",
+            "epochs",
+            "batch_size",
+            "particles",
+            "guide_rank",
+            "flow_layers",
+            "flow_hidden",
+            "train_size",
+            "eval_size",
+            "prior_components",
+            "image_size",
+            "labels",
+        ):
             value = getattr(self, name)
             if value is not None and min(value if isinstance(value, tuple) else (value,)) < 1:
                 problems.append(f"--{flag(name)} must be at least 1, got {value}")

@@ -80,8 +80,8 @@ def field_values(fields, data: Mapping[str, Any], source: str) -> dict[str, Any]
         values[name] = coerce(known[name], value, source)
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: "
-            f"{', '.join(flag(n) for n in known)}")
+            f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(flag(n) for n in known)}"
+        )
     return values
 
 
@@ -115,8 +115,10 @@ def choice_problem(f: dataclasses.Field, value: Any) -> str | None:
     registry = field_registry(f)
     if registry is not None and getattr(registry, "accepts_own", False):
         if isinstance(value, str) and ":" not in value and value not in registry:
-            return (f"--{flag(f.name)} {value!r} is not one of: {', '.join(registry.names())} "
-                    f"(or the import path of your own, module.sub:Name)")
+            return (
+                f"--{flag(f.name)} {value!r} is not one of: {', '.join(registry.names())} "
+                f"(or the import path of your own, module.sub:Name)"
+            )
         try:
             registry.resolve(value)
         except ConfigError as e:

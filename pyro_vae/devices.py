@@ -29,8 +29,10 @@ def accelerator_alias(accelerator: str | None, device: str | None) -> tuple[str 
     if device is None:
         return accelerator, "--accelerator"
     if accelerator not in (None, "auto", device):
-        raise ConfigError(f"--device is the old name of --accelerator; give only --accelerator "
-                          f"(got --device {device} and --accelerator {accelerator})")
+        raise ConfigError(
+            f"--device is the old name of --accelerator; give only --accelerator "
+            f"(got --device {device} and --accelerator {accelerator})"
+        )
     return device, "--device"
 
 
@@ -45,8 +47,10 @@ def check_accelerator(name: str, flag: str = "--accelerator") -> str:
     """``name`` (one of :data:`ACCELERATORS`) if this machine has it; a clear error otherwise."""
     check_accelerator_name(name, flag)
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{flag} cuda was given but PyTorch sees no CUDA GPU here; use {flag} cpu "
-                          "(or auto), or install a CUDA build of PyTorch on a machine with a GPU")
+        raise ConfigError(
+            f"{flag} cuda was given but PyTorch sees no CUDA GPU here; use {flag} cpu "
+            "(or auto), or install a CUDA build of PyTorch on a machine with a GPU"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"{flag} mps was given but this PyTorch has no Apple MPS device; use {flag} cpu")
     return name
@@ -72,6 +76,8 @@ def resolve_device(name: str | torch.device, flag: str = "--accelerator") -> tor
             raise ConfigError(f"{flag} {name!r} is not a device pyro-vae runs on; use {DEVICE_CHOICES}")
     check_accelerator(device.type, flag)
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"{flag} {name}: this machine has {torch.cuda.device_count()} GPU(s), "
-                          f"numbered 0 to {torch.cuda.device_count() - 1}")
+        raise ConfigError(
+            f"{flag} {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+            f"numbered 0 to {torch.cuda.device_count() - 1}"
+        )
     return device

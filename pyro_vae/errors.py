@@ -35,9 +35,11 @@ def user_error(error: BaseException) -> PyroVAEError | None:
         return error
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" while writing {error.filename}" if error.filename else ""
-        return DiskFull(f"no space left on device{where}; files written before are kept. Free some space "
-                        f"and run the command again (a training run continues from its last checkpoint "
-                        f"with --resume)")
+        return DiskFull(
+            f"no space left on device{where}; files written before are kept. Free some space "
+            f"and run the command again (a training run continues from its last checkpoint "
+            f"with --resume)"
+        )
     return None
 
 

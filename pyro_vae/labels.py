@@ -22,8 +22,10 @@ def check_label_values(y: torch.Tensor, num_classes: int, what: str = "label") -
     y = y.long()
     bad = (y < 0) | (y >= num_classes)
     if bool(bad.any()):
-        raise ConfigError(f"{what} {int(y[bad].flatten()[0])} is outside 0-{num_classes - 1}: this model "
-                          f"knows {num_classes} classes; give a {what} between 0 and {num_classes - 1}")
+        raise ConfigError(
+            f"{what} {int(y[bad].flatten()[0])} is outside 0-{num_classes - 1}: this model "
+            f"knows {num_classes} classes; give a {what} between 0 and {num_classes - 1}"
+        )
     return y
 
 
@@ -37,11 +39,15 @@ def balanced_labelled_subset(labels: torch.Tensor, n: int, num_classes: int, see
     sorted. Errors name the fix when ``n`` cannot be split evenly or a class is too small."""
     total = int(labels.shape[0])
     if n < num_classes or n % num_classes:
-        raise ConfigError(f"--labels {n} cannot be split into {num_classes} equal classes; give a "
-                          f"multiple of {num_classes} (e.g. {max(num_classes, n // num_classes * num_classes)})")
+        raise ConfigError(
+            f"--labels {n} cannot be split into {num_classes} equal classes; give a "
+            f"multiple of {num_classes} (e.g. {max(num_classes, n // num_classes * num_classes)})"
+        )
     if n >= total:
-        raise ConfigError(f"--labels {n} asks for at least as many labelled images as the training set "
-                          f"has ({total:,}); M2 needs unlabelled images too: give fewer (e.g. 100)")
+        raise ConfigError(
+            f"--labels {n} asks for at least as many labelled images as the training set "
+            f"has ({total:,}); M2 needs unlabelled images too: give fewer (e.g. 100)"
+        )
     per_class = n // num_classes
     rng = np.random.default_rng(seed)
     labels_np = labels.cpu().numpy()
@@ -49,8 +55,10 @@ def balanced_labelled_subset(labels: torch.Tensor, n: int, num_classes: int, see
     for c in range(num_classes):
         members = np.flatnonzero(labels_np == c)
         if members.size < per_class:
-            raise ConfigError(f"--labels {n} needs {per_class} images of class {c}, but the training set "
-                              f"has only {members.size}; give --labels <= {members.size * num_classes}")
+            raise ConfigError(
+                f"--labels {n} needs {per_class} images of class {c}, but the training set "
+                f"has only {members.size}; give --labels <= {members.size * num_classes}"
+            )
         chosen.append(rng.choice(members, size=per_class, replace=False))
     return torch.from_numpy(np.sort(np.concatenate(chosen)))
 
@@ -61,6 +69,7 @@ def label_input(y: torch.Tensor | None, num_classes: int) -> torch.Tensor | None
     if not num_classes:
         return None
     if y is None:
-        raise ConfigError("this network is conditioned on the label: pass y (integer labels 0-"
-                          f"{num_classes - 1}) along with x")
+        raise ConfigError(
+            f"this network is conditioned on the label: pass y (integer labels 0-{num_classes - 1}) along with x"
+        )
     return one_hot(y, num_classes)

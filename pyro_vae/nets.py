@@ -105,8 +105,10 @@ def conv_plan(image_shape: tuple[int, ...]) -> tuple[list[int], list[tuple[int, 
     if len(sizes) == 1:
         raise ConfigError(
             f"the conv nets halve the image at least once down to about 4x4, so they need images of at "
-            f"least 8x8; got {h}x{w}" + (" (flat vectors)" if (c, h) == (1, 1) else "") +
-            ". Use --net mlp for this data (or --image-size to enlarge the images)")
+            f"least 8x8; got {h}x{w}"
+            + (" (flat vectors)" if (c, h) == (1, 1) else "")
+            + ". Use --net mlp for this data (or --image-size to enlarge the images)"
+        )
     channels = [min(CONV_FIRST_CHANNELS * 2**i, CONV_MAX_CHANNELS) for i in range(len(sizes) - 1)]
     return channels, sizes
 
@@ -145,15 +147,22 @@ class ConvDecoder(nn.Module):
         self.base_shape = (channels[-1], *sizes[-1])
         width = spec.hidden[-1]
         self.dense = nn.Sequential(
-            nn.Linear(spec.latent_dim + spec.cond_dim, width), nn.BatchNorm1d(width), nn.ReLU(),
-            nn.Linear(width, math.prod(self.base_shape)), nn.BatchNorm1d(math.prod(self.base_shape)), nn.ReLU(),
+            nn.Linear(spec.latent_dim + spec.cond_dim, width),
+            nn.BatchNorm1d(width),
+            nn.ReLU(),
+            nn.Linear(width, math.prod(self.base_shape)),
+            nn.BatchNorm1d(math.prod(self.base_shape)),
+            nn.ReLU(),
         )
         outs = [*reversed(channels[:-1]), params_per_pixel * spec.image_shape[0]]
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(reversed(channels), outs)):
             (h_in, w_in), (h_out, w_out) = sizes[-1 - i], sizes[-2 - i]
-            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1,
-                                             output_padding=(h_out - 2 * h_in, w_out - 2 * w_in)))
+            layers.append(
+                nn.ConvTranspose2d(
+                    c_in, c_out, 4, stride=2, padding=1, output_padding=(h_out - 2 * h_in, w_out - 2 * w_in)
+                )
+            )
             if i < len(outs) - 1:
                 layers += [nn.BatchNorm2d(c_out), nn.ReLU()]
         self.deconv = nn.Sequential(*layers)
@@ -199,8 +208,10 @@ class GatedMLPDecoder(nn.Module):
         c, h, w = spec.image_shape
         self.out_shape = (params_per_pixel * c, h, w)
         widths = [spec.latent_dim + spec.cond_dim, *reversed(spec.hidden)]
-        self.net = nn.Sequential(*(GatedDense(a, b) for a, b in zip(widths[:-1], widths[1:])),
-                                 nn.Linear(widths[-1], math.prod(self.out_shape)))
+        self.net = nn.Sequential(
+            *(GatedDense(a, b) for a, b in zip(widths[:-1], widths[1:])),
+            nn.Linear(widths[-1], math.prod(self.out_shape)),
+        )
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(_append(z, cond)).unflatten(-1, self.out_shape)  # (..., B, P*C, H, W)
@@ -234,9 +245,14 @@ def initialize_linear_layers(module: nn.Module, scheme: str) -> None:
 
 def _encoder_arguments(spec: NetSpec) -> dict:
     """What an encoder's constructor may ask for, by parameter name."""
-    return {"spec": spec, "image_shape": spec.image_shape, "latent_dim": spec.latent_dim,
-            "hidden": spec.hidden, "cond_dim": spec.cond_dim,
-            "activation": spec.activation}
+    return {
+        "spec": spec,
+        "image_shape": spec.image_shape,
+        "latent_dim": spec.latent_dim,
+        "hidden": spec.hidden,
+        "cond_dim": spec.cond_dim,
+        "activation": spec.activation,
+    }
 
 
 def _decoder_arguments(spec: NetSpec, params_per_pixel: int) -> dict:

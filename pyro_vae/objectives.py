@@ -39,6 +39,7 @@ from .registry import Registry
 
 MAX_PLATE_NESTING = 1  # the data plate; set explicitly so Pyro never has to guess
 
+
 def _elbo_arguments(particles: int) -> dict:
     """What an ELBO's factory (or a class of one's own, such as a subclass of Pyro's ``ELBO``)
     may ask for, by parameter name."""
@@ -53,6 +54,7 @@ ELBOS: Registry[ELBO] = Registry("ELBO", arguments=_elbo_arguments)
 
 
 # -- the one helper that sums a trace's log-densities ------------------------------------------
+
 
 def sample_sites(trace: poutine.Trace, observed: bool | None = None) -> Iterator[tuple[str, dict]]:
     """(name, site) of a trace's real sample sites (plates' subsample sites left out); only the
@@ -73,9 +75,14 @@ def site_log_density(site: dict) -> torch.Tensor:
     return log_prob
 
 
-def trace_log_density(trace: poutine.Trace, *, observed: bool | None = None,
-                      shape: tuple[int, ...] | None = None, who: str = "model",
-                      like: torch.Tensor | None = None) -> torch.Tensor:
+def trace_log_density(
+    trace: poutine.Trace,
+    *,
+    observed: bool | None = None,
+    shape: tuple[int, ...] | None = None,
+    who: str = "model",
+    like: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Sum over a trace's sample sites of their masked, unscaled log-density: one number per data
     point, the data plate's dimension kept (and a particle dimension left of it, if any).
 
@@ -93,7 +100,8 @@ def trace_log_density(trace: poutine.Trace, *, observed: bool | None = None,
             raise PyroVAEError(
                 f"{who} site {name!r} has log_prob shape {tuple(log_prob.shape)}, expected "
                 f"{tuple(shape)}: every sample site must sit in pyro.plate('data', x.shape[0], dim=-1) "
-                "with its event dimensions declared (.to_event)")
+                "with its event dimensions declared (.to_event)"
+            )
         total = log_prob if total is None else total + log_prob
     if total is None:
         if shape is None and like is None:
@@ -104,6 +112,7 @@ def trace_log_density(trace: poutine.Trace, *, observed: bool | None = None,
 
 
 # -- discrete model sites summed out exactly ---------------------------------------------------
+
 
 def enumerated_model(model):
     """``model`` whose discrete sites marked ``infer={"enumerate": "parallel"}`` (and not given a
@@ -117,8 +126,9 @@ def enumerated_sites(trace: poutine.Trace) -> list[str]:
     return [name for name, site in sample_sites(trace, observed=False) if "_enumerate_dim" in site["infer"]]
 
 
-def enumerated_log_density(trace: poutine.Trace, *, rows: int, with_observed: bool = True,
-                           who: str = "model") -> torch.Tensor:
+def enumerated_log_density(
+    trace: poutine.Trace, *, rows: int, with_observed: bool = True, who: str = "model"
+) -> torch.Tensor:
     """log of the sum over the enumerated sites' values of exp(sum of the site log-densities),
     one number per data point, shape (rows,).
 
@@ -130,18 +140,25 @@ def enumerated_log_density(trace: poutine.Trace, *, rows: int, with_observed: bo
     ``with_observed`` (log sum_c p(x, z, c)); else log sum_c p(z, c). Each site's log-density
     must have the data plate last and, left of it, only enumeration dimensions.
     """
-    enum_dims = {site["infer"]["_enumerate_dim"] for _, site in sample_sites(trace, observed=False)
-                 if "_enumerate_dim" in site["infer"]}
+    enum_dims = {
+        site["infer"]["_enumerate_dim"]
+        for _, site in sample_sites(trace, observed=False)
+        if "_enumerate_dim" in site["infer"]
+    }
     total = None
     for name, site in sample_sites(trace, None if with_observed else False):
         log_prob = site_log_density(site)  # (enumeration dims..., rows)
         left = log_prob.shape[:-1]
-        if (log_prob.dim() < 1 or log_prob.shape[-1] != rows
-                or any(size != 1 and i - len(left) - 1 not in enum_dims for i, size in enumerate(left))):
+        if (
+            log_prob.dim() < 1
+            or log_prob.shape[-1] != rows
+            or any(size != 1 and i - len(left) - 1 not in enum_dims for i, size in enumerate(left))
+        ):
             raise PyroVAEError(
                 f"{who} site {name!r} has log_prob shape {tuple(log_prob.shape)}, expected ({rows},) with "
                 "enumeration dimensions only on its left: every sample site must sit in "
-                "pyro.plate('data', x.shape[0], dim=-1) with its event dimensions declared (.to_event)")
+                "pyro.plate('data', x.shape[0], dim=-1) with its event dimensions declared (.to_event)"
+            )
         total = log_prob if total is None else total + log_prob  # broadcasts over the enumerations
     if total is None:
         raise PyroVAEError(f"the {who} has no sample site to sum")
@@ -158,15 +175,20 @@ def check_guide_covers_model(model_trace: poutine.Trace, guided) -> None:
             continue
         fn = site["fn"]
         if getattr(fn, "has_enumerate_support", False):
-            fix = (f"give the guide a site {name!r}, or sum it out exactly: mark it in the model with "
-                   f"pyro.sample({name!r}, ..., infer={{'enumerate': 'parallel'}}) inside the data plate")
+            fix = (
+                f"give the guide a site {name!r}, or sum it out exactly: mark it in the model with "
+                f"pyro.sample({name!r}, ..., infer={{'enumerate': 'parallel'}}) inside the data plate"
+            )
         else:
             fix = f"give the guide a site {name!r} (a continuous latent cannot be enumerated)"
-        raise PyroVAEError(f"the model samples {name!r} but the guide does not: every latent site of the "
-                           f"model needs a guide site of the same name for importance sampling; {fix}")
+        raise PyroVAEError(
+            f"the model samples {name!r} but the guide does not: every latent site of the "
+            f"model needs a guide site of the same name for importance sampling; {fix}"
+        )
 
 
 # -- the ELBO choices ----------------------------------------------------------------------------
+
 
 def _particle_kwargs(particles: int) -> dict:
     return dict(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=MAX_PLATE_NESTING)
@@ -181,8 +203,7 @@ def _losses_stay_on_the_device() -> Iterator[None]:
     Values and gradients are unchanged: the loss is ``loss + (surrogate - surrogate.detach())``
     either way. The training loop checks the losses for NaN once per log interval instead."""
     modules = (pyro.infer.trace_elbo, pyro.infer.trace_mean_field_elbo, pyro.infer.traceenum_elbo)
-    saved = [(m, name, getattr(m, name)) for m in modules for name in ("torch_item", "warn_if_nan")
-             if hasattr(m, name)]
+    saved = [(m, name, getattr(m, name)) for m in modules for name in ("torch_item", "warn_if_nan") if hasattr(m, name)]
     for m, name, _ in saved:
         setattr(m, name, _detached if name == "torch_item" else _no_warning)
     try:
@@ -258,18 +279,18 @@ class IWAE_ELBO(Trace_ELBO):  # reuses Trace_ELBO's tracing (and its ELBO module
     """
 
     def __init__(self, num_particles: int):
-        super().__init__(num_particles=num_particles, vectorize_particles=True,
-                         max_plate_nesting=MAX_PLATE_NESTING)
+        super().__init__(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=MAX_PLATE_NESTING)
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        (model_trace, guide_trace), = self._get_traces(model, guide, args, kwargs)
+        ((model_trace, guide_trace),) = self._get_traces(model, guide, args, kwargs)
         for name, site in sample_sites(guide_trace):
             if not site["fn"].has_rsample:
                 raise ConfigError(f"--elbo iwae needs a reparameterized guide; site {name!r} is not")
         scales = {float(site["scale"]) for trace in (model_trace, guide_trace) for _, site in sample_sites(trace)}
         if len(scales) > 1:
-            raise ConfigError("--elbo iwae weighs every site alike: it cannot be combined with "
-                              "--beta != 1 or --warmup-epochs > 0")
+            raise ConfigError(
+                "--elbo iwae weighs every site alike: it cannot be combined with --beta != 1 or --warmup-epochs > 0"
+            )
         # log w_k = log p(x, z_k) - log q(z_k|x)      (K, B)
         log_w = trace_log_density(model_trace) - trace_log_density(guide_trace, who="guide")
         if self.num_particles == 1:  # Pyro adds no particle plate for a single particle
@@ -306,6 +327,7 @@ def build_elbo(name: str, particles: int = 1) -> ELBO:
 
 # -- scaling: mini-batch N/B and the KL weight beta ----------------------------------------------
 
+
 class ScaleLatents(Messenger):
     """Multiply the log-density of every latent (unobserved) sample site by ``beta``.
 
@@ -336,8 +358,13 @@ class Scaled(torch.nn.Module):
         super().__init__()
         self.fn = fn
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, data_scale: float | torch.Tensor = 1.0,
-                beta: float | torch.Tensor = 1.0):
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        data_scale: float | torch.Tensor = 1.0,
+        beta: float | torch.Tensor = 1.0,
+    ):
         # the latent weight applies first, then the data-set scale: scale = data_scale * (beta * 1)
         with poutine.scale(scale=data_scale), ScaleLatents(beta):
             return self.fn(x, y)
@@ -399,7 +426,9 @@ class JitELBO(torch.nn.Module):
 
     def _key(self, batch: tuple) -> tuple:
         return tuple((a.shape, a.dtype, a.device) if isinstance(a, torch.Tensor) else a for a in batch) + (
-            self.training, torch.is_autocast_enabled())
+            self.training,
+            torch.is_autocast_enabled(),
+        )
 
     def _surrogate_loss(self, *args) -> torch.Tensor:
         """The ELBO's surrogate loss, averaged over the particles: its value is the loss when
@@ -407,8 +436,7 @@ class JitELBO(torch.nn.Module):
         as a Python number and subtracts the surrogate's: numbers a trace would freeze.)"""
         elbo = self.elbo_module.elbo
         loss = 0.0
-        for model_trace, guide_trace in elbo._get_traces(self.elbo_module.model, self.elbo_module.guide,
-                                                         args, {}):
+        for model_trace, guide_trace in elbo._get_traces(self.elbo_module.model, self.elbo_module.guide, args, {}):
             for name, site in sample_sites(guide_trace):
                 if not site["fn"].has_rsample:
                     raise ConfigError(f"--jit needs a reparameterized guide; site {name!r} is not (drop --jit)")
@@ -416,8 +444,9 @@ class JitELBO(torch.nn.Module):
             loss = loss + surrogate / elbo.num_particles
         return loss
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, data_scale: float = 1.0,
-                beta: float = 1.0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, data_scale: float = 1.0, beta: float = 1.0
+    ) -> torch.Tensor:
         if is_validation_enabled() and not self.validated:
             self.validated = True
             return self.elbo_module(x, y, data_scale, beta)  # eager and validated, once
@@ -429,8 +458,11 @@ class JitELBO(torch.nn.Module):
         scales = (torch.tensor(data_scale, dtype=torch.float64), torch.tensor(beta, dtype=torch.float64))
 
         def loss(*inputs):
-            values, (traced_scale, traced_beta), data = (inputs[:len(names)], inputs[len(names):len(names) + 2],
-                                                         inputs[len(names) + 2:])
+            values, (traced_scale, traced_beta), data = (
+                inputs[: len(names)],
+                inputs[len(names) : len(names) + 2],
+                inputs[len(names) + 2 :],
+            )
             traced_y = data[1] if len(data) > 1 else None
             with _parameters_replaced(self.elbo_module, dict(zip(names, values))):
                 return self._surrogate_loss(data[0], traced_y, traced_scale, traced_beta)
@@ -454,6 +486,7 @@ class JitELBO(torch.nn.Module):
 
 
 # -- per-image ELBO terms --------------------------------------------------------------------
+
 
 def elbo_terms(model, guide, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-image ELBO terms of the program as written, from one draw of the guide per image.
@@ -513,6 +546,7 @@ def elbo_terms(model, guide, x: torch.Tensor, y: torch.Tensor | None = None) -> 
 
 # -- M2: the semi-supervised objective ------------------------------------------------------
 
+
 class SemiSupervisedLoss(torch.nn.Module):
     """Minus the M2 objective of Kingma et al. (2014, eq. 9) on one unlabelled and one labelled
     mini-batch, ``forward(x_u, x_l, y_l, unlabelled_scale, labelled_scale, beta)``:
@@ -533,8 +567,16 @@ class SemiSupervisedLoss(torch.nn.Module):
     give labelled batches steps of their own.
     """
 
-    def __init__(self, model, guide, num_unlabelled: int, num_labelled: int, alpha: float,
-                 particles: int = 1, balanced: bool = False):
+    def __init__(
+        self,
+        model,
+        guide,
+        num_unlabelled: int,
+        num_labelled: int,
+        alpha: float,
+        particles: int = 1,
+        balanced: bool = False,
+    ):
         super().__init__()
         if particles < 1:
             raise ConfigError(f"--particles must be at least 1, got {particles}")
@@ -548,11 +590,11 @@ class SemiSupervisedLoss(torch.nn.Module):
     def unlabelled_loss(self, x_u: torch.Tensor, scale: float = 1.0, beta: float = 1.0) -> torch.Tensor:
         """-sum_U U(x) on the batch, times ``scale`` (N_u / B_u)."""
         enumerated = config_enumerate(self.guide, default="parallel")  # y ~ q(y|x): all C values at once
-        return self.unlabelled_elbo.differentiable_loss(Scaled(self.model), Scaled(enumerated),
-                                                        x_u, None, scale, beta)
+        return self.unlabelled_elbo.differentiable_loss(Scaled(self.model), Scaled(enumerated), x_u, None, scale, beta)
 
-    def labelled_loss(self, x_l: torch.Tensor, y_l: torch.Tensor, scale: float = 1.0,
-                      beta: float = 1.0) -> torch.Tensor:
+    def labelled_loss(
+        self, x_l: torch.Tensor, y_l: torch.Tensor, scale: float = 1.0, beta: float = 1.0
+    ) -> torch.Tensor:
         """-sum_L [L(x, y) + alpha N log q(y|x) / N_L] on the batch, times ``scale`` (N_l / B_l)."""
         weighted = scale * self.labelled_weight
         scaled_model = Scaled(self.model)
@@ -564,12 +606,19 @@ class SemiSupervisedLoss(torch.nn.Module):
             log_q_y = self.guide.label_distribution(x).log_prob(y)  # (B_l,)
             pyro.factor("classification", per_image * log_q_y.sum())
 
-        return self.labelled_elbo.differentiable_loss(model_and_classifier, Scaled(self.guide),
-                                                      x_l, y_l, weighted, beta)
+        return self.labelled_elbo.differentiable_loss(
+            model_and_classifier, Scaled(self.guide), x_l, y_l, weighted, beta
+        )
 
-    def forward(self, x_u: torch.Tensor | None, x_l: torch.Tensor | None = None,
-                y_l: torch.Tensor | None = None, unlabelled_scale: float = 1.0, labelled_scale: float = 1.0,
-                beta: float = 1.0) -> torch.Tensor:
+    def forward(
+        self,
+        x_u: torch.Tensor | None,
+        x_l: torch.Tensor | None = None,
+        y_l: torch.Tensor | None = None,
+        unlabelled_scale: float = 1.0,
+        labelled_scale: float = 1.0,
+        beta: float = 1.0,
+    ) -> torch.Tensor:
         """-J_alpha on a pair of batches, or on one of them alone (the other None): the steps of
         ``--labelled-steps interleaved``."""
         if x_u is None and x_l is None:
@@ -580,5 +629,6 @@ class SemiSupervisedLoss(torch.nn.Module):
             if x_u is None:
                 return self.labelled_loss(x_l, y_l, labelled_scale, beta)
             # -J_alpha on this pair of batches
-            return (self.unlabelled_loss(x_u, unlabelled_scale, beta)
-                    + self.labelled_loss(x_l, y_l, labelled_scale, beta))
+            return self.unlabelled_loss(x_u, unlabelled_scale, beta) + self.labelled_loss(
+                x_l, y_l, labelled_scale, beta
+            )

@@ -70,7 +70,7 @@ def reconstruction_grid(vae, x: torch.Tensor, path: Path, y: torch.Tensor | None
     per_row = min(n, 16)
     rows = []
     for start in range(0, n, per_row):
-        rows += [x[start:start + per_row], recon[start:start + per_row]]
+        rows += [x[start : start + per_row], recon[start : start + per_row]]
     return save_grid(torch.cat(rows), path, nrow=per_row)
 
 
@@ -92,8 +92,9 @@ def _posterior_std(vae, x: torch.Tensor) -> torch.Tensor:
         return q.sample((256,)).std(0)
 
 
-def latent_maps(vae, x: torch.Tensor, labels: torch.Tensor, out_dir: Path,
-                condition: torch.Tensor | None = None) -> list[Path]:
+def latent_maps(
+    vae, x: torch.Tensor, labels: torch.Tensor, out_dir: Path, condition: torch.Tensor | None = None
+) -> list[Path]:
     """Latent pictures. 2-D latents: the decoded grid over the prior's quantiles, a decoded grid
     of +-4 posterior std around one test image's posterior mean, and the posterior means coloured
     by label. Higher-D: a 2-D PCA of the test posterior means coloured by label. Conditional
@@ -110,9 +111,11 @@ def latent_maps(vae, x: torch.Tensor, labels: torch.Tensor, out_dir: Path,
         written.append(_decode_plane(vae, axis, axis.flip(0), out_dir / "latent_grid.png"))
         mu, std = means[0], _posterior_std(vae, x[:1])[0]
         offsets = torch.linspace(-POSTERIOR_GRID_STDS, POSTERIOR_GRID_STDS, side, device=mu.device)
-        written.append(_decode_plane(
-            vae, mu[0] + offsets * std[0], (mu[1] + offsets * std[1]).flip(0),
-            out_dir / "latent_posterior_grid.png"))
+        written.append(
+            _decode_plane(
+                vae, mu[0] + offsets * std[0], (mu[1] + offsets * std[1]).flip(0), out_dir / "latent_posterior_grid.png"
+            )
+        )
         coords, title = means, "posterior means E_q[z|x] (test images)"
         axis_labels = ("z_1", "z_2")
     elif latent_dim == 2:
@@ -141,8 +144,7 @@ def _decode_plane(vae, xs: torch.Tensor, ys: torch.Tensor, path: Path) -> Path:
 def scatter_by_label(coords, labels, title, axis_labels, path: Path) -> Path:
     """Points (N, 2) coloured by their label (0..9), with a colour bar."""
     fig, ax = figure((6.5, 5.5))
-    points = ax.scatter(coords[:, 0], coords[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7,
-                        vmin=-0.5, vmax=9.5)
+    points = ax.scatter(coords[:, 0], coords[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7, vmin=-0.5, vmax=9.5)
     fig.colorbar(points, ax=ax, ticks=range(10), label="label")
     ax.set_title(title)
     ax.set_xlabel(axis_labels[0])
@@ -156,8 +158,9 @@ def label_sample_grid(vae, path: Path, per_label: int = 10) -> Path:
     return save_grid(vae.sample(y.shape[0], label=y), path, nrow=per_label)
 
 
-def analogy_grid(vae, path: Path, columns: int = 12, sources: torch.Tensor | None = None,
-                 source_labels: torch.Tensor | None = None) -> Path:
+def analogy_grid(
+    vae, path: Path, columns: int = 12, sources: torch.Tensor | None = None, source_labels: torch.Tensor | None = None
+) -> Path:
     """The analogies figure of Kingma et al. (2014): row c decodes every column's z with label c,
     so along a column the style stays and the digit changes. With ``sources`` (test images) the
     z of a column is E_q[z | x, y] of that image (given ``source_labels``, else the classifier's
@@ -180,8 +183,9 @@ def analogy_grid(vae, path: Path, columns: int = 12, sources: torch.Tensor | Non
     return save_grid(images, path, nrow=n)
 
 
-def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, path: Path, title: str = "",
-                     num_classes: int = 10) -> Path:
+def confusion_matrix(
+    true: torch.Tensor, predicted: torch.Tensor, path: Path, title: str = "", num_classes: int = 10
+) -> Path:
     """Counts of (true label, predicted label), with the accuracy in the title."""
     counts = torch.zeros(num_classes, num_classes, dtype=torch.long)
     counts.index_put_((true.long(), predicted.long()), torch.ones_like(true, dtype=torch.long), accumulate=True)
@@ -193,8 +197,15 @@ def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, path: Path, ti
         for j in range(num_classes):
             value = int(counts[i, j])
             if value:
-                ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                        color="white" if value > counts.max().item() / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value > counts.max().item() / 2 else "black",
+                )
     ax.set_xticks(range(num_classes))
     ax.set_yticks(range(num_classes))
     ax.set_xlabel("predicted label argmax q(y|x)")
@@ -225,8 +236,10 @@ def training_curves(records: Sequence[dict], path: Path) -> Path:
 
 # -- the evaluation's pictures ----------------------------------------------------------------
 
-def plot_khat_histogram(khat, path: str | os.PathLike, *, title: str | None = None, good: float = 0.5,
-                        bad: float = 0.7) -> Path:
+
+def plot_khat_histogram(
+    khat, path: str | os.PathLike, *, title: str | None = None, good: float = 0.5, bad: float = 0.7
+) -> Path:
     """Histogram of per-image Pareto k-hat with lines at ``good`` and ``bad`` (Vehtari et al.'s
     0.5 and 0.7, as :mod:`pyro_vae.evaluation.diagnostics` uses them); returns the PNG's path.
 
@@ -236,14 +249,15 @@ def plot_khat_histogram(khat, path: str | os.PathLike, *, title: str | None = No
     khat = np.asarray(khat, dtype=np.float64)
     finite = khat[np.isfinite(khat)]
     fig, ax = figure((6, 4), dpi=100, layout="constrained")
-    bins = np.linspace(min(finite.min(initial=0.0), 0.0) - 0.05,
-                       max(finite.max(initial=1.0), 1.0) + 0.05, 41)
+    bins = np.linspace(min(finite.min(initial=0.0), 0.0) - 0.05, max(finite.max(initial=1.0), 1.0) + 0.05, 41)
     ax.hist(finite, bins=bins, color="0.55", edgecolor="white")
     ax.axvline(good, color="tab:orange", linestyle="--", label=f"k = {good}")
     ax.axvline(bad, color="tab:red", linestyle="--", label=f"k = {bad}")
     share = np.mean(khat[~np.isnan(khat)] > bad) if (~np.isnan(khat)).any() else np.nan
-    extra = (f"{int(np.isnan(khat).sum())} undefined, {int(np.isneginf(khat).sum())} constant, "
-             f"{int(np.isposinf(khat).sum())} infinite")
+    extra = (
+        f"{int(np.isnan(khat).sum())} undefined, {int(np.isneginf(khat).sum())} constant, "
+        f"{int(np.isposinf(khat).sum())} infinite"
+    )
     ax.plot([], [], " ", label=extra)
     ax.set_xlabel("Pareto k-hat of the importance weights (per image)")
     ax.set_ylabel("images")
@@ -252,8 +266,9 @@ def plot_khat_histogram(khat, path: str | os.PathLike, *, title: str | None = No
     return save_figure(fig, path, tight=False)
 
 
-def plot_log_px_against_k(curve, path: str | os.PathLike, *, exact: float | None = None,
-                          title: str | None = None) -> Path:
+def plot_log_px_against_k(
+    curve, path: str | os.PathLike, *, exact: float | None = None, title: str | None = None
+) -> Path:
     """Mean log p_K(x) ± standard error against K (log axis); returns the PNG's path.
 
     ``curve``: a :class:`pyro_vae.evaluation.LogPxCurve` (its ``ks``, ``log_px`` (images, K's),
@@ -262,8 +277,14 @@ def plot_log_px_against_k(curve, path: str | os.PathLike, *, exact: float | None
     """
     fig, ax = figure((6, 4), dpi=100, layout="constrained")
     ks = np.asarray(curve.ks)
-    ax.errorbar(ks, curve.mean(), yerr=np.nan_to_num(curve.stderr()), marker="o", capsize=3,
-                label=f"log p_K(x), {curve.log_px.shape[0]} images")
+    ax.errorbar(
+        ks,
+        curve.mean(),
+        yerr=np.nan_to_num(curve.stderr()),
+        marker="o",
+        capsize=3,
+        label=f"log p_K(x), {curve.log_px.shape[0]} images",
+    )
     if exact is not None:
         ax.axhline(exact, color="tab:green", linestyle="--", label="exact log p(x)")
     ax.set_xscale("log")

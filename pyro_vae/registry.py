@@ -42,9 +42,12 @@ def import_object(path: str, what: str = "component") -> Any:
     try:
         obj = importlib.import_module(module_name)
     except ImportError as e:
-        hint = (" (__main__ is the script or notebook that trained the run: define the class in a "
-                "module of its own to reload the run elsewhere)" if module_name == "__main__" else
-                "; is its folder on PYTHONPATH, or its package installed?")
+        hint = (
+            " (__main__ is the script or notebook that trained the run: define the class in a "
+            "module of its own to reload the run elsewhere)"
+            if module_name == "__main__"
+            else "; is its folder on PYTHONPATH, or its package installed?"
+        )
         raise ConfigError(f"{what} {path!r}: cannot import {module_name} ({type(e).__name__}: {e}){hint}") from None
     for part in attr.split("."):
         try:
@@ -62,7 +65,8 @@ def import_path_of(obj: Any, what: str = "component") -> str:
         raise ConfigError(
             f"{what} {obj!r} cannot be recorded in config.json: it is not a class or function defined at "
             f"the top level of a module (a lambda or a local definition has no import path); define it "
-            f"in a module, or register it by name")
+            f"in a module, or register it by name"
+        )
     return f"{module}:{qualname}"
 
 
@@ -84,7 +88,8 @@ def call_with_offered(factory: Callable, offered: Mapping[str, Any], what: str) 
             raise ConfigError(
                 f"{what} {_describe(factory)} asks for an argument {name!r}, which a {what} is not given; "
                 f"its constructor (or factory) may take any of: {', '.join(offered)} (give {name!r} a "
-                f"default, or read it from config)")
+                f"default, or read it from config)"
+            )
     return factory(**kwargs)
 
 
@@ -105,8 +110,13 @@ class Registry(Generic[T]):
         class; true for every registry with ``arguments``, and for the model kinds.
     """
 
-    def __init__(self, what: str, arguments: Callable[..., dict[str, Any]] | None = None,
-                 member: str | None = None, accepts_own: bool = False):
+    def __init__(
+        self,
+        what: str,
+        arguments: Callable[..., dict[str, Any]] | None = None,
+        member: str | None = None,
+        accepts_own: bool = False,
+    ):
         self.what = what
         self.arguments = arguments
         self.accepts_own = accepts_own or arguments is not None
@@ -122,8 +132,9 @@ class Registry(Generic[T]):
         def decorate(factory: Callable[..., T]) -> Callable[..., T]:
             known = self._factories.get(name)
             if known is not None and _describe(known) != _describe(factory):
-                raise ValueError(f"{self.what} {name!r} is registered twice ({_describe(known)} and "
-                                 f"{_describe(factory)})")
+                raise ValueError(
+                    f"{self.what} {name!r} is registered twice ({_describe(known)} and {_describe(factory)})"
+                )
             # (the same class defined again, e.g. a notebook cell run twice, replaces the old one)
             self._factories[name] = factory
             return factory
@@ -139,13 +150,16 @@ class Registry(Generic[T]):
             except KeyError:
                 raise ConfigError(
                     f"unknown {self.what} {choice!r}; choose one of: {', '.join(self.names())}, or give "
-                    f"the import path of your own (module.sub:Name)") from None
+                    f"the import path of your own (module.sub:Name)"
+                ) from None
         obj = import_object(choice, self.what) if isinstance(choice, str) else choice
         if self.member is not None:
             if not hasattr(obj, self.member):
-                raise ConfigError(f"{self.what} {_describe(obj)} has no attribute {self.member!r}: it must "
-                                  f"name an object with the attributes encoder and decoder (classes or "
-                                  f"factories)")
+                raise ConfigError(
+                    f"{self.what} {_describe(obj)} has no attribute {self.member!r}: it must "
+                    f"name an object with the attributes encoder and decoder (classes or "
+                    f"factories)"
+                )
             obj = getattr(obj, self.member)
         if not callable(obj):
             raise ConfigError(f"{self.what} {choice!r} is not a class or a function")

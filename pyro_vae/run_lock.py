@@ -44,8 +44,9 @@ def ensure_writable_folder(folder: str | os.PathLike, flag: str = "--out") -> Pa
         raise OutputError(f"{flag} {folder} is an existing file, not a folder; choose another {flag}")
     blocking = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
-        raise OutputError(f"{flag} {folder} lies under {blocking}, which is a file, not a folder; choose "
-                          f"another {flag}")
+        raise OutputError(
+            f"{flag} {folder} lies under {blocking}, which is a file, not a folder; choose another {flag}"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".pyro-vae-probe.", dir=folder)
@@ -54,15 +55,21 @@ def ensure_writable_folder(folder: str | os.PathLike, flag: str = "--out") -> Pa
     except OSError as e:
         error = output_error(e, folder / "probe")
         if isinstance(error, OutputError):
-            raise type(error)(f"{flag} {folder} cannot be written: {e.strerror or e}; choose a folder you "
-                              f"can write to (or free space, or change its permissions)") from None
+            raise type(error)(
+                f"{flag} {folder} cannot be written: {e.strerror or e}; choose a folder you "
+                f"can write to (or free space, or change its permissions)"
+            ) from None
         raise
     return folder
 
 
 def _holder_record() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv)}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": " ".join(sys.argv),
+    }
 
 
 def _describe(holder: dict) -> str:
@@ -118,8 +125,10 @@ class RunLock:
             return self._acquire_exclusive_file()
         previous = _parse(os.read(fd, 1 << 16).decode(errors="replace"))
         if previous:
-            self.log(f"{self.folder}: taking over the lock of {_describe(previous)}, which ended without "
-                     f"releasing it (killed or crashed)")
+            self.log(
+                f"{self.folder}: taking over the lock of {_describe(previous)}, which ended without "
+                f"releasing it (killed or crashed)"
+            )
         self._write(fd)
         self._fd = fd
         return self
@@ -133,8 +142,10 @@ class RunLock:
                 if not holder or self._alive(holder):
                     # an empty file is a lock being written right now, or one whose holder we cannot check
                     raise RunFolderBusy(self._busy_message(holder)) from None
-                self.log(f"{self.folder}: taking over the lock of {_describe(holder)}, which ended without "
-                         f"releasing it (killed or crashed)")
+                self.log(
+                    f"{self.folder}: taking over the lock of {_describe(holder)}, which ended without "
+                    f"releasing it (killed or crashed)"
+                )
                 self.path.unlink(missing_ok=True)
                 continue
             self._write(fd)
@@ -156,8 +167,10 @@ class RunLock:
         return True
 
     def _busy_message(self, holder: dict) -> str:
-        return (f"{self.folder} is in use by {_describe(holder)}: one run folder is written by one process "
-                f"at a time. Wait for it to finish (or stop it), or choose another --out")
+        return (
+            f"{self.folder} is in use by {_describe(holder)}: one run folder is written by one process "
+            f"at a time. Wait for it to finish (or stop it), or choose another --out"
+        )
 
     def _write(self, fd: int) -> None:
         os.ftruncate(fd, 0)

@@ -16,7 +16,7 @@ def burda_stage_ends() -> list[int]:
     """The pass (1-based, cumulative) at which each stage i ends: 1, 4, 13, 40, 121, 364, 1093, 3280."""
     ends, total = [], 0
     for i in range(BURDA_STAGES):
-        total += 3 ** i
+        total += 3**i
         ends.append(total)
     return ends
 

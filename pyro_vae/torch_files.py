@@ -21,8 +21,13 @@ from .errors import CheckpointError
 _GLOBAL = re.compile(r"unsupported GLOBAL ([\w.]+)", re.IGNORECASE)
 
 
-def load_weights_only(path: str | Path, map_location: str | torch.device = "cpu", *,
-                      what: str = "checkpoint", fix: str = "train again, or resume from another checkpoint"):
+def load_weights_only(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    what: str = "checkpoint",
+    fix: str = "train again, or resume from another checkpoint",
+):
     """``torch.load(path, weights_only=True)``, or :class:`CheckpointError` naming ``path``.
 
     ``map_location`` must already be a valid device (see :func:`pyro_vae.devices.resolve_device`):
@@ -39,15 +44,18 @@ def load_weights_only(path: str | Path, map_location: str | torch.device = "cpu"
             raise CheckpointError(
                 f"{what} {path} is not a pyro-vae {what}: it holds Python objects ({name}) that "
                 f"a pyro-vae {what} never contains, so it was refused without running them. Do not "
-                f"load it any other way unless you know where it came from; {fix}") from None
-        raise CheckpointError(f"{what} {path} is not a pyro-vae {what} (not a readable tensor file: "
-                              f"random or damaged bytes); {fix}") from None
+                f"load it any other way unless you know where it came from; {fix}"
+            ) from None
+        raise CheckpointError(
+            f"{what} {path} is not a pyro-vae {what} (not a readable tensor file: random or damaged bytes); {fix}"
+        ) from None
     except OSError as e:
         raise CheckpointError(f"cannot read {what} {path}: {e.strerror or e}") from None
     except Exception:  # noqa: BLE001 - a truncated or foreign file fails in many ways inside torch
         size = path.stat().st_size if path.is_file() else 0
-        raise CheckpointError(f"{what} {path} is corrupt or truncated ({size:,} bytes) and cannot be read; "
-                              f"{fix}") from None
+        raise CheckpointError(
+            f"{what} {path} is corrupt or truncated ({size:,} bytes) and cannot be read; {fix}"
+        ) from None
 
 
 def _first_global(path: Path, limit: int = 1 << 20) -> str | None:

@@ -66,8 +66,10 @@ class VAE(PyroModule):
             try:
                 x = torch.as_tensor(x)
             except (TypeError, ValueError, RuntimeError) as e:
-                raise InputError(f"{what} must be a tensor or an array of images {self._expected_images()}, "
-                                 f"got {type(x).__name__} ({e})") from None
+                raise InputError(
+                    f"{what} must be a tensor or an array of images {self._expected_images()}, "
+                    f"got {type(x).__name__} ({e})"
+                ) from None
         expected = self._expected_images()
         shape = tuple(x.shape)
         if self.image_shape is not None and shape != (shape[0] if shape else 0, *self.image_shape):
@@ -85,15 +87,18 @@ class VAE(PyroModule):
             raise InputError(f"{what} holds no images (shape {shape})")
         if not (x.is_floating_point() or x.dtype == torch.bool):
             lo, hi = int(x.min()), int(x.max())
-            raise InputError(f"{what} holds integers ({x.dtype}, values {lo}..{hi}); pass intensities in "
-                             f"[0, 1]: {what}.float() / 255 for 8-bit pixels")
+            raise InputError(
+                f"{what} holds integers ({x.dtype}, values {lo}..{hi}); pass intensities in "
+                f"[0, 1]: {what}.float() / 255 for 8-bit pixels"
+            )
         x = x.to(device=self.device, dtype=self._dtype())
         if not bool(torch.isfinite(x).all()):
             raise InputError(f"{what} holds NaN or infinite values")
         lo, hi = float(x.min()), float(x.max())
         if lo < 0 or hi > 1:
-            raise InputError(f"{what} has values in [{lo:g}, {hi:g}]; expected intensities in [0, 1] "
-                             f"(divide 8-bit pixels by 255)")
+            raise InputError(
+                f"{what} has values in [{lo:g}, {hi:g}]; expected intensities in [0, 1] (divide 8-bit pixels by 255)"
+            )
         return x
 
     def check_latents(self, z, what: str = "z") -> torch.Tensor:
@@ -102,11 +107,12 @@ class VAE(PyroModule):
         d = self.latent_dim
         expected = f"(B, {d if d is not None else 'D'})"
         if z.dim() == 1 and (d is None or z.shape[0] == d):
-            raise InputError(f"{what} must be a batch of latents of shape {expected}, got {tuple(z.shape)}; "
-                             f"for one latent, pass {what}[None]")
+            raise InputError(
+                f"{what} must be a batch of latents of shape {expected}, got {tuple(z.shape)}; "
+                f"for one latent, pass {what}[None]"
+            )
         if z.dim() != 2 or (d is not None and z.shape[1] != d):
-            raise InputError(f"{what} must be a batch of latents of shape {expected} (B any), got "
-                             f"{tuple(z.shape)}")
+            raise InputError(f"{what} must be a batch of latents of shape {expected} (B any), got {tuple(z.shape)}")
         return z.to(self._dtype())
 
     @staticmethod
@@ -128,8 +134,7 @@ class VAE(PyroModule):
         """User labels (an int, or one per row) as a long tensor of shape (rows,), each in 0..C-1."""
         y = check_label_values(torch.as_tensor(y, device=device), self.num_classes)
         if y.dim() > 1 or (y.dim() == 1 and y.shape[0] != rows):
-            raise ConfigError(f"got {tuple(y.shape)} labels for {rows} images; give one label, or one "
-                              "label per image")
+            raise ConfigError(f"got {tuple(y.shape)} labels for {rows} images; give one label, or one label per image")
         return y.expand(rows)
 
     def labels_for(self, x: torch.Tensor, y=None) -> torch.Tensor | None:
@@ -140,8 +145,7 @@ class VAE(PyroModule):
         if y is None:
             if isinstance(self.guide, M2Guide):
                 return self.classify(x).argmax(-1)
-            raise ConfigError("this conditional VAE (--model cvae) encodes and reconstructs x given its "
-                              "label: pass y")
+            raise ConfigError("this conditional VAE (--model cvae) encodes and reconstructs x given its label: pass y")
         return self._checked_labels(y, x.shape[0], x.device)
 
     @torch.no_grad()
@@ -150,8 +154,10 @@ class VAE(PyroModule):
         (B, C, H, W) of intensities in [0, 1]."""
         x = self.check_images(x)
         if not hasattr(self.guide, "distribution"):
-            raise ConfigError(f"this model's guide ({type(self.guide).__name__}) is a Pyro program with no "
-                              f"distribution(x) method: use vae.posterior_means(x), E_q per latent site")
+            raise ConfigError(
+                f"this model's guide ({type(self.guide).__name__}) is a Pyro program with no "
+                f"distribution(x) method: use vae.posterior_means(x), E_q per latent site"
+            )
         return self.guide.distribution(x, self.labels_for(x, y))
 
     @torch.no_grad()
@@ -161,20 +167,23 @@ class VAE(PyroModule):
         z = self.check_latents(z)
         if self.conditional:
             if y is None:
-                raise ConfigError("this model decodes z given a label: pass y (0-"
-                                  f"{self.num_classes - 1})")
+                raise ConfigError(f"this model decodes z given a label: pass y (0-{self.num_classes - 1})")
             y = self._checked_labels(y, z.shape[0], z.device)
         if not hasattr(self.model, "decode"):
-            raise ConfigError(f"this model ({type(self.model).__name__}) is a Pyro program with no decode(z) "
-                              f"method: use vae.sample(n) or vae.reconstruct(x)")
+            raise ConfigError(
+                f"this model ({type(self.model).__name__}) is a Pyro program with no decode(z) "
+                f"method: use vae.sample(n) or vae.reconstruct(x)"
+            )
         return self.model.decode(z, y)
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """q(y | x) of the M2 model: class probabilities (B, C)."""
         if not isinstance(self.guide, M2Guide):
-            raise ConfigError(f"classify needs a semi-supervised run (--model m2); this one is --model "
-                              f"{self.config.model if self.config else 'vae'}")
+            raise ConfigError(
+                f"classify needs a semi-supervised run (--model m2); this one is --model "
+                f"{self.config.model if self.config else 'vae'}"
+            )
         x = self.check_images(x)
         return self.guide.label_distribution(x).probs
 
@@ -183,9 +192,11 @@ class VAE(PyroModule):
         (equal numbers of each class); None for an unconditional model."""
         if not self.conditional:
             if label is not None:
-                raise ConfigError("--label asks for a chosen digit, which needs a conditional run "
-                                  "(python -m pyro_vae.fit --model cvae or --model m2); this run is "
-                                  "--model vae")
+                raise ConfigError(
+                    "--label asks for a chosen digit, which needs a conditional run "
+                    "(python -m pyro_vae.fit --model cvae or --model m2); this run is "
+                    "--model vae"
+                )
             return None
         if label is None:
             return torch.arange(n, device=self.device) % self.num_classes
@@ -237,8 +248,7 @@ class VAE(PyroModule):
         return posterior_means(self.guide, x, self.labels_for(x, y))
 
     @torch.no_grad()
-    def posterior_mean(self, x: torch.Tensor, y: torch.Tensor | None = None,
-                       samples: int = 64) -> torch.Tensor:
+    def posterior_mean(self, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 64) -> torch.Tensor:
         """E_q[z | x[, y]] (B, D): analytic where q has a mean, else the average of ``samples``
         draws (flows)."""
         q = self.encode(x, y)
@@ -256,9 +266,17 @@ class VAE(PyroModule):
             return reconstruct_images(self.model, self.guide, x, y)  # any Pyro program: each site at its mean
         return self.model.mean_image(self.posterior_mean(x, y), y)
 
-
-    def log_px(self, x, k: int = 1000, *, binarize: str | None = None, y=None, seed: int = 0,
-               batch_size: int | None = None, progress: bool = False):
+    def log_px(
+        self,
+        x,
+        k: int = 1000,
+        *,
+        binarize: str | None = None,
+        y=None,
+        seed: int = 0,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ):
         """Importance-weighted log p(x) of each image, with its diagnostics (Burda et al. 2015):
 
             log p_K(x) = logsumexp_k [log p(x, z_k) - log q(z_k|x)] - log K,   z_k ~ q(z|x)
@@ -288,8 +306,17 @@ class VAE(PyroModule):
         label_args = self._log_px_labels(x, y)
         if batch_size is None:  # the (batch, K) float64 log-weights kept for k-hat fit the budget
             batch_size = max(1, min(x.shape[0], 200, int(DEFAULT_MEMORY_BUDGET_MB * 2**20 // (8 * k))))
-        return evaluate_log_px(self.model, self.guide, x, k=k, batch_size=batch_size, seed=seed,
-                               progress=progress, device=self.device, **label_args)
+        return evaluate_log_px(
+            self.model,
+            self.guide,
+            x,
+            k=k,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+            device=self.device,
+            **label_args,
+        )
 
     def _binarized(self, x: torch.Tensor, binarize: str | None, seed: int) -> torch.Tensor:
         from .data import binarize_fixed
@@ -305,7 +332,8 @@ class VAE(PyroModule):
             raise InputError(
                 f"x holds grey-scale intensities, but this model's likelihood ({name}) scores binary "
                 f"pixels (0 or 1): pass binarize='sample' (one seeded draw x ~ Bernoulli(intensity) per "
-                f"pixel, as python -m pyro_vae.evaluate scores a binarized run), or binarize x yourself")
+                f"pixel, as python -m pyro_vae.evaluate scores a binarized run), or binarize x yourself"
+            )
         return x
 
     def _log_px_labels(self, x: torch.Tensor, y) -> dict:
@@ -317,10 +345,15 @@ class VAE(PyroModule):
             return {}
         if variant.conditions_on_labels:
             if y is None:
-                raise InputError(f"this conditional VAE (--model {self.config.model}) scores log p(x | y): "
-                                 f"pass y, one label (0-{self.num_classes - 1}) per image")
+                raise InputError(
+                    f"this conditional VAE (--model {self.config.model}) scores log p(x | y): "
+                    f"pass y, one label (0-{self.num_classes - 1}) per image"
+                )
             y = self._checked_labels(y, x.shape[0], x.device)
         elif y is not None:
-            raise InputError(f"--model {self.config.model} scores log p(x)"
-                             + (" summed over the labels" if self.conditional else "") + "; it takes no y")
+            raise InputError(
+                f"--model {self.config.model} scores log p(x)"
+                + (" summed over the labels" if self.conditional else "")
+                + "; it takes no y"
+            )
         return variant.log_px_inputs(y, self.num_classes)[0]

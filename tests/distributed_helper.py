@@ -28,8 +28,12 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--deterministic", action="store_true")
     p.add_argument("--fail-rank", type=int, default=None)
-    p.add_argument("--m2", default=None, choices=("paired", "interleaved"),
-                   help="train M2 with 100 labels, the labelled images taking steps this way")
+    p.add_argument(
+        "--m2",
+        default=None,
+        choices=("paired", "interleaved"),
+        help="train M2 with 100 labels, the labelled images taking steps this way",
+    )
     args = p.parse_args()
 
     import pyro
@@ -45,6 +49,7 @@ def main() -> int:
     from pyro_vae.guides import diagonal
 
     if args.deterministic:
+
         class MeanNormal(dist.Normal):
             def rsample(self, sample_shape=torch.Size()):
                 return self.loc.expand(self._extended_shape(sample_shape)) + 0.0 * self.scale  # eps = 0
@@ -67,9 +72,19 @@ def main() -> int:
     os.replace = recording_replace  # every atomic write of pyro-vae ends in os.replace
 
     m2 = {} if args.m2 is None else {"model": "m2", "labels": 100, "labelled_steps": args.m2}
-    config = FitConfig(train_size=300, eval_size=100, latent_dim=2, hidden=(32,), batch_size=50,
-                       epochs=args.epochs, accelerator="cpu", devices=args.devices, data_dir=args.data_dir,
-                       out=args.out, **m2)
+    config = FitConfig(
+        train_size=300,
+        eval_size=100,
+        latent_dim=2,
+        hidden=(32,),
+        batch_size=50,
+        epochs=args.epochs,
+        accelerator="cpu",
+        devices=args.devices,
+        data_dir=args.data_dir,
+        out=args.out,
+        **m2,
+    )
     fabric = fabric_for(config)
     launch(fabric)
     dataset = load_dataset(config.dataset, config.data_dir, log=lambda _line: None)
@@ -90,9 +105,17 @@ def main() -> int:
     params = {k: v.tolist() for k, v in trainer.vae.state_dict().items()}
     log = Path(args.log_dir)
     log.mkdir(parents=True, exist_ok=True)
-    (log / f"rank{fabric.global_rank}.json").write_text(json.dumps(
-        {"rank": fabric.global_rank, "world": fabric.world_size, "steps": steps, "written": written,
-         "params": params}))
+    (log / f"rank{fabric.global_rank}.json").write_text(
+        json.dumps(
+            {
+                "rank": fabric.global_rank,
+                "world": fabric.world_size,
+                "steps": steps,
+                "written": written,
+                "params": params,
+            }
+        )
+    )
     return 0
 
 

@@ -20,8 +20,15 @@ def _as_trace(latents: dict[str, torch.Tensor]) -> poutine.Trace:
     return trace
 
 
-def log_importance_weights(model, guide, x: torch.Tensor, y: torch.Tensor | None = None, *, k: int,
-                           latents: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def log_importance_weights(
+    model,
+    guide,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    k: int,
+    latents: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """log w_k = log p(x, z_k) - log q(z_k|x) for all K particles in one tiled call, shape (K, B).
 
     Differentiable (reparameterised sites carry gradients), drawn from the global RNG with one

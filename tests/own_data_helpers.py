@@ -86,11 +86,19 @@ def write_mnist_like(raw: Path, prefix: str = "", n_train: int = 40, n_test: int
     images = blob_images(n_train + n_test, 28, channels=1, seed=5)[..., 0]
     labels = (np.arange(n_train + n_test) % classes).astype(np.uint8)
     if prefix:
-        names = [f"{prefix}train-images-idx3-ubyte", f"{prefix}train-labels-idx1-ubyte",
-                 f"{prefix}test-images-idx3-ubyte", f"{prefix}test-labels-idx1-ubyte"]
+        names = [
+            f"{prefix}train-images-idx3-ubyte",
+            f"{prefix}train-labels-idx1-ubyte",
+            f"{prefix}test-images-idx3-ubyte",
+            f"{prefix}test-labels-idx1-ubyte",
+        ]
     else:
-        names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"]
+        names = [
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        ]
     write_idx(raw / names[0], images[:n_train])
     write_idx(raw / names[1], labels[:n_train])
     write_idx(raw / names[2], images[n_train:])
@@ -110,11 +118,12 @@ def write_celeba(root: Path, n: int = 30) -> None:
     (folder / "list_eval_partition.txt").write_text("".join(f"{m} {p}\n" for m, p in zip(names, parts)))
     (folder / "identity_CelebA.txt").write_text("".join(f"{m} {i}\n" for i, m in enumerate(names)))
     (folder / "list_bbox_celeba.txt").write_text(
-        f"{n}\nimage_id x_1 y_1 width height\n" + "".join(f"{m} 1 2 3 4\n" for m in names))
+        f"{n}\nimage_id x_1 y_1 width height\n" + "".join(f"{m} 1 2 3 4\n" for m in names)
+    )
     (folder / "list_landmarks_align_celeba.txt").write_text(
-        f"{n}\nlefteye_x lefteye_y\n" + "".join(f"{m} 5 6\n" for m in names))
-    (folder / "list_attr_celeba.txt").write_text(
-        f"{n}\nSmiling Young\n" + "".join(f"{m} 1 -1\n" for m in names))
+        f"{n}\nlefteye_x lefteye_y\n" + "".join(f"{m} 5 6\n" for m in names)
+    )
+    (folder / "list_attr_celeba.txt").write_text(f"{n}\nSmiling Young\n" + "".join(f"{m} 1 -1\n" for m in names))
 
 
 def write_omniglot(root: Path) -> None:

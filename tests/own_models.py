@@ -62,8 +62,9 @@ class OutsidePlate(_Programs):
             z2 = pyro.sample("z2", dist.Normal(torch.zeros(2), 1.0).to_event(1))
             with pyro.plate("data", x.shape[0], dim=-1):
                 z1 = pyro.sample("z1", dist.Normal(model.z1_net(z2).expand(x.shape[0], 3), 1.0).to_event(1))
-                pyro.sample("x", dist.Bernoulli(logits=model.x_net(z1).unflatten(-1, model.image_shape)).to_event(3),
-                            obs=x)
+                pyro.sample(
+                    "x", dist.Bernoulli(logits=model.x_net(z1).unflatten(-1, model.image_shape)).to_event(3), obs=x
+                )
 
         model.forward = forward
 

@@ -53,16 +53,21 @@ def refused(status, capsys, *fragments):
 # -- fit: options ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", ["-1", "4294967296", "99999999999999999999"])
 def test_seed_outside_0_to_2_32_is_refused(seed, capsys):
-    refused(fit_main(["--seed", seed]), capsys, f"--seed must be a whole number from 0 to 4,294,967,295 "
-                                               f"(2^32 - 1), got {seed}")
+    refused(
+        fit_main(["--seed", seed]),
+        capsys,
+        f"--seed must be a whole number from 0 to 4,294,967,295 (2^32 - 1), got {seed}",
+    )
 
 
 def test_largest_seed_is_accepted():
     assert resolve_config({"seed": str(2**32 - 1)}, None, None).seed == 2**32 - 1
 
 
-@pytest.mark.parametrize("flag, value", [("--warmup-epochs", "nan"), ("--beta", "inf"), ("--beta", "nan"),
-                                         ("--lr", "nan"), ("--gaussian-scale", "-inf")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--warmup-epochs", "nan"), ("--beta", "inf"), ("--beta", "nan"), ("--lr", "nan"), ("--gaussian-scale", "-inf")],
+)
 def test_non_finite_numbers_are_refused(flag, value, capsys):
     refused(fit_main([f"{flag}={value}"]), capsys, f"{flag} must be a finite number, got {float(value)}")
 
@@ -82,12 +87,21 @@ def test_empty_config_file_is_refused(tmp_path, capsys, text, name):
 
 def test_device_is_checked_for_every_tool(small_run, capsys):
     refused(fit_main(["--device", "nonsense"]), capsys, "--device 'nonsense' is not one of: auto, cpu, cuda")
-    refused(evaluate_main([str(small_run), "--device", "nonsense", "--no-progress"]), capsys,
-            "--device 'nonsense' is not one of: auto, cpu, cuda")
-    refused(evaluate_main([str(small_run), "--accelerator", "gpu", "--no-progress"]), capsys,
-            "--accelerator 'gpu' is not one of: auto, cpu, cuda")
-    refused(generate_main([str(small_run), "--device", "gpu"]), capsys,
-            "--device 'gpu' is not a device; use auto, cpu, cuda, cuda:N")
+    refused(
+        evaluate_main([str(small_run), "--device", "nonsense", "--no-progress"]),
+        capsys,
+        "--device 'nonsense' is not one of: auto, cpu, cuda",
+    )
+    refused(
+        evaluate_main([str(small_run), "--accelerator", "gpu", "--no-progress"]),
+        capsys,
+        "--accelerator 'gpu' is not one of: auto, cpu, cuda",
+    )
+    refused(
+        generate_main([str(small_run), "--device", "gpu"]),
+        capsys,
+        "--device 'gpu' is not a device; use auto, cpu, cuda, cuda:N",
+    )
 
 
 # -- fit: the output folder ------------------------------------------------------------------------
@@ -95,16 +109,19 @@ def test_out_that_is_a_file_or_lies_under_one_is_refused(tmp_path, capsys):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
     refused(fit_main(["--out", str(a_file)]), capsys, f"--out {a_file} is an existing file, not a folder")
-    refused(fit_main(["--out", str(a_file / "run")]), capsys,
-            f"--out {a_file / 'run'} lies under {a_file}, which is a file")
+    refused(
+        fit_main(["--out", str(a_file / "run")]), capsys, f"--out {a_file / 'run'} lies under {a_file}, which is a file"
+    )
 
 
 def test_read_only_out_is_refused(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "read-only"
     folder.mkdir()
     if os.geteuid() == 0:  # root writes anywhere: make the probe file's creation fail as it would
+
         def denied(*args, **kwargs):
             raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+
         monkeypatch.setattr(run_lock.tempfile, "mkstemp", denied)
     else:
         folder.chmod(0o555)
@@ -130,6 +147,7 @@ class FullDisk:
                 if written[0] > 1024:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 return real_write(data)
+
             f.write = write
         return f
 
@@ -140,8 +158,13 @@ def test_full_disk_keeps_the_last_checkpoint_and_says_so(mnist_dataset, tmp_path
     before = (out / "last.pt").read_bytes()
     capsys.readouterr()
     monkeypatch.setattr(atomic, "open", FullDisk(open), raising=False)
-    err = refused(fit_main(["--resume", str(out), "--epochs", "2"]), capsys,
-                  f"no space left on device while writing {out / 'last.pt'}", "is kept unchanged", "--resume")
+    err = refused(
+        fit_main(["--resume", str(out), "--epochs", "2"]),
+        capsys,
+        f"no space left on device while writing {out / 'last.pt'}",
+        "is kept unchanged",
+        "--resume",
+    )
     assert "unexpected pos" not in err
     assert (out / "last.pt").read_bytes() == before  # epoch 1's checkpoint, intact
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
@@ -152,15 +175,24 @@ def test_full_disk_keeps_the_last_checkpoint_and_says_so(mnist_dataset, tmp_path
 
 # -- fit: memory -----------------------------------------------------------------------------------
 def test_model_too_large_for_the_machine_is_refused_before_training(mnist_dataset, tmp_path, capsys):
-    refused(fit_main(cli_args(mnist_dataset, tmp_path / "run", hidden=(40000, 40000), latent_dim=4)), capsys,
-            "parameters: with their gradients and Adam's state", "Use smaller networks (--hidden")
+    refused(
+        fit_main(cli_args(mnist_dataset, tmp_path / "run", hidden=(40000, 40000), latent_dim=4)),
+        capsys,
+        "parameters: with their gradients and Adam's state",
+        "Use smaller networks (--hidden",
+    )
 
 
 def test_run_beyond_available_memory_is_refused_with_the_estimate(mnist_dataset, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda device: (60 * 2**20, "the test's limit leaves 0.06 GB"))
-    err = refused(fit_main(cli_args(mnist_dataset, tmp_path / "run", batch_size=4000, particles=10)), capsys,
-                  "this run needs about", "GB for one training step", "the test's limit leaves 0.06 GB",
-                  "Reduce --batch-size (--batch-size")
+    err = refused(
+        fit_main(cli_args(mnist_dataset, tmp_path / "run", batch_size=4000, particles=10)),
+        capsys,
+        "this run needs about",
+        "GB for one training step",
+        "the test's limit leaves 0.06 GB",
+        "Reduce --batch-size (--batch-size",
+    )
     assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was written
     fits = int(err.split("Reduce --batch-size (--batch-size ")[1].split()[0])
     assert 1 <= fits < 4000
@@ -178,9 +210,14 @@ def test_memory_estimate_grows_with_the_batch(mnist_dataset):
 
 
 # -- evaluate, generate, load: the run folder ------------------------------------------------------
-@pytest.mark.parametrize("text, what", [("{not json", "is corrupt: not valid JSON"),
-                                        ("[1, 2, 3]", "is corrupt: it holds a JSON list"),
-                                        ('{"epochs": "many"}', "bad value 'many' for epochs")])
+@pytest.mark.parametrize(
+    "text, what",
+    [
+        ("{not json", "is corrupt: not valid JSON"),
+        ("[1, 2, 3]", "is corrupt: it holds a JSON list"),
+        ('{"epochs": "many"}', "bad value 'many' for epochs"),
+    ],
+)
 def test_corrupt_config_json(run_copy, capsys, text, what):
     (run_copy / "config.json").write_text(text)
     refused(evaluate_main([str(run_copy), "--no-progress"]), capsys, f"{run_copy / 'config.json'}", what)
@@ -231,9 +268,12 @@ def test_checkpoint_of_another_run_is_refused(run_copy, capsys):
     config = json.loads((run_copy / "config.json").read_text())
     config["prior"] = "learned"  # config.json of one run, checkpoints of another
     (run_copy / "config.json").write_text(json.dumps(config))
-    refused(evaluate_main([str(run_copy), "--no-progress"]), capsys,
-            f"checkpoint {run_copy / 'best.pt'} belongs to another run than its folder's config.json",
-            "prior (config.json: 'learned', checkpoint: 'standard')")
+    refused(
+        evaluate_main([str(run_copy), "--no-progress"]),
+        capsys,
+        f"checkpoint {run_copy / 'best.pt'} belongs to another run than its folder's config.json",
+        "prior (config.json: 'learned', checkpoint: 'standard')",
+    )
 
 
 def test_checkpoint_config_check_allows_what_resuming_may_change():
@@ -247,8 +287,9 @@ def test_checkpoint_config_check_allows_what_resuming_may_change():
 
 # -- generate ---------------------------------------------------------------------------------------
 def test_generate_refuses_a_huge_n(small_run, capsys):
-    refused(generate_main([str(small_run), "--n", "100000000"]), capsys,
-            "--n must be from 1 to 10,000", "got 100,000,000")
+    refused(
+        generate_main([str(small_run), "--n", "100000000"]), capsys, "--n must be from 1 to 10,000", "got 100,000,000"
+    )
 
 
 def test_generate_out_naming_a_folder_writes_into_it(small_run, tmp_path, capsys):
@@ -257,23 +298,26 @@ def test_generate_out_naming_a_folder_writes_into_it(small_run, tmp_path, capsys
     assert generate_main([str(small_run), "--out", str(folder), "--n", "4"]) == 0
     assert (folder / "generated.png").is_file()
     capsys.readouterr()
-    refused(generate_main([str(small_run), "--out", str(tmp_path / "grid.txt")]), capsys,
-            "give a name ending in .png")
+    refused(generate_main([str(small_run), "--out", str(tmp_path / "grid.txt")]), capsys, "give a name ending in .png")
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    refused(generate_main([str(small_run), "--out", str(a_file / "grid.png")]), capsys,
-            f"{a_file} is a file, not a folder")
+    refused(
+        generate_main([str(small_run), "--out", str(a_file / "grid.png")]), capsys, f"{a_file} is a file, not a folder"
+    )
 
 
 # -- evaluate ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("args, message", [
-    (["--memory-mb", "0"], "--memory-mb must be a positive number of megabytes, got 0"),
-    (["--memory-mb", "nan"], "--memory-mb must be a positive number of megabytes, got nan"),
-    (["--k-chunk", "0"], "--k-chunk must be at least 1"),
-    (["--curve-images", "-1"], "--curve-images must be >= 0"),
-    (["--seed", "-3"], "--seed must be a whole number from 0"),
-    (["--k", "5000", "--batch-size", "10000", "--memory-mb", "64"], "use --batch-size 1677 or less"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--memory-mb", "0"], "--memory-mb must be a positive number of megabytes, got 0"),
+        (["--memory-mb", "nan"], "--memory-mb must be a positive number of megabytes, got nan"),
+        (["--k-chunk", "0"], "--k-chunk must be at least 1"),
+        (["--curve-images", "-1"], "--curve-images must be >= 0"),
+        (["--seed", "-3"], "--seed must be a whole number from 0"),
+        (["--k", "5000", "--batch-size", "10000", "--memory-mb", "64"], "use --batch-size 1677 or less"),
+    ],
+)
 def test_evaluate_messages_name_flags(small_run, capsys, args, message):
     err = refused(evaluate_main([str(small_run), *args, "--no-progress"]), capsys, message)
     assert "memory_budget_mb" not in err and "batch_size" not in err
@@ -282,13 +326,16 @@ def test_evaluate_messages_name_flags(small_run, capsys, args, message):
 def test_evaluation_binarization_is_seed_0_whatever_the_training_seed(small_run, mnist_dataset, capsys):
     """The run trained with --seed 7; it is scored on the one binarization every run uses."""
     assert pyro_vae.load(small_run).config.seed == RUN_SEED
-    assert evaluate_main([str(small_run), "--k", "2", "--limit", "5", "--curve-images", "0",
-                          "--no-progress"]) == 0
+    assert evaluate_main([str(small_run), "--k", "2", "--limit", "5", "--curve-images", "0", "--no-progress"]) == 0
     assert "test set: one fixed Bernoulli binarization, seed 0" in capsys.readouterr().out
-    assert json.loads((small_run / "eval.json").read_text())["test"]["binarization"] == \
-        "test set: one fixed Bernoulli binarization, seed 0"
-    assert json.loads((small_run / "summary.json").read_text())["test_binarization"] == \
-        "test set: one fixed Bernoulli binarization, seed 0"
+    assert (
+        json.loads((small_run / "eval.json").read_text())["test"]["binarization"]
+        == "test set: one fixed Bernoulli binarization, seed 0"
+    )
+    assert (
+        json.loads((small_run / "summary.json").read_text())["test_binarization"]
+        == "test set: one fixed Bernoulli binarization, seed 0"
+    )
 
 
 @pytest.mark.parametrize("binarize", ["dynamic", "static"])
@@ -300,8 +347,12 @@ def test_trainer_scores_every_run_on_the_seed_0_binarization(mnist_dataset, tmp_
 
     sets = {}
     for seed in (0, RUN_SEED):
-        trainer = Trainer(small_config(mnist_dataset, tmp_path, seed=seed, binarize=binarize), mnist_dataset,
-                          tmp_path, torch.device("cpu"))
+        trainer = Trainer(
+            small_config(mnist_dataset, tmp_path, seed=seed, binarize=binarize),
+            mnist_dataset,
+            tmp_path,
+            torch.device("cpu"),
+        )
         sets[seed] = {s.name: s.images for s in trainer.eval_sets}
     for split in ("valid", "test"):
         n = sets[RUN_SEED][split].shape[0]

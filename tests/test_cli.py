@@ -21,8 +21,11 @@ CLASH = "--device is the old name of --accelerator; give only --accelerator (got
 
 
 def device_actions(parser):
-    return {a.option_strings[0]: a for a in parser._actions
-            if a.option_strings and a.option_strings[0].lstrip("-").replace("-", "_") in (*DEVICE_FLAGS, "device")}
+    return {
+        a.option_strings[0]: a
+        for a in parser._actions
+        if a.option_strings and a.option_strings[0].lstrip("-").replace("-", "_") in (*DEVICE_FLAGS, "device")
+    }
 
 
 @pytest.mark.parametrize("tool", TOOLS)
@@ -39,8 +42,9 @@ def test_every_tool_takes_device_and_accelerator_from_the_config_fields(tool):
 
 
 @pytest.mark.parametrize("tool", ["evaluate", "generate", "reproduce"])
-@pytest.mark.parametrize("flags", [["--device", "cpu"], ["--accelerator", "cpu"],
-                                   ["--device", "cpu", "--accelerator", "cpu"]])
+@pytest.mark.parametrize(
+    "flags", [["--device", "cpu"], ["--accelerator", "cpu"], ["--device", "cpu", "--accelerator", "cpu"]]
+)
 def test_device_is_the_old_name_of_accelerator_in_every_tool(tool, flags):
     args = CLI[tool].build_parser().parse_args(POSITIONAL[tool] + flags)
     options = device_options(args)
@@ -60,12 +64,15 @@ def test_device_and_a_different_accelerator_are_refused_by_every_tool(tool, caps
     assert err == f"error: {CLASH}\n"
 
 
-@pytest.mark.parametrize("tool, args, message", [
-    ("fit", ["--likelihood", "poisson"], "--likelihood 'poisson' is not one of: bernoulli"),
-    ("evaluate", ["runs/absent", "--k", "0"], "--k must be at least 1, got 0"),
-    ("generate", ["runs/absent", "--n", "0"], "--n must be from 1 to 10,000"),
-    ("reproduce", ["no-such-paper"], "unknown setting 'no-such-paper'"),
-])
+@pytest.mark.parametrize(
+    "tool, args, message",
+    [
+        ("fit", ["--likelihood", "poisson"], "--likelihood 'poisson' is not one of: bernoulli"),
+        ("evaluate", ["runs/absent", "--k", "0"], "--k must be at least 1, got 0"),
+        ("generate", ["runs/absent", "--n", "0"], "--n must be from 1 to 10,000"),
+        ("reproduce", ["no-such-paper"], "unknown setting 'no-such-paper'"),
+    ],
+)
 def test_a_config_error_is_exit_status_2_and_one_line_on_stderr(tool, args, message, capsys):
     assert CLI[tool].main(args) == 2
     captured = capsys.readouterr()
@@ -100,8 +107,9 @@ def test_the_console_script_is_the_dispatcher(capsys):
 
 
 def test_python_m_pyro_vae_cli_lists_the_tools():
-    done = subprocess.run([sys.executable, "-m", "pyro_vae.cli", "--help"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pyro_vae.cli", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert all(f"    {tool}" in done.stdout for tool in TOOLS)
 
@@ -112,9 +120,13 @@ def test_pyro_vae_fit_stays_the_function_after_the_cli_modules_are_imported():
     for name in TOOLS:
         importlib.import_module(f"pyro_vae.cli.{name}")
     assert pyro_vae.fit is pyro_vae.api.fit and pyro_vae.load is pyro_vae.api.load
-    done = subprocess.run([sys.executable, "-c", "import pyro_vae.cli.fit, pyro_vae, inspect; "
-                           "print(inspect.isfunction(pyro_vae.fit))"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", "import pyro_vae.cli.fit, pyro_vae, inspect; print(inspect.isfunction(pyro_vae.fit))"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert done.stdout.strip() == "True", done.stderr
 
 

@@ -67,7 +67,7 @@ def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[tuple[s
             continue
         body = node.body[1:] if ast.get_docstring(node) is not None and len(node.body) > 1 else node.body
         length = node.end_lineno - body[0].lineno + 1
-        head = lines[node.lineno - 1:body[0].lineno - 1]
+        head = lines[node.lineno - 1 : body[0].lineno - 1]
         if length > limit and not any(LONG_MARKER in line for line in head):
             found.append((node.name, node.lineno, length))
     return found
@@ -86,12 +86,15 @@ def test_the_long_function_check_counts_body_lines_and_reads_the_marker():
 
 
 def test_no_library_function_is_long_without_a_reason():
-    found = [f"{path.relative_to(ROOT)}:{line} {name} ({length} lines)"
-             for path in sorted(PACKAGE.rglob("*.py"))
-             for name, line, length in long_functions(path.read_text())]
-    assert not found, (f"functions over {MAX_FUNCTION_LINES} lines (docstring not counted): split them, or "
-                       f"say why one stays whole with a `{LONG_MARKER} <why>` comment after its signature:\n"
-                       + "\n".join(found))
+    found = [
+        f"{path.relative_to(ROOT)}:{line} {name} ({length} lines)"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for name, line, length in long_functions(path.read_text())
+    ]
+    assert not found, (
+        f"functions over {MAX_FUNCTION_LINES} lines (docstring not counted): split them, or "
+        f"say why one stays whole with a `{LONG_MARKER} <why>` comment after its signature:\n" + "\n".join(found)
+    )
 
 
 def test_the_tools_are_in_the_test_extra_and_pinned():

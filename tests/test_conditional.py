@@ -35,6 +35,7 @@ def binary_images(mnist_dataset, n: int, seed: int = 0) -> torch.Tensor:
 
 # -- M2's enumeration is exact ------------------------------------------------------------------
 
+
 def test_m2_enumerated_elbo_equals_the_hand_summed_elbo_over_the_ten_labels(mnist_dataset, one_thread):
     vae = build_vae(FitConfig(model="m2", latent_dim=3, hidden=(32,)), (1, 28, 28))
     x = binary_images(mnist_dataset, 4)
@@ -99,11 +100,14 @@ def test_m2_losses_take_the_data_scale_through_the_one_wrapper(mnist_dataset, mo
     xu, xl, yl = x[:4], x[4:], mnist_dataset.test.labels[4:7]
     loss = SemiSupervisedLoss(vae.model, vae.guide, 600, 40, alpha=0.1)
     wrapped, forward = [], objectives.Scaled.forward
-    monkeypatch.setattr(objectives.Scaled, "forward",
-                        lambda self, *args: (wrapped.append(args[2:]), forward(self, *args))[1])
+    monkeypatch.setattr(
+        objectives.Scaled, "forward", lambda self, *args: (wrapped.append(args[2:]), forward(self, *args))[1]
+    )
     s = 40 / 3
-    for args, scaled_args in (((None, xl, yl), (None, xl, yl, 1.0, s, 0.5)),
-                              ((xu, None, None), (xu, None, None, s, 1.0, 0.5))):
+    for args, scaled_args in (
+        ((None, xl, yl), (None, xl, yl, 1.0, s, 0.5)),
+        ((xu, None, None), (xu, None, None, s, 1.0, 0.5)),
+    ):
         pyro.set_rng_seed(2)
         scaled = float(loss(*scaled_args).detach())
         pyro.set_rng_seed(2)
@@ -165,11 +169,21 @@ def test_label_summed_log_px_is_exact_with_exact_posteriors(k, one_thread):
 
 # -- trained models use their labels -------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def cvae_run(mnist_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cvae") / "run"
-    args = cli_args(mnist_dataset, out, model="cvae", prior="learned", train_size=2000, epochs=8,
-                    latent_dim=8, hidden=(256,), batch_size=100)
+    args = cli_args(
+        mnist_dataset,
+        out,
+        model="cvae",
+        prior="learned",
+        train_size=2000,
+        epochs=8,
+        latent_dim=8,
+        hidden=(256,),
+        batch_size=100,
+    )
     assert fit_main(args) == 0
     return out
 
@@ -183,8 +197,9 @@ def test_cvae_writes_its_pictures_and_log_p_x_given_the_true_label_wins(cvae_run
         assert image.size == (12 * 30 + 2, 11 * 30 + 2)  # source row + 10 labels, 12 styles
     vae = pyro_vae.load(cvae_run)
     x, y = binary_images(mnist_dataset, 100), mnist_dataset.test.labels[:100]
-    log_p = torch.stack([importance_weighted_log_px(vae.model, vae.guide, x, torch.full_like(y, c), k=20).log_px
-                         for c in range(C)], 1)  # log p(x | y = c)  (100, C)
+    log_p = torch.stack(
+        [importance_weighted_log_px(vae.model, vae.guide, x, torch.full_like(y, c), k=20).log_px for c in range(C)], 1
+    )  # log p(x | y = c)  (100, C)
     true = log_p.gather(1, y[:, None])
     beaten = (true > log_p).sum(1).double() / (C - 1)  # share of the other labels beaten, per image
     assert float(beaten.mean()) > 0.9, float(beaten.mean())
@@ -237,8 +252,9 @@ def test_m2_with_few_labels_beats_chance_and_writes_accuracy(m2_run, mnist_datas
     assert torch.equal(vae.reconstruct(x), vae.reconstruct(x, probs.argmax(1)))
 
 
-def test_interleaved_labelled_steps_follow_pyros_tutorial_and_weigh_each_image_as_j_alpha(mnist_dataset, tmp_path,
-                                                                                        one_thread):
+def test_interleaved_labelled_steps_follow_pyros_tutorial_and_weigh_each_image_as_j_alpha(
+    mnist_dataset, tmp_path, one_thread
+):
     """--labelled-steps interleaved: one pass over the labelled set per epoch, in steps of its own
     at the tutorial's positions (i % every == 1); every step's loss is its batch's sum times the
     epoch's steps, for both kinds, so the counted 46-per-image weighting is kept."""
@@ -247,8 +263,17 @@ def test_interleaved_labelled_steps_follow_pyros_tutorial_and_weigh_each_image_a
     from pyro_vae.engine import Trainer
 
     # 600 images, 100 labelled: 5 unlabelled batches of 100 and 1 labelled batch -> 6 steps
-    config = small_config(mnist_dataset, tmp_path, model="m2", labels=100, train_size=600, batch_size=100,
-                          hidden=(32,), labelled_steps="interleaved", labelled_weight="counted")
+    config = small_config(
+        mnist_dataset,
+        tmp_path,
+        model="m2",
+        labels=100,
+        train_size=600,
+        batch_size=100,
+        hidden=(32,),
+        labelled_steps="interleaved",
+        labelled_weight="counted",
+    )
     variant = Trainer(config, mnist_dataset, tmp_path, torch.device("cpu"), log=lambda _: None).variant
     assert len(variant) == 6 and variant.labelled_step_indices() == [1]
     steps = list(variant.training_batches())
@@ -260,8 +285,10 @@ def test_interleaved_labelled_steps_follow_pyros_tutorial_and_weigh_each_image_a
     loss = variant.loss
     assert all(step[3:] == (6, 6, 1.0) for step in steps)  # the epoch's steps, one process; beta 1
     x_u = steps[0][0]
-    for step_args, part in ((steps[0], lambda: loss.unlabelled_loss(x_u)),
-                            (steps[1], lambda: loss.labelled_loss(x_l, y_l))):
+    for step_args, part in (
+        (steps[0], lambda: loss.unlabelled_loss(x_u)),
+        (steps[1], lambda: loss.labelled_loss(x_l, y_l)),
+    ):
         pyro.set_rng_seed(3)
         step = float(loss(*step_args).detach())
         pyro.set_rng_seed(3)  # the batch's plain sum (scales 1)
@@ -305,12 +332,14 @@ def test_evaluate_gives_log_p_x_given_y_for_cvae_and_summed_over_y_for_m2(cvae_r
 
     x = evaluation_images(mnist_dataset.test, "dynamic", 0)[0][:20]
     summed = label_summed_log_px(vae.model, vae.guide, x, num_classes=C, k=8)
-    each = torch.stack([importance_weighted_log_px(vae.model, vae.guide, x, torch.full((20,), c), k=8).log_px
-                        for c in range(C)])
+    each = torch.stack(
+        [importance_weighted_log_px(vae.model, vae.guide, x, torch.full((20,), c), k=8).log_px for c in range(C)]
+    )
     assert torch.allclose(summed.log_px, torch.logsumexp(each, 0), atol=1e-9)
 
 
 # -- labelled subsets and bad input --------------------------------------------------------------
+
 
 def test_labelled_subset_is_balanced_seeded_and_within_the_data(mnist_dataset):
     labels = mnist_dataset.train.labels[:3000]
@@ -320,24 +349,30 @@ def test_labelled_subset_is_balanced_seeded_and_within_the_data(mnist_dataset):
     assert torch.equal(labels[a].bincount(minlength=C), torch.full((C,), 10)) and len(set(a.tolist())) == 100
 
 
-@pytest.mark.parametrize("labels, message", [
-    (105, "cannot be split into 10 equal classes"),
-    (5, "cannot be split into 10 equal classes"),
-    (400, "at least as many labelled images as the training set"),
-])
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (105, "cannot be split into 10 equal classes"),
+        (5, "cannot be split into 10 equal classes"),
+        (400, "at least as many labelled images as the training set"),
+    ],
+)
 def test_bad_labels_are_clear_errors(mnist_dataset, tmp_path, capsys, labels, message):
     args = cli_args(mnist_dataset, tmp_path / "run", model="m2", labels=labels, epochs=1)
     assert fit_main(args) == 2
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(labels=100), "--labels picks the labelled images of --model m2"),
-    (dict(model="cvae", prior="vamp"), "--model cvae takes --prior standard or learned"),
-    (dict(model="m2", elbo="meanfield"), "use --elbo trace"),
-    (dict(model="m2", alpha=-1.0), "--alpha must be >= 0"),
-    (dict(model="m2", labelled_weight="some"), "--labelled-weight 'some' is not one of"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(labels=100), "--labels picks the labelled images of --model m2"),
+        (dict(model="cvae", prior="vamp"), "--model cvae takes --prior standard or learned"),
+        (dict(model="m2", elbo="meanfield"), "use --elbo trace"),
+        (dict(model="m2", alpha=-1.0), "--alpha must be >= 0"),
+        (dict(model="m2", labelled_weight="some"), "--labelled-weight 'some' is not one of"),
+    ],
+)
 def test_conflicting_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
         check(FitConfig(**options))
@@ -363,5 +398,6 @@ def test_labels_outside_the_classes_and_labels_on_a_plain_vae(cvae_run, tmp_path
     with pytest.raises(PyroVAEError, match="pass labels=None"):
         from pyro_vae.evaluation import evaluate_log_px
 
-        evaluate_log_px(plain.model, plain.guide, torch.zeros(2, 1, 28, 28), torch.zeros(2), k=1, batch_size=2,
-                        sum_over_labels=10)
+        evaluate_log_px(
+            plain.model, plain.guide, torch.zeros(2, 1, 28, 28), torch.zeros(2), k=1, batch_size=2, sum_over_labels=10
+        )

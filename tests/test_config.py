@@ -35,10 +35,17 @@ def test_help_groups_options_in_sections(capsys):
     for f in config_fields():
         assert f.metadata["group"] in GROUPS, f.name
         assert re.search(rf"^  --{f.name.replace('_', '-')}\b", sections[f.metadata["group"]], re.M), f.name
-    expected = {"dataset": "data", "latent_dim": "model", "prior": "model", "alpha": "training",
-                "elbo": "training", "epochs": "training", "device": "devices", "out": "output"}
-    assert {name: next(f for f in config_fields() if f.name == name).metadata["group"]
-            for name in expected} == expected
+    expected = {
+        "dataset": "data",
+        "latent_dim": "model",
+        "prior": "model",
+        "alpha": "training",
+        "elbo": "training",
+        "epochs": "training",
+        "device": "devices",
+        "out": "output",
+    }
+    assert {name: next(f for f in config_fields() if f.name == name).metadata["group"] for name in expected} == expected
     assert "--resume DIR" in sections["output"]
 
 
@@ -57,18 +64,21 @@ def test_json_config_file(tmp_path):
     assert (config.latent_dim, config.net) == (2, "conv")
 
 
-@pytest.mark.parametrize("given, message", [
-    ({"likelihood": "poisson"}, "--likelihood 'poisson' is not one of: bernoulli, gaussian"),
-    ({"latent_dim": "0"}, "--latent-dim must be at least 1, got 0"),
-    ({"lr": "-1"}, "--lr must be positive, got -1.0"),
-    ({"epochs": "many"}, "bad value 'many' for epochs"),
-    ({"device": "tpu"}, "--device 'tpu' is not one of: auto, cpu, cuda, mps"),
-    ({"accelerator": "tpu"}, "--accelerator 'tpu' is not one of: auto, cpu, cuda, mps"),
-    ({"devices": "two"}, "--devices takes a number of processes (1, 2, ...) or auto, got 'two'"),
-    ({"precision": "8-true"}, "--precision '8-true' is not one of: 32-true, bf16-mixed, 16-mixed"),
-    ({"device": "cpu", "accelerator": "cuda"}, "--device is the old name of --accelerator"),
-    ({"lr_decay": "1.5"}, "--lr-decay must be in (0, 1], got 1.5"),
-])
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ({"likelihood": "poisson"}, "--likelihood 'poisson' is not one of: bernoulli, gaussian"),
+        ({"latent_dim": "0"}, "--latent-dim must be at least 1, got 0"),
+        ({"lr": "-1"}, "--lr must be positive, got -1.0"),
+        ({"epochs": "many"}, "bad value 'many' for epochs"),
+        ({"device": "tpu"}, "--device 'tpu' is not one of: auto, cpu, cuda, mps"),
+        ({"accelerator": "tpu"}, "--accelerator 'tpu' is not one of: auto, cpu, cuda, mps"),
+        ({"devices": "two"}, "--devices takes a number of processes (1, 2, ...) or auto, got 'two'"),
+        ({"precision": "8-true"}, "--precision '8-true' is not one of: 32-true, bf16-mixed, 16-mixed"),
+        ({"device": "cpu", "accelerator": "cuda"}, "--device is the old name of --accelerator"),
+        ({"lr_decay": "1.5"}, "--lr-decay must be in (0, 1], got 1.5"),
+    ],
+)
 def test_bad_option_values_are_named(given, message):
     with pytest.raises(ConfigError) as info:
         resolve_config(given, None, None)
@@ -141,8 +151,14 @@ def test_every_choice_comes_from_its_registry():
     from pyro_vae.variants import VARIANTS
 
     choices = {f.name: field_choices(f) for f in config_fields()}
-    for name, registry in [("model", VARIANTS), ("likelihood", LIKELIHOODS), ("prior", PRIORS),
-                           ("guide", GUIDES), ("net", ENCODERS), ("elbo", ELBOS)]:
+    for name, registry in [
+        ("model", VARIANTS),
+        ("likelihood", LIKELIHOODS),
+        ("prior", PRIORS),
+        ("guide", GUIDES),
+        ("net", ENCODERS),
+        ("elbo", ELBOS),
+    ]:
         assert choices[name] == tuple(registry.names()), name
     assert choices["dataset"] == tuple(DATASET_NAMES)
     text = build_parser().format_help()
@@ -164,19 +180,24 @@ def test_resolve_defaults_returns_a_new_config_and_leaves_the_given_one():
     assert resolve_defaults(resolved) == resolved
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(data="x.npz", dataset="mnist"), "give --data (your own data) or --dataset (a named data set), not both"),
-    (dict(likelihood="discretized-logistic", binarize="dynamic"),
-     "--likelihood discretized-logistic models the 256 values of 8-bit pixels; use --binarize none, not dynamic"),
-    (dict(split="0.8,0.1,0.1"), "--split cuts --data without a split of its own"),
-    (dict(net="conv", activation="tanh"), "--activation applies to --net mlp; --net conv has its own"),
-    (dict(lr_schedule="burda", lr_decay=0.5), "--lr-schedule burda sets the learning rate of every pass"),
-    (dict(elbo="iwae", beta=0.5), "--elbo iwae is the importance-weighted bound of log p(x)"),
-    (dict(model="m2", prior="vamp"), "--model m2 takes --prior standard or learned or mog, not vamp"),
-    (dict(model="cvae", prior="mog"), "--model cvae takes --prior standard or learned, not mog"),
-    (dict(model="m2", jit=True), "--model m2's enumerated objective runs eagerly"),
-    (dict(elbo="iwae", jit=True), "--jit traces --elbo trace or meanfield, not --elbo iwae"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(data="x.npz", dataset="mnist"), "give --data (your own data) or --dataset (a named data set), not both"),
+        (
+            dict(likelihood="discretized-logistic", binarize="dynamic"),
+            "--likelihood discretized-logistic models the 256 values of 8-bit pixels; use --binarize none, not dynamic",
+        ),
+        (dict(split="0.8,0.1,0.1"), "--split cuts --data without a split of its own"),
+        (dict(net="conv", activation="tanh"), "--activation applies to --net mlp; --net conv has its own"),
+        (dict(lr_schedule="burda", lr_decay=0.5), "--lr-schedule burda sets the learning rate of every pass"),
+        (dict(elbo="iwae", beta=0.5), "--elbo iwae is the importance-weighted bound of log p(x)"),
+        (dict(model="m2", prior="vamp"), "--model m2 takes --prior standard or learned or mog, not vamp"),
+        (dict(model="cvae", prior="mog"), "--model cvae takes --prior standard or learned, not mog"),
+        (dict(model="m2", jit=True), "--model m2's enumerated objective runs eagerly"),
+        (dict(elbo="iwae", jit=True), "--jit traces --elbo trace or meanfield, not --elbo iwae"),
+    ],
+)
 def test_variants_check_names_every_rule_between_fields(options, message):
     from pyro_vae.variants import check
 
@@ -217,8 +238,9 @@ def test_a_registered_prior_says_its_own_default_components_and_label_use():
         config = FitConfig(prior="seven")
         assert prior_components(config) == 7
         assert resolve_defaults(config).prior_components == 7
-        built = PRIORS.build("seven", type("Spec", (), {"latent_dim": 3, "image_shape": (1, 4, 4), "cond_dim": 0})(),
-                             config, None)
+        built = PRIORS.build(
+            "seven", type("Spec", (), {"latent_dim": 3, "image_shape": (1, 4, 4), "cond_dim": 0})(), config, None
+        )
         assert built.components == 7
         check(FitConfig(model="m2", prior="seven"))  # takes_labels_ok: M2 accepts it
         with pytest.raises(ConfigError, match="--model cvae takes --prior standard or learned"):

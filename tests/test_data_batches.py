@@ -16,9 +16,7 @@ def make_batches(binarization="none", seed=0, device="cpu", **kwargs):
     """Batches over images whose pixels all equal their index / N, labelled by their index."""
     index = torch.arange(NUM_ITEMS)
     images = (index.float() / NUM_ITEMS).view(-1, 1, 1, 1).expand(-1, 1, 28, 28).contiguous()
-    return DeviceBatches(
-        images, index, BATCH_SIZE, binarization=binarization, seed=seed, device=device, **kwargs
-    )
+    return DeviceBatches(images, index, BATCH_SIZE, binarization=binarization, seed=seed, device=device, **kwargs)
 
 
 def epoch(batches):
@@ -99,8 +97,10 @@ def test_a_run_changes_device_between_epochs_and_back(binarization):
 
 def test_an_earlier_gpu_runs_sampler_state_is_refused_clearly():
     batches = make_batches()
-    with pytest.raises(CheckpointError, match="holds 16 bytes, not a CPU generator's 5056: it was written by "
-                                              "an earlier pyro-vae on a GPU"):
+    with pytest.raises(
+        CheckpointError,
+        match="holds 16 bytes, not a CPU generator's 5056: it was written by an earlier pyro-vae on a GPU",
+    ):
         batches.load_state_dict({"generator": torch.zeros(16, dtype=torch.uint8)})
 
 
@@ -110,9 +110,7 @@ def test_batch_size_below_one_is_refused():
 
 
 def test_unknown_binarization_is_refused():
-    with pytest.raises(
-        ConfigError, match="unknown binarization 'half'; choose one of: dynamic, static, none"
-    ):
+    with pytest.raises(ConfigError, match="unknown binarization 'half'; choose one of: dynamic, static, none"):
         DeviceBatches(torch.zeros(2, 1), torch.zeros(2), 1, binarization="half", seed=0, device="cpu")
 
 

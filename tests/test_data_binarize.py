@@ -95,7 +95,5 @@ def test_evaluation_images_for_none_are_the_intensities(few_images):
 
 def test_unknown_binarization_lists_the_modes():
     split = Split("test", torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.int64))
-    with pytest.raises(
-        ConfigError, match=r"unknown binarization 'stochastic'; choose one of: dynamic, static, none"
-    ):
+    with pytest.raises(ConfigError, match=r"unknown binarization 'stochastic'; choose one of: dynamic, static, none"):
         evaluation_images(split, "stochastic", seed=0)

@@ -40,8 +40,11 @@ def mnist_files(mnist_first_load, tmp_path):
 
 
 def test_unknown_data_set_lists_the_valid_names(tmp_path):
-    with pytest.raises(DataError, match=r"unknown data set 'imagenet'; choose one of: mnist, fashion-mnist, "
-                                         r"cifar10, svhn, celeba, kmnist, emnist, omniglot\.$"):
+    with pytest.raises(
+        DataError,
+        match=r"unknown data set 'imagenet'; choose one of: mnist, fashion-mnist, "
+        r"cifar10, svhn, celeba, kmnist, emnist, omniglot\.$",
+    ):
         load_dataset("imagenet", tmp_path, log=quiet)
 
 
@@ -112,9 +115,7 @@ def test_checksum_mismatch_names_both_hashes_and_the_fix(mnist_files):
 def test_a_data_dir_that_cannot_be_created_is_reported(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(
-        DataError, match=r"cannot create the data folder .*a-file/MNIST/raw \(.*\)\. Pass a writable"
-    ):
+    with pytest.raises(DataError, match=r"cannot create the data folder .*a-file/MNIST/raw \(.*\)\. Pass a writable"):
         load_dataset("mnist", blocker, sources=["offline"], log=quiet)
 
 

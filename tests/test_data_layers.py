@@ -39,8 +39,10 @@ def imported_modules(source: str, module: str, is_package: bool) -> set[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    return {module_name(path): imported_modules(path.read_text(), module_name(path), path.name == "__init__.py")
-            for path in sorted(DATA_DIR.glob("*.py"))}
+    return {
+        module_name(path): imported_modules(path.read_text(), module_name(path), path.name == "__init__.py")
+        for path in sorted(DATA_DIR.glob("*.py"))
+    }
 
 
 def outside(imports: set[str]) -> set[str]:
@@ -56,7 +58,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for target in sorted(graph.get(node, ())):
             if state.get(target) == "open":
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         stack.pop()

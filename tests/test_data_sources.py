@@ -142,9 +142,7 @@ def fake_fashion_deb(tmp_path):
     control = {"./control": b"Package: dataset-fashion-mnist\nVersion: 0\nArchitecture: all\n"}
     deb = tmp_path / "dataset-fashion-mnist_0_all.deb"
     deb.write_bytes(
-        ar_archive(
-            {"debian-binary": b"2.0\n", "control.tar.xz": tar_xz(control), "data.tar.xz": tar_xz(data)}
-        )
+        ar_archive({"debian-binary": b"2.0\n", "control.tar.xz": tar_xz(control), "data.tar.xz": tar_xz(data)})
     )
     return deb, contents
 
@@ -166,9 +164,7 @@ def test_deb_without_the_data_files_is_reported(tmp_path, monkeypatch):
     deb = tmp_path / "other_0_all.deb"
     deb.write_bytes(ar_archive({"debian-binary": b"2.0\n", "data.tar.xz": tar_xz({"./usr/x": b"x"})}))
     monkeypatch.setattr(debian.shutil, "which", lambda name: None)  # read it without dpkg-deb
-    with pytest.raises(
-        sources.SourceUnavailable, match=r"has no /usr/share/datasets/fashion-mnist/train-images"
-    ):
+    with pytest.raises(sources.SourceUnavailable, match=r"has no /usr/share/datasets/fashion-mnist/train-images"):
         debian.fashion_from_deb(deb, tmp_path)
 
 
@@ -198,9 +194,7 @@ def fake_torchvision_download(monkeypatch):
     return served
 
 
-def test_a_torchvision_download_is_verified_and_moved_into_place(
-    fake_torchvision_download, mnist_first_load, tmp_path
-):
+def test_a_torchvision_download_is_verified_and_moved_into_place(fake_torchvision_download, mnist_first_load, tmp_path):
     fake_torchvision_download["dir"] = mnist_first_load.dataset.root
     lines = []
     dataset = load_dataset("mnist", tmp_path, sources=["torchvision"], log=lines.append)
@@ -220,12 +214,8 @@ def test_fetched_files_that_fail_verification_are_reported_and_not_kept(tmp_path
     raw = tmp_path / "MNIST" / "raw"
     with pytest.raises(DataError) as caught:
         fetch_from_sources(MNIST, raw, [truncating], skipped=[])
-    [reason] = [
-        line for line in str(caught.value).splitlines() if line.startswith("  - a truncating source: ")
-    ]
-    assert (
-        "train-images-idx3-ubyte: expected 47,040,016 bytes for 60,000 images of 28x28, found 1,000" in reason
-    )
+    [reason] = [line for line in str(caught.value).splitlines() if line.startswith("  - a truncating source: ")]
+    assert "train-images-idx3-ubyte: expected 47,040,016 bytes for 60,000 images of 28x28, found 1,000" in reason
     assert not any(raw.iterdir())
 
 

@@ -29,11 +29,34 @@ from pyro_vae.run_lock import LOCK_NAME
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = Path(__file__).resolve().parent / "distributed_helper.py"
 TIMEOUT_S = 300  # per job: a few seconds of work, most of it imports on a loaded 2-core machine
-RUN = ["--train-size", "300", "--eval-size", "100", "--latent-dim", "2", "--hidden", "32", "--batch-size", "50",
-       "--accelerator", "cpu"]
-EXPECTED_FILES = {"config.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json", "curves.png",
-                  "samples.png", "reconstructions.png", "interpolation.png", "latent_map.png", "latent_grid.png",
-                  "latent_posterior_grid.png"}
+RUN = [
+    "--train-size",
+    "300",
+    "--eval-size",
+    "100",
+    "--latent-dim",
+    "2",
+    "--hidden",
+    "32",
+    "--batch-size",
+    "50",
+    "--accelerator",
+    "cpu",
+]
+EXPECTED_FILES = {
+    "config.json",
+    "metrics.jsonl",
+    "last.pt",
+    "best.pt",
+    "summary.json",
+    "curves.png",
+    "samples.png",
+    "reconstructions.png",
+    "interpolation.png",
+    "latent_map.png",
+    "latent_grid.png",
+    "latent_posterior_grid.png",
+}
 
 
 def environment() -> dict:
@@ -45,8 +68,9 @@ def environment() -> dict:
 def job(args: list[str], timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
     """Run ``python ARGS`` (from the repository root); a hang fails the test at ``timeout``."""
     try:
-        return subprocess.run([sys.executable, *args], cwd=ROOT, env=environment(), capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, *args], cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"python {' '.join(args)} did not end within {timeout} s:\n{e.stdout}\n{e.stderr}")
 
@@ -73,14 +97,28 @@ def runs(mnist_dataset, tmp_path_factory):
     base = tmp_path_factory.mktemp("distributed")
     data = ["--data-dir", data_dir_of(mnist_dataset)]
     out = {"base": base}
-    out["two"] = ok(job(["-m", "pyro_vae.fit", *RUN, *data, "--epochs", "2", "--devices", "2",
-                         "--out", str(base / "two")]))
+    out["two"] = ok(
+        job(["-m", "pyro_vae.fit", *RUN, *data, "--epochs", "2", "--devices", "2", "--out", str(base / "two")])
+    )
     from pyro_vae.cli.fit import main
 
     assert main([*RUN, *data, "--epochs", "2", "--out", str(base / "one")]) == 0  # 1 process: in this one
     for devices in ("1", "2"):
-        ok(job([str(HELPER), *data, "--devices", devices, "--deterministic", "--out", str(base / f"det{devices}"),
-                "--log-dir", str(base / f"det{devices}_log")]))
+        ok(
+            job(
+                [
+                    str(HELPER),
+                    *data,
+                    "--devices",
+                    devices,
+                    "--deterministic",
+                    "--out",
+                    str(base / f"det{devices}"),
+                    "--log-dir",
+                    str(base / f"det{devices}_log"),
+                ]
+            )
+        )
     return out
 
 
@@ -122,8 +160,23 @@ def test_b_m2_in_two_processes_takes_one_process_steps_without_noise(mnist_datas
     1-process run's steps (the ``kingma2014-m2-100`` setting interleaves)."""
     data = ["--data-dir", data_dir_of(mnist_dataset)]
     for devices in ("1", "2"):
-        ok(job([str(HELPER), *data, "--devices", devices, "--deterministic", "--m2", labelled_steps,
-                "--out", str(tmp_path / f"m2_{devices}"), "--log-dir", str(tmp_path / f"m2_{devices}_log")]))
+        ok(
+            job(
+                [
+                    str(HELPER),
+                    *data,
+                    "--devices",
+                    devices,
+                    "--deterministic",
+                    "--m2",
+                    labelled_steps,
+                    "--out",
+                    str(tmp_path / f"m2_{devices}"),
+                    "--log-dir",
+                    str(tmp_path / f"m2_{devices}_log"),
+                ]
+            )
+        )
     (one,) = [json.loads(p.read_text()) for p in sorted((tmp_path / "m2_1_log").glob("rank*.json"))]
     two, other = [json.loads(p.read_text()) for p in sorted((tmp_path / "m2_2_log").glob("rank*.json"))]
     assert [s["params"] for s in two["steps"]] == [s["params"] for s in other["steps"]]
@@ -152,8 +205,22 @@ def test_c_only_rank_0_writes_files_and_prints(runs):
 
 def test_d_an_exception_on_rank_1_ends_both_processes_with_its_message(mnist_dataset, tmp_path):
     started = time.monotonic()
-    result = job([str(HELPER), "--data-dir", data_dir_of(mnist_dataset), "--devices", "2", "--fail-rank", "1",
-                  "--out", str(tmp_path / "run"), "--log-dir", str(tmp_path / "log")], timeout=TIMEOUT_S)
+    result = job(
+        [
+            str(HELPER),
+            "--data-dir",
+            data_dir_of(mnist_dataset),
+            "--devices",
+            "2",
+            "--fail-rank",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--log-dir",
+            str(tmp_path / "log"),
+        ],
+        timeout=TIMEOUT_S,
+    )
     assert result.returncode != 0
     assert "injected failure on rank 1 at step 3" in result.stderr
     assert not (tmp_path / "log").exists()  # neither process finished
@@ -167,13 +234,37 @@ def test_e_g_torchrun_two_nodes_trains_and_resumes_exactly(runs, mnist_dataset):
     data = ["--data-dir", data_dir_of(mnist_dataset)]
     for extra in (["--epochs", "1", "--out", str(out)], ["--resume", str(out), "--epochs", "2"]):
         port = free_port()
-        fit = (["-m", "pyro_vae.fit", *RUN, *data, "--devices", "1", "--num-nodes", "2", *extra]
-               if extra[0] == "--epochs" else ["-m", "pyro_vae.fit", *extra, "--devices", "1", "--num-nodes", "2"])
-        launchers = [subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-             "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port), *fit],
-            cwd=ROOT, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for node in (0, 1)]
+        fit = (
+            ["-m", "pyro_vae.fit", *RUN, *data, "--devices", "1", "--num-nodes", "2", *extra]
+            if extra[0] == "--epochs"
+            else ["-m", "pyro_vae.fit", *extra, "--devices", "1", "--num-nodes", "2"]
+        )
+        launchers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "torch.distributed.run",
+                    "--nnodes",
+                    "2",
+                    "--nproc-per-node",
+                    "1",
+                    "--node-rank",
+                    str(node),
+                    "--master-addr",
+                    "127.0.0.1",
+                    "--master-port",
+                    str(port),
+                    *fit,
+                ],
+                cwd=ROOT,
+                env=environment(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for node in (0, 1)
+        ]
         try:
             outputs = [p.communicate(timeout=TIMEOUT_S) for p in launchers]
         except subprocess.TimeoutExpired:
@@ -200,8 +291,22 @@ def test_resume_refuses_another_number_of_processes(runs, capsys):
 
 def test_evaluate_with_two_processes_gives_one_process_numbers(runs):
     run = runs["base"] / "two"
-    args = ["-m", "pyro_vae.evaluate", str(run), "--k", "8", "--limit", "60", "--batch-size", "20",
-            "--curve-images", "20", "--accelerator", "cpu", "--no-progress"]
+    args = [
+        "-m",
+        "pyro_vae.evaluate",
+        str(run),
+        "--k",
+        "8",
+        "--limit",
+        "60",
+        "--batch-size",
+        "20",
+        "--curve-images",
+        "20",
+        "--accelerator",
+        "cpu",
+        "--no-progress",
+    ]
     ok(job([*args, "--devices", "2"]))
     two = json.loads((run / "eval.json").read_text())["test"]
     from pyro_vae.cli.evaluate import main

@@ -15,8 +15,14 @@ README = ROOT / "README.md"
 
 def _mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def test_docs_build_strict(tmp_path):
@@ -24,17 +30,26 @@ def test_docs_build_strict(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "WARNING" not in done.stderr, done.stderr
     api = (tmp_path / "site" / "api" / "index.html").read_text()
-    for name in ("pyro_vae.load", "pyro_vae.api.fit", "pyro_vae.Run", "pyro_vae.VAE.log_px", "pyro_vae.VAE.encode",
-                 "pyro_vae.evaluation.evaluate_log_px",
-                 "pyro_vae.models.VAEModel", "pyro_vae.guides.AmortizedDiagonalNormal"):
+    for name in (
+        "pyro_vae.load",
+        "pyro_vae.api.fit",
+        "pyro_vae.Run",
+        "pyro_vae.VAE.log_px",
+        "pyro_vae.VAE.encode",
+        "pyro_vae.evaluation.evaluate_log_px",
+        "pyro_vae.models.VAEModel",
+        "pyro_vae.guides.AmortizedDiagonalNormal",
+    ):
         assert f'id="{name}"' in api, name  # the reference is generated from the docstrings
     pages = {p.stem for p in (ROOT / "docs").glob("*.md")}
     assert {"index", "training", "evaluation", "models", "data", "benchmarks", "api", "extending"} <= pages
 
 
-@pytest.mark.parametrize("page", ["[gone](nowhere.md)\n", "::: pyro_vae.no_such_module\n",
-                                  "::: pyro_vae.VAE.no_such_method\n"],
-                         ids=["broken link", "missing module", "missing member"])
+@pytest.mark.parametrize(
+    "page",
+    ["[gone](nowhere.md)\n", "::: pyro_vae.no_such_module\n", "::: pyro_vae.VAE.no_such_method\n"],
+    ids=["broken link", "missing module", "missing member"],
+)
 def test_docs_build_fails_on_a_broken_reference(tmp_path, page):
     """The strict build is a real check: a page with a broken link or API reference fails it."""
     docs = tmp_path / "docs"
@@ -66,12 +81,15 @@ def test_readme_quick_start_and_python_example_run(tmp_path, mnist_dataset, data
     text = README.read_text()
     quick = re.search(r"## Quick start.*?```bash\n(.*?)```", text, re.S).group(1)
     commands = [line.split("#")[0].split() for line in quick.splitlines() if " -m pyro_vae." in line]
-    assert [c[:3] for c in commands] == [[".venv/bin/python", "-m", "pyro_vae.fit"],
-                                         [".venv/bin/python", "-m", "pyro_vae.evaluate"]]
+    assert [c[:3] for c in commands] == [
+        [".venv/bin/python", "-m", "pyro_vae.fit"],
+        [".venv/bin/python", "-m", "pyro_vae.evaluate"],
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     for command in commands:
-        done = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=900,
-                              env=env, cwd=tmp_path)
+        done = subprocess.run(
+            [sys.executable, *command[1:]], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path
+        )
         assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "runs" / "quick" / "eval.json").is_file()
     block = re.search(r"## From Python.*?```python\n(.*?)```", text, re.S).group(1)

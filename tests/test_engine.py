@@ -25,8 +25,9 @@ def test_textbook_svi_and_the_engine_take_the_same_first_steps(mnist_dataset, tm
     """Notebook 01's loop, pyro.infer.SVI with pyro.optim.Adam on Pyro's param store, against the
     engine's step (Pyro's ELBO module, one fused torch Adam, module-local parameters), from the
     same weights, on the same batch, with the same seeds: the same losses, step after step."""
-    config = FitConfig(**TINY, train_size=64, batch_size=64, binarize="static", data_dir=data_dir_of(mnist_dataset),
-                       out=str(tmp_path))
+    config = FitConfig(
+        **TINY, train_size=64, batch_size=64, binarize="static", data_dir=data_dir_of(mnist_dataset), out=str(tmp_path)
+    )
     trainer = Trainer(config, mnist_dataset, tmp_path, "cpu", log=lambda _: None)
     args = next(iter(trainer.variant.training_batches()))  # all 64 images: the scale N / B is 1
     textbook = build_vae(config, mnist_dataset.image_shape)
@@ -54,8 +55,15 @@ def test_bf16_mixed_trains_with_float32_log_densities(mnist_dataset, tmp_path, o
     ELBO sums in float32, and after a short run the held-out ELBO within 1 nat of float32's."""
     runs = {}
     for precision in ("32-true", "bf16-mixed"):
-        config = FitConfig(**TINY, train_size=300, batch_size=50, epochs=3, precision=precision,
-                           data_dir=data_dir_of(mnist_dataset), out=str(tmp_path / precision))
+        config = FitConfig(
+            **TINY,
+            train_size=300,
+            batch_size=50,
+            epochs=3,
+            precision=precision,
+            data_dir=data_dir_of(mnist_dataset),
+            out=str(tmp_path / precision),
+        )
         runs[precision] = trainer = Trainer(config, mnist_dataset, config.out, "cpu", log=lambda _: None)
         trainer.fit()
     trainer = runs["bf16-mixed"]
@@ -79,9 +87,18 @@ def test_old_checkpoints_load_but_do_not_resume(mnist_dataset, tmp_path, capsys)
     assert main(cli_args(mnist_dataset, out, epochs=1, **TINY)) == 0
     for name in ("last.pt", "best.pt"):  # make it look like a run of the pyro.optim trainer
         payload = torch.load(out / name, weights_only=True)
-        old = {"format": "pyro-vae-checkpoint/1", "config": payload["config"], "epoch": 1, "step": payload["step"],
-               "networks": payload["networks"], "param_store": {}, "optimizer": {}, "rng": payload["rng"][0],
-               "sampler": payload["sampler"], "extra": payload["extra"]}
+        old = {
+            "format": "pyro-vae-checkpoint/1",
+            "config": payload["config"],
+            "epoch": 1,
+            "step": payload["step"],
+            "networks": payload["networks"],
+            "param_store": {},
+            "optimizer": {},
+            "rng": payload["rng"][0],
+            "sampler": payload["sampler"],
+            "extra": payload["extra"],
+        }
         torch.save(old, out / name)
     vae = pyro_vae.load(out)
     assert vae.sample(2).shape == (2, 1, 28, 28)

@@ -19,8 +19,23 @@ def small_run(mnist_dataset, tmp_path_factory):
 
 
 def test_evaluate_writes_table_json_and_pictures(small_run, capsys):
-    assert evaluate_main([str(small_run), "--k", "50", "--limit", "60", "--batch-size", "30",
-                          "--curve-images", "20", "--no-progress"]) == 0
+    assert (
+        evaluate_main(
+            [
+                str(small_run),
+                "--k",
+                "50",
+                "--limit",
+                "60",
+                "--batch-size",
+                "30",
+                "--curve-images",
+                "20",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "test set: one fixed Bernoulli binarization, seed 0" in out
     for row in ("log p_K(x)", "ESS mean / min", "k-hat > 0.7", "active units"):
@@ -38,16 +53,23 @@ def test_evaluate_writes_table_json_and_pictures(small_run, capsys):
         with Image.open(small_run / name) as image:
             assert image.format == "PNG" and image.size[0] > 200
     # a second split is merged into eval.json, not written over it
-    assert evaluate_main([str(small_run), "--k", "5", "--split", "valid", "--limit", "10",
-                          "--curve-images", "0", "--no-progress"]) == 0
+    assert (
+        evaluate_main(
+            [str(small_run), "--k", "5", "--split", "valid", "--limit", "10", "--curve-images", "0", "--no-progress"]
+        )
+        == 0
+    )
     assert set(json.loads((small_run / "eval.json").read_text())) == {"test", "valid"}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--k", "0"], "--k must be at least 1, got 0"),
-    (["--split", "dev"], "--split 'dev' does not exist; choose one of: train, valid, test"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--k", "0"], "--k must be at least 1, got 0"),
+        (["--split", "dev"], "--split 'dev' does not exist; choose one of: train, valid, test"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+    ],
+)
 def test_evaluate_bad_input(small_run, args, message, capsys):
     assert evaluate_main([str(small_run), *args, "--no-progress"]) == 2
     assert message in capsys.readouterr().err
@@ -59,8 +81,10 @@ def test_evaluate_run_folder_without_checkpoint(tmp_path, capsys):
 
 
 def test_evaluate_batch_too_large_for_memory(small_run, capsys):
-    assert evaluate_main([str(small_run), "--k", "5000", "--batch-size", "10000", "--memory-mb", "64",
-                          "--no-progress"]) == 2
+    assert (
+        evaluate_main([str(small_run), "--k", "5000", "--batch-size", "10000", "--memory-mb", "64", "--no-progress"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "use --batch-size" in err and "or a larger --memory-mb" in err
 

@@ -63,8 +63,7 @@ class TinyVAE(PyroModule):
     def __init__(self, data_dim=12, latent_dim=2, hidden=16):
         super().__init__()
         self.latent_dim = latent_dim
-        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, data_dim))
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, data_dim))
 
     def forward(self, x, y=None):
         with pyro.plate("data", x.shape[0], dim=-1):
@@ -102,8 +101,7 @@ def vae(request):
 # Known answers on PPCA
 
 
-@pytest.mark.parametrize("k,k_chunk,local_params",
-                         [(1, None, False), (2, 1, False), (7, 3, True), (64, None, False)])
+@pytest.mark.parametrize("k,k_chunk,local_params", [(1, None, False), (2, 1, False), (7, 3, True), (64, None, False)])
 def test_exact_posterior_gives_exact_log_px_for_every_k(x, k, k_chunk, local_params):
     """With q = p(z|x) every weight is p(x): log p_K(x) = ELBO = log p(x), ESS = K (to 1e-10).
     (Pyro's global param store, as used with SVI, or module-local params: no difference; a
@@ -111,8 +109,9 @@ def test_exact_posterior_gives_exact_log_px_for_every_k(x, k, k_chunk, local_par
     with pyro.settings.context(module_local_params=local_params):
         ppca = PPCA.random(6, 3, sigma=0.5, seed=1)
         exact = ppca.log_marginal(x).detach()
-        est = importance_weighted_log_px(ppca, PPCAExactPosterior(ppca), x, k=k,
-                                         k_chunk=k_chunk, return_log_weights=True)
+        est = importance_weighted_log_px(
+            ppca, PPCAExactPosterior(ppca), x, k=k, k_chunk=k_chunk, return_log_weights=True
+        )
     assert est.log_px.dtype == torch.float64 and est.log_px.shape == (12,)
     assert torch.allclose(est.log_px, exact, atol=EXACT, rtol=0)
     assert torch.allclose(est.elbo, exact, atol=EXACT, rtol=0)
@@ -150,14 +149,11 @@ def test_khat_with_exact_and_near_exact_posteriors(ppca, x):
     """Exact posterior: constant weights (k-hat -inf by convention). A 30% too wide posterior
     has bounded weights: k-hat < 0.5 for every image. A too narrow one (std scale s = 0.3) has
     heavy tails: for Gaussians the weights' tail index is k = 1 - s^2 = 0.91."""
-    exact = importance_weighted_log_px(ppca, PPCAExactPosterior(ppca), x, k=200,
-                                       return_log_weights=True)
+    exact = importance_weighted_log_px(ppca, PPCAExactPosterior(ppca), x, k=200, return_log_weights=True)
     assert np.isneginf(pareto_khat(exact.log_weights)).all()
-    wide = importance_weighted_log_px(ppca, PPCAExactPosterior(ppca, 1.3), x, k=500,
-                                      return_log_weights=True)
+    wide = importance_weighted_log_px(ppca, PPCAExactPosterior(ppca, 1.3), x, k=500, return_log_weights=True)
     assert (pareto_khat(wide.log_weights) < 0.5).all()
-    narrow = importance_weighted_log_px(ppca, PPCAExactPosterior(ppca, 0.3), x, k=500,
-                                        return_log_weights=True)
+    narrow = importance_weighted_log_px(ppca, PPCAExactPosterior(ppca, 0.3), x, k=500, return_log_weights=True)
     assert np.median(pareto_khat(narrow.log_weights)) > 0.7
 
 
@@ -165,8 +161,7 @@ def test_active_units_counts_the_nonzero_columns():
     """W with columns 1 and 3 zero: posterior means are constant there, 3 of 5 units active."""
     model = PPCA.random(8, 5, sigma=0.5, zero_columns=(1, 3), seed=2)
     images = model.sample(60, torch.Generator().manual_seed(3))
-    result = evaluate_log_px(model, PPCAExactPosterior(model), images, k=5, batch_size=25,
-                             progress=False)
+    result = evaluate_log_px(model, PPCAExactPosterior(model), images, k=5, batch_size=25, progress=False)
     assert result.z_mean_source == "analytic"
     assert result.active_units() == 3
     loc, _ = model.posterior(images)
@@ -229,14 +224,12 @@ class LabelShiftPosterior(PyroModule):
 def test_labels_are_tiled_with_their_images(ppca):
     """With labels, each image is scored with its own label: exact log p(x|y) for every image
     (a mix-up of rows between x and y would be off by O(1) nats)."""
-    offsets = 3.0 * torch.randn(4, 6, generator=torch.Generator().manual_seed(1),
-                                dtype=torch.float64)
+    offsets = 3.0 * torch.randn(4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     labels = torch.tensor([0, 3, 1, 2, 2, 0, 1])
     images = ppca.sample(7, torch.Generator().manual_seed(2)) + offsets[labels]
     model, guide = LabelShiftPPCA(ppca, offsets), LabelShiftPosterior(ppca, offsets)
     exact = ppca.log_marginal(images - offsets[labels]).detach()
-    result = evaluate_log_px(model, guide, images, labels, k=9, batch_size=3, k_chunk=4,
-                             progress=False)
+    result = evaluate_log_px(model, guide, images, labels, k=9, batch_size=3, k_chunk=4, progress=False)
     assert np.allclose(result.log_px, exact.numpy(), atol=EXACT, rtol=0)
 
 
@@ -247,8 +240,10 @@ def test_labels_are_tiled_with_their_images(ppca):
 def test_chunking_does_not_change_the_result(vae):
     """Particle j is drawn from its own seed, so k_chunk only changes the grouping of model calls."""
     model, guide, images = vae
-    results = [importance_weighted_log_px(model, guide, images, k=23, k_chunk=c, seed=1,
-                                          return_log_weights=True) for c in (1, 7, 23, None)]
+    results = [
+        importance_weighted_log_px(model, guide, images, k=23, k_chunk=c, seed=1, return_log_weights=True)
+        for c in (1, 7, 23, None)
+    ]
     for r in results[1:]:
         for name in ("log_px", "elbo", "log_ess", "z_mean", "log_weights"):
             assert torch.allclose(getattr(r, name), getattr(results[0], name), atol=EXACT, rtol=0)
@@ -271,9 +266,12 @@ def test_smaller_k_uses_the_first_particles_of_larger_k(ppca, x):
     curve = log_px_against_k(ppca, guide, x, ks=(100, 1, 10), batch_size=5, seed=7)
     assert curve.ks == (1, 10, 100)
     for col, k in enumerate(curve.ks):
-        direct = np.concatenate([
-            importance_weighted_log_px(ppca, guide, x[i:i + 5], k=k, seed=7, batch_index=b).log_px
-            for b, i in enumerate(range(0, 12, 5))])
+        direct = np.concatenate(
+            [
+                importance_weighted_log_px(ppca, guide, x[i : i + 5], k=k, seed=7, batch_index=b).log_px
+                for b, i in enumerate(range(0, 12, 5))
+            ]
+        )
         assert np.allclose(curve.log_px[:, col], direct, atol=EXACT, rtol=0)
     exact = ppca.log_marginal(x).detach().mean().item()
     assert curve.mean()[0] < curve.mean()[-1]
@@ -286,14 +284,16 @@ def test_the_main_pass_gives_the_curve_from_its_own_samples(ppca, x):
     computes in a second pass on the first n images (same batches and seeds), and its last
     column is the estimate itself."""
     guide = wide_mean_field(ppca)
-    result = evaluate_log_px(ppca, guide, x, k=100, batch_size=5, seed=7, progress=False,
-                             curve_ks=(1, 10, 100), curve_images=10)
+    result = evaluate_log_px(
+        ppca, guide, x, k=100, batch_size=5, seed=7, progress=False, curve_ks=(1, 10, 100), curve_images=10
+    )
     separate = log_px_against_k(ppca, guide, x[:10], ks=(1, 10, 100), batch_size=5, seed=7)
     assert result.curve.ks == (1, 10, 100) and result.curve.log_px.shape == (10, 3)
     assert np.allclose(result.curve.log_px, separate.log_px, atol=EXACT, rtol=0)
     assert np.allclose(result.curve.log_px[:, -1], result.log_px[:10], atol=EXACT, rtol=0)
-    partial = evaluate_log_px(ppca, guide, x, k=100, batch_size=5, seed=7, progress=False,
-                              curve_ks=(1, 10), curve_images=7)  # the first 7 rows of the same numbers
+    partial = evaluate_log_px(
+        ppca, guide, x, k=100, batch_size=5, seed=7, progress=False, curve_ks=(1, 10), curve_images=7
+    )  # the first 7 rows of the same numbers
     assert np.allclose(partial.curve.log_px, result.curve.log_px[:7, :2], atol=EXACT, rtol=0)
     with pytest.raises(PyroVAEError, match="exceeds the K"):
         evaluate_log_px(ppca, guide, x, k=10, batch_size=5, progress=False, curve_ks=(100,), curve_images=5)
@@ -307,8 +307,7 @@ def test_values_are_per_image(ppca, x):
     assert (est.log_px[0] - est.log_px[1]).abs() > 0.1
     exact_guide = PPCAExactPosterior(ppca)
     batch = importance_weighted_log_px(ppca, exact_guide, pair, k=20).log_px
-    singles = [importance_weighted_log_px(ppca, exact_guide, pair[i:i + 1], k=20).log_px
-               for i in range(2)]
+    singles = [importance_weighted_log_px(ppca, exact_guide, pair[i : i + 1], k=20).log_px for i in range(2)]
     assert torch.allclose(batch, torch.cat(singles), atol=EXACT, rtol=0)
     assert abs(batch.sum() - sum(s.sum() for s in singles)) < EXACT
 
@@ -317,8 +316,7 @@ def test_values_are_per_image(ppca, x):
 def test_float32_model_accumulates_in_float64(vae):
     """Log-weights come from a float32 model; everything returned is float64 and consistent."""
     model, guide, images = vae
-    est = importance_weighted_log_px(model, guide, images, k=30, k_chunk=8,
-                                     return_log_weights=True)
+    est = importance_weighted_log_px(model, guide, images, k=30, k_chunk=8, return_log_weights=True)
     for t in (est.log_px, est.elbo, est.log_ess, est.log_weights, est.z_mean):
         assert t.dtype == torch.float64
     lw = est.log_weights
@@ -349,8 +347,7 @@ def test_effective_sample_size_matches_its_definition():
     expected = w.sum(1) ** 2 / (w**2).sum(1)
     assert torch.allclose(effective_sample_size(w.log()), expected, atol=EXACT, rtol=0)
     # and in log space for weights that would overflow
-    assert torch.allclose(log_effective_sample_size(w.log() + 1000.0), expected.log(),
-                          atol=EXACT, rtol=0)
+    assert torch.allclose(log_effective_sample_size(w.log() + 1000.0), expected.log(), atol=EXACT, rtol=0)
 
 
 def test_pareto_khat_values():
@@ -373,8 +370,7 @@ def test_pareto_khat_values():
 def test_evaluate_log_px_summary_and_table(ppca):
     images = ppca.sample(23, torch.Generator().manual_seed(5))
     guide = wide_mean_field(ppca)
-    result = evaluate_log_px(ppca, guide, images, k=40, batch_size=10, k_chunk=15, seed=2,
-                             progress=False, split="test")
+    result = evaluate_log_px(ppca, guide, images, k=40, batch_size=10, k_chunk=15, seed=2, progress=False, split="test")
     assert result.log_px.shape == result.elbo.shape == result.khat.shape == (23,)
     # the driver is the estimator applied batch by batch, batch b seeded with batch_index=b
     second = importance_weighted_log_px(ppca, guide, images[10:20], k=40, seed=2, batch_index=1)
@@ -390,8 +386,7 @@ def test_evaluate_log_px_summary_and_table(ppca):
     assert 0 <= s["khat_share_above_0.7"] <= 1 and s["active_units"] == 3
     table = result.table()
     assert "log p_K(x)" in table and "k-hat > 0.7" in table and "active units" in table
-    value_columns = {re.match(r"^  (.+?)\s{2,}(\S.*)$", line).start(2)
-                     for line in table.splitlines()[1:]}
+    value_columns = {re.match(r"^  (.+?)\s{2,}(\S.*)$", line).start(2) for line in table.splitlines()[1:]}
     assert len(value_columns) == 1  # values aligned in one column
 
 
@@ -405,10 +400,8 @@ def test_plots_are_written_atomically(ppca, x, tmp_path):
     guide = wide_mean_field(ppca)
     result = evaluate_log_px(ppca, guide, x, k=100, batch_size=6, progress=False)
     curve = log_px_against_k(ppca, guide, x, ks=(1, 10, 100), batch_size=6)
-    khat_png = plot_khat_histogram(np.append(result.khat, [np.nan, -np.inf]),
-                                   tmp_path / "plots" / "khat.png")
-    curve_png = plot_log_px_against_k(curve, tmp_path / "plots" / "curve.png",
-                                      exact=ppca.log_marginal(x).mean().item())
+    khat_png = plot_khat_histogram(np.append(result.khat, [np.nan, -np.inf]), tmp_path / "plots" / "khat.png")
+    curve_png = plot_log_px_against_k(curve, tmp_path / "plots" / "curve.png", exact=ppca.log_marginal(x).mean().item())
     for png in (khat_png, curve_png):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["curve.png", "khat.png"]
@@ -427,9 +420,18 @@ def test_k_chunk_follows_the_memory_budget(vae):
     assert auto_k_chunk(model, guide, images, k=10_000, memory_budget_mb=2.0) >= 2 * mid - 1
 
 
-@pytest.mark.parametrize("kwargs", [dict(k=0), dict(k=-3), dict(k=2.5), dict(k=True),
-                                    dict(k=4, k_chunk=0), dict(k=4, seed=-1),
-                                    dict(k=4, memory_budget_mb=0)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(k=0),
+        dict(k=-3),
+        dict(k=2.5),
+        dict(k=True),
+        dict(k=4, k_chunk=0),
+        dict(k=4, seed=-1),
+        dict(k=4, memory_budget_mb=0),
+    ],
+)
 def test_bad_arguments_are_clear_errors(vae, kwargs):
     model, guide, images = vae
     with pytest.raises(PyroVAEError, match="must be"):
@@ -460,8 +462,10 @@ class _Failing(PyroModule):
 
 
 def test_out_of_memory_becomes_a_hint_to_use_smaller_batches(ppca, x):
-    oom = RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: not enough "
-                       "memory: you tried to allocate 81920000000 bytes.")
+    oom = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: not enough "
+        "memory: you tried to allocate 81920000000 bytes."
+    )
     with pytest.raises(PyroVAEError, match="smaller batch size, a smaller k_chunk"):
         importance_weighted_log_px(_Failing(oom), PPCAExactPosterior(ppca), x, k=4, k_chunk=2)
     other = RuntimeError("mat1 and mat2 shapes cannot be multiplied")

@@ -101,8 +101,7 @@ def test_renyi_elbo_gradients_are_the_iwae_gradients(ppca, guide, x):
     for p, g in zip(params, renyi_grads):
         assert torch.allclose(p.grad, g, atol=TOL, rtol=0)
     pyro.set_rng_seed(3)
-    assert torch.allclose(iwae_bound(ppca, guide, x, k=K), torch.logsumexp(log_w, 0) - math.log(K),
-                          atol=TOL, rtol=0)
+    assert torch.allclose(iwae_bound(ppca, guide, x, k=K), torch.logsumexp(log_w, 0) - math.log(K), atol=TOL, rtol=0)
 
 
 class ShiftedPPCA(PyroModule):
@@ -141,10 +140,12 @@ def test_renyi_elbo_with_a_site_outside_the_data_plate_is_the_whole_batch_bound(
         q_z = dist.Normal(x @ guide.weight.T + guide.bias, guide.scale).to_event(1)
         # log w_kb without the global site, and the global site's log p - log q   (K, B), (K,)
         zero, one = x.new_tensor(0.0), x.new_tensor(1.0)  # float64 constants, as in the model
-        per_image = (dist.Normal(zero, one).expand([3]).to_event(1).log_prob(z)
-                     + dist.Normal(loc, ppca.sigma).to_event(1).log_prob(x) - q_z.log_prob(z))
-        global_term = (dist.Normal(zero, one).log_prob(shift)
-                       - dist.Normal(x.new_tensor(0.3), 0.5).log_prob(shift))
+        per_image = (
+            dist.Normal(zero, one).expand([3]).to_event(1).log_prob(z)
+            + dist.Normal(loc, ppca.sigma).to_event(1).log_prob(x)
+            - q_z.log_prob(z)
+        )
+        global_term = dist.Normal(zero, one).log_prob(shift) - dist.Normal(x.new_tensor(0.3), 0.5).log_prob(shift)
         whole_batch = torch.logsumexp(global_term + per_image.sum(1), 0) - math.log(K)
     assert abs(-loss - whole_batch.item()) < TOL
 

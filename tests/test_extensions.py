@@ -39,8 +39,14 @@ def _env(*paths) -> dict:
 
 
 def _cli(tool, *args, env, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"pyro_vae.{tool}", *map(str, args)], capture_output=True,
-                          text=True, timeout=600, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", f"pyro_vae.{tool}", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=cwd,
+    )
 
 
 GIVEN = {}  # the guide object handed to pyro_vae.fit
@@ -56,8 +62,9 @@ def python_run(mnist_dataset, tmp_path_factory):
     pyro.settings.set(module_local_params=True)
     out = tmp_path_factory.mktemp("api") / "run"
     GIVEN["guide"] = FullCovarianceGuide(build_encoder("mlp", NetSpec((1, 28, 28), 4, (64,))), 4)
-    return pyro_vae.fit(prior=LaplacePrior, guide=GIVEN["guide"], data_dir=data_dir_of(mnist_dataset),
-                        out=str(out), **SMALL)
+    return pyro_vae.fit(
+        prior=LaplacePrior, guide=GIVEN["guide"], data_dir=data_dir_of(mnist_dataset), out=str(out), **SMALL
+    )
 
 
 def test_fit_from_python_records_and_reloads_own_pieces(python_run, mnist_dataset):
@@ -72,7 +79,7 @@ def test_fit_from_python_records_and_reloads_own_pieces(python_run, mnist_datase
     for (k, a), (_, b) in zip(run.vae.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), k
     # the learned Laplace scales moved away from their start, and are what load gives back
-    assert not torch.allclose(again.model.prior.scale, torch.full((4,), 2 ** -0.5))
+    assert not torch.allclose(again.model.prior.scale, torch.full((4,), 2**-0.5))
     # the guide object given is the one trained: its weights are those of the last checkpoint
     last = pyro_vae.load(run.out, checkpoint="last").guide.state_dict()
     for k, v in GIVEN["guide"].state_dict().items():
@@ -98,12 +105,23 @@ def test_own_pieces_from_the_cli_train_reload_evaluate_generate(mnist_dataset, t
     for key, value in SMALL.items():
         args += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, tuple) else value]
     env = _env(ROOT, TESTS)
-    done = _cli("fit", "--prior", LAPLACE, "--guide", FULLCOV, "--data-dir", data_dir_of(mnist_dataset),
-                "--out", out, *args, env=env, cwd=tmp_path)
+    done = _cli(
+        "fit",
+        "--prior",
+        LAPLACE,
+        "--guide",
+        FULLCOV,
+        "--data-dir",
+        data_dir_of(mnist_dataset),
+        "--out",
+        out,
+        *args,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads((out / "config.json").read_text())["prior"] == LAPLACE
-    done = _cli("evaluate", out, "--k", 30, "--limit", 20, "--curve-images", 0, "--no-progress", env=env,
-                cwd=tmp_path)
+    done = _cli("evaluate", out, "--k", 30, "--limit", 20, "--curve-images", 0, "--no-progress", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads((out / "eval.json").read_text())["test"]["n_images"] == 20
     done = _cli("generate", out, "--n", 4, env=env, cwd=tmp_path)
@@ -140,8 +158,13 @@ def test_a_registered_name_is_a_choice_and_is_recorded_by_import_path(registered
 def test_meanfield_needs_analytic_kl_on_every_route(mnist_dataset, tmp_path):
     """--elbo meanfield with a prior that has no closed-form KL: the CLI, pyro_vae.fit and a
     Trainer handed such a VAE all refuse it with one message; a Normal pair is accepted."""
-    config = FitConfig(**SMALL, elbo="meanfield", prior="extensions_example:StudentTPrior",
-                       data_dir=data_dir_of(mnist_dataset), out=str(tmp_path / "m"))
+    config = FitConfig(
+        **SMALL,
+        elbo="meanfield",
+        prior="extensions_example:StudentTPrior",
+        data_dir=data_dir_of(mnist_dataset),
+        out=str(tmp_path / "m"),
+    )
     with pytest.raises(ConfigError, match="meanfield needs the KL .* closed form") as from_config:
         build_vae(config, (1, 28, 28))
     with pytest.raises(ConfigError) as from_fit:
@@ -151,9 +174,21 @@ def test_meanfield_needs_analytic_kl_on_every_route(mnist_dataset, tmp_path):
         Trainer(config, mnist_dataset, tmp_path / "m", torch.device("cpu"), vae=vae, log=lambda _: None)
     assert str(from_config.value) == str(from_fit.value) == str(from_trainer.value)
     assert "StudentTPrior" in str(from_trainer.value)
-    done = _cli("fit", "--elbo", "meanfield", "--prior", "extensions_example:StudentTPrior",
-                "--data-dir", data_dir_of(mnist_dataset), "--out", tmp_path / "c", "--train-size", 100,
-                env=_env(ROOT, TESTS), cwd=tmp_path)
+    done = _cli(
+        "fit",
+        "--elbo",
+        "meanfield",
+        "--prior",
+        "extensions_example:StudentTPrior",
+        "--data-dir",
+        data_dir_of(mnist_dataset),
+        "--out",
+        tmp_path / "c",
+        "--train-size",
+        100,
+        env=_env(ROOT, TESTS),
+        cwd=tmp_path,
+    )
     assert done.returncode == 2 and str(from_config.value) in done.stderr, done.stderr
     build_vae(config.replace(prior="standard"), (1, 28, 28))  # N(0, I) with the diagonal guide: fine
 
@@ -163,11 +198,18 @@ def test_trainer_refuses_a_vae_its_config_does_not_describe(mnist_dataset, tmp_p
     before training, since config.json could not rebuild the model."""
     config = FitConfig(**SMALL, data_dir=data_dir_of(mnist_dataset), out=str(tmp_path / "t"))
     vae = build_vae(config, (1, 28, 28), prior=LaplacePrior(4))
-    with pytest.raises(ConfigError,
-                       match=r"not the model its config describes \(prior standard.*missing \(model.prior.scale\)"):
+    with pytest.raises(
+        ConfigError, match=r"not the model its config describes \(prior standard.*missing \(model.prior.scale\)"
+    ):
         Trainer(config, mnist_dataset, tmp_path / "t", torch.device("cpu"), vae=vae, log=lambda _: None)
-    Trainer(config.replace(prior=LaplacePrior), mnist_dataset, tmp_path / "t", torch.device("cpu"), vae=vae,
-            log=lambda _: None)  # named in the config: accepted
+    Trainer(
+        config.replace(prior=LaplacePrior),
+        mnist_dataset,
+        tmp_path / "t",
+        torch.device("cpu"),
+        vae=vae,
+        log=lambda _: None,
+    )  # named in the config: accepted
 
 
 def test_a_checkpoint_that_does_not_match_its_config_is_refused(python_run, tmp_path):
@@ -186,9 +228,12 @@ def test_a_checkpoint_that_does_not_match_its_config_is_refused(python_run, tmp_
     payload = torch.load(run / "best.pt", weights_only=True)
     payload["config"]["prior"] = "standard"
     torch.save(payload, run / "best.pt")
-    with pytest.raises(CheckpointError, match=r"does not fit the model .*config.json describes .*prior standard.*"
-                                              r"missing \(model.prior.scale\).*"
-                                              r"extra \(model.prior.scale_unconstrained"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not fit the model .*config.json describes .*prior standard.*"
+        r"missing \(model.prior.scale\).*"
+        r"extra \(model.prior.scale_unconstrained",
+    ):
         pyro_vae.load(run)
 
 
@@ -207,6 +252,7 @@ def test_fit_takes_a_config_or_a_dict_and_names_unknown_options(tmp_path):
 
 
 # -- vae.log_px and the input checks (an untrained model is enough) ------------------------------
+
 
 @pytest.fixture
 def vae():
@@ -231,18 +277,22 @@ def test_log_px_binarization_is_explicit(vae):
         vae.log_px(binarize_fixed(x, 0), k=0)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda v: v.encode(torch.rand(784)), r"shape \(B, 1, 28, 28\) \(B any\), got \(784,\)"),
-    (lambda v: v.encode(torch.rand(5, 784)), r"flattened: pass x.view\(-1, 1, 28, 28\)"),
-    (lambda v: v.encode(torch.rand(1, 28, 28)), r"for one image, pass x\[None\]"),
-    (lambda v: v.reconstruct(torch.rand(2, 28, 28, 1)), r"channels last\?"),
-    (lambda v: v.encode(torch.rand(2, 1, 28, 28) * 255), r"values in \[.*\]; expected intensities in \[0, 1\]"),
-    (lambda v: v.encode((torch.rand(2, 1, 28, 28) * 255).to(torch.uint8)), r"integers \(torch.uint8"),
-    (lambda v: v.decode(torch.zeros(3, 5)), r"latents of shape \(B, 3\) \(B any\), got \(3, 5\)"),
-    (lambda v: v.decode(torch.zeros(3)), r"for one latent, pass z\[None\]"),
-    (lambda v: v.sample(0), r"n must be a whole number"),
-    (lambda v: v.log_px(torch.rand(2, 1, 14, 14)), r"shape \(B, 1, 28, 28\)"),
-], ids=["1-d", "flat", "single", "channels-last", "0-255", "uint8", "latent-dim", "one-latent", "n=0", "log_px"])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda v: v.encode(torch.rand(784)), r"shape \(B, 1, 28, 28\) \(B any\), got \(784,\)"),
+        (lambda v: v.encode(torch.rand(5, 784)), r"flattened: pass x.view\(-1, 1, 28, 28\)"),
+        (lambda v: v.encode(torch.rand(1, 28, 28)), r"for one image, pass x\[None\]"),
+        (lambda v: v.reconstruct(torch.rand(2, 28, 28, 1)), r"channels last\?"),
+        (lambda v: v.encode(torch.rand(2, 1, 28, 28) * 255), r"values in \[.*\]; expected intensities in \[0, 1\]"),
+        (lambda v: v.encode((torch.rand(2, 1, 28, 28) * 255).to(torch.uint8)), r"integers \(torch.uint8"),
+        (lambda v: v.decode(torch.zeros(3, 5)), r"latents of shape \(B, 3\) \(B any\), got \(3, 5\)"),
+        (lambda v: v.decode(torch.zeros(3)), r"for one latent, pass z\[None\]"),
+        (lambda v: v.sample(0), r"n must be a whole number"),
+        (lambda v: v.log_px(torch.rand(2, 1, 14, 14)), r"shape \(B, 1, 28, 28\)"),
+    ],
+    ids=["1-d", "flat", "single", "channels-last", "0-255", "uint8", "latent-dim", "one-latent", "n=0", "log_px"],
+)
 def test_inputs_are_checked_with_the_expected_shape(vae, call, message):
     with pytest.raises(InputError, match=message):
         call(vae)
@@ -260,10 +310,13 @@ def test_arrays_and_single_images_in_a_batch_work(vae):
 def test_own_likelihood_and_networks_by_import_path():
     from extensions_example import GlobalScaleGaussian, TinyDecoder, TinyEncoder
 
-    config = FitConfig(likelihood="extensions_example:GlobalScaleGaussian", net="extensions_example:TinyNets",
-                       binarize="none", latent_dim=3)
-    assert (config.likelihood, config.net) == ("extensions_example:GlobalScaleGaussian",
-                                               "extensions_example:TinyNets")
+    config = FitConfig(
+        likelihood="extensions_example:GlobalScaleGaussian",
+        net="extensions_example:TinyNets",
+        binarize="none",
+        latent_dim=3,
+    )
+    assert (config.likelihood, config.net) == ("extensions_example:GlobalScaleGaussian", "extensions_example:TinyNets")
     vae = build_vae(config, (1, 28, 28)).eval()
     assert isinstance(vae.model.likelihood, GlobalScaleGaussian) and isinstance(vae.model.decoder, TinyDecoder)
     assert isinstance(vae.guide.encoder, TinyEncoder)

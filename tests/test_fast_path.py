@@ -12,9 +12,15 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.objectives import JitELBO, Scaled, build_elbo
 from pyro_vae.variants import build_vae, check
 
-CASES = [dict(elbo="trace"), dict(elbo="meanfield"), dict(elbo="trace", net="conv"),
-         dict(elbo="trace", guide="iaf"), dict(elbo="trace", prior="vamp"), dict(elbo="trace", model="cvae"),
-         dict(elbo="trace", particles=3)]
+CASES = [
+    dict(elbo="trace"),
+    dict(elbo="meanfield"),
+    dict(elbo="trace", net="conv"),
+    dict(elbo="trace", guide="iaf"),
+    dict(elbo="trace", prior="vamp"),
+    dict(elbo="trace", model="cvae"),
+    dict(elbo="trace", particles=3),
+]
 
 
 def _losses(case):
@@ -76,8 +82,9 @@ def test_tracing_leaves_batch_norm_statistics_as_one_eager_step_would():
         assert torch.allclose(after_jit[n], b), n
 
 
-@pytest.mark.parametrize("elbo,pyro_elbo", [("trace", pyro.infer.Trace_ELBO),
-                                             ("meanfield", pyro.infer.TraceMeanField_ELBO)])
+@pytest.mark.parametrize(
+    "elbo,pyro_elbo", [("trace", pyro.infer.Trace_ELBO), ("meanfield", pyro.infer.TraceMeanField_ELBO)]
+)
 def test_device_resident_elbos_equal_pyros(elbo, pyro_elbo):
     """The default losses (no host reads) give plain Pyro's loss and gradients on the same
     samples, and leave Pyro's module functions as they were."""
@@ -113,8 +120,16 @@ def test_trainer_with_jit_takes_the_eager_steps(mnist_dataset, tmp_path, one_thr
 
     losses, trainers = {}, {}
     for jit in (False, True):
-        config = FitConfig(latent_dim=2, hidden=(32,), eval_size=50, train_size=70, batch_size=32,
-                           warmup_epochs=2, jit=jit, out=str(tmp_path / str(jit)))
+        config = FitConfig(
+            latent_dim=2,
+            hidden=(32,),
+            eval_size=50,
+            train_size=70,
+            batch_size=32,
+            warmup_epochs=2,
+            jit=jit,
+            out=str(tmp_path / str(jit)),
+        )
         trainer = trainers[jit] = Trainer(config, mnist_dataset, config.out, "cpu", log=lambda _: None)
         losses[jit] = []
         for epoch in range(2):
@@ -159,9 +174,18 @@ class _ParamMessages(pyro.poutine.messenger.Messenger):
         self.names.append(msg["name"])
 
 
-@pytest.mark.parametrize("case", [dict(), dict(guide="lowrank"), dict(guide="iaf"), dict(model="cvae"),
-                                  dict(model="m2", prior="standard"), dict(prior="learned")],
-                         ids=lambda c: "-".join(map(str, c.values())) or "default")
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(),
+        dict(guide="lowrank"),
+        dict(guide="iaf"),
+        dict(model="cvae"),
+        dict(model="m2", prior="standard"),
+        dict(prior="learned"),
+    ],
+    ids=lambda c: "-".join(map(str, c.values())) or "default",
+)
 def test_networks_send_no_param_messages_with_module_local_parameters(case):
     """The networks are TorchNetwork attributes: with module-local parameters a model and guide
     call sends no message per network parameter through the poutine stack (only PyroParams, which
@@ -170,8 +194,9 @@ def test_networks_send_no_param_messages_with_module_local_parameters(case):
     vae = build_vae(config, (1, 28, 28), 10)
     x = torch.rand(5, 1, 28, 28).bernoulli()
     y = torch.arange(5) if config.model != "vae" else None
-    pyro_params = {name[:-len("_unconstrained")] for name, _ in vae.named_parameters()
-                   if name.endswith("_unconstrained")}  # PyroParams: constrained, so announced
+    pyro_params = {
+        name[: -len("_unconstrained")] for name, _ in vae.named_parameters() if name.endswith("_unconstrained")
+    }  # PyroParams: constrained, so announced
     with _ParamMessages() as seen:
         pyro.poutine.trace(vae.guide).get_trace(x, y)
         if config.model == "m2":

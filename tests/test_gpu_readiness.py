@@ -67,8 +67,9 @@ def meta_trainer(dataset, run: Path, tmp_path: Path) -> Trainer:
     trainer.scheduler = build_scheduler(trainer.optimizer, config)
     trainer.fabric = SimpleNamespace(backward=lambda t: t.backward())
     cpu = trainer.variant.batches
-    trainer.variant.batches = DeviceBatches(cpu.images, cpu.labels, cpu.batch_size, binarization=config.binarize,
-                                            seed=config.seed, device="meta")
+    trainer.variant.batches = DeviceBatches(
+        cpu.images, cpu.labels, cpu.batch_size, binarization=config.binarize, seed=config.seed, device="meta"
+    )
     return trainer
 
 
@@ -113,8 +114,7 @@ def test_a_checkpoint_written_on_a_gpu_resumes_its_rng_states_here(cpu_run, tmp_
     assert torch.equal(torch.get_rng_state(), payload["rng"][0]["torch"])
 
 
-def test_adam_step_counts_stay_where_torch_reads_them_after_a_resume(mnist_dataset, cpu_run, tmp_path,
-                                                                       monkeypatch):
+def test_adam_step_counts_stay_where_torch_reads_them_after_a_resume(mnist_dataset, cpu_run, tmp_path, monkeypatch):
     """(b) After a resume on another device, a plain (foreach) Adam's step counts are CPU scalars
     and its moments on the parameters' device, so a training step reads nothing back: 0 host
     synchronisations, as before the interruption (a step count on the device costs one read per
@@ -236,8 +236,12 @@ def fake_cuda(monkeypatch) -> FakeCuda:
 @contextlib.contextmanager
 def on_fake_cuda1():
     """Fake CUDA tensors on cuda:1, Pyro's validation off (a fake value cannot be checked)."""
-    with FakeTensorMode(allow_non_fake_inputs=False), torch.device("cuda:1"), torch.no_grad(), \
-            pyro.validation_enabled(False):
+    with (
+        FakeTensorMode(allow_non_fake_inputs=False),
+        torch.device("cuda:1"),
+        torch.no_grad(),
+        pyro.validation_enabled(False),
+    ):
         yield
 
 
@@ -328,7 +332,10 @@ def test_no_private_torch_api_sizes_memory():
     """(e) The code that sizes chunks, batches and memory (k_chunk, the data's placement, the
     up-front estimate) uses public torch only; the check itself catches private names."""
     assert sorted(_private_torch_uses("import torch\nfree = torch.cuda._lazy_init()\nfrom torch._C import x")) == [
-        "torch._C", "torch._C.x", "torch.cuda._lazy_init"]
+        "torch._C",
+        "torch._C.x",
+        "torch.cuda._lazy_init",
+    ]
     package = Path(pyro_vae.__file__).parent
     for name in SIZING_MODULES:
         assert _private_torch_uses((package / name).read_text()) == [], name

@@ -72,8 +72,9 @@ def test_every_site_scores_one_number_per_image_inside_the_data_plate(kind):
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
     for trace, sites in ((guide_trace, set(widths)), (model_trace, {*widths, "x"})):
         trace.compute_log_prob()
-        samples = {name: trace.nodes[name] for name in trace.stochastic_nodes + trace.observation_nodes
-                   if name != "data"}  # the plate's own node
+        samples = {
+            name: trace.nodes[name] for name in trace.stochastic_nodes + trace.observation_nodes if name != "data"
+        }  # the plate's own node
         assert set(samples) == sites
         for name, site in samples.items():
             assert site["fn"].batch_shape == (B,), name
@@ -97,8 +98,9 @@ def test_burda_builder_has_exactly_the_papers_layers():
     assert linear_sizes(guide.bottom) == [(784, 100), (100, 100), (100, 100), (100, 100)]
     assert linear_sizes(guide.upward[0]) == [(100, 50), (50, 50), (50, 50), (50, 50)]
     assert len(linear_sizes(model)) == 7 and len(linear_sizes(guide)) == 8
-    activations = [type(m) for m in [*model.modules(), *guide.modules()]
-                   if isinstance(m, (nn.Tanh, nn.ReLU, nn.Softplus))]
+    activations = [
+        type(m) for m in [*model.modules(), *guide.modules()] if isinstance(m, (nn.Tanh, nn.ReLU, nn.Softplus))
+    ]
     assert activations == [nn.Tanh] * 8  # two per deterministic stack, four stacks
     assert model.latent_dims == (100, 50) and model.latent_sites == guide.latent_sites == ("z1", "z2")
     assert isinstance(model.top_prior(), pyro.distributions.Independent)

@@ -28,8 +28,11 @@ from pyro_vae.evaluation.iwae import _chunk_log_weights, particle_seed
 from pyro_vae.objectives import ELBOS, Scaled, SemiSupervisedLoss
 from pyro_vae.variants import build_vae
 
-HOST_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
-              torch.ops.aten.is_nonzero.default}
+HOST_READS = {
+    torch.ops.aten._local_scalar_dense.default,
+    torch.ops.aten.nonzero.default,
+    torch.ops.aten.is_nonzero.default,
+}
 # syncs per training step (validation off), and per evaluation chunk. M2: 5 reads remain inside
 # Pyro's TraceEnum_ELBO enumeration of the label (66 before its losses stayed on the device)
 BUDGETS = {"vae": 0, "cvae": 0, "vae-meanfield": 0, "iwae": 0, "m2": 5, "evaluation chunk": 0, "vamp-iaf": 0}
@@ -99,8 +102,13 @@ def test_host_syncs_per_training_step(kind, monkeypatch):
         loss(*args)  # lazy parameters
     optimizer = build_optimizer(loss.parameters(), 1e-3)
     # the trainer's own step, around this loss and optimizer
-    trainer = SimpleNamespace(loss=loss, fabric=SimpleNamespace(backward=lambda t: t.backward()), clip=None,
-                              fabric_optimizer=optimizer, validated=False)
+    trainer = SimpleNamespace(
+        loss=loss,
+        fabric=SimpleNamespace(backward=lambda t: t.backward()),
+        clip=None,
+        fabric_optimizer=optimizer,
+        validated=False,
+    )
     trainer._step = lambda a: Trainer._step(trainer, a)
     with warnings.catch_warnings(), HostReads():
         warnings.simplefilter("ignore")
@@ -126,8 +134,9 @@ def test_host_syncs_per_evaluation_chunk(device):
         x = torch.empty(16, 1, 28, 28).bernoulli_(0.5)
         counter = HostReads()
         with counter:
-            log_w, _, _ = _chunk_log_weights(vae.model, vae.guide, x, None,
-                                             [particle_seed(0, 0, j) for j in range(20)], "z")
+            log_w, _, _ = _chunk_log_weights(
+                vae.model, vae.guide, x, None, [particle_seed(0, 0, j) for j in range(20)], "z"
+            )
         assert log_w.shape == (20, 16) and log_w.device.type == device
     assert len(counter.reads) <= BUDGETS["evaluation chunk"], counter.reads
 

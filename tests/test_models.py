@@ -168,8 +168,16 @@ def test_every_model_kind_trains_a_step_through_its_variant(model, mnist_dataset
     from pyro_vae.variants import VARIANTS
 
     assert set(VARIANTS.names()) == {"vae", "cvae", "m2"}  # a new kind needs a line here
-    config = FitConfig(model=model, train_size=60, eval_size=10, latent_dim=2, hidden=(16,), batch_size=20,
-                       labels=10 if model == "m2" else None, out=str(tmp_path))
+    config = FitConfig(
+        model=model,
+        train_size=60,
+        eval_size=10,
+        latent_dim=2,
+        hidden=(16,),
+        batch_size=20,
+        labels=10 if model == "m2" else None,
+        out=str(tmp_path),
+    )
     trainer = Trainer(config, mnist_dataset, tmp_path, "cpu", log=lambda _: None)
     before = {k: v.clone() for k, v in trainer.vae.state_dict().items()}
     loss = trainer.train_step(next(iter(trainer.variant.training_batches())))

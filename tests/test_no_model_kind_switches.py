@@ -25,10 +25,12 @@ def registered_names() -> dict[str, set[Path]]:
         for name in registry.names():
             factory = registry.resolve(name)
             modules = {getattr(factory, "__module__", None)}
-            modules |= {m for m, module in sys.modules.items()
-                        if m.startswith("pyro_vae") and any(v is registry for v in vars(module).values())}
-            allowed.setdefault(name, set()).update(
-                Path(sys.modules[m].__file__) for m in modules if m in sys.modules)
+            modules |= {
+                m
+                for m, module in sys.modules.items()
+                if m.startswith("pyro_vae") and any(v is registry for v in vars(module).values())
+            }
+            allowed.setdefault(name, set()).update(Path(sys.modules[m].__file__) for m in modules if m in sys.modules)
     return allowed
 
 
@@ -60,8 +62,10 @@ def test_no_comparison_with_a_registered_name_outside_its_registering_module():
             if path.resolve() not in {p.resolve() for p in allowed[name]}:
                 line = source.splitlines()[number - 1].strip()
                 found.append(f"{path.relative_to(PACKAGE)}:{number}: {name!r} in {line}")
-    assert not found, ("comparisons with a registered name outside the module that registers it (read an "
-                       "attribute of the registered class instead):\n" + "\n".join(found))
+    assert not found, (
+        "comparisons with a registered name outside the module that registers it (read an "
+        "attribute of the registered class instead):\n" + "\n".join(found)
+    )
 
 
 def test_the_check_catches_a_switch():

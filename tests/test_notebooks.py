@@ -50,10 +50,16 @@ def test_notebook_runs(path, mnist_dataset, data_root, tmp_path, monkeypatch):
     # no forced backend: the kernel's own inline backend, as a user's Jupyter has it
     monkeypatch.delenv("MPLBACKEND", raising=False)
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=TIMEOUT_S, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
-    blank = [c.source.splitlines()[0] for c in notebook.cells if c.cell_type == "code" and PLOT_TAG in _tags(c)
-             and not any("image/png" in o.get("data", {}) for o in c.outputs)]
+    blank = [
+        c.source.splitlines()[0]
+        for c in notebook.cells
+        if c.cell_type == "code"
+        and PLOT_TAG in _tags(c)
+        and not any("image/png" in o.get("data", {}) for o in c.outputs)
+    ]
     assert not blank, f"{path.name}: cells tagged {PLOT_TAG!r} showed no image: {blank}"

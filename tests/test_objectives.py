@@ -67,8 +67,9 @@ def test_minibatch_loss_is_data_set_scaled_per_image_terms(vae_and_batch, beta):
     vae, x = vae_and_batch
     num_data = 600  # pretend the batch of 6 is drawn from 600 images
     pyro.set_rng_seed(3)
-    loss = TraceMeanField_ELBO(max_plate_nesting=1).loss(Scaled(vae.model), Scaled(vae.guide), x, None,
-                                                         num_data / x.shape[0], beta)
+    loss = TraceMeanField_ELBO(max_plate_nesting=1).loss(
+        Scaled(vae.model), Scaled(vae.guide), x, None, num_data / x.shape[0], beta
+    )
     pyro.set_rng_seed(3)  # the same z for the per-image terms
     terms = elbo_terms(vae.model, vae.guide, x)
     # loss = -(N / B) sum_i [log p(x_i|z_i) - beta KL_i]
@@ -181,8 +182,7 @@ def test_iwae_with_one_particle_is_the_elbo(vae_and_batch):
 def test_iwae_bound_tightens_with_k_on_average(vae_and_batch):
     vae, x = vae_and_batch
     pyro.set_rng_seed(10)
-    mean_loss = {k: sum(build_elbo("iwae", k).loss(vae.model, vae.guide, x) for _ in range(20)) / 20
-                 for k in (1, 50)}
+    mean_loss = {k: sum(build_elbo("iwae", k).loss(vae.model, vae.guide, x) for _ in range(20)) / 20 for k in (1, 50)}
     assert mean_loss[50] < mean_loss[1]  # -L_50 < -L_1: the K=50 bound is tighter
 
 

@@ -30,8 +30,11 @@ def mnist_export(mnist_dataset, tmp_path_factory):
     """The first 300 train, 100 valid and 100 test MNIST images as an .npz (own split, MNIST's
     order) and as a folder of PNGs train/<label>/, valid/<label>/, test/<label>/."""
     root = tmp_path_factory.mktemp("mnist-export")
-    parts = {"train": mnist_dataset.train.subset(N_TRAIN), "valid": mnist_dataset.valid.subset(N_EVAL),
-             "test": mnist_dataset.test.subset(N_EVAL)}
+    parts = {
+        "train": mnist_dataset.train.subset(N_TRAIN),
+        "valid": mnist_dataset.valid.subset(N_EVAL),
+        "test": mnist_dataset.test.subset(N_EVAL),
+    }
     arrays = {}
     for name, split in parts.items():
         arrays[f"{name}_images"] = split.data[:, 0].numpy()  # (N, 28, 28) uint8
@@ -72,8 +75,9 @@ def test_png_folder_and_mnist_take_the_same_first_training_steps(mnist_export, m
     for name, split in parts.items():
         order = torch.argsort(split.labels, stable=True)
         splits[name] = Split(name, split.data[order], split.labels[order])
-    reference = Dataset("mnist", splits["train"], splits["valid"], splits["test"], source="test",
-                        root=tmp_path, num_classes=10)
+    reference = Dataset(
+        "mnist", splits["train"], splits["valid"], splits["test"], source="test", root=tmp_path, num_classes=10
+    )
     config = FitConfig(latent_dim=4, hidden=(32,), batch_size=50, out=str(tmp_path / "run"))
     losses = []
     for dataset in (folder, reference):
@@ -88,9 +92,24 @@ def equivalent_runs(mnist_export, mnist_dataset, tmp_path_factory):
     """`fit --data mnist.npz` and `fit --dataset mnist` on the same 300 / 100 / 100 images."""
     root, _ = mnist_export
     out = tmp_path_factory.mktemp("runs")
-    common = ["--train-size", str(N_TRAIN), "--eval-size", str(N_EVAL), "--epochs", "2", "--latent-dim", "4",
-              "--hidden", "32", "--batch-size", "50", "--device", "cpu",
-              "--data-dir", str(Path(mnist_dataset.root).parent.parent)]
+    common = [
+        "--train-size",
+        str(N_TRAIN),
+        "--eval-size",
+        str(N_EVAL),
+        "--epochs",
+        "2",
+        "--latent-dim",
+        "4",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "50",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(Path(mnist_dataset.root).parent.parent),
+    ]
     assert fit_main(["--data", str(root / "mnist.npz"), "--out", str(out / "npz"), *common]) == 0
     assert fit_main(["--dataset", "mnist", "--out", str(out / "mnist"), *common]) == 0
     return out
@@ -100,8 +119,9 @@ def test_fit_on_the_npz_equals_fit_on_mnist(equivalent_runs):
     records = {}
     for name in ("npz", "mnist"):
         lines = (equivalent_runs / name / "metrics.jsonl").read_text().splitlines()
-        records[name] = [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_s")}
-                         for line in lines]
+        records[name] = [
+            {k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_s")} for line in lines
+        ]
     assert records["npz"] == records["mnist"]
 
 
@@ -119,8 +139,10 @@ def test_evaluate_and_generate_need_no_data_flags_and_agree_with_mnist(equivalen
     results = {}
     for name in ("npz", "mnist"):
         run = str(equivalent_runs / name)
-        assert evaluate_main([run, "--k", "5", "--limit", "20", "--curve-images", "0", "--no-progress",
-                              "--device", "cpu"]) == 0
+        assert (
+            evaluate_main([run, "--k", "5", "--limit", "20", "--curve-images", "0", "--no-progress", "--device", "cpu"])
+            == 0
+        )
         results[name] = json.loads((equivalent_runs / name / "eval.json").read_text())["test"]
         assert generate_main([run, "--n", "4", "--device", "cpu"]) == 0
         assert (equivalent_runs / name / "generated.png").is_file()
@@ -149,8 +171,20 @@ def test_changed_data_are_refused(equivalent_runs, mnist_export, tmp_path, capsy
     changed = dict(np.load(root / "mnist.npz"))
     changed["test_images"] = changed["test_images"][::-1].copy()
     np.savez(tmp_path / "changed.npz", **changed)
-    args = [str(equivalent_runs / "npz"), "--k", "2", "--limit", "5", "--curve-images", "0", "--no-progress",
-            "--device", "cpu", "--data", str(tmp_path / "changed.npz")]
+    args = [
+        str(equivalent_runs / "npz"),
+        "--k",
+        "2",
+        "--limit",
+        "5",
+        "--curve-images",
+        "0",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--data",
+        str(tmp_path / "changed.npz"),
+    ]
     assert evaluate_main(args) == 2
     err = capsys.readouterr().err
     assert "differ from those the run was trained on" in err and "Point --data at the original data" in err
@@ -232,8 +266,10 @@ def test_array_layouts_and_labels(tmp_path):
         np.savez(tmp_path / f"{name}.npz", images=array, labels=labels)
     torch.save({"images": torch.from_numpy(nchw.copy()), "labels": torch.from_numpy(labels)}, tmp_path / "t.pt")
     np.save(tmp_path / "grey.npy", images[..., 0])
-    loaded = {name: load_own_data(tmp_path / name, cache_root=tmp_path, log=quiet)
-              for name in ("nhwc.npz", "nchw.npz", "t.pt", "grey.npy")}
+    loaded = {
+        name: load_own_data(tmp_path / name, cache_root=tmp_path, log=quiet)
+        for name in ("nhwc.npz", "nchw.npz", "t.pt", "grey.npy")
+    }
     for name in ("nhwc.npz", "t.pt"):
         for split in ("train", "valid", "test"):
             assert torch.equal(getattr(loaded[name], split).data, getattr(loaded["nchw.npz"], split).data)

@@ -41,8 +41,23 @@ def test_corrupt_image_is_named_and_skip_bad_images_skips_it_and_says_how_many(g
     err = fit_error(capsys, tmp_path, "--data", str(good_folder))
     assert "cannot read the image 00003.png (UnidentifiedImageError" in err
     assert "Replace or delete it, or pass --skip-bad-images to skip unreadable images" in err
-    assert fit_main(["--data", str(good_folder), "--skip-bad-images", "--split", "0.5,0.25,0.25",
-                     "--data-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), *FAST]) == 0
+    assert (
+        fit_main(
+            [
+                "--data",
+                str(good_folder),
+                "--skip-bad-images",
+                "--split",
+                "0.5,0.25,0.25",
+                "--data-dir",
+                str(tmp_path / "cache"),
+                "--out",
+                str(tmp_path / "run"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "5 train / 3 valid / 3 test" in out  # 11 of the 12 images
     assert "skipped 1 unreadable image(s) (e.g. 00003.png: UnidentifiedImageError" in out
@@ -54,8 +69,23 @@ def test_truncated_jpeg_is_found_while_decoding(tmp_path, capsys):
     path.write_bytes(path.read_bytes()[: path.stat().st_size * 4 // 5])  # header intact, data cut
     err = fit_error(capsys, tmp_path, "--data", str(folder))
     assert "cannot read the image 00004.jpg (OSError: image file is truncated" in err
-    assert fit_main(["--data", str(folder), "--skip-bad-images", "--split", "0.5,0.25,0.25", "--data-dir",
-                     str(tmp_path / "cache"), "--out", str(tmp_path / "run"), *FAST]) == 0
+    assert (
+        fit_main(
+            [
+                "--data",
+                str(folder),
+                "--skip-bad-images",
+                "--split",
+                "0.5,0.25,0.25",
+                "--data-dir",
+                str(tmp_path / "cache"),
+                "--out",
+                str(tmp_path / "run"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert "skipped 1 image(s) that failed to decode (e.g. 00004.jpg)" in capsys.readouterr().out
 
 
@@ -68,20 +98,53 @@ def test_mixed_sizes_without_image_size(good_folder, tmp_path, capsys):
 
 def test_grey_and_colour_mixed_are_converted_and_said_so(good_folder, tmp_path, capsys):
     save_image(blob_images(1, 8, channels=1, seed=3)[0], good_folder / "grey.png")
-    assert fit_main(["--data", str(good_folder), "--split", "0.5,0.25,0.25", "--data-dir", str(tmp_path / "c"),
-                     "--out", str(tmp_path / "run"), *FAST]) == 0
+    assert (
+        fit_main(
+            [
+                "--data",
+                str(good_folder),
+                "--split",
+                "0.5,0.25,0.25",
+                "--data-dir",
+                str(tmp_path / "c"),
+                "--out",
+                str(tmp_path / "run"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "8x8x3" in out and "converted 1 grey image(s) to RGB (the folder mixes grey and colour" in out
-    assert fit_main(["--data", str(good_folder), "--channels", "1", "--split", "0.5,0.25,0.25", "--data-dir",
-                     str(tmp_path / "c"), "--out", str(tmp_path / "run1"), *FAST]) == 0
+    assert (
+        fit_main(
+            [
+                "--data",
+                str(good_folder),
+                "--channels",
+                "1",
+                "--split",
+                "0.5,0.25,0.25",
+                "--data-dir",
+                str(tmp_path / "c"),
+                "--out",
+                str(tmp_path / "run1"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert "converted 12 colour image(s) to grey (--channels 1)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.nan, "1 NaN and 0 infinite values, in 1 images (the first: image 3). Remove or repair them"),
-    (np.inf, "0 NaN and 1 infinite values, in 1 images (the first: image 3)"),
-    (1.5, r"float values in [0, 1.5], outside [0, 1]. Rescale them to [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.nan, "1 NaN and 0 infinite values, in 1 images (the first: image 3). Remove or repair them"),
+        (np.inf, "0 NaN and 1 infinite values, in 1 images (the first: image 3)"),
+        (1.5, r"float values in [0, 1.5], outside [0, 1]. Rescale them to [0, 1]"),
+    ],
+)
 def test_nan_inf_and_out_of_range_floats(tmp_path, capsys, bad, message):
     x = np.zeros((10, 4, 4), dtype=np.float32)
     x[3, 1, 2] = bad
@@ -133,8 +196,22 @@ def test_far_larger_than_memory_without_room_in_the_cache(good_folder, tmp_path,
     assert "its 12 images of 3x8x8 take 0.00 GB as uint8, more than the 0.00 GB free in the cache folder" in err
     assert "Pass --data-dir with a folder on a disk with at least" in err
     monkeypatch.setattr(folder_module, "_available_memory", lambda: 10**9)  # fits memory: decoded there
-    assert fit_main(["--data", str(good_folder), "--split", "0.5,0.25,0.25", "--data-dir", str(tmp_path / "c"),
-                     "--out", str(tmp_path / "run"), *FAST]) == 0
+    assert (
+        fit_main(
+            [
+                "--data",
+                str(good_folder),
+                "--split",
+                "0.5,0.25,0.25",
+                "--data-dir",
+                str(tmp_path / "c"),
+                "--out",
+                str(tmp_path / "run"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert "decoded into memory" in capsys.readouterr().out
 
 
@@ -149,16 +226,29 @@ def test_discretized_logistic_needs_8_bit_data(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((10, 8, 8)).astype(np.float32))
     err = fit_error(capsys, tmp_path, "--data", str(tmp_path / "x.npy"), "--likelihood", "discretized-logistic")
     assert "models the 256 values of 8-bit pixels, but these data are other floats" in err
-    err = fit_error(capsys, tmp_path, "--data", str(tmp_path / "x.npy"), "--likelihood", "discretized-logistic",
-                    "--binarize", "dynamic")
+    err = fit_error(
+        capsys,
+        tmp_path,
+        "--data",
+        str(tmp_path / "x.npy"),
+        "--likelihood",
+        "discretized-logistic",
+        "--binarize",
+        "dynamic",
+    )
     assert "use --binarize none, not dynamic" in err
 
 
 def test_the_command_line_prints_no_traceback(tmp_path):
     (tmp_path / "empty").mkdir()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
-    done = subprocess.run([sys.executable, "-m", "pyro_vae.fit", "--data", str(tmp_path / "empty"), "--out",
-                           str(tmp_path / "run")], capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "pyro_vae.fit", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"error: --data {tmp_path / 'empty'}: no images found")
 

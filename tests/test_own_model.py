@@ -39,8 +39,21 @@ def on_path(monkeypatch):
 
 
 def small(data_dir, out, *extra, epochs=1) -> list[str]:
-    return ["--data-dir", data_dir, "--train-size", "256", "--eval-size", "100", "--batch-size", "64",
-            "--epochs", str(epochs), "--out", str(out), *extra]
+    return [
+        "--data-dir",
+        data_dir,
+        "--train-size",
+        "256",
+        "--eval-size",
+        "100",
+        "--batch-size",
+        "64",
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def states_equal(a: Path, b: Path) -> None:
@@ -53,8 +66,29 @@ def states_equal(a: Path, b: Path) -> None:
 
 def test_hvae_trains_and_evaluate_reports_active_units_per_layer(data_dir, tmp_path):
     out = tmp_path / "hvae"
-    assert fit_main(["--model", "hvae", "--latent-dim", "16,8", "--hidden", "32,32", "--train-size", "512",
-                     "--eval-size", "100", "--epochs", "1", "--data-dir", data_dir, "--out", str(out)]) == 0
+    assert (
+        fit_main(
+            [
+                "--model",
+                "hvae",
+                "--latent-dim",
+                "16,8",
+                "--hidden",
+                "32,32",
+                "--train-size",
+                "512",
+                "--eval-size",
+                "100",
+                "--epochs",
+                "1",
+                "--data-dir",
+                data_dir,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "config.json").read_text())["latent_dim"] == [16, 8]
     assert evaluate_main([str(out), "--k", "50", "--limit", "100", "--no-progress"]) == 0
     test = json.loads((out / "eval.json").read_text())["test"]
@@ -80,7 +114,9 @@ def test_hvae_has_burdas_two_layer_architecture():
     # q(z1|x): 784-100-100 then the loc and scale heads of 100; q(z2|z1): 100-50-50 then heads of 50
     assert guide == [(784, 100), (100, 100), (100, 100), (100, 100), (100, 50), (50, 50), (50, 50), (50, 50)]
     assert sorted(model) == sorted([(50, 50), (50, 50), (50, 100), (50, 100), (100, 100), (100, 100), (100, 784)])
-    assert {type(m).__name__ for m in vae.modules()} >= {"Tanh"} and "ReLU" not in {type(m).__name__ for m in vae.modules()}
+    assert {type(m).__name__ for m in vae.modules()} >= {"Tanh"} and "ReLU" not in {
+        type(m).__name__ for m in vae.modules()
+    }
 
 
 def test_an_own_model_file_trains_resumes_evaluates_generates_and_loads(data_dir, tmp_path, on_path):
@@ -93,8 +129,13 @@ def test_an_own_model_file_trains_resumes_evaluates_generates_and_loads(data_dir
     assert json.loads((straight / "config.json").read_text())["model"] == "two_layer_vae:TwoLayerVAE"
     # a fresh process rebuilds the model from config.json's import path
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(EXAMPLES), str(ROOT)]), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "pyro_vae.evaluate", str(straight), "--k", "20", "--limit", "50",
-                           "--no-progress"], env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    done = subprocess.run(
+        [sys.executable, "-m", "pyro_vae.evaluate", str(straight), "--k", "20", "--limit", "50", "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     test = json.loads((straight / "eval.json").read_text())["test"]
     assert set(test["active_units_per_site"]) == {"z1", "z2"}
@@ -102,7 +143,9 @@ def test_an_own_model_file_trains_resumes_evaluates_generates_and_loads(data_dir
     vae = pyro_vae.load(straight)
     assert vae.sample(4).shape == (4, 1, 28, 28)
     assert {k: tuple(v.shape) for k, v in vae.posterior_means(torch.zeros(3, 1, 28, 28)).items()} == {
-        "z1": (3, 16), "z2": (3, 8)}
+        "z1": (3, 16),
+        "z2": (3, 8),
+    }
 
 
 def test_a_cluster_enumerated_in_the_model_trains_with_enum_and_is_summed_out(data_dir, tmp_path, on_path, capsys):
@@ -128,18 +171,28 @@ def test_an_elbo_of_ones_own_by_import_path_is_recorded(data_dir, tmp_path, on_p
 def test_python_fit_records_the_class_by_its_import_path(data_dir, tmp_path, on_path):
     from two_layer_vae import TwoLayerVAE
 
-    run = pyro_vae.fit(model=TwoLayerVAE, data_dir=data_dir, train_size=256, eval_size=100, batch_size=64, epochs=1,
-                       out=str(tmp_path / "python"))
+    run = pyro_vae.fit(
+        model=TwoLayerVAE,
+        data_dir=data_dir,
+        train_size=256,
+        eval_size=100,
+        batch_size=64,
+        epochs=1,
+        out=str(tmp_path / "python"),
+    )
     assert run.config.model == "two_layer_vae:TwoLayerVAE"
     assert run.vae.sample(2).shape == (2, 1, 28, 28)
 
 
-@pytest.mark.parametrize("name, elbo, message", [
-    ("OutsidePlate", "trace", "the model's site 'z2' is outside the data plate"),
-    ("GuideMissesASite", "trace", "the guide has no site 'z2', which the model samples"),
-    ("DiscreteGuideSite", "iwae", "--elbo iwae needs a reparameterized guide, but the guide's site 'c'"),
-    ("NoImages", "trace", "the model observes no site 'x'"),
-])
+@pytest.mark.parametrize(
+    "name, elbo, message",
+    [
+        ("OutsidePlate", "trace", "the model's site 'z2' is outside the data plate"),
+        ("GuideMissesASite", "trace", "the guide has no site 'z2', which the model samples"),
+        ("DiscreteGuideSite", "iwae", "--elbo iwae needs a reparameterized guide, but the guide's site 'c'"),
+        ("NoImages", "trace", "the model observes no site 'x'"),
+    ],
+)
 def test_what_cannot_train_is_named_before_training(name, elbo, message, data_dir, tmp_path, on_path, capsys):
     import own_models
 
@@ -159,13 +212,18 @@ def test_a_class_without_model_and_guide_programs_is_refused(data_dir, tmp_path,
 
 
 def test_meanfield_is_refused_for_a_program(data_dir, tmp_path, on_path, capsys):
-    assert fit_main(small(data_dir, tmp_path / "r", "--model", "hvae", "--latent-dim", "4,2", "--elbo", "meanfield")) == 2
+    assert (
+        fit_main(small(data_dir, tmp_path / "r", "--model", "hvae", "--latent-dim", "4,2", "--elbo", "meanfield")) == 2
+    )
     assert "--elbo meanfield takes each latent site's KL in closed form" in capsys.readouterr().err
 
 
 def test_an_own_model_trains_with_the_importance_weighted_bound(data_dir, tmp_path, on_path):
     out = tmp_path / "iwae"
-    assert fit_main(small(data_dir, out, "--model", "two_layer_vae:TwoLayerVAE", "--elbo", "iwae", "--particles", "3")) == 0
+    assert (
+        fit_main(small(data_dir, out, "--model", "two_layer_vae:TwoLayerVAE", "--elbo", "iwae", "--particles", "3"))
+        == 0
+    )
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["train_objective"] < 600 and record["test_elbo"] > -600  # finite, and learning from -543
 
@@ -183,10 +241,25 @@ def test_an_own_model_in_two_processes_takes_the_one_process_steps(data_dir, tmp
     outs = {}
     for devices in ("1", "2"):
         outs[devices] = tmp_path / f"p{devices}"
-        args = small(data_dir, outs[devices], "--model", "own_models:PointMassTwoLayer", "--devices", devices,
-                     "--accelerator", "cpu", epochs=2)
-        done = subprocess.run([sys.executable, "-m", "pyro_vae.fit", *args], env=env, capture_output=True,
-                              text=True, timeout=TIMEOUT_S, cwd=ROOT)
+        args = small(
+            data_dir,
+            outs[devices],
+            "--model",
+            "own_models:PointMassTwoLayer",
+            "--devices",
+            devices,
+            "--accelerator",
+            "cpu",
+            epochs=2,
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "pyro_vae.fit", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            cwd=ROOT,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     one = torch.load(outs["1"] / "last.pt", weights_only=True)
     two = torch.load(outs["2"] / "last.pt", weights_only=True)

@@ -22,8 +22,22 @@ import torch
 
 pytest_plugins = ["data_fixtures"]
 
-COMMON = ["--train-size", "300", "--eval-size", "100", "--latent-dim", "4", "--hidden", "32",
-          "--batch-size", "50", "--epochs", "2", "--seed", "3"]
+COMMON = [
+    "--train-size",
+    "300",
+    "--eval-size",
+    "100",
+    "--latent-dim",
+    "4",
+    "--hidden",
+    "32",
+    "--batch-size",
+    "50",
+    "--epochs",
+    "2",
+    "--seed",
+    "3",
+]
 RUNS = {
     "vae": [],
     "vae-jit": ["--jit"],
@@ -33,24 +47,54 @@ RUNS = {
     "vae-iwae-vamp": ["--elbo", "iwae", "--particles", "3", "--prior", "vamp", "--prior-components", "5"],
 }
 PINNED = {
-    "vae": dict(parameter_sum=-282.58148793675565, parameter_sum_of_squares=306.36955434020115,
-                train_objective=525.4429774305555, test_elbo=-514.0339862060547,
-                log_px_mean=-504.8362603775685, steps=12),
-    "vae-jit": dict(parameter_sum=-282.58148698800716, parameter_sum_of_squares=306.36955435064465,
-                    train_objective=525.4429774305555, test_elbo=-514.0339874267578,
-                    log_px_mean=-504.8362605908229, steps=12),
-    "cvae": dict(parameter_sum=-249.47746691858208, parameter_sum_of_squares=303.91328008046617,
-                 train_objective=529.2677083333333, test_elbo=-521.6205926513671,
-                 log_px_mean=-515.2142428272443, steps=12),
-    "m2": dict(parameter_sum=-209.0292611477306, parameter_sum_of_squares=314.07649371385844,
-               train_objective=1065.339225, test_elbo=-523.7963693237305,
-               log_px_mean=-516.955591716333, steps=10),
-    "vae-2proc": dict(parameter_sum=-274.10069754653733, parameter_sum_of_squares=306.35384457215997,
-                      train_objective=524.7914366319444, test_elbo=-513.0758526611328,
-                      log_px_mean=-504.44968485257465, steps=12),
-    "vae-iwae-vamp": dict(parameter_sum=-101.06807498375929, parameter_sum_of_squares=314.0473600171262,
-                          train_objective=521.215, test_elbo=-512.714937133789,
-                          log_px_mean=-502.4104421197041, steps=12),
+    "vae": dict(
+        parameter_sum=-282.58148793675565,
+        parameter_sum_of_squares=306.36955434020115,
+        train_objective=525.4429774305555,
+        test_elbo=-514.0339862060547,
+        log_px_mean=-504.8362603775685,
+        steps=12,
+    ),
+    "vae-jit": dict(
+        parameter_sum=-282.58148698800716,
+        parameter_sum_of_squares=306.36955435064465,
+        train_objective=525.4429774305555,
+        test_elbo=-514.0339874267578,
+        log_px_mean=-504.8362605908229,
+        steps=12,
+    ),
+    "cvae": dict(
+        parameter_sum=-249.47746691858208,
+        parameter_sum_of_squares=303.91328008046617,
+        train_objective=529.2677083333333,
+        test_elbo=-521.6205926513671,
+        log_px_mean=-515.2142428272443,
+        steps=12,
+    ),
+    "m2": dict(
+        parameter_sum=-209.0292611477306,
+        parameter_sum_of_squares=314.07649371385844,
+        train_objective=1065.339225,
+        test_elbo=-523.7963693237305,
+        log_px_mean=-516.955591716333,
+        steps=10,
+    ),
+    "vae-2proc": dict(
+        parameter_sum=-274.10069754653733,
+        parameter_sum_of_squares=306.35384457215997,
+        train_objective=524.7914366319444,
+        test_elbo=-513.0758526611328,
+        log_px_mean=-504.44968485257465,
+        steps=12,
+    ),
+    "vae-iwae-vamp": dict(
+        parameter_sum=-101.06807498375929,
+        parameter_sum_of_squares=314.0473600171262,
+        train_objective=521.215,
+        test_elbo=-512.714937133789,
+        log_px_mean=-502.4104421197041,
+        steps=12,
+    ),
 }
 TIMEOUT_S = 300  # per command; the 2-process run takes about 20 s on an idle 2-core CPU
 
@@ -61,10 +105,14 @@ def fingerprint(run: Path) -> dict:
     tensors = [v.double() for v in checkpoint["networks"].values() if v.is_floating_point()]
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     evaluation = json.loads((run / "eval.json").read_text())["test"]
-    return dict(parameter_sum=sum(float(t.sum()) for t in tensors),
-                parameter_sum_of_squares=sum(float(t.pow(2).sum()) for t in tensors),
-                train_objective=last["train_objective"], test_elbo=last["test_elbo"],
-                log_px_mean=evaluation["log_px_mean"], steps=checkpoint["step"])
+    return dict(
+        parameter_sum=sum(float(t.sum()) for t in tensors),
+        parameter_sum_of_squares=sum(float(t.pow(2).sum()) for t in tensors),
+        train_objective=last["train_objective"],
+        test_elbo=last["test_elbo"],
+        log_px_mean=evaluation["log_px_mean"],
+        steps=checkpoint["step"],
+    )
 
 
 def _run(args: list[str]) -> None:

@@ -32,8 +32,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_pictures_use_their_own_canvas(tmp_path):
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["svg", "False"]  # backend unchanged, pyplot never imported
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.png", "curves.png", "k.png", "khat.png", "map.png"]

@@ -22,9 +22,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 def _log_probs(trace):
     """{site name: log_prob per data point (B,)} for the sample sites of a trace."""
-    return {name: scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
-            for name, site in trace.nodes.items()
-            if site["type"] == "sample" and name != "data"}
+    return {
+        name: scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and name != "data"
+    }
 
 
 @pytest.fixture
@@ -58,12 +60,12 @@ def test_bayes_identity_log_px_equals_joint_minus_posterior(ppca, x):
 
 def test_log_marginal_is_the_gaussian_with_ppca_covariance(ppca):
     """For 1-d data and 1-d latents log p(x) is N(x; b, w^2 + sigma^2): checked by hand values."""
-    model = PPCA(torch.tensor([[2.0]], dtype=torch.float64),
-                 torch.tensor([1.0], dtype=torch.float64), sigma=0.5)
+    model = PPCA(torch.tensor([[2.0]], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64), sigma=0.5)
     x = torch.tensor([[0.0], [3.0]], dtype=torch.float64)
     var = 2.0**2 + 0.5**2
-    expected = torch.tensor([-0.5 * math.log(2 * math.pi * var) - 0.5 * (v - 1.0) ** 2 / var
-                             for v in (0.0, 3.0)], dtype=torch.float64)
+    expected = torch.tensor(
+        [-0.5 * math.log(2 * math.pi * var) - 0.5 * (v - 1.0) ** 2 / var for v in (0.0, 3.0)], dtype=torch.float64
+    )
     assert torch.allclose(model.log_marginal(x), expected, atol=TOL, rtol=0)
 
 

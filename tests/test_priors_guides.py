@@ -102,8 +102,9 @@ def test_config_offers_exactly_the_registered_priors_and_guides():
     assert tuple(GUIDES.names()) == choices["guide"]
 
 
-@pytest.mark.parametrize("prior, guide", [("mog", "diag"), ("vamp", "diag"), ("standard", "iaf"),
-                                          ("standard", "lowrank")])
+@pytest.mark.parametrize(
+    "prior, guide", [("mog", "diag"), ("vamp", "diag"), ("standard", "iaf"), ("standard", "lowrank")]
+)
 def test_meanfield_without_analytic_kl_is_refused(prior, guide):
     with pytest.raises(ConfigError, match=f"--elbo meanfield needs the KL .* --guide {guide} with --prior {prior}"):
         build_vae(FitConfig(prior=prior, guide=guide, elbo="meanfield", hidden=(8,)), IMAGE_SHAPE)
@@ -112,8 +113,17 @@ def test_meanfield_without_analytic_kl_is_refused(prior, guide):
 @pytest.mark.parametrize("prior, guide", list(itertools.product(PRIORS.names(), GUIDES.names())))
 def test_every_prior_guide_pair_trains_from_the_cli(mnist_dataset, tmp_path, prior, guide):
     out = tmp_path / "run"
-    args = cli_args(mnist_dataset, out, epochs=2, train_size=200, eval_size=50, prior=prior, guide=guide,
-                    prior_components=5, flow_hidden=16)
+    args = cli_args(
+        mnist_dataset,
+        out,
+        epochs=2,
+        train_size=200,
+        eval_size=50,
+        prior=prior,
+        guide=guide,
+        prior_components=5,
+        flow_hidden=16,
+    )
     assert main(args) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["test_elbo"]) for r in records)

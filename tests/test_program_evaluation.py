@@ -79,8 +79,11 @@ def test_mixture_bayes_identity(mixture):
     z = torch.randn(8, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     cluster_probs, means, cov = mixture.posterior(x)
     for c in range(3):
-        log_joint = (mixture.probs[c].log() + dist.Normal(mixture.means[c], mixture.stds[c]).log_prob(z).sum(-1)
-                     + dist.Normal(z @ mixture.weight.T + mixture.bias, mixture.sigma).log_prob(x).sum(-1))
+        log_joint = (
+            mixture.probs[c].log()
+            + dist.Normal(mixture.means[c], mixture.stds[c]).log_prob(z).sum(-1)
+            + dist.Normal(z @ mixture.weight.T + mixture.bias, mixture.sigma).log_prob(x).sum(-1)
+        )
         log_post = cluster_probs[:, c].log() + dist.MultivariateNormal(means[:, c], cov[c]).log_prob(z)
         assert torch.allclose(log_joint - log_post, mixture.log_marginal(x), atol=EXACT, rtol=0)
 
@@ -129,8 +132,11 @@ def test_a_guide_that_misses_a_model_site_is_a_clear_error(two_layer):
                 pyro.sample("z1", dist.Normal(x.new_zeros(3), 1.0).to_event(1))
 
     x = two_layer.sample(4)
-    with pytest.raises(PyroVAEError, match=r"the model samples 'z2' but the guide does not.*give the guide a "
-                                           r"site 'z2' \(a continuous latent cannot be enumerated\)"):
+    with pytest.raises(
+        PyroVAEError,
+        match=r"the model samples 'z2' but the guide does not.*give the guide a "
+        r"site 'z2' \(a continuous latent cannot be enumerated\)",
+    ):
         importance_weighted_log_px(two_layer, OnlyZ1(), x, k=3)
     with pytest.raises(PyroVAEError, match="the model samples 'z2' but the guide does not"):
         elbo_terms(two_layer, OnlyZ1(), x)
@@ -147,8 +153,11 @@ def test_a_discrete_site_without_the_enumerate_mark_is_a_clear_error(mixture):
                 pyro.sample("x", dist.Normal(z @ mixture.weight.T + mixture.bias, mixture.sigma).to_event(1), obs=x)
 
     x = mixture.sample(4)
-    with pytest.raises(PyroVAEError, match=r"the model samples 'c' but the guide does not.*infer="
-                                           r"\{'enumerate': 'parallel'\}"):
+    with pytest.raises(
+        PyroVAEError,
+        match=r"the model samples 'c' but the guide does not.*infer="
+        r"\{'enumerate': 'parallel'\}",
+    ):
         importance_weighted_log_px(Unmarked(), MixturePosterior(mixture), x, k=3)
 
 
@@ -160,8 +169,9 @@ def test_enumeration_sums_the_cluster_exactly(mixture):
     """model_log_joint at given z equals log sum_c pi_c N(z; mu_c, tau_c) + log N(x; W z + b, sigma^2)."""
     x = mixture.sample(9, torch.Generator().manual_seed(0))
     z = 2 * torch.randn(9, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    log_prior = torch.logsumexp(mixture.probs.log() + dist.Normal(mixture.means, mixture.stds)
-                                .log_prob(z[:, None, :]).sum(-1), -1)  # (B,)
+    log_prior = torch.logsumexp(
+        mixture.probs.log() + dist.Normal(mixture.means, mixture.stds).log_prob(z[:, None, :]).sum(-1), -1
+    )  # (B,)
     log_lik = dist.Normal(z @ mixture.weight.T + mixture.bias, mixture.sigma).log_prob(x).sum(-1)
     assert torch.allclose(model_log_joint(mixture, x, None, {"z": z}), log_prior + log_lik, atol=EXACT, rtol=0)
 
@@ -198,8 +208,10 @@ def test_mixture_crude_guide_converges(mixture):
 def _models_and_guides():
     two_layer = TwoLayerLinearGaussian.random(6, 3, 2, sigma=0.5, seed=1)
     mixture = MixtureLinearGaussian.random(6, 2, 3, sigma=0.5, seed=2)
-    return {"two_layer": (two_layer, TwoLayerPosterior(two_layer, "z1_first", std_scale=1.4)),
-            "mixture": (mixture, MixturePosterior(mixture, moment_matched=True, std_scale=1.3))}
+    return {
+        "two_layer": (two_layer, TwoLayerPosterior(two_layer, "z1_first", std_scale=1.4)),
+        "mixture": (mixture, MixturePosterior(mixture, moment_matched=True, std_scale=1.3)),
+    }
 
 
 @pytest.mark.parametrize("name", ["two_layer", "mixture"])
@@ -207,8 +219,10 @@ def test_chunking_does_not_change_the_numbers(name):
     """k = 13 in chunks of 1, 5 and 13 particles: the same weights and per-site means."""
     model, guide = _models_and_guides()[name]
     x = model.sample(7, torch.Generator().manual_seed(0))
-    runs = [importance_weighted_log_px(model, guide, x, k=13, k_chunk=c, seed=5, return_log_weights=True)
-            for c in (1, 5, 13)]
+    runs = [
+        importance_weighted_log_px(model, guide, x, k=13, k_chunk=c, seed=5, return_log_weights=True)
+        for c in (1, 5, 13)
+    ]
     for est in runs[1:]:
         assert torch.allclose(est.log_weights, runs[0].log_weights, atol=EXACT, rtol=0)
         assert torch.allclose(est.log_px, runs[0].log_px, atol=EXACT, rtol=0)
@@ -246,8 +260,7 @@ def test_active_units_per_site_find_a_dead_layer():
     W's column 1 is zero: z1's unit 1 never reaches x. Active: z1 3 of 4, z2 0 of 3."""
     model = TwoLayerLinearGaussian.random(8, 4, 3, coupling_scale=0.0, zero_columns=(1,), seed=2)
     images = model.sample(60, torch.Generator().manual_seed(3))
-    result = evaluate_log_px(model, TwoLayerPosterior(model, "z2_first"), images, k=5, batch_size=25,
-                             progress=False)
+    result = evaluate_log_px(model, TwoLayerPosterior(model, "z2_first"), images, k=5, batch_size=25, progress=False)
     assert result.active_units_per_site() == {"z2": 0, "z1": 3}
     mean, _ = model.posterior(images)  # exact E[z1, z2 | x]   (N, 4 + 3)
     assert np.allclose(result.site_means["z1"], mean[:, :4].detach().numpy(), atol=EXACT)
@@ -322,8 +335,7 @@ def test_elbo_terms_take_the_closed_form_kl_only_where_exact(two_layer, order):
     p2 = dist.Normal(torch.zeros(2, dtype=torch.float64), 1.0).to_event(1)
     p1 = dist.Normal(z2 @ two_layer.coupling.T + two_layer.offset, two_layer.z1_std).to_event(1)
     kl2 = torch.distributions.kl_divergence(q2, p2)
-    kl1 = (torch.distributions.kl_divergence(q1, p1) if order == "z2_first"
-           else q1.log_prob(z1) - p1.log_prob(z1))
+    kl1 = torch.distributions.kl_divergence(q1, p1) if order == "z2_first" else q1.log_prob(z1) - p1.log_prob(z1)
     assert torch.allclose(terms["kl"], kl2 + kl1, atol=EXACT, rtol=0)
 
 
@@ -340,7 +352,8 @@ def test_elbo_terms_average_to_the_elbo(two_layer, order):
     q_std = 1.2 * cov.diagonal().sqrt()  # the mean-field guide's, for u = [z1; z2]
     kl_posterior = torch.distributions.kl_divergence(  # KL(q || p(z1, z2 | x))   (2,)
         dist.MultivariateNormal(mean, scale_tril=torch.diag_embed(q_std.expand_as(mean))),
-        dist.MultivariateNormal(mean, cov))
+        dist.MultivariateNormal(mean, cov),
+    )
     expected = (two_layer.log_marginal(x) - kl_posterior).detach()
     stderr = elbo.std(0) / math.sqrt(draws)
     assert ((elbo.mean(0) - expected).abs() < 5 * stderr).all()
@@ -355,14 +368,16 @@ def test_elbo_terms_sum_out_the_enumerated_cluster(mixture):
         terms = elbo_terms(mixture, guide, x)
         site = _draw(guide, x, 5).nodes["z"]
         z, log_q = site["value"], site["fn"].log_prob(site["value"])
-        log_pz = torch.logsumexp(mixture.probs.log() + dist.Normal(mixture.means, mixture.stds)
-                                 .log_prob(z[:, None, :]).sum(-1), -1)
+        log_pz = torch.logsumexp(
+            mixture.probs.log() + dist.Normal(mixture.means, mixture.stds).log_prob(z[:, None, :]).sum(-1), -1
+        )
         log_lik = dist.Normal(z @ mixture.weight.T + mixture.bias, mixture.sigma).log_prob(x).sum(-1)
         assert torch.allclose(terms["elbo"], model_log_joint(mixture, x, None, {"z": z}) - log_q, atol=EXACT)
         assert torch.allclose(terms["recon"], log_lik, atol=EXACT, rtol=0)
         assert torch.allclose(terms["kl"], log_q - log_pz, atol=EXACT, rtol=0)
-    assert torch.allclose(elbo_terms(mixture, MixturePosterior(mixture), x)["elbo"], mixture.log_marginal(x),
-                          atol=EXACT, rtol=0)
+    assert torch.allclose(
+        elbo_terms(mixture, MixturePosterior(mixture), x)["elbo"], mixture.log_marginal(x), atol=EXACT, rtol=0
+    )
 
 
 def test_elbo_terms_of_a_one_site_model_keep_the_closed_form_kl():

@@ -25,13 +25,39 @@ from pyro_vae.variants import build_vae, check
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # The issue's and the papers' values, written out independently of pyro_vae/engine/reproduce.py.
-BURDA = dict(binarize="dynamic", train_on_validation=True, net="mlp", activation="tanh", hidden=(200, 200),
-             latent_dim=50, init="glorot", batch_size=20, lr=1e-3, adam_beta1=0.9, adam_beta2=0.999,
-             adam_eps=1e-4, lr_schedule="burda", epochs=3280, prior="standard", likelihood="bernoulli")
+BURDA = dict(
+    binarize="dynamic",
+    train_on_validation=True,
+    net="mlp",
+    activation="tanh",
+    hidden=(200, 200),
+    latent_dim=50,
+    init="glorot",
+    batch_size=20,
+    lr=1e-3,
+    adam_beta1=0.9,
+    adam_beta2=0.999,
+    adam_eps=1e-4,
+    lr_schedule="burda",
+    epochs=3280,
+    prior="standard",
+    likelihood="bernoulli",
+)
 # Tomczak & Welling's L=1 targets are on static MNIST (pythae's VampPrior reproduction quotes -85.57
 # for Larochelle's fixed binarization)
-TOMCZAK = dict(binarize="static", net="gated-mlp", hidden=(300, 300), latent_dim=40, lr=5e-4, batch_size=100,
-               warmup_epochs=100.0, early_stopping=50, lr_decay=1.0, adam_beta1=0.9, adam_beta2=0.999)
+TOMCZAK = dict(
+    binarize="static",
+    net="gated-mlp",
+    hidden=(300, 300),
+    latent_dim=40,
+    lr=5e-4,
+    batch_size=100,
+    warmup_epochs=100.0,
+    early_stopping=50,
+    lr_decay=1.0,
+    adam_beta1=0.9,
+    adam_beta2=0.999,
+)
 EXPECTED = {
     "burda2015-vae-k1": ({**BURDA, "elbo": "trace", "particles": 1}, -86.76),
     "burda2015-iwae-k5": ({**BURDA, "elbo": "iwae", "particles": 5}, -85.54),
@@ -39,10 +65,24 @@ EXPECTED = {
     "tomczak2018-standard": ({**TOMCZAK, "prior": "standard"}, -88.56),
     "tomczak2018-vamp": ({**TOMCZAK, "prior": "vamp", "prior_components": 500}, -85.57),
     # Pyro's SS-VAE tutorial: 500 softplus units, z 50, lr 0.00042, beta1 0.95, batch 200, aux loss 46
-    "kingma2014-m2-100": (dict(model="m2", labels=100, net="mlp", activation="softplus", hidden=(500,),
-                               latent_dim=50, lr=0.00042, adam_beta1=0.95, batch_size=200, epochs=50,
-                               labelled_weight="counted", labelled_steps="interleaved", alpha=46 * 100 / 50_000),
-                              0.1197),
+    "kingma2014-m2-100": (
+        dict(
+            model="m2",
+            labels=100,
+            net="mlp",
+            activation="softplus",
+            hidden=(500,),
+            latent_dim=50,
+            lr=0.00042,
+            adam_beta1=0.95,
+            batch_size=200,
+            epochs=50,
+            labelled_weight="counted",
+            labelled_steps="interleaved",
+            alpha=46 * 100 / 50_000,
+        ),
+        0.1197,
+    ),
 }
 # Burda et al.: 3^i passes at 0.001 * 10^(-i/7); the rates written out as decimals.
 BURDA_RATES = [1e-3, 7.196857e-4, 5.179475e-4, 3.727594e-4, 2.682696e-4, 1.930698e-4, 1.389495e-4, 1e-4]
@@ -73,7 +113,7 @@ def test_burda_schedule_has_3280_passes_at_the_stated_rates():
     rates = [1e-3 * burda_lr_factor(p) for p in range(BURDA_TOTAL_PASSES)]
     distinct = sorted(set(rates), reverse=True)
     assert distinct == pytest.approx(BURDA_RATES, rel=1e-6)
-    assert [rates.count(r) for r in distinct] == [3 ** i for i in range(8)]
+    assert [rates.count(r) for r in distinct] == [3**i for i in range(8)]
     assert rates == sorted(rates, reverse=True)
     assert 1e-3 * burda_lr_factor(BURDA_TOTAL_PASSES + 10) == pytest.approx(1e-4)  # stays at the last rate
 
@@ -104,6 +144,7 @@ def test_burda_network_is_784_200_200_50_tanh_with_glorot_init():
 
 def test_tomczak_networks_are_gated_300_300_latent_40_he_init():
     vae = build_vae(reproduce.SETTINGS["tomczak2018-vamp"].fit_config(), (1, 28, 28))
+
     def gated(module):
         return [(m.h.in_features, m.h.out_features) for m in module.modules() if isinstance(m, GatedDense)]
 
@@ -138,8 +179,17 @@ def test_each_setting_runs_two_steps_and_its_evaluation(name, mnist_dataset, tmp
     batch = setting.config["batch_size"]
     labelled = setting.config.get("labels", 0)
     out = tmp_path / name
-    results = reproduce.run(name, out, budget_minutes=5, train_size=labelled + 2 * batch, eval_size=200, k=8,
-                            max_passes=1, data_dir=data_dir_of(mnist_dataset), device="cpu")
+    results = reproduce.run(
+        name,
+        out,
+        budget_minutes=5,
+        train_size=labelled + 2 * batch,
+        eval_size=200,
+        k=8,
+        max_passes=1,
+        data_dir=data_dir_of(mnist_dataset),
+        device="cpu",
+    )
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # two SVI steps (M2, interleaved as Pyro's tutorial: two unlabelled batches and the labelled one's own step)
     assert [r["step"] for r in metrics] == [3 if setting.config.get("labelled_steps") == "interleaved" else 2]
@@ -162,8 +212,15 @@ def test_each_setting_runs_two_steps_and_its_evaluation(name, mnist_dataset, tmp
 
 
 def test_binarize_runs_the_other_protocol_as_a_recorded_deviation(mnist_dataset, tmp_path):
-    quick = dict(budget_minutes=5, train_size=200, eval_size=50, k=4, max_passes=1,
-                 data_dir=data_dir_of(mnist_dataset), device="cpu")
+    quick = dict(
+        budget_minutes=5,
+        train_size=200,
+        eval_size=50,
+        k=4,
+        max_passes=1,
+        data_dir=data_dir_of(mnist_dataset),
+        device="cpu",
+    )
     dynamic = reproduce.run("tomczak2018-standard", tmp_path / "dynamic", binarize="dynamic", **quick)
     assert dynamic["config"]["binarize"] == "dynamic" and dynamic["deviations"]["binarize"] == "dynamic"
     own = reproduce.run("tomczak2018-standard", tmp_path / "static", binarize="static", **quick)
@@ -171,13 +228,15 @@ def test_binarize_runs_the_other_protocol_as_a_recorded_deviation(mnist_dataset,
     # the run folder's own config says how it was trained, so fit and evaluate read it back
     assert json.loads((tmp_path / "dynamic" / "config.json").read_text())["binarize"] == "dynamic"
     with pytest.raises(ConfigError, match="--binarize static differs from the run's"):
-        reproduce.run("tomczak2018-standard", tmp_path / "dynamic", resume=True,
-                      **{**quick, "max_passes": 2}, binarize="static")
+        reproduce.run(
+            "tomczak2018-standard", tmp_path / "dynamic", resume=True, **{**quick, "max_passes": 2}, binarize="static"
+        )
 
 
 def test_adam_hyperparameters_and_burda_rates_reach_the_optimizer(mnist_dataset, tmp_path):
     config = reproduce.SETTINGS["burda2015-vae-k1"].fit_config(
-        train_size=40, eval_size=50, epochs=5, data_dir=data_dir_of(mnist_dataset), out=str(tmp_path))
+        train_size=40, eval_size=50, epochs=5, data_dir=data_dir_of(mnist_dataset), out=str(tmp_path)
+    )
     trainer = Trainer(config, mnist_dataset, tmp_path, torch.device("cpu"), log=lambda _: None)
     trainer.fit()
     assert [r["lr"] for r in trainer.records] == pytest.approx([1e-3, *BURDA_RATES[1:2] * 3, BURDA_RATES[2]])
@@ -189,8 +248,17 @@ def test_adam_hyperparameters_and_burda_rates_reach_the_optimizer(mnist_dataset,
 
 
 def test_early_stopping_stops_after_n_epochs_without_improvement(mnist_dataset, tmp_path, monkeypatch):
-    config = FitConfig(train_size=100, eval_size=50, latent_dim=2, hidden=(16,), batch_size=50, epochs=10,
-                       early_stopping=2, data_dir=data_dir_of(mnist_dataset), out=str(tmp_path))
+    config = FitConfig(
+        train_size=100,
+        eval_size=50,
+        latent_dim=2,
+        hidden=(16,),
+        batch_size=50,
+        epochs=10,
+        early_stopping=2,
+        data_dir=data_dir_of(mnist_dataset),
+        out=str(tmp_path),
+    )
     config = config.replace(**data_record(mnist_dataset, config))  # as fit records the data
     trainer = Trainer(config, mnist_dataset, tmp_path, torch.device("cpu"), log=lambda _: None)
     valid = iter([-100.0, -90.0, -95.0, -91.0, -80.0])  # best at epoch 2, then two worse epochs
@@ -208,19 +276,31 @@ def test_early_stopping_stops_after_n_epochs_without_improvement(mnist_dataset, 
 
 
 def test_max_minutes_stops_after_the_first_epoch(mnist_dataset, tmp_path):
-    config = FitConfig(train_size=100, eval_size=50, latent_dim=2, hidden=(16,), batch_size=50, epochs=10,
-                       max_minutes=1e-6, data_dir=data_dir_of(mnist_dataset), out=str(tmp_path))
+    config = FitConfig(
+        train_size=100,
+        eval_size=50,
+        latent_dim=2,
+        hidden=(16,),
+        batch_size=50,
+        epochs=10,
+        max_minutes=1e-6,
+        data_dir=data_dir_of(mnist_dataset),
+        out=str(tmp_path),
+    )
     summary = Trainer(config, mnist_dataset, tmp_path, torch.device("cpu"), log=lambda _: None).fit()
     assert summary["epochs"] == 1 and summary["stopped"] == "max-minutes"
 
 
-@pytest.mark.parametrize("values, message", [
-    (dict(activation="tanh", net="conv"), "--activation applies to --net mlp"),
-    (dict(lr_schedule="burda", lr_decay=0.9), "drop --lr-decay"),
-    (dict(adam_beta1=1.0), "--adam-beta1 must be in [0, 1)"),
-    (dict(adam_eps=0.0), "--adam-eps must be positive"),
-    (dict(early_stopping=-1), "--early-stopping must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (dict(activation="tanh", net="conv"), "--activation applies to --net mlp"),
+        (dict(lr_schedule="burda", lr_decay=0.9), "drop --lr-decay"),
+        (dict(adam_beta1=1.0), "--adam-beta1 must be in [0, 1)"),
+        (dict(adam_eps=0.0), "--adam-eps must be positive"),
+        (dict(early_stopping=-1), "--early-stopping must be >= 0"),
+    ],
+)
 def test_bad_literature_options_are_explained(values, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         check(FitConfig(**values))
@@ -256,8 +336,9 @@ def test_resume_continues_the_schedule_and_keeps_the_curve(mnist_dataset, tmp_pa
     with pytest.raises(ConfigError, match="already holds a run; continue it with --resume"):
         reproduce.run("burda2015-vae-k1", out, budget_minutes=5, max_passes=2, **quick)
     with pytest.raises(ConfigError, match="--train-size 80 differs from the run's"):
-        reproduce.run("burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=2,
-                      **{**quick, "train_size": 80})
+        reproduce.run(
+            "burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=2, **{**quick, "train_size": 80}
+        )
     results = reproduce.run("burda2015-vae-k1", out, budget_minutes=5, resume=True, max_passes=2, **quick)
     assert results["passes_done"] == 2 and len(results["invocations"]) == 2
     assert results["final"]["images"] == 50 and results["deviations"]["eval_size"] == 50
@@ -294,14 +375,20 @@ def test_burda_schedule_resumes_exactly_through_fit(mnist_dataset, tmp_path):
     from pyro_vae.engine.train import run
 
     base = reproduce.SETTINGS["burda2015-vae-k1"].fit_config(
-        train_size=40, eval_size=20, data_dir=data_dir_of(mnist_dataset), accelerator="cpu")
+        train_size=40, eval_size=20, data_dir=data_dir_of(mnist_dataset), accelerator="cpu"
+    )
     run(base.replace(epochs=5, out=str(tmp_path / "straight")))
     run(base.replace(epochs=2, out=str(tmp_path / "resumed")))
     run(resolve_config({"epochs": 5}, None, str(tmp_path / "resumed")), str(tmp_path / "resumed"))
-    straight, resumed = ([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-                         for name in ("straight", "resumed"))
-    assert [r["lr"] for r in resumed] == [r["lr"] for r in straight] == pytest.approx(
-        [1e-3, *BURDA_RATES[1:2] * 3, BURDA_RATES[2]])
+    straight, resumed = (
+        [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("straight", "resumed")
+    )
+    assert (
+        [r["lr"] for r in resumed]
+        == [r["lr"] for r in straight]
+        == pytest.approx([1e-3, *BURDA_RATES[1:2] * 3, BURDA_RATES[2]])
+    )
     assert [r["train_objective"] for r in resumed] == [r["train_objective"] for r in straight]
     checkpoint = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
     assert checkpoint["scheduler"]["last_epoch"] == 5 and checkpoint["scheduler"]["lr_lambdas"] == [None]
@@ -319,10 +406,39 @@ def test_two_processes_stop_together_on_rank_0s_decision(mnist_dataset, tmp_path
     env.update(PYTHONPATH=str(root), OMP_NUM_THREADS="1")
     out = tmp_path / "two"
     done = subprocess.run(
-        [sys.executable, "-m", "pyro_vae.fit", "--train-size", "200", "--eval-size", "100", "--latent-dim", "2",
-         "--hidden", "16", "--batch-size", "50", "--accelerator", "cpu", "--devices", "2", "--epochs", "5",
-         "--max-minutes", "1e-6", "--data-dir", data_dir_of(mnist_dataset), "--out", str(out)],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pyro_vae.fit",
+            "--train-size",
+            "200",
+            "--eval-size",
+            "100",
+            "--latent-dim",
+            "2",
+            "--hidden",
+            "16",
+            "--batch-size",
+            "50",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--epochs",
+            "5",
+            "--max-minutes",
+            "1e-6",
+            "--data-dir",
+            data_dir_of(mnist_dataset),
+            "--out",
+            str(out),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 1 and summary["stopped"] == "max-minutes" and summary["processes"] == 2

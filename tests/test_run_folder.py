@@ -48,8 +48,14 @@ def environment(**extra) -> dict:
 
 
 def start_fit(args, **extra_env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pyro_vae.fit", *args], cwd=ROOT, env=environment(**extra_env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyro_vae.fit", *args],
+        cwd=ROOT,
+        env=environment(**extra_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def without_timing(value):
@@ -65,8 +71,9 @@ def assert_identical(a, b, where="payload"):
     """Equal structure and values; tensors bit for bit (dtype, shape and every element)."""
     if isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
-        assert torch.equal(a, b) or (a.is_floating_point() and torch.equal(a.isnan(), b.isnan())
-                                     and torch.equal(a.nan_to_num(), b.nan_to_num())), where
+        assert torch.equal(a, b) or (
+            a.is_floating_point() and torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+        ), where
     elif isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), (where, set(a) ^ set(b))
         for k in a:
@@ -108,12 +115,12 @@ def test_sigterm_ends_the_run_as_ctrl_c_does_and_resume_finishes_it(mnist_datase
     capsys.readouterr()
     assert main(["--resume", str(out)]) == 0
     for name in ("last.pt", "best.pt"):
-        assert_identical(without_timing(load_checkpoint(out / name)), without_timing(load_checkpoint(reference / name)),
-                         name)
+        assert_identical(
+            without_timing(load_checkpoint(out / name)), without_timing(load_checkpoint(reference / name)), name
+        )
 
 
-def test_kill_9_at_five_moments_then_resume_equals_the_uninterrupted_run(mnist_dataset, reference, tmp_path,
-                                                                         capsys):
+def test_kill_9_at_five_moments_then_resume_equals_the_uninterrupted_run(mnist_dataset, reference, tmp_path, capsys):
     best = max(records(reference), key=lambda r: r["valid_elbo"])["epoch"]
     assert best == 3  # so best@3 interrupts a real copy
     assert load_checkpoint(reference / "best.pt")["epoch"] == 3

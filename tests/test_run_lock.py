@@ -25,8 +25,9 @@ HOLD_SCRIPT = textwrap.dedent("""
 
 
 def hold_in_subprocess(folder, seconds):
-    child = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(folder), str(seconds)],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SCRIPT, str(folder), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout.readline().strip() == "held"
     return child
 
@@ -66,9 +67,11 @@ def test_the_lock_of_a_killed_process_is_taken_over_with_a_message(tmp_path):
     child.stdout.close()
     lines = []
     lock = RunLock(tmp_path, log=lines.append).acquire()
-    assert lines == [f"{tmp_path}: taking over the lock of process {child.pid} on {socket.gethostname()} "
-                     f"(since {holder['started']}: {holder['command']}), which ended without releasing it "
-                     f"(killed or crashed)"]
+    assert lines == [
+        f"{tmp_path}: taking over the lock of process {child.pid} on {socket.gethostname()} "
+        f"(since {holder['started']}: {holder['command']}), which ended without releasing it "
+        f"(killed or crashed)"
+    ]
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     lock.release()
 

@@ -40,8 +40,12 @@ def test_conv_blocks_halve_to_about_4x4_with_channels_doubling():
     assert conv_plan((3, 64, 64)) == ([32, 64, 128, 256], [(64, 64), (32, 32), (16, 16), (8, 8), (4, 4)])
     encoder = ENCODERS.build("conv", NetSpec((3, 64, 64), 5, (32,)))
     convs = [m for m in encoder.conv if isinstance(m, torch.nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == \
-        [(3, 32, (2, 2)), (32, 64, (2, 2)), (64, 128, (2, 2)), (128, 256, (2, 2))]
+    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [
+        (3, 32, (2, 2)),
+        (32, 64, (2, 2)),
+        (64, 128, (2, 2)),
+        (128, 256, (2, 2)),
+    ]
     decoder = DECODERS.build("conv", NetSpec((3, 64, 64), 5, (32,)), 2)
     deconvs = [m for m in decoder.deconv if isinstance(m, torch.nn.ConvTranspose2d)]
     assert [(c.in_channels, c.out_channels) for c in deconvs] == [(256, 128), (128, 64), (64, 32), (32, 6)]
@@ -125,8 +129,17 @@ def held_out_elbo_before_and_after(config, dataset, out):
 def test_conv_net_on_a_generated_colour_folder_improves_the_held_out_elbo(side, tmp_path):
     write_folder(tmp_path / "images", blob_images(160, side, seed=side))
     dataset = load_own_data(tmp_path / "images", cache_root=tmp_path / "cache", log=quiet)
-    config = FitConfig(data=str(tmp_path / "images"), net="conv", likelihood="discretized-logistic",
-                       latent_dim=8, hidden=(64,), batch_size=32, epochs=3, lr=3e-3, out=str(tmp_path / "run"))
+    config = FitConfig(
+        data=str(tmp_path / "images"),
+        net="conv",
+        likelihood="discretized-logistic",
+        latent_dim=8,
+        hidden=(64,),
+        batch_size=32,
+        epochs=3,
+        lr=3e-3,
+        out=str(tmp_path / "run"),
+    )
     before, after, summary = held_out_elbo_before_and_after(config, dataset, tmp_path / "run")
     dims = 3 * side * side
     assert after > before + 0.5 * dims, (before, after)  # at least half a nat a value
@@ -141,8 +154,18 @@ def test_flat_vectors_train_with_an_mlp_and_a_gaussian(tmp_path):
     x = 1 / (1 + np.exp(-(z @ rng.normal(size=(2, 12)))))  # 12-D data on a 2-D manifold in (0, 1)
     np.save(tmp_path / "x.npy", (x + 0.02 * rng.normal(size=x.shape)).clip(0, 1).astype(np.float32))
     dataset = load_own_data(tmp_path / "x.npy", cache_root=tmp_path, log=quiet)
-    config = FitConfig(data=str(tmp_path / "x.npy"), likelihood="gaussian", gaussian_scale=0.05, binarize="none",
-                       latent_dim=2, hidden=(32,), batch_size=40, epochs=15, lr=3e-3, out=str(tmp_path / "run"))
+    config = FitConfig(
+        data=str(tmp_path / "x.npy"),
+        likelihood="gaussian",
+        gaussian_scale=0.05,
+        binarize="none",
+        latent_dim=2,
+        hidden=(32,),
+        batch_size=40,
+        epochs=15,
+        lr=3e-3,
+        out=str(tmp_path / "run"),
+    )
     before, after, summary = held_out_elbo_before_and_after(config, dataset, tmp_path / "run")
     assert after > before + 50, (before, after)  # measured: -78 -> +2 nats per vector
     assert "test_bits_per_dim" not in summary["final"]  # floats: no bits per dimension

@@ -96,8 +96,18 @@ def test_cli_writes_every_output(mnist_dataset, tmp_path, capsys):
     assert main(cli_args(mnist_dataset, out, latent_dim=2)) == 0
     stdout = capsys.readouterr().out
     assert f"everything is in {out}/" in stdout and "test set: one fixed Bernoulli binarization" in stdout
-    for name in ["config.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json", "curves.png",
-                 "latent_map.png", "latent_grid.png", "latent_posterior_grid.png", *EXPECTED_PICTURES]:
+    for name in [
+        "config.json",
+        "metrics.jsonl",
+        "last.pt",
+        "best.pt",
+        "summary.json",
+        "curves.png",
+        "latent_map.png",
+        "latent_grid.png",
+        "latent_posterior_grid.png",
+        *EXPECTED_PICTURES,
+    ]:
         assert (out / name).is_file(), name
     for name, size in EXPECTED_PICTURES.items():
         with Image.open(out / name) as image:
@@ -127,8 +137,13 @@ def test_grey_scale_data_with_bernoulli_likelihood_is_refused(mnist_dataset, tmp
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(mnist_dataset, tmp_path, monkeypatch):
-    trainer = Trainer(small_config(mnist_dataset, tmp_path, epochs=3), mnist_dataset, tmp_path,
-                      torch.device("cpu"), log=lambda _: None)
+    trainer = Trainer(
+        small_config(mnist_dataset, tmp_path, epochs=3),
+        mnist_dataset,
+        tmp_path,
+        torch.device("cpu"),
+        log=lambda _: None,
+    )
     real_step = trainer.train_step
     steps_per_epoch = len(trainer.variant)
 

@@ -22,8 +22,9 @@ IMAGE_SHAPE = (1, 28, 28)
 
 
 def small_vamp(guide, components=7):
-    config = FitConfig(prior="vamp", guide=guide, latent_dim=4, hidden=(32,), prior_components=components,
-                       flow_hidden=16)
+    config = FitConfig(
+        prior="vamp", guide=guide, latent_dim=4, hidden=(32,), prior_components=components, flow_hidden=16
+    )
     vae = build_vae(config, IMAGE_SHAPE)
     return vae, vae.model.prior
 
@@ -86,8 +87,9 @@ def test_diagonal_vamp_log_prob_equals_torch_mixture_same_family(one_thread):
     with torch.no_grad():
         q = vae.guide.distribution(prior.pseudo_inputs())  # batch (K,), event (D,)
         reference = dist.MixtureSameFamily(dist.Categorical(logits=torch.zeros(6)), q).log_prob(z)
-        blocked = VampMixture(vae.guide, vae.guide.features(prior.pseudo_inputs()), 4,
-                              block_bytes=4 * vae.guide.log_prob_bytes()).log_prob(z)
+        blocked = VampMixture(
+            vae.guide, vae.guide.features(prior.pseudo_inputs()), 4, block_bytes=4 * vae.guide.log_prob_bytes()
+        ).log_prob(z)
     torch.testing.assert_close(blocked, reference, rtol=1e-6, atol=1e-5)
 
 
@@ -98,8 +100,12 @@ def test_closed_form_diagonal_densities_equal_the_elementwise_ones_in_value_and_
     loc = (torch.randn(9, 5) * 3).requires_grad_()
     scale = torch.logspace(math.log10(0.005), math.log10(3.0), 45).reshape(9, 5)[torch.randperm(9)]
     scale.requires_grad_()
-    z = torch.cat([loc.detach()[torch.arange(12) % 9] + scale.detach()[torch.arange(12) % 9] * torch.randn(12, 5),
-                   torch.randn(4, 5) * 4]).requires_grad_()  # near a component, and anywhere
+    z = torch.cat(
+        [
+            loc.detach()[torch.arange(12) % 9] + scale.detach()[torch.arange(12) % 9] * torch.randn(12, 5),
+            torch.randn(4, 5) * 4,
+        ]
+    ).requires_grad_()  # near a component, and anywhere
     fast = diagonal_normal_log_densities(z, loc, scale)
     assert fast.shape == (16, 9) and fast.dtype == torch.float32
     wide = [t.detach().double().requires_grad_() for t in (z, loc, scale)]
@@ -188,8 +194,13 @@ MEMORY_SCRIPT = textwrap.dedent("""
 
 def run_under_limit(batch, steps, limit_gb, blocks="blocked"):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(batch), str(steps), str(limit_gb), blocks],
-                          capture_output=True, text=True, timeout=900, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(batch), str(steps), str(limit_gb), blocks],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
 
 
 @pytest.mark.slow

@@ -20,8 +20,10 @@ TOOLS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pyro-vae", description="Variational autoencoders written as Pyro programs.",
-        epilog="`pyro-vae TOOL --help` shows a tool's options.")
+        prog="pyro-vae",
+        description="Variational autoencoders written as Pyro programs.",
+        epilog="`pyro-vae TOOL --help` shows a tool's options.",
+    )
     tools = parser.add_subparsers(dest="tool", metavar="TOOL", required=True)
     for name, summary in TOOLS.items():
         tools.add_parser(name, help=summary, add_help=False)

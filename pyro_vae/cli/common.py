@@ -28,6 +28,7 @@ DEVICE_ALIAS = "device"
 
 # -- flags from the configuration's fields ---------------------------------------------------------
 
+
 def flag_of(name: str) -> str:
     """The command-line flag of a field: ``num_nodes`` -> ``--num-nodes``."""
     return "--" + name.replace("_", "-")
@@ -92,6 +93,7 @@ def device_options(args: argparse.Namespace, check: Callable[[str, str], Any] | 
 
 # -- --config FILE ---------------------------------------------------------------------------------
 
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON file of option keys (dashes or underscores)."""
     path = Path(path)
@@ -109,14 +111,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         language = "JSON" if path.suffix == ".json" else "YAML"
         raise ConfigError(f"--config {path}: cannot parse it as {language}: {e}") from None
     if data is None or data == {}:
-        raise ConfigError(f"--config {path}: the file holds no options; write one option per line "
-                          f"(YAML `epochs: 5`, or JSON {{\"epochs\": 5}}), or drop --config to run the defaults")
+        raise ConfigError(
+            f"--config {path}: the file holds no options; write one option per line "
+            f'(YAML `epochs: 5`, or JSON {{"epochs": 5}}), or drop --config to run the defaults'
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a mapping of option names to values, got {type(data).__name__}")
     return data
 
 
 # -- errors -> exit statuses -----------------------------------------------------------------------
+
 
 def exit_status(work: Callable[[], Any], interrupted: str | None = None) -> int:
     """Run a tool's ``work()``: exit status 0; 2 after ``error: <message>`` on stderr for a

@@ -35,38 +35,58 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Importance-weighted log p(x) of a trained pyro-vae run (Burda et al. 2015), "
-                    "with its standard error, the ELBO gap, effective sample size, Pareto k-hat "
-                    "(PSIS, via arviz) and active units. The defaults (K = 5000 on all 10,000 test "
-                    "images) took 23.5 min on a 2-core x86-64 CPU (about 35,000 images x K per "
-                    "second); --limit 1000 or --k 500 gives a first look in a few minutes. With "
-                    "--devices N each process scores its share of the images; the numbers equal "
-                    "one process's.",
+        "with its standard error, the ELBO gap, effective sample size, Pareto k-hat "
+        "(PSIS, via arviz) and active units. The defaults (K = 5000 on all 10,000 test "
+        "images) took 23.5 min on a 2-core x86-64 CPU (about 35,000 images x K per "
+        "second); --limit 1000 or --k 500 gives a first look in a few minutes. With "
+        "--devices N each process scores its share of the images; the numbers equal "
+        "one process's.",
         epilog="Prints a table and writes into RUN_DIR: eval.json (one entry per split, merged with "
-               "earlier ones: log p_K(x) with its standard error, the ELBO on the same samples, ESS, "
-               "k-hat shares, active units, time), khat_SPLIT.png (histogram of the per-image Pareto "
-               "k-hat) and log_px_vs_k_SPLIT.png (log p_K(x) against K on the first --curve-images "
-               "images). Nothing else is changed.")
+        "earlier ones: log p_K(x) with its standard error, the ELBO on the same samples, ESS, "
+        "k-hat shares, active units, time), khat_SPLIT.png (histogram of the per-image Pareto "
+        "k-hat) and log_px_vs_k_SPLIT.png (log p_K(x) against K on the first --curve-images "
+        "images). Nothing else is changed.",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by python -m pyro_vae.fit")
-    p.add_argument("--k", type=int, default=DEFAULT_K,
-                   help=f"importance samples per image (default: {DEFAULT_K}, as Burda et al.; the cost "
-                        "grows linearly in K and in the number of images)")
+    p.add_argument(
+        "--k",
+        type=int,
+        default=DEFAULT_K,
+        help=f"importance samples per image (default: {DEFAULT_K}, as Burda et al.; the cost "
+        "grows linearly in K and in the number of images)",
+    )
     p.add_argument("--split", default="test", help=f"one of {', '.join(SPLITS)} (default: test)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                   help=f"images per batch (default: {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--k-chunk", type=int, default=None,
-                   help="particles per model call (default: as many as --memory-mb allows)")
-    p.add_argument("--memory-mb", type=float, default=DEFAULT_MEMORY_MB,
-                   help=f"memory budget for one chunk and one batch's log-weights (default: {DEFAULT_MEMORY_MB:g})")
+    p.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"images per batch (default: {DEFAULT_BATCH_SIZE})"
+    )
+    p.add_argument(
+        "--k-chunk", type=int, default=None, help="particles per model call (default: as many as --memory-mb allows)"
+    )
+    p.add_argument(
+        "--memory-mb",
+        type=float,
+        default=DEFAULT_MEMORY_MB,
+        help=f"memory budget for one chunk and one batch's log-weights (default: {DEFAULT_MEMORY_MB:g})",
+    )
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
-    p.add_argument("--curve-images", type=int, default=DEFAULT_CURVE_IMAGES,
-                   help=f"images for the log p_K against K picture (default: {DEFAULT_CURVE_IMAGES}; 0: skip)")
-    p.add_argument("--checkpoint", default="best", choices=("best", "last"),
-                   help="which checkpoint to evaluate (default: best)")
+    p.add_argument(
+        "--curve-images",
+        type=int,
+        default=DEFAULT_CURVE_IMAGES,
+        help=f"images for the log p_K against K picture (default: {DEFAULT_CURVE_IMAGES}; 0: skip)",
+    )
+    p.add_argument(
+        "--checkpoint", default="best", choices=("best", "last"), help="which checkpoint to evaluate (default: best)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--data", default=None, metavar="PATH",
-                   help="where the run's --data now lie, if they moved (their content must match the "
-                        "checksum in the run's config.json)")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="PATH",
+        help="where the run's --data now lie, if they moved (their content must match the "
+        "checksum in the run's config.json)",
+    )
     add_device_flags(p, DEVICE_FLAGS)
     return p
 
@@ -78,9 +98,20 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     def work():
         devices = device_options(args, check_accelerator)
         evaluate_run(
-            args.run_dir, k=args.k, split=args.split, batch_size=args.batch_size, k_chunk=args.k_chunk,
-            memory_mb=args.memory_mb, limit=args.limit, curve_images=args.curve_images,
-            checkpoint=args.checkpoint, seed=args.seed, progress=not args.no_progress, log=say,
-            data=args.data, **devices)
+            args.run_dir,
+            k=args.k,
+            split=args.split,
+            batch_size=args.batch_size,
+            k_chunk=args.k_chunk,
+            memory_mb=args.memory_mb,
+            limit=args.limit,
+            curve_images=args.curve_images,
+            checkpoint=args.checkpoint,
+            seed=args.seed,
+            progress=not args.no_progress,
+            log=say,
+            data=args.data,
+            **devices,
+        )
 
     return exit_status(work)

@@ -19,31 +19,41 @@ from ..variants import checked
 from .common import add_field_flag, exit_status, load_config_file, resolve_accelerator
 
 PROG = "python -m pyro_vae.fit"
-INTERRUPTED = ("interrupted: the last completed epoch's checkpoint (last.pt) is intact; continue "
-               "with --resume")
+INTERRUPTED = "interrupted: the last completed epoch's checkpoint (last.pt) is intact; continue with --resume"
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Train a variational autoencoder, written as a Pyro model and guide, on Pyro's ELBO "
-                    "with one torch optimizer, in one process or many (Lightning Fabric).",
+        "with one torch optimizer, in one process or many (Lightning Fabric).",
         epilog="Writes to --out: config.json, metrics.jsonl, last.pt, best.pt, summary.json and "
-               "pictures (samples.png, reconstructions.png, curves.png, latent_map.png, interpolation.png; "
-               "--model cvae / m2: analogies.png, and for m2 confusion_matrix.png and labelled_indices.json).",
+        "pictures (samples.png, reconstructions.png, curves.png, latent_map.png, interpolation.png; "
+        "--model cvae / m2: analogies.png, and for m2 confusion_matrix.png and labelled_indices.json).",
     )
-    groups = {name: parser.add_argument_group(f"{name} options", description)
-              for name, description in GROUPS.items()}
+    groups = {name: parser.add_argument_group(f"{name} options", description) for name, description in GROUPS.items()}
     for f in config_fields():
         add_field_flag(groups[f.metadata["group"]], f)
     output = groups["output"]
-    output.add_argument("--config", metavar="FILE", help="YAML or JSON file of options (same keys as "
-                        "the flags, dashes or underscores); flags given here override it")
-    output.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last.pt up to "
-                        "--epochs, or finish what an interruption left (best.pt, pictures, summary); other "
-                        "options must match the run's config.json")
-    output.add_argument("--overwrite", action="store_true", help="start a new run in an --out folder that "
-                        "holds one, deleting that run's files first (without it, fit refuses such a folder)")
+    output.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML or JSON file of options (same keys as "
+        "the flags, dashes or underscores); flags given here override it",
+    )
+    output.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its last.pt up to "
+        "--epochs, or finish what an interruption left (best.pt, pictures, summary); other "
+        "options must match the run's config.json",
+    )
+    output.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --out folder that "
+        "holds one, deleting that run's files first (without it, fit refuses such a folder)",
+    )
     return parser
 
 

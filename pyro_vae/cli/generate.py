@@ -28,12 +28,21 @@ DEVICE_FLAGS = ("accelerator",)  # one process on one device (cuda:N names a GPU
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Generate images from a trained pyro-vae run.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by python -m pyro_vae.fit")
-    p.add_argument("--label", type=int, default=None,
-                   help="the class to generate (0-9); needs a --model cvae or m2 run. Default: every "
-                        "class in turn (conditional runs), or none (plain VAE)")
+    p.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="the class to generate (0-9); needs a --model cvae or m2 run. Default: every "
+        "class in turn (conditional runs), or none (plain VAE)",
+    )
     p.add_argument("--n", type=int, default=64, help="number of images (default: 64)")
-    p.add_argument("--analogies", type=int, default=0, metavar="N",
-                   help="also write analogies_prior.png: 10 rows (labels) x N columns sharing z")
+    p.add_argument(
+        "--analogies",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write analogies_prior.png: 10 rows (labels) x N columns sharing z",
+    )
     p.add_argument("--out", default=None, help="PNG file to write (default: in RUN_DIR)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--seed", type=int, default=0, help="seed of the latent draws (default: 0)")
@@ -47,7 +56,15 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
 
     def work():
         device = device_options(args, resolve_device)["accelerator"]
-        generate(args.run_dir, label=args.label, n=args.n, analogies=args.analogies, out=args.out,
-                 checkpoint=args.checkpoint, seed=args.seed, device=device)
+        generate(
+            args.run_dir,
+            label=args.label,
+            n=args.n,
+            analogies=args.analogies,
+            out=args.out,
+            checkpoint=args.checkpoint,
+            seed=args.seed,
+            device=device,
+        )
 
     return exit_status(work)

@@ -50,30 +50,54 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Run a published experiment's setting end to end: training within a time budget, "
-                    "then the paper's evaluation; resumable toward the full schedule.",
-        epilog=f"Writes to --out: the run folder of python -m pyro_vae.fit, eval.json, {RESULTS} and "
-               f"{CURVE_PICTURE}.")
+        "then the paper's evaluation; resumable toward the full schedule.",
+        epilog=f"Writes to --out: the run folder of python -m pyro_vae.fit, eval.json, {RESULTS} and {CURVE_PICTURE}.",
+    )
     p.add_argument("name", nargs="?", metavar="NAME", help=f"one of: {', '.join(SETTINGS)}")
     p.add_argument("--list", action="store_true", help="list the settings with their paper, target and cost")
-    p.add_argument("--budget-minutes", type=float, default=60.0,
-                   help="minutes of training in this invocation before the evaluation (default: 60)")
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=60.0,
+        help="minutes of training in this invocation before the evaluation (default: 60)",
+    )
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/reproduce/NAME)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR toward the full schedule")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start the setting again in an --out folder that holds a run, deleting that run's files")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="data folder (default: $PYRO_VAE_DATA or ~/.cache/pyro-vae)")
-    p.add_argument("--dataset", default=None, choices=("mnist", "fashion-mnist"),
-                   help="run the setting on another data set (no published number: a first reference)")
-    p.add_argument("--binarize", default=None, choices=("static", "dynamic"),
-                   help="train on MNIST binarized the other way than the paper's table (a recorded deviation: "
-                        "Burda et al. and M2 use dynamic, Tomczak & Welling's targets static)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start the setting again in an --out folder that holds a run, deleting that run's files",
+    )
+    p.add_argument(
+        "--data-dir", default=None, metavar="DIR", help="data folder (default: $PYRO_VAE_DATA or ~/.cache/pyro-vae)"
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        choices=("mnist", "fashion-mnist"),
+        help="run the setting on another data set (no published number: a first reference)",
+    )
+    p.add_argument(
+        "--binarize",
+        default=None,
+        choices=("static", "dynamic"),
+        help="train on MNIST binarized the other way than the paper's table (a recorded deviation: "
+        "Burda et al. and M2 use dynamic, Tomczak & Welling's targets static)",
+    )
     p.add_argument("--k", type=int, default=K, help=f"importance samples of log p(x) (default: {K}, as the papers)")
-    p.add_argument("--train-size", type=int, default=None,
-                   help="train on the first N images only (a quick check, not the paper's setting)")
-    p.add_argument("--eval-size", type=_eval_size, default=None,
-                   help="evaluate on the first N images only (a quick check, not the paper's setting); with "
-                        "--resume, a new N or 'all' replaces the run's (it decides only the final evaluation)")
+    p.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="train on the first N images only (a quick check, not the paper's setting)",
+    )
+    p.add_argument(
+        "--eval-size",
+        type=_eval_size,
+        default=None,
+        help="evaluate on the first N images only (a quick check, not the paper's setting); with "
+        "--resume, a new N or 'all' replaces the run's (it decides only the final evaluation)",
+    )
     p.add_argument("--max-passes", type=int, default=None, help="stop after this many passes in all")
     add_device_flags(p, DEVICE_FLAGS)
     return p
@@ -103,10 +127,21 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             if value is not None and value != ALL_IMAGES and value < 1:
                 raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
         with sigterm_as_interrupt():  # a scheduler's stop ends the run as Ctrl-C does
-            run(name, out, budget_minutes=args.budget_minutes, resume=args.resume is not None,
-                overwrite=args.overwrite, device=accelerator,
-                dataset=args.dataset, binarize=args.binarize, k=args.k, train_size=args.train_size,
-                eval_size=args.eval_size, max_passes=args.max_passes, data_dir=args.data_dir,
-                command=f"{prog} {shlex.join(argv)}")
+            run(
+                name,
+                out,
+                budget_minutes=args.budget_minutes,
+                resume=args.resume is not None,
+                overwrite=args.overwrite,
+                device=accelerator,
+                dataset=args.dataset,
+                binarize=args.binarize,
+                k=args.k,
+                train_size=args.train_size,
+                eval_size=args.eval_size,
+                max_passes=args.max_passes,
+                data_dir=args.data_dir,
+                command=f"{prog} {shlex.join(argv)}",
+            )
 
     return exit_status(work, interrupted=INTERRUPTED)

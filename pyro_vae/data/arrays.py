@@ -63,8 +63,9 @@ def file_checksum(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def prepare_arrays(path: Path, *, image_size: int | None, channels: int | None,
-                   fractions: tuple[float, float, float] | None) -> PreparedArrays:
+def prepare_arrays(
+    path: Path, *, image_size: int | None, channels: int | None, fractions: tuple[float, float, float] | None
+) -> PreparedArrays:
     """Read, check, convert and order the arrays of ``path`` (see the module docstring)."""
     check_image_size(image_size)
     check_channels(channels)
@@ -81,8 +82,10 @@ def prepare_arrays(path: Path, *, image_size: int | None, channels: int | None,
         labels.append(y)
         part_sizes[name] = x.shape[0]
     if len({x.shape[1:] for x in images}) > 1 or len({x.dtype for x in images}) > 1:
-        raise DataError(f"--data {path}: the parts hold images of different shapes or types "
-                        f"({', '.join(f'{n} {x.shape[1:]} {x.dtype}' for n, x in zip(parts, images))})")
+        raise DataError(
+            f"--data {path}: the parts hold images of different shapes or types "
+            f"({', '.join(f'{n} {x.shape[1:]} {x.dtype}' for n, x in zip(parts, images))})"
+        )
     pixels = np.concatenate(images) if len(images) > 1 else images[0]
     label_array = np.concatenate(labels)
     pixels = _convert(pixels, image_size, channels, path, notes)
@@ -92,8 +95,7 @@ def prepare_arrays(path: Path, *, image_size: int | None, channels: int | None,
     pixels, label_array = pixels[ordered], label_array[ordered]
     num_classes = int(label_array.max()) + 1 if any(y is not None for _, y in parts.values()) else 0
     classes = tuple(str(i) for i in range(num_classes))
-    return PreparedArrays(pixels, label_array, counts, classes, file_checksum(path), notes,
-                          own_split=own is not None)
+    return PreparedArrays(pixels, label_array, counts, classes, file_checksum(path), notes, own_split=own is not None)
 
 
 def _read(path: Path) -> dict[str, tuple]:
@@ -114,18 +116,23 @@ def _read(path: Path) -> dict[str, tuple]:
         try:
             content = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - a foreign or damaged file fails in many ways
-            raise DataError(f"--data {path}: not a readable .pt file of tensors ({type(error).__name__}: "
-                            f"{error})") from None
+            raise DataError(
+                f"--data {path}: not a readable .pt file of tensors ({type(error).__name__}: {error})"
+            ) from None
         if isinstance(content, torch.Tensor):
             return {"all": (content.numpy(), None)}
         if isinstance(content, (tuple, list)) and len(content) == 2:
             return {"all": (_numpy(content[0]), _numpy(content[1]))}
         if isinstance(content, Mapping):
             return _parts({k: _numpy(v) for k, v in content.items()}, path)
-        raise DataError(f"--data {path}: holds a {type(content).__name__}; expected a tensor, a tuple "
-                        f"(images, labels) or a dict of tensors")
-    raise DataError(f"--data {path}: unknown file extension {path.suffix or '(none)'!r}; give a folder of "
-                    f"images or an array file ending in {', '.join(ARRAY_EXTENSIONS)}")
+        raise DataError(
+            f"--data {path}: holds a {type(content).__name__}; expected a tensor, a tuple "
+            f"(images, labels) or a dict of tensors"
+        )
+    raise DataError(
+        f"--data {path}: unknown file extension {path.suffix or '(none)'!r}; give a folder of "
+        f"images or an array file ending in {', '.join(ARRAY_EXTENSIONS)}"
+    )
 
 
 def _numpy(value):
@@ -151,7 +158,8 @@ def _parts(content: Mapping, path: Path) -> dict[str, tuple]:
         raise DataError(
             f"--data {path}: holds {', '.join(map(repr, content)) or 'nothing'}; expected the images under "
             f"'images' (and labels under 'labels'), or an own split under 'train_images', 'test_images' "
-            f"(optionally 'valid_images') with '<part>_labels'")
+            f"(optionally 'valid_images') with '<part>_labels'"
+        )
     return {"all": (x, first(LABEL_KEYS))}
 
 
@@ -168,10 +176,14 @@ def _layout(x: np.ndarray, path: Path, part: str) -> np.ndarray:
             return x
         if last:
             return x.transpose(0, 3, 1, 2)
-        raise DataError(f"{where}: images of shape {x.shape[1:]} have no channel axis of size 1 or 3 "
-                        f"(expected (N, C, H, W) or (N, H, W, C))")
-    raise DataError(f"{where}: an array of shape {x.shape}; expected images (N, H, W), (N, C, H, W), "
-                    f"(N, H, W, C) or flat vectors (N, D)")
+        raise DataError(
+            f"{where}: images of shape {x.shape[1:]} have no channel axis of size 1 or 3 "
+            f"(expected (N, C, H, W) or (N, H, W, C))"
+        )
+    raise DataError(
+        f"{where}: an array of shape {x.shape}; expected images (N, H, W), (N, C, H, W), "
+        f"(N, H, W, C) or flat vectors (N, D)"
+    )
 
 
 def _values(x: np.ndarray, path: Path, part: str) -> np.ndarray:
@@ -187,20 +199,26 @@ def _values(x: np.ndarray, path: Path, part: str) -> np.ndarray:
     if np.issubdtype(x.dtype, np.integer):
         lo, hi = int(x.min()), int(x.max())
         if lo < 0 or hi > PIXEL_MAX:
-            raise DataError(f"{where}: integer values in [{lo}, {hi}]; 8-bit pixels lie in 0..255. Rescale "
-                            f"them, or store floats in [0, 1]")
+            raise DataError(
+                f"{where}: integer values in [{lo}, {hi}]; 8-bit pixels lie in 0..255. Rescale "
+                f"them, or store floats in [0, 1]"
+            )
         return x.astype(np.uint8)
     if np.issubdtype(x.dtype, np.floating):
         finite = np.isfinite(x)
         if not finite.all():
             bad = np.argwhere(~finite.reshape(x.shape[0], -1).all(axis=1)).ravel()
             nans = int(np.isnan(x).sum())
-            raise DataError(f"{where}: {nans:,} NaN and {int((~finite).sum()) - nans:,} infinite values, in "
-                            f"{bad.size:,} images (the first: image {int(bad[0])}). Remove or repair them")
+            raise DataError(
+                f"{where}: {nans:,} NaN and {int((~finite).sum()) - nans:,} infinite values, in "
+                f"{bad.size:,} images (the first: image {int(bad[0])}). Remove or repair them"
+            )
         lo, hi = float(x.min()), float(x.max())
         if lo < 0 or hi > 1:
-            raise DataError(f"{where}: float values in [{lo:g}, {hi:g}], outside [0, 1]. Rescale them to "
-                            f"[0, 1] (e.g. divide 8-bit pixels by 255), or store 8-bit pixels as uint8")
+            raise DataError(
+                f"{where}: float values in [{lo:g}, {hi:g}], outside [0, 1]. Rescale them to "
+                f"[0, 1] (e.g. divide 8-bit pixels by 255), or store 8-bit pixels as uint8"
+            )
         return x.astype(np.float32)
     raise DataError(f"{where}: values of type {x.dtype}; expected integers 0..255 or floats in [0, 1]")
 
@@ -211,9 +229,11 @@ def _labels(y, n: int, path: Path, part: str) -> np.ndarray:
         return np.zeros(n, dtype=np.int64)
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != n:
-        raise DataError(f"{where}: {n:,} images but {y.shape[0] if y.ndim else 0:,} labels"
-                        + ("" if y.ndim == 1 else f" (labels of shape {y.shape}, expected ({n},))")
-                        + "; give one integer label per image")
+        raise DataError(
+            f"{where}: {n:,} images but {y.shape[0] if y.ndim else 0:,} labels"
+            + ("" if y.ndim == 1 else f" (labels of shape {y.shape}, expected ({n},))")
+            + "; give one integer label per image"
+        )
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{where}: labels of type {y.dtype}; expected integers 0..K-1")
     if y.min() < 0:
@@ -221,19 +241,24 @@ def _labels(y, n: int, path: Path, part: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _convert(pixels: np.ndarray, image_size: int | None, channels: int | None, path: Path,
-             notes: list[str]) -> np.ndarray:
+def _convert(
+    pixels: np.ndarray, image_size: int | None, channels: int | None, path: Path, notes: list[str]
+) -> np.ndarray:
     flat = pixels.shape[1:3] == (1, 1)
     if flat and (image_size is not None or channels not in (None, 1)):
-        raise ConfigError(f"--data {path} holds flat vectors of {pixels.shape[3]} values; --image-size and "
-                          f"--channels apply to images only")
+        raise ConfigError(
+            f"--data {path} holds flat vectors of {pixels.shape[3]} values; --image-size and "
+            f"--channels apply to images only"
+        )
     c = pixels.shape[1]
     target = channels or c
     if target == c and (image_size is None or pixels.shape[2:] == (image_size, image_size)):
         return pixels
     if pixels.dtype != np.uint8:
-        raise ConfigError(f"--data {path}: --image-size and --channels convert 8-bit pixels; these are "
-                          f"floats. Convert them before, or store them as uint8")
+        raise ConfigError(
+            f"--data {path}: --image-size and --channels convert 8-bit pixels; these are "
+            f"floats. Convert them before, or store them as uint8"
+        )
     if target != c:
         notes.append(f"converted {pixels.shape[0]:,} images from {c} to {target} channel(s)")
     if image_size is not None:

@@ -67,8 +67,9 @@ class DeviceBatches:
             images = binarize_fixed(intensities(images), seed)
         device = torch.device(device)
         self.device = device
-        self.on_host = device.type == "cuda" and images.device.type == "cpu" and not _fits(
-            images, device, memory_budget)
+        self.on_host = (
+            device.type == "cuda" and images.device.type == "cpu" and not _fits(images, device, memory_budget)
+        )
         if self.on_host:
             self.images = images  # (N, ...) stays in host memory; batches are copied per step
             self.pin = torch.cuda.is_available()
@@ -123,8 +124,7 @@ class DeviceBatches:
     def _copied(self, index: torch.Tensor) -> torch.Tensor:
         """The rows ``index`` gathered into pinned host memory and copied to the device without
         blocking (the caching host allocator keeps a buffer until its copy has finished)."""
-        buffer = torch.empty((index.shape[0], *self.images.shape[1:]), dtype=self.images.dtype,
-                             pin_memory=self.pin)
+        buffer = torch.empty((index.shape[0], *self.images.shape[1:]), dtype=self.images.dtype, pin_memory=self.pin)
         torch.index_select(self.images, 0, index, out=buffer)
         return buffer.to(self.device, non_blocking=True)
 
@@ -143,7 +143,8 @@ class DeviceBatches:
             raise CheckpointError(
                 f"the batch sampler's state holds {saved.numel()} bytes, not a CPU generator's {expected}: "
                 "it was written by an earlier pyro-vae on a GPU, which drew batches with the GPU's own "
-                "generator; resume it with that pyro-vae, or train it again with this one")
+                "generator; resume it with that pyro-vae, or train it again with this one"
+            )
         self.generator.set_state(saved)
 
 

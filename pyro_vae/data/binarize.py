@@ -45,8 +45,9 @@ def binarize_fixed(images: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.bernoulli(images, generator=generator)
 
 
-def evaluation_images(split: Split, mode: str, seed: int = EVALUATION_SEED,
-                      limit: int | None = None) -> tuple[torch.Tensor, str]:
+def evaluation_images(
+    split: Split, mode: str, seed: int = EVALUATION_SEED, limit: int | None = None
+) -> tuple[torch.Tensor, str]:
     """The images a model is evaluated on for ``mode`` (the first ``limit`` of them if given), and
     a short description of them.
 

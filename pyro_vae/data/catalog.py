@@ -43,8 +43,12 @@ CATALOGUE = "catalogue"  # record kind of a named data set
 
 def _record(name: str, checksum: str, image_size: int | None, channels: int) -> dict:
     """What a run stores in config.json about a named data set."""
-    return {"data_kind": f"{CATALOGUE}:{name}", "data_checksum": checksum, "image_size": image_size,
-            "channels": channels}
+    return {
+        "data_kind": f"{CATALOGUE}:{name}",
+        "data_checksum": checksum,
+        "image_size": image_size,
+        "channels": channels,
+    }
 
 
 def _converted(pixels: torch.Tensor, image_size: int | None, channels: int | None) -> torch.Tensor:
@@ -56,21 +60,27 @@ def _converted(pixels: torch.Tensor, image_size: int | None, channels: int | Non
 
 
 # -- MNIST-like data sets in IDX files --------------------------------------------------------
-def load_idx_entry(entry: IdxEntry, data_dir: Path, *, sources: Iterable[str] | None = None,
-                   log: Callable[[str], object] = print, image_size: int | None = None,
-                   channels: int | None = None) -> Dataset:
+def load_idx_entry(
+    entry: IdxEntry,
+    data_dir: Path,
+    *,
+    sources: Iterable[str] | None = None,
+    log: Callable[[str], object] = print,
+    image_size: int | None = None,
+    channels: int | None = None,
+) -> Dataset:
     """The MNIST-like data set ``entry``, its raw files fetched into the data dir where missing."""
     check_image_size(image_size)
     check_channels(channels)
     raw_dir = raw_folder(data_dir, entry.folder)
     provenance, contents = ensure_raw_files(entry, raw_dir, sources)  # every file's sha256 checked
     train_images, train_labels, test_images, test_labels = (  # from the very bytes hashed
-        idx_tensor(contents[spec.name], spec, raw_dir / spec.name) for spec in entry.raw_files)
+        idx_tensor(contents[spec.name], spec, raw_dir / spec.name) for spec in entry.raw_files
+    )
     train_images = _converted(train_images.unsqueeze(1), image_size, channels)  # (N, C, H, W) uint8
     test_images = _converted(test_images.unsqueeze(1), image_size, channels)
     n = entry.train_size
-    checksum = "sha256:" + hashlib.sha256("".join(entry.sha256[f.name] for f in entry.raw_files)
-                                          .encode()).hexdigest()
+    checksum = "sha256:" + hashlib.sha256("".join(entry.sha256[f.name] for f in entry.raw_files).encode()).hexdigest()
     dataset = Dataset(
         name=entry.name,
         train=Split("train", train_images[:n], train_labels[:n]),
@@ -84,8 +94,10 @@ def load_idx_entry(entry: IdxEntry, data_dir: Path, *, sources: Iterable[str] | 
     )
     train_file, _, test_file, _ = entry.raw_files
     side = train_file.side
-    log(f"{entry.name}: {train_file.count:,} train+valid / {test_file.count:,} test images, "
-        f"{side}x{side}, labels 0-{entry.num_classes - 1} — {provenance.story}")
+    log(
+        f"{entry.name}: {train_file.count:,} train+valid / {test_file.count:,} test images, "
+        f"{side}x{side}, labels 0-{entry.num_classes - 1} — {provenance.story}"
+    )
     return dataset
 
 
@@ -129,9 +141,16 @@ FASHION_MNIST = IdxEntry(
 
 
 # -- torchvision's data sets ------------------------------------------------------------------
-def load_torchvision_entry(entry: TorchvisionEntry, data_dir: Path, *, sources: Iterable[str] | None = None,
-                           log: Callable[[str], object] = print, image_size: int | None = None,
-                           channels: int | None = None, skip_bad: bool = False) -> Dataset:
+def load_torchvision_entry(
+    entry: TorchvisionEntry,
+    data_dir: Path,
+    *,
+    sources: Iterable[str] | None = None,
+    log: Callable[[str], object] = print,
+    image_size: int | None = None,
+    channels: int | None = None,
+    skip_bad: bool = False,
+) -> Dataset:
     """torchvision's data set ``entry``, from files in the data dir or downloaded by torchvision."""
     check_image_size(image_size)
     check_channels(channels)
@@ -151,20 +170,25 @@ def load_torchvision_entry(entry: TorchvisionEntry, data_dir: Path, *, sources: 
             parts = _try(entry, data_dir, download=True, tried=tried, what="torchvision download")
             story = f"downloaded by torchvision into {data_dir}"
     if parts is None:
-        raise DataError("\n".join([
-            f"{entry.title}: no source reachable. Tried, in order:",
-            *[f"  - {attempt}" for attempt in tried],
-            "What you can do (any one of these):",
-            f"  - place the files in torchvision's layout: {entry.layout.format(root=data_dir)}",
-            "  - connect to the internet (torchvision downloads it), or pass --data-dir with a folder "
-            "that holds it",
-            "  - or export the images to a folder or an .npz file and pass --data PATH"]))
-    return _dataset(entry, parts, data_dir, story, log, image_size or entry.default_image_size, channels,
-                    skip_bad)
+        raise DataError(
+            "\n".join(
+                [
+                    f"{entry.title}: no source reachable. Tried, in order:",
+                    *[f"  - {attempt}" for attempt in tried],
+                    "What you can do (any one of these):",
+                    f"  - place the files in torchvision's layout: {entry.layout.format(root=data_dir)}",
+                    "  - connect to the internet (torchvision downloads it), or pass --data-dir with a folder "
+                    "that holds it",
+                    "  - or export the images to a folder or an .npz file and pass --data PATH",
+                ]
+            )
+        )
+    return _dataset(entry, parts, data_dir, story, log, image_size or entry.default_image_size, channels, skip_bad)
 
 
-def _try(entry: TorchvisionEntry, data_dir: Path, *, download: bool, tried: list[str],
-         what: str) -> dict[str, Part] | None:
+def _try(
+    entry: TorchvisionEntry, data_dir: Path, *, download: bool, tried: list[str], what: str
+) -> dict[str, Part] | None:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(TORCHVISION_SOCKET_TIMEOUT_S)
     try:
@@ -177,8 +201,9 @@ def _try(entry: TorchvisionEntry, data_dir: Path, *, download: bool, tried: list
         socket.setdefaulttimeout(previous)
 
 
-def _dataset(entry: TorchvisionEntry, parts: dict[str, Part], data_dir: Path, story: str, log, image_size,
-             channels, skip_bad) -> Dataset:
+def _dataset(
+    entry: TorchvisionEntry, parts: dict[str, Part], data_dir: Path, story: str, log, image_size, channels, skip_bad
+) -> Dataset:
     what = entry.title
     if next(iter(parts.values())).files is not None:
         listing = Listing(data_dir, [], [], (), {})
@@ -186,9 +211,15 @@ def _dataset(entry: TorchvisionEntry, parts: dict[str, Part], data_dir: Path, st
             listing.files += part.files
             listing.labels += [0] * len(part.files)
             listing.part_sizes[name] = len(part.files)
-        prepared = prepare_listing(listing, cache_root=own_data_cache(data_dir),
-                                   image_size=image_size, channels=channels, fractions=None,
-                                   skip_bad=skip_bad, log=log)
+        prepared = prepare_listing(
+            listing,
+            cache_root=own_data_cache(data_dir),
+            image_size=image_size,
+            channels=channels,
+            fractions=None,
+            skip_bad=skip_bad,
+            log=log,
+        )
     else:
         pixels = np.concatenate([p.pixels for p in parts.values()])
         labels = np.concatenate([p.labels for p in parts.values()])
@@ -201,10 +232,24 @@ def _dataset(entry: TorchvisionEntry, parts: dict[str, Part], data_dir: Path, st
             notes.append(f"converted to {target} channel(s)" + (f", {image_size}x{image_size}" if image_size else ""))
         order, counts = arrange(pixels.shape[0], {n: p.pixels.shape[0] for n, p in parts.items()}, None, what)
         classes = next(iter(parts.values())).classes
-        prepared = PreparedArrays(pixels[order.numpy()], labels[order.numpy()], counts,
-                                  classes, "sha256:" + digest.hexdigest(), notes, own_split=True)
-    dataset = dataset_from_prepared(entry.name, prepared, source="torchvision", root=data_dir,
-                                    kind=f"{CATALOGUE}:{entry.name}", image_size=image_size, split=None)
+        prepared = PreparedArrays(
+            pixels[order.numpy()],
+            labels[order.numpy()],
+            counts,
+            classes,
+            "sha256:" + digest.hexdigest(),
+            notes,
+            own_split=True,
+        )
+    dataset = dataset_from_prepared(
+        entry.name,
+        prepared,
+        source="torchvision",
+        root=data_dir,
+        kind=f"{CATALOGUE}:{entry.name}",
+        image_size=image_size,
+        split=None,
+    )
     log(f"{entry.name}: {dataset.describe()} — {story}" + "".join(f"; {n}" for n in prepared.notes))
     return dataset
 
@@ -217,8 +262,9 @@ def _read_cifar10(root: Path, part: str, download: bool) -> Part:
     from torchvision.datasets import CIFAR10
 
     data = CIFAR10(str(root), train=part == "train", download=download)
-    return Part(np.ascontiguousarray(data.data.transpose(0, 3, 1, 2)), _targets(data.targets),
-                classes=tuple(data.classes))
+    return Part(
+        np.ascontiguousarray(data.data.transpose(0, 3, 1, 2)), _targets(data.targets), classes=tuple(data.classes)
+    )
 
 
 def _read_svhn(root: Path, part: str, download: bool) -> Part:
@@ -236,8 +282,11 @@ def _read_mnist_class(class_name: str, **kwargs) -> Callable[[Path, str, bool], 
         pixels = data.data.numpy()
         if class_name == "EMNIST":  # EMNIST's files store every image transposed
             pixels = pixels.transpose(0, 2, 1)
-        return Part(np.ascontiguousarray(pixels[:, None]), data.targets.numpy().astype(np.int64),
-                    classes=tuple(map(str, data.classes)))
+        return Part(
+            np.ascontiguousarray(pixels[:, None]),
+            data.targets.numpy().astype(np.int64),
+            classes=tuple(map(str, data.classes)),
+        )
 
     return read
 
@@ -259,21 +308,46 @@ def _read_omniglot(root: Path, part: str, download: bool) -> Part:
 
 
 TORCHVISION_SETS = (
-    TorchvisionEntry("cifar10", "CIFAR-10", ("train", "test"), _read_cifar10,
-                     "{root}/cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)"),
-    TorchvisionEntry("svhn", "SVHN", ("train", "test"), _read_svhn,
-                     "{root}/SVHN/train_32x32.mat and test_32x32.mat"),
-    TorchvisionEntry("celeba", "CelebA", ("train", "valid", "test"), _read_celeba,
-                     "{root}/celeba/img_align_celeba/*.jpg and {root}/celeba/list_eval_partition.txt "
-                     "(with the other list_*.txt and identity_CelebA.txt files)", default_image_size=64),
-    TorchvisionEntry("kmnist", "KMNIST", ("train", "test"), _read_mnist_class("KMNIST"),
-                     "{root}/KMNIST/raw/ (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-                     "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)"),
-    TorchvisionEntry("emnist", "EMNIST (balanced)", ("train", "test"), _read_mnist_class("EMNIST", split="balanced"),
-                     "{root}/EMNIST/raw/emnist-balanced-{{train,test}}-{{images-idx3,labels-idx1}}-ubyte"),
-    TorchvisionEntry("omniglot", "Omniglot", ("train", "test"), _read_omniglot,
-                     "{root}/omniglot-py/images_background/ (train) and images_evaluation/ (test), "
-                     "with images_background.zip and images_evaluation.zip beside them"),
+    TorchvisionEntry(
+        "cifar10",
+        "CIFAR-10",
+        ("train", "test"),
+        _read_cifar10,
+        "{root}/cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)",
+    ),
+    TorchvisionEntry("svhn", "SVHN", ("train", "test"), _read_svhn, "{root}/SVHN/train_32x32.mat and test_32x32.mat"),
+    TorchvisionEntry(
+        "celeba",
+        "CelebA",
+        ("train", "valid", "test"),
+        _read_celeba,
+        "{root}/celeba/img_align_celeba/*.jpg and {root}/celeba/list_eval_partition.txt "
+        "(with the other list_*.txt and identity_CelebA.txt files)",
+        default_image_size=64,
+    ),
+    TorchvisionEntry(
+        "kmnist",
+        "KMNIST",
+        ("train", "test"),
+        _read_mnist_class("KMNIST"),
+        "{root}/KMNIST/raw/ (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)",
+    ),
+    TorchvisionEntry(
+        "emnist",
+        "EMNIST (balanced)",
+        ("train", "test"),
+        _read_mnist_class("EMNIST", split="balanced"),
+        "{root}/EMNIST/raw/emnist-balanced-{{train,test}}-{{images-idx3,labels-idx1}}-ubyte",
+    ),
+    TorchvisionEntry(
+        "omniglot",
+        "Omniglot",
+        ("train", "test"),
+        _read_omniglot,
+        "{root}/omniglot-py/images_background/ (train) and images_evaluation/ (test), "
+        "with images_background.zip and images_evaluation.zip beside them",
+    ),
 )
 
 DATASETS = {entry.name: entry for entry in (MNIST, FASHION_MNIST, *TORCHVISION_SETS)}
@@ -311,5 +385,6 @@ def load_dataset(
     verified.
     """
     entry = dataset_entry(name)
-    return LOADERS[type(entry)](entry, resolve_data_dir(data_dir), sources=sources, log=log,
-                                image_size=image_size, channels=channels)
+    return LOADERS[type(entry)](
+        entry, resolve_data_dir(data_dir), sources=sources, log=log, image_size=image_size, channels=channels
+    )

@@ -43,9 +43,7 @@ def gunzip_into(source: IO[bytes], path: Path) -> None:
 def fetch_fashion_installed(dest: Path) -> None:
     """Decompress the installed package's four files into ``dest``."""
     if not FASHION_INSTALLED_DIR.is_dir():
-        raise SourceUnavailable(
-            f"{FASHION_INSTALLED_DIR} does not exist ({FASHION_PACKAGE} is not installed)"
-        )
+        raise SourceUnavailable(f"{FASHION_INSTALLED_DIR} does not exist ({FASHION_PACKAGE} is not installed)")
     for name in RAW_FILE_NAMES:
         with open(FASHION_INSTALLED_DIR / f"{name}.gz", "rb") as f:
             gunzip_into(f, dest / name)
@@ -114,7 +112,6 @@ FASHION_APT_SOURCE = Source(
     description=f"offline: Debian package {FASHION_PACKAGE} via apt-get download",
     fetch=fetch_fashion_apt,
     remedy=(
-        f"refresh apt's package lists so that `apt-get download {FASHION_PACKAGE}` finds it: "
-        f"`apt-get update` (as root)"
+        f"refresh apt's package lists so that `apt-get download {FASHION_PACKAGE}` finds it: `apt-get update` (as root)"
     ),
 )

@@ -41,9 +41,7 @@ def select_sources(spec: IdxEntry, kinds: Iterable[str] | None) -> tuple[list[So
         kinds = [kinds] if isinstance(kinds, str) else list(kinds)
         unknown = sorted(set(kinds) - set(SOURCE_KINDS))
         if unknown:
-            raise ConfigError(
-                f"unknown data source kind(s) {unknown}; choose from: {', '.join(SOURCE_KINDS)}."
-            )
+            raise ConfigError(f"unknown data source kind(s) {unknown}; choose from: {', '.join(SOURCE_KINDS)}.")
         why = f"not in sources={kinds}"
     chosen = [source for source in sources_in_order(spec) if source.kind in kinds]
     skipped = [
@@ -70,9 +68,7 @@ def ensure_raw_files(
     return Provenance(USER_FILES, f"from files found in {raw_dir} (sha256 verified)"), contents
 
 
-def fetch_from_sources(
-    spec: IdxEntry, raw_dir: Path, chosen: list[Source], skipped: list[str]
-) -> Provenance:
+def fetch_from_sources(spec: IdxEntry, raw_dir: Path, chosen: list[Source], skipped: list[str]) -> Provenance:
     """Try ``chosen`` in order until one delivers verified files into ``raw_dir``."""
     _make_dir(raw_dir)
     failures, failed = [], []

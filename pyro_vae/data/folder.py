@@ -99,14 +99,16 @@ def scan_folder(root: Path, skip_bad: bool) -> Listing:
         for name in SPLIT_NAMES:
             folders = [d for d in subdirs if SPLIT_FOLDERS[d.name.lower()] == name]
             if len(folders) > 1:
-                raise DataError(f"--data {root}: both {' and '.join(d.name for d in folders)} hold a {name} "
-                                f"part; keep one")
+                raise DataError(
+                    f"--data {root}: both {' and '.join(d.name for d in folders)} hold a {name} part; keep one"
+                )
             if folders:
                 found.append((name, _scan_part(folders[0], skip_bad, listing)))
         class_sets = {bool(classes) for _, (_, classes) in found}
         if len(class_sets) > 1:
-            raise DataError(f"--data {root}: some parts have class sub-folders and some do not; lay every "
-                            f"part out the same way")
+            raise DataError(
+                f"--data {root}: some parts have class sub-folders and some do not; lay every part out the same way"
+            )
         classes = sorted(set().union(*(set(c for c in cls) for _, (_, cls) in found)))
         index = {c: i for i, c in enumerate(classes)}
         for name, (paths, cls) in found:
@@ -137,7 +139,8 @@ def _scan_part(folder: Path, skip_bad: bool, listing: Listing) -> tuple[list[Pat
         raise DataError(
             f"--data {listing.root}: {folder} holds both image files ({files[0].name}, ...) and sub-folders "
             f"({subdirs[0].name}, ...). Put every image in a class sub-folder (labels), or none in "
-            f"sub-folders (no labels)")
+            f"sub-folders (no labels)"
+        )
     if not subdirs:
         return _images(files, skip_bad, listing), []
     paths, classes = [], []
@@ -164,7 +167,8 @@ def _images(files: list[Path], skip_bad: bool, listing: Listing) -> list[Path]:
             f"{unknown[0].suffix or '(none)'!r}"
             + (f" ({len(unknown)} such files)" if len(unknown) > 1 else "")
             + f"; images are read from files ending in {', '.join(IMAGE_EXTENSIONS)}. Move other files "
-              f"out of the folder, or pass --skip-bad-images to skip them")
+            f"out of the folder, or pass --skip-bad-images to skip them"
+        )
     listing.skipped += unknown
     return [f for f in files if _is_image(f)]
 
@@ -184,12 +188,17 @@ def check_files(listing: Listing, index_path: Path) -> Headers:
     index = _read_index(index_path)
     known = index.get(fingerprint)
     if known is not None:
-        return Headers(known["checksum"], [tuple(s) for s in known["sizes"]], known["grey"],
-                       {int(k): v for k, v in known["bad"].items()})
+        return Headers(
+            known["checksum"],
+            [tuple(s) for s in known["sizes"]],
+            known["grey"],
+            {int(k): v for k, v in known["bad"].items()},
+        )
     digest = hashlib.sha256(f"format {CACHE_FORMAT}\n".encode())
     sizes, grey, bad = [], [], {}
-    for i, path in enumerate(tqdm(listing.files, desc=f"checking {listing.root.name}", unit="file",
-                                  disable=None, leave=False)):
+    for i, path in enumerate(
+        tqdm(listing.files, desc=f"checking {listing.root.name}", unit="file", disable=None, leave=False)
+    ):
         data = path.read_bytes()
         digest.update(f"{listing.relative(path)}\t{listing.labels[i]}\t".encode())
         digest.update(hashlib.sha256(data).digest())
@@ -204,8 +213,12 @@ def check_files(listing: Listing, index_path: Path) -> Headers:
     if listing.part_sizes:
         digest.update(json.dumps(listing.part_sizes, sort_keys=True).encode())
     headers = Headers("sha256:" + digest.hexdigest(), sizes, grey, bad)
-    index[fingerprint] = {"checksum": headers.checksum, "sizes": sizes, "grey": grey,
-                          "bad": {str(k): v for k, v in bad.items()}}
+    index[fingerprint] = {
+        "checksum": headers.checksum,
+        "sizes": sizes,
+        "grey": grey,
+        "bad": {str(k): v for k, v in bad.items()},
+    }
     try:
         write_json(index_path, index)
     except OSError:
@@ -226,28 +239,53 @@ def _why(error: Exception) -> str:
 
 
 # -- 3. decode --------------------------------------------------------------------------------
-def prepare_folder(root: Path, *, cache_root: Path, image_size: int | None, channels: int | None,
-                   fractions: tuple[float, float, float] | None, skip_bad: bool,
-                   log: Callable[[str], object]) -> Prepared:
+def prepare_folder(
+    root: Path,
+    *,
+    cache_root: Path,
+    image_size: int | None,
+    channels: int | None,
+    fractions: tuple[float, float, float] | None,
+    skip_bad: bool,
+    log: Callable[[str], object],
+) -> Prepared:
     """Scan, check and decode the folder ``root`` (or reuse its cache); see the module docstring."""
     check_image_size(image_size)
     check_channels(channels)
-    return prepare_listing(scan_folder(root, skip_bad), cache_root=cache_root, image_size=image_size,
-                           channels=channels, fractions=fractions, skip_bad=skip_bad, log=log)
+    return prepare_listing(
+        scan_folder(root, skip_bad),
+        cache_root=cache_root,
+        image_size=image_size,
+        channels=channels,
+        fractions=fractions,
+        skip_bad=skip_bad,
+        log=log,
+    )
 
 
-def prepare_listing(listing: Listing, *, cache_root: Path, image_size: int | None, channels: int | None,
-                    fractions: tuple[float, float, float] | None, skip_bad: bool,
-                    log: Callable[[str], object]) -> Prepared:
+def prepare_listing(
+    listing: Listing,
+    *,
+    cache_root: Path,
+    image_size: int | None,
+    channels: int | None,
+    fractions: tuple[float, float, float] | None,
+    skip_bad: bool,
+    log: Callable[[str], object],
+) -> Prepared:
     """Check and decode the files of ``listing`` (or reuse their cache)."""
     root = listing.root
     notes = []
     if listing.skipped:
-        notes.append(f"skipped {len(listing.skipped)} file(s) with unknown extensions "
-                     f"(e.g. {listing.relative(listing.skipped[0])})")
+        notes.append(
+            f"skipped {len(listing.skipped)} file(s) with unknown extensions "
+            f"(e.g. {listing.relative(listing.skipped[0])})"
+        )
     if not listing.files:
-        raise DataError(f"--data {root}: no images found (looked for files ending in "
-                        f"{', '.join(IMAGE_EXTENSIONS)}, in the folder or its class sub-folders)")
+        raise DataError(
+            f"--data {root}: no images found (looked for files ending in "
+            f"{', '.join(IMAGE_EXTENSIONS)}, in the folder or its class sub-folders)"
+        )
     _make_dir(cache_root)
     headers = check_files(listing, fingerprint_index(cache_root))
     keep = list(range(len(listing.files)))
@@ -256,8 +294,10 @@ def prepare_listing(listing: Listing, *, cache_root: Path, image_size: int | Non
         if not skip_bad:
             raise DataError(_bad_image_message(listing, first, headers.bad[first], len(headers.bad)))
         keep = [i for i in keep if i not in headers.bad]
-        notes.append(f"skipped {len(headers.bad)} unreadable image(s) (e.g. "
-                     f"{listing.relative(listing.files[first])}: {headers.bad[first]})")
+        notes.append(
+            f"skipped {len(headers.bad)} unreadable image(s) (e.g. "
+            f"{listing.relative(listing.files[first])}: {headers.bad[first]})"
+        )
         if not keep:
             raise DataError(f"--data {root}: none of the {len(listing.files)} image files could be read")
     c = _channels(channels, [headers.grey[i] for i in keep], notes)
@@ -272,14 +312,24 @@ def prepare_listing(listing: Listing, *, cache_root: Path, image_size: int | Non
     labels = np.load(cache / "labels.npy") if meta["cached"] else meta.pop("labels")
     if meta["cached"]:
         notes += meta["notes"]
-    return Prepared(pixels, labels, counts, listing.classes, headers.checksum, notes,
-                    cache if meta["cached"] else None, own_split=meta["part_sizes"] is not None)
+    return Prepared(
+        pixels,
+        labels,
+        counts,
+        listing.classes,
+        headers.checksum,
+        notes,
+        cache if meta["cached"] else None,
+        own_split=meta["part_sizes"] is not None,
+    )
 
 
 def _bad_image_message(listing: Listing, first: int, why: str, count: int) -> str:
     more = f" ({count} unreadable files in all)" if count > 1 else ""
-    return (f"--data {listing.root}: cannot read the image {listing.relative(listing.files[first])} ({why})"
-            f"{more}. Replace or delete it, or pass --skip-bad-images to skip unreadable images")
+    return (
+        f"--data {listing.root}: cannot read the image {listing.relative(listing.files[first])} ({why})"
+        f"{more}. Replace or delete it, or pass --skip-bad-images to skip unreadable images"
+    )
 
 
 def _channels(channels: int | None, grey: list[bool], notes: list[str]) -> int:
@@ -287,8 +337,10 @@ def _channels(channels: int | None, grey: list[bool], notes: list[str]) -> int:
     n_colour = len(grey) - n_grey
     chosen = channels or (3 if n_colour else 1)
     if chosen == 3 and n_grey:
-        notes.append(f"converted {n_grey} grey image(s) to RGB" + ("" if channels else
-                     " (the folder mixes grey and colour; --channels 1 makes all grey)"))
+        notes.append(
+            f"converted {n_grey} grey image(s) to RGB"
+            + ("" if channels else " (the folder mixes grey and colour; --channels 1 makes all grey)")
+        )
     if chosen == 1 and n_colour:
         notes.append(f"converted {n_colour} colour image(s) to grey (--channels 1)")
     return chosen
@@ -306,8 +358,9 @@ def _size(image_size: int | None, listing: Listing, headers: Headers, keep: list
             examples.append(f"{n:,} of {w}x{h} (e.g. {listing.relative(listing.files[i])})")
         raise DataError(
             f"--data {listing.root}: the images have {len(sizes)} different sizes: {'; '.join(examples)}. "
-            f"Pass --image-size S to resize each one's shorter side to S and crop its centre S x S")
-    (w, h), = sizes
+            f"Pass --image-size S to resize each one's shorter side to S and crop its centre S x S"
+        )
+    ((w, h),) = sizes
     return h, w
 
 
@@ -331,8 +384,9 @@ def _make_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DataError(f"cannot create the cache folder {path} ({error.strerror or error}); pass "
-                        f"--data-dir with a writable folder") from None
+        raise DataError(
+            f"cannot create the cache folder {path} ({error.strerror or error}); pass --data-dir with a writable folder"
+        ) from None
 
 
 def _available_memory() -> int:
@@ -346,8 +400,16 @@ def _available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def _decode(listing: Listing, keep: list[int], c: int, size: tuple[int, int], image_size: int | None,
-            cache: Path, skip_bad: bool, notes: list[str]) -> dict:
+def _decode(
+    listing: Listing,
+    keep: list[int],
+    c: int,
+    size: tuple[int, int],
+    image_size: int | None,
+    cache: Path,
+    skip_bad: bool,
+    notes: list[str],
+) -> dict:
     """Decode the kept files into ``cache`` (or into memory when the cache has no room)."""
     part_sizes = _kept_part_sizes(listing, keep)
     n = len(keep)
@@ -364,9 +426,11 @@ def _decode(listing: Listing, keep: list[int], c: int, size: tuple[int, int], im
                 f"--data {listing.root}: its {n:,} images of {c}x{size[0]}x{size[1]} take {_gb(need)} as uint8, "
                 f"more than the {_gb(free)} free in the cache folder {cache.parent} and more than half of "
                 f"the memory available ({_gb(memory)}). Pass --data-dir with a folder on a disk with at "
-                f"least {_gb(need)} free (the decoded images are cached there)")
-        notes.append(f"the cache folder {cache.parent} has only {_gb(free)} free; decoded into memory "
-                     f"({_gb(need)}), not cached")
+                f"least {_gb(need)} free (the decoded images are cached there)"
+            )
+        notes.append(
+            f"the cache folder {cache.parent} has only {_gb(free)} free; decoded into memory ({_gb(need)}), not cached"
+        )
     rows = [keep[int(i)] for i in order]
     tmp_dir = None if in_memory else Path(tempfile.mkdtemp(prefix=".decode-", dir=cache.parent))
     try:
@@ -378,11 +442,19 @@ def _decode(listing: Listing, keep: list[int], c: int, size: tuple[int, int], im
         labels = np.asarray([listing.labels[i] for i in rows], dtype=np.int64)
         decode_notes = []
         if bad:
-            decode_notes.append(f"skipped {len(bad)} image(s) that failed to decode (e.g. "
-                                f"{listing.relative(listing.files[rows[bad[0]]])})")
+            decode_notes.append(
+                f"skipped {len(bad)} image(s) that failed to decode (e.g. "
+                f"{listing.relative(listing.files[rows[bad[0]]])})"
+            )
             pixels, labels, part_sizes = _drop_rows(pixels, labels, bad, rows, listing, keep, tmp_dir)
-        meta = {"count": int(labels.shape[0]), "shape": list(pixels.shape[1:]), "part_sizes": part_sizes,
-                "classes": list(listing.classes), "notes": decode_notes, "format": CACHE_FORMAT}
+        meta = {
+            "count": int(labels.shape[0]),
+            "shape": list(pixels.shape[1:]),
+            "part_sizes": part_sizes,
+            "classes": list(listing.classes),
+            "notes": decode_notes,
+            "format": CACHE_FORMAT,
+        }
         if in_memory:
             notes += decode_notes
             return {**meta, "cached": False, "pixels": pixels, "labels": labels}
@@ -400,8 +472,9 @@ def _decode(listing: Listing, keep: list[int], c: int, size: tuple[int, int], im
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _decode_rows(listing: Listing, rows: list[int], pixels, c: int, image_size: int | None,
-                 skip_bad: bool) -> list[int]:
+def _decode_rows(
+    listing: Listing, rows: list[int], pixels, c: int, image_size: int | None, skip_bad: bool
+) -> list[int]:
     """Decode ``listing.files[rows[r]]`` into ``pixels[r]``; returns the rows that failed to decode
     (with ``skip_bad``; without it the first failure raises DataError)."""
     bad = []
@@ -440,7 +513,7 @@ def _drop_rows(pixels, labels, bad, rows, listing, keep, tmp_dir):
     else:
         out = np.lib.format.open_memmap(tmp_dir / "compact.npy", mode="w+", dtype=np.uint8, shape=shape)
         for start in range(0, good.size, COPY_CHUNK_ROWS):
-            out[start:start + COPY_CHUNK_ROWS] = pixels[good[start:start + COPY_CHUNK_ROWS]]
+            out[start : start + COPY_CHUNK_ROWS] = pixels[good[start : start + COPY_CHUNK_ROWS]]
         out.flush()
         del pixels
         os.replace(tmp_dir / "compact.npy", tmp_dir / "images.npy")

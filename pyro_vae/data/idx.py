@@ -111,7 +111,7 @@ def _check_header_and_size(header: bytes, size: int, path: Path, spec: IdxFile) 
             f"{path}: not an IDX file of unsigned bytes with {ndim} dimension(s): magic number "
             f"0x{magic:08X}, expected 0x{_magic(ndim):08X}. {refetch_hint(path)}"
         )
-    dims = struct.unpack(f">{ndim}I", header[MAGIC_BYTES:spec.header_bytes])
+    dims = struct.unpack(f">{ndim}I", header[MAGIC_BYTES : spec.header_bytes])
     if dims != spec.dims:
         found = "x".join(str(d) for d in dims)
         wanted = "x".join(str(d) for d in spec.dims)
@@ -123,14 +123,14 @@ def _check_header_and_size(header: bytes, size: int, path: Path, spec: IdxFile) 
 def read_idx_bytes(path: Path, spec: IdxFile) -> np.ndarray:
     """The whole file ``path`` as uint8 bytes (header included), its header and size checked."""
     data = np.fromfile(path, dtype=np.uint8)
-    _check_header_and_size(data[:spec.header_bytes].tobytes(), data.size, path, spec)
+    _check_header_and_size(data[: spec.header_bytes].tobytes(), data.size, path, spec)
     return data
 
 
 def idx_tensor(data: np.ndarray, spec: IdxFile, path: Path) -> torch.Tensor:
     """The contents of a checked IDX file's bytes (from :func:`read_idx_bytes`): uint8 images
     (count, side, side), a view of ``data``, or int64 labels (count,)."""
-    values = data[spec.header_bytes:].reshape(spec.dims)
+    values = data[spec.header_bytes :].reshape(spec.dims)
     if spec.is_images:
         return torch.from_numpy(values)
     labels = torch.from_numpy(values.astype(np.int64))

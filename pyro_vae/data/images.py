@@ -62,8 +62,9 @@ def to_array(image: Image.Image, channels: int, size: int | None) -> np.ndarray:
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
-def transform_pixels(pixels: np.ndarray, channels: int, size: int | None,
-                     progress: Callable[[int], object] | None = None) -> np.ndarray:
+def transform_pixels(
+    pixels: np.ndarray, channels: int, size: int | None, progress: Callable[[int], object] | None = None
+) -> np.ndarray:
     """uint8 images (N, C, H, W) to ``channels`` channels and (if ``size``) ``size`` x ``size``,
     one image at a time through :func:`to_array`, exactly as a folder's images are."""
     n, c = pixels.shape[:2]

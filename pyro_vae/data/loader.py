@@ -25,20 +25,36 @@ from pyro_vae.errors import ConfigError, DataError
 IMAGE_FOLDER, ARRAY_FILE = "image-folder", "array-file"
 
 
-def load_own_data(path: str | Path, *, cache_root: Path, image_size: int | None = None,
-                  channels: int | None = None, split: str | None = None, skip_bad_images: bool = False,
-                  log: Callable[[str], object] = print) -> Dataset:
+def load_own_data(
+    path: str | Path,
+    *,
+    cache_root: Path,
+    image_size: int | None = None,
+    channels: int | None = None,
+    split: str | None = None,
+    skip_bad_images: bool = False,
+    log: Callable[[str], object] = print,
+) -> Dataset:
     """A folder of images or an array file (see :mod:`.folder` and :mod:`.arrays`) as a Dataset."""
     path = Path(path).expanduser()
     fractions = None if split is None else parse_split(split)
     if path.is_dir():
         kind = IMAGE_FOLDER
-        prepared = prepare_folder(path, cache_root=cache_root, image_size=image_size, channels=channels,
-                                  fractions=fractions, skip_bad=skip_bad_images, log=log)
+        prepared = prepare_folder(
+            path,
+            cache_root=cache_root,
+            image_size=image_size,
+            channels=channels,
+            fractions=fractions,
+            skip_bad=skip_bad_images,
+            log=log,
+        )
     elif path.is_file():
         if path.suffix.lower() not in ARRAY_EXTENSIONS:
-            raise DataError(f"--data {path}: unknown file extension {path.suffix or '(none)'!r}; give a "
-                            f"folder of images or an array file ending in {', '.join(ARRAY_EXTENSIONS)}")
+            raise DataError(
+                f"--data {path}: unknown file extension {path.suffix or '(none)'!r}; give a "
+                f"folder of images or an array file ending in {', '.join(ARRAY_EXTENSIONS)}"
+            )
         kind = ARRAY_FILE
         prepared = prepare_arrays(path, image_size=image_size, channels=channels, fractions=fractions)
     else:
@@ -46,11 +62,14 @@ def load_own_data(path: str | Path, *, cache_root: Path, image_size: int | None 
     own_split = prepared.own_split
     recorded_split = None if own_split else format_split(fractions or parse_split(None))
     where = "cache " + str(prepared.cache) if prepared.cache is not None else "memory"
-    dataset = dataset_from_prepared(path.name, prepared, source=f"{kind} {path}", root=path, kind=kind,
-                                    image_size=image_size, split=recorded_split)
+    dataset = dataset_from_prepared(
+        path.name, prepared, source=f"{kind} {path}", root=path, kind=kind, image_size=image_size, split=recorded_split
+    )
     split_words = "its own split" if own_split else f"split {recorded_split} (seeded)"
-    log(f"{path.name}: {dataset.describe()}, {split_words} — {kind} {path}, in {where}"
-        + "".join(f"; {note}" for note in prepared.notes))
+    log(
+        f"{path.name}: {dataset.describe()}, {split_words} — {kind} {path}, in {where}"
+        + "".join(f"; {note}" for note in prepared.notes)
+    )
     return dataset
 
 
@@ -68,22 +87,33 @@ def load_data(config, *, log: Callable[[str], object] = print, data: str | Path 
                 f"the run's data were at {where} (config.json records it, with checksum "
                 f"{config.data_checksum[:19]}...) and are not there now. If they moved, point at them "
                 f"with --data NEW_PATH (python -m pyro_vae.evaluate RUN --data NEW_PATH); their content "
-                f"is checked against the checksum")
-        dataset = load_own_data(where, cache_root=own_data_cache(config.data_dir),
-                                image_size=config.image_size, channels=config.channels, split=config.split,
-                                skip_bad_images=config.skip_bad_images, log=log)
+                f"is checked against the checksum"
+            )
+        dataset = load_own_data(
+            where,
+            cache_root=own_data_cache(config.data_dir),
+            image_size=config.image_size,
+            channels=config.channels,
+            split=config.split,
+            skip_bad_images=config.skip_bad_images,
+            log=log,
+        )
     else:
         if config.split is not None:
-            raise ConfigError(f"--split is for --data without a split of its own; {config.dataset} has its "
-                              f"own train / valid / test split (drop --split)")
-        dataset = load_dataset(config.dataset, config.data_dir, log=log, image_size=config.image_size,
-                               channels=config.channels)
+            raise ConfigError(
+                f"--split is for --data without a split of its own; {config.dataset} has its "
+                f"own train / valid / test split (drop --split)"
+            )
+        dataset = load_dataset(
+            config.dataset, config.data_dir, log=log, image_size=config.image_size, channels=config.channels
+        )
     recorded = getattr(config, "data_checksum", None)
     if recorded and recorded != dataset.record["data_checksum"]:
         raise DataError(
             f"the data at {dataset.root} differ from those the run was trained on: content checksum "
             f"{dataset.record['data_checksum']}, recorded {recorded} in config.json. Point --data at the "
-            f"original data (python -m pyro_vae.evaluate RUN --data PATH), or train a new run on these")
+            f"original data (python -m pyro_vae.evaluate RUN --data PATH), or train a new run on these"
+        )
     return dataset
 
 

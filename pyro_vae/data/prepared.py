@@ -11,8 +11,9 @@ from pyro_vae.data.splits import SPLIT_NAMES
 from pyro_vae.data.types import Dataset, Split
 
 
-def dataset_from_prepared(name: str, prepared, *, source: str, root: Path, kind: str,
-                          image_size: int | None, split: str | None) -> Dataset:
+def dataset_from_prepared(
+    name: str, prepared, *, source: str, root: Path, kind: str, image_size: int | None, split: str | None
+) -> Dataset:
     """A :class:`Dataset` whose splits are contiguous slices (views) of ``prepared``'s arrays."""
     pixels = torch.from_numpy(prepared.pixels)  # memory-mapped where the cache is: no copy
     labels = torch.from_numpy(prepared.labels)
@@ -21,7 +22,19 @@ def dataset_from_prepared(name: str, prepared, *, source: str, root: Path, kind:
         bounds.append((start, start + count))
         start += count
     splits = [Split(n, pixels[a:b], labels[a:b]) for n, (a, b) in zip(SPLIT_NAMES, bounds)]
-    record = {"data_kind": kind, "data_checksum": prepared.checksum, "split": split,
-              "image_size": image_size, "channels": int(pixels.shape[1])}
-    return Dataset(name, *splits, source=source, root=root, num_classes=len(prepared.classes),
-                   class_names=tuple(prepared.classes), record=record)
+    record = {
+        "data_kind": kind,
+        "data_checksum": prepared.checksum,
+        "split": split,
+        "image_size": image_size,
+        "channels": int(pixels.shape[1]),
+    }
+    return Dataset(
+        name,
+        *splits,
+        source=source,
+        root=root,
+        num_classes=len(prepared.classes),
+        class_names=tuple(prepared.classes),
+        record=record,
+    )

@@ -69,6 +69,5 @@ def load_arrays(file: IO[bytes], origin: str) -> Any:
         raise
     except Exception as error:  # a damaged pickle fails in many ways: EOFError, UnpicklingError...
         raise DataError(
-            f"{origin}: not a readable pickle ({type(error).__name__}: {error}). "
-            f"Delete it and fetch it again."
+            f"{origin}: not a readable pickle ({type(error).__name__}: {error}). Delete it and fetch it again."
         ) from error

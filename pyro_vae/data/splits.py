@@ -61,7 +61,8 @@ def split_counts(n: int, fractions: tuple[float, float, float], what: str) -> tu
         if count < 1:
             raise ConfigError(
                 f"--split {format_split(fractions)} of the {n:,} images of {what} leaves the {name} set "
-                f"empty; give it a larger fraction (e.g. --split 0.8,0.1,0.1) or use more images")
+                f"empty; give it a larger fraction (e.g. --split 0.8,0.1,0.1) or use more images"
+            )
     return counts
 
 
@@ -71,13 +72,14 @@ def valid_count(n_train: int, what: str) -> int:
     if n_valid < 1 or n_valid >= n_train:
         raise ConfigError(
             f"the training part of {what} has {n_train:,} images: too few to set "
-            f"{VALID_FRACTION_OF_TRAIN:.0%} aside for validation; add images, or a valid/ part")
+            f"{VALID_FRACTION_OF_TRAIN:.0%} aside for validation; add images, or a valid/ part"
+        )
     return n_valid
 
 
-
-def arrange(n: int, part_sizes: dict[str, int] | None, fractions: tuple[float, float, float] | None,
-            what: str) -> tuple[torch.Tensor, tuple[int, int, int]]:
+def arrange(
+    n: int, part_sizes: dict[str, int] | None, fractions: tuple[float, float, float] | None, what: str
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """The order in which to store ``n`` items so that train, valid and test are contiguous blocks.
 
     ``part_sizes`` gives the sizes of the data's own parts, in the order the items come (train,
@@ -88,11 +90,15 @@ def arrange(n: int, part_sizes: dict[str, int] | None, fractions: tuple[float, f
     if part_sizes is None:
         return seeded_order(n), split_counts(n, fractions or DEFAULT_SPLIT, what)
     if fractions is not None:
-        raise ConfigError(f"{what} has its own {'/'.join(part_sizes)} split; --split is for data without "
-                          f"one (drop --split, or put all images in one part)")
+        raise ConfigError(
+            f"{what} has its own {'/'.join(part_sizes)} split; --split is for data without "
+            f"one (drop --split, or put all images in one part)"
+        )
     if "train" not in part_sizes or "test" not in part_sizes:
-        raise ConfigError(f"{what} has parts {', '.join(part_sizes)}; an own split needs a train and a "
-                          f"test part (and may have a valid part)")
+        raise ConfigError(
+            f"{what} has parts {', '.join(part_sizes)}; an own split needs a train and a "
+            f"test part (and may have a valid part)"
+        )
     n_train, n_test = part_sizes["train"], part_sizes["test"]
     n_valid_own = part_sizes.get("valid", 0)
     for name, count in part_sizes.items():

@@ -114,8 +114,10 @@ class Dataset:
         shape = f"{w} values" if (c, h) == (1, 1) else f"{h}x{w}" + (f"x{c}" if c > 1 else "")
         labels = f"labels 0-{self.num_classes - 1}" if self.num_classes else "no labels"
         kind = "8-bit" if self.bits else "float"
-        return (f"{len(self.train):,} train / {len(self.valid):,} valid / {len(self.test):,} test, "
-                f"{shape}, {kind}, {labels}")
+        return (
+            f"{len(self.train):,} train / {len(self.valid):,} valid / {len(self.test):,} test, "
+            f"{shape}, {kind}, {labels}"
+        )
 
 
 # -- the catalogue's parts ---------------------------------------------------------------------

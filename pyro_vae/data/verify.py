@@ -37,8 +37,9 @@ def read_stamp(raw_dir: Path) -> dict:
     return stamp if isinstance(stamp, dict) else {}
 
 
-def verify_raw_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str], source: str,
-                     raw_files: tuple[IdxFile, ...]) -> str:
+def verify_raw_files(
+    raw_dir: Path, title: str, known_sha256: Mapping[str, str], source: str, raw_files: tuple[IdxFile, ...]
+) -> str:
     """Check the four raw files fetched into the staging folder ``raw_dir`` (header, size, sha256)
     and write the stamp naming ``source`` beside them; returns ``source``.
     Raises :class:`DataError` for a missing, truncated or corrupt file or a sha256 mismatch.
@@ -72,8 +73,9 @@ def content_sha256(data: np.ndarray) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(data))).hexdigest()
 
 
-def read_verified_files(raw_dir: Path, title: str, known_sha256: Mapping[str, str],
-                        raw_files: tuple[IdxFile, ...]) -> dict[str, np.ndarray]:
+def read_verified_files(
+    raw_dir: Path, title: str, known_sha256: Mapping[str, str], raw_files: tuple[IdxFile, ...]
+) -> dict[str, np.ndarray]:
     """Read the four raw files of ``raw_dir`` once each: header, size and the sha256 of the bytes
     read checked against the canonical ones. Returns each file's bytes (header included), which
     are exactly the bytes that were hashed. Raises :class:`DataError` naming a bad file."""
@@ -87,8 +89,9 @@ def read_verified_files(raw_dir: Path, title: str, known_sha256: Mapping[str, st
     return contents
 
 
-def record_stamp(raw_dir: Path, source: str, known_sha256: Mapping[str, str],
-                 contents: Mapping[str, np.ndarray]) -> None:
+def record_stamp(
+    raw_dir: Path, source: str, known_sha256: Mapping[str, str], contents: Mapping[str, np.ndarray]
+) -> None:
     """Write the provenance stamp beside files verified for the first time. Best effort: a read-only
     data dir is fine (the stamp is a record, and every load verifies the files anyway)."""
     try:

@@ -7,5 +7,17 @@ from .fabric import build_fabric, fabric_for, launch, resolve_device
 from .loop import LOG_EVERY, Trainer, say
 from .records import read_metrics, write_metrics
 
-__all__ = ["LOG_EVERY", "Trainer", "build_fabric", "fabric_for", "launch", "load_checkpoint", "mean_elbo_terms",
-           "read_metrics", "resolve_device", "restore_networks", "say", "write_metrics"]
+__all__ = [
+    "LOG_EVERY",
+    "Trainer",
+    "build_fabric",
+    "fabric_for",
+    "launch",
+    "load_checkpoint",
+    "mean_elbo_terms",
+    "read_metrics",
+    "resolve_device",
+    "restore_networks",
+    "say",
+    "write_metrics",
+]

@@ -55,15 +55,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
     that saved none, a CPU run, leaves them as seeded)."""
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
-        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state.cpu(), index)
     random.setstate(state["python"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy(), *rest))
 
 
-def save_checkpoint(path: str | Path, *, vae, optimizer, scheduler, rng: list[dict], sampler_state: dict,
-                    epoch: int, step: int, config: dict, extra: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | Path,
+    *,
+    vae,
+    optimizer,
+    scheduler,
+    rng: list[dict],
+    sampler_state: dict,
+    epoch: int,
+    step: int,
+    config: dict,
+    extra: dict | None = None,
+) -> None:
     """Write a checkpoint to ``path`` atomically (temporary file + rename); ``rng`` has one
     entry per process, in rank order. A full disk raises :class:`~pyro_vae.errors.DiskFull` and
     keeps the previous file at ``path``."""
@@ -90,13 +101,13 @@ def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint onto the CPU, or raise CheckpointError naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(
-            f"no checkpoint at {path}; train first with `python -m pyro_vae.fit --out {path.parent}`")
+        raise CheckpointError(f"no checkpoint at {path}; train first with `python -m pyro_vae.fit --out {path.parent}`")
     payload = load_weights_only(path, "cpu")  # never torch's advice to load it unsafely
     if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
         raise CheckpointError(
             f"checkpoint {path} is not a {FORMAT} file (format: "
-            f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__})")
+            f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__})"
+        )
     return payload
 
 
@@ -107,12 +118,14 @@ def check_resumable(payload: dict, path: str | Path, world_size: int) -> None:
         raise CheckpointError(
             f"{path} was written by an older pyro-vae (format {payload['format']}, trained with "
             f"pyro.optim and Pyro's param store); its weights still load (pyro_vae.load, evaluate, "
-            f"generate), but --resume cannot continue it: train it again with this version")
+            f"generate), but --resume cannot continue it: train it again with this version"
+        )
     saved = len(payload["rng"])
     if saved != world_size:
         raise CheckpointError(
             f"{path} was written by a run of {saved} process(es); resume it with the same number "
-            f"(--devices x --num-nodes = {saved}), not {world_size}, so that it continues exactly")
+            f"(--devices x --num-nodes = {saved}), not {world_size}, so that it continues exactly"
+        )
 
 
 # The optimizer's own implementation choices, made by build_optimizer for the device this process uses;
@@ -129,8 +142,10 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
     own = [{key: group[key] for key in IMPLEMENTATION_KEYS if key in group} for group in optimizer.param_groups]
     if len(own) == len(state["param_groups"]):  # (else load_state_dict says what does not match)
         # torch places each state by the saved groups' settings: give them this optimizer's first
-        state = {**state, "param_groups": [{**saved, **settings}
-                                           for saved, settings in zip(state["param_groups"], own)]}
+        state = {
+            **state,
+            "param_groups": [{**saved, **settings} for saved, settings in zip(state["param_groups"], own)],
+        }
     optimizer.load_state_dict(state)
     for group in optimizer.param_groups:
         on_device = bool(group.get("fused")) or bool(group.get("capturable"))
@@ -138,8 +153,9 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
             param_state = optimizer.state.get(param, {})
             step = param_state.get("step")
             if isinstance(step, torch.Tensor):
-                param_state["step"] = (step.to(device=param.device, dtype=torch.float32) if on_device
-                                       else step.to(device="cpu"))
+                param_state["step"] = (
+                    step.to(device=param.device, dtype=torch.float32) if on_device else step.to(device="cpu")
+                )
 
 
 def restore_networks(vae, payload: dict, path: str | Path = "checkpoint") -> None:
@@ -147,5 +163,4 @@ def restore_networks(vae, payload: dict, path: str | Path = "checkpoint") -> Non
     try:
         vae.load_state_dict(payload["networks"])
     except RuntimeError as e:
-        raise CheckpointError(
-            f"{path} does not fit this model's configuration: {e}") from None
+        raise CheckpointError(f"{path} does not fit this model's configuration: {e}") from None

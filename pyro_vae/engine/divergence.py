@@ -18,8 +18,11 @@ from ..errors import TrainingDiverged
 
 # torch's argument check of a distribution: "Expected parameter loc (Tensor of shape ...) of
 # distribution Normal(...) to satisfy the constraint Real(), but found invalid values"
-INVALID_ARGUMENT = re.compile(r"Expected parameter (?P<name>\w+) .*?of distribution (?P<dist>\w+).*?"
-                              r"but found invalid values", re.DOTALL)
+INVALID_ARGUMENT = re.compile(
+    r"Expected parameter (?P<name>\w+) .*?of distribution (?P<dist>\w+).*?"
+    r"but found invalid values",
+    re.DOTALL,
+)
 
 
 def _kept(trainer) -> str:
@@ -29,8 +32,7 @@ def _kept(trainer) -> str:
 
 
 def _advice(trainer) -> str:
-    return (f"Try a lower --lr (now {trainer.config.lr:g}), --optimizer clipped-adam, or KL warm-up "
-            "(--warmup-epochs 5)")
+    return f"Try a lower --lr (now {trainer.config.lr:g}), --optimizer clipped-adam, or KL warm-up (--warmup-epochs 5)"
 
 
 def summed_finite_losses(trainer, losses: list[torch.Tensor], epoch: int, last_index: int) -> torch.Tensor:
@@ -46,7 +48,8 @@ def summed_finite_losses(trainer, losses: list[torch.Tensor], epoch: int, last_i
     step = trainer.step - len(losses) + first + 1
     error = TrainingDiverged(
         f"the loss became {float(stacked[first])} at epoch {epoch}, step {step} (batch {batch + 1} of "
-        f"{len(trainer.variant)}); training stopped and {_kept(trainer)}. {_advice(trainer)}")
+        f"{len(trainer.variant)}); training stopped and {_kept(trainer)}. {_advice(trainer)}"
+    )
     error.on_every_rank = True  # every process raises it: rank 0 alone reports it
     raise error
 
@@ -77,15 +80,21 @@ def diverged(trainer, epoch: int, error: ValueError | None, bad: list[str] | Non
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         cause = f"the parameters became NaN or infinite ({shown})"
     elif refused:
-        cause = (f"the networks' outputs overflowed: the {refused['name']} of a {refused['dist']} "
-                 f"distribution became NaN or infinite")
+        cause = (
+            f"the networks' outputs overflowed: the {refused['name']} of a {refused['dist']} "
+            f"distribution became NaN or infinite"
+        )
     else:
         return error
     steps = len(trainer.variant)
     batch = trainer.step - (epoch - 1) * steps  # optimizer steps done in this epoch
-    where = (f"epoch {epoch}, after step {trainer.step} (batch {batch} of {steps})" if batch < steps
-             else f"the end of epoch {epoch}")
-    error = TrainingDiverged(f"training diverged at {where}: {cause}; training stopped and {_kept(trainer)}. "
-                             f"{_advice(trainer)}")
+    where = (
+        f"epoch {epoch}, after step {trainer.step} (batch {batch} of {steps})"
+        if batch < steps
+        else f"the end of epoch {epoch}"
+    )
+    error = TrainingDiverged(
+        f"training diverged at {where}: {cause}; training stopped and {_kept(trainer)}. {_advice(trainer)}"
+    )
     error.on_every_rank = True  # the parameters are the same on every process
     return error

@@ -36,8 +36,17 @@ DEFAULT_CURVE_IMAGES = 500
 DEFAULT_MEMORY_MB = DEFAULT_MEMORY_BUDGET_MB
 
 
-def _check_options(*, k: int, batch_size: int, split: str, limit: int | None, k_chunk: int | None,
-                   memory_mb: float, curve_images: int, seed: int) -> None:
+def _check_options(
+    *,
+    k: int,
+    batch_size: int,
+    split: str,
+    limit: int | None,
+    k_chunk: int | None,
+    memory_mb: float,
+    curve_images: int,
+    seed: int,
+) -> None:
     """Refuse, naming the option, any value :func:`evaluate_run` cannot use."""
     if k < 1:
         raise ConfigError(f"--k must be at least 1, got {k}")
@@ -61,25 +70,45 @@ def _pictures(result, entry: dict, run_dir: Path, *, split: str, k: int, curve_i
     ``run_dir`` when ``draw`` (rank 0); adds the curve's summary to ``entry``; returns the files' names."""
     pictures = [f"khat_{split}.png"]
     if draw:
-        plot_khat_histogram(result.khat, run_dir / f"khat_{split}.png",
-                            title=f"Pareto k-hat of the importance weights, {split} set, K = {k}")
+        plot_khat_histogram(
+            result.khat,
+            run_dir / f"khat_{split}.png",
+            title=f"Pareto k-hat of the importance weights, {split} set, K = {k}",
+        )
     if curve_images > 0:
         curve = result.curve
         if draw:
-            plot_log_px_against_k(curve, run_dir / f"log_px_vs_k_{split}.png",
-                                  title=f"log p_K(x) against K, first {curve_images} {split} images")
+            plot_log_px_against_k(
+                curve,
+                run_dir / f"log_px_vs_k_{split}.png",
+                title=f"log p_K(x) against K, first {curve_images} {split} images",
+            )
         entry["log_px_against_k"] = curve.summary()
         pictures.append(f"log_px_vs_k_{split}.png")
     return pictures
 
 
-def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test",
-                 batch_size: int = DEFAULT_BATCH_SIZE, k_chunk: int | None = None,
-                 memory_mb: float = DEFAULT_MEMORY_MB, limit: int | None = None,
-                 curve_images: int = DEFAULT_CURVE_IMAGES, checkpoint: str = "best", seed: int = 0,
-                 accelerator: str = "auto", devices: str | int = 1,
-                 num_nodes: int = 1, strategy: str = "auto", fabric=None, progress: bool = True,
-                 log=say, data: str | None = None) -> dict:
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    k: int = DEFAULT_K,
+    split: str = "test",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    k_chunk: int | None = None,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+    limit: int | None = None,
+    curve_images: int = DEFAULT_CURVE_IMAGES,
+    checkpoint: str = "best",
+    seed: int = 0,
+    accelerator: str = "auto",
+    devices: str | int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    fabric=None,
+    progress: bool = True,
+    log=say,
+    data: str | None = None,
+) -> dict:
     """Evaluate a run and write eval.json and the pictures into it; returns the split's entry.
 
     The images are split across the processes of ``fabric`` (or of a Fabric made from
@@ -87,8 +116,16 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     batch, and gathered: the numbers equal one process's. Rank 0 writes the files. The run's data
     are rebuilt from its config.json (checked against the recorded checksum); ``data`` says where
     a run's ``--data`` lie now if they moved."""
-    _check_options(k=k, batch_size=batch_size, split=split, limit=limit, k_chunk=k_chunk, memory_mb=memory_mb,
-                   curve_images=curve_images, seed=seed)
+    _check_options(
+        k=k,
+        batch_size=batch_size,
+        split=split,
+        limit=limit,
+        k_chunk=k_chunk,
+        memory_mb=memory_mb,
+        curve_images=curve_images,
+        seed=seed,
+    )
     run_dir = Path(run_dir)
     if fabric is None:
         fabric = build_fabric(accelerator, devices, num_nodes, strategy)
@@ -96,17 +133,18 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     main = fabric.is_global_zero
     log = log if main else (lambda _line: None)
     dev = fabric.device
-    shard = {"shard": (fabric.global_rank, fabric.world_size),
-             "gather": lambda obj: gather_objects(fabric, obj)}
+    shard = {"shard": (fabric.global_rank, fabric.world_size), "gather": lambda obj: gather_objects(fabric, obj)}
     vae = load(run_dir, checkpoint=checkpoint, device=dev)
     config = vae.config
     label_passes = vae.num_classes if variant_of(config).sums_over_labels else 1
     kept_mb = batch_size * k * label_passes * 8 / 2**20
     if kept_mb > memory_mb:  # the (batch, K) float64 log-weights kept for Pareto k-hat
         fits = max(1, int(memory_mb * batch_size / kept_mb))
-        raise ConfigError(f"--batch-size {batch_size} with --k {k} keeps {kept_mb:,.0f} MB of log-weights per "
-                          f"batch (for Pareto k-hat), more than --memory-mb {memory_mb:g}; use --batch-size "
-                          f"{fits} or less, or a larger --memory-mb")
+        raise ConfigError(
+            f"--batch-size {batch_size} with --k {k} keeps {kept_mb:,.0f} MB of log-weights per "
+            f"batch (for Pareto k-hat), more than --memory-mb {memory_mb:g}; use --batch-size "
+            f"{fits} or less, or a larger --memory-mb"
+        )
     with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
         dataset = load_data(config, log=log, data=data)  # the run's data, checked against its checksum
     part = getattr(dataset, split)
@@ -116,25 +154,49 @@ def evaluate_run(run_dir: str | Path, *, k: int = DEFAULT_K, split: str = "test"
     # M2: log p(x) = log sum_y p(x, y), y summed exactly
     label_args, quantity = variant_of(config).log_px_inputs(labels, vae.num_classes)
     progress = progress and main
-    log(f"evaluate: {run_dir} ({checkpoint}.pt), {images.shape[0]:,} images, K = {k}; {quantity}; {description}"
-        + (f"; {fabric.world_size} processes" if fabric.world_size > 1 else ""))
+    log(
+        f"evaluate: {run_dir} ({checkpoint}.pt), {images.shape[0]:,} images, K = {k}; {quantity}; {description}"
+        + (f"; {fabric.world_size} processes" if fabric.world_size > 1 else "")
+    )
     # the log p_K(x)-against-K curve on the first curve_images images comes from the same pass
     ks = sorted({kk for kk in DEFAULT_KS if kk <= k} | {k})
-    result = evaluate_log_px(vae.model, vae.guide, images, k=k, batch_size=batch_size, k_chunk=k_chunk,
-                             seed=seed, progress=progress, memory_budget_mb=memory_mb, split=split,
-                             device=dev, curve_ks=ks, curve_images=curve_images, **label_args, **shard)
+    result = evaluate_log_px(
+        vae.model,
+        vae.guide,
+        images,
+        k=k,
+        batch_size=batch_size,
+        k_chunk=k_chunk,
+        seed=seed,
+        progress=progress,
+        memory_budget_mb=memory_mb,
+        split=split,
+        device=dev,
+        curve_ks=ks,
+        curve_images=curve_images,
+        **label_args,
+        **shard,
+    )
     log(result.table())
-    entry = {**result.summary(), "quantity": quantity, "checkpoint": checkpoint, "binarization": description,
-             "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
-             "processes": fabric.world_size}
+    entry = {
+        **result.summary(),
+        "quantity": quantity,
+        "checkpoint": checkpoint,
+        "binarization": description,
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "processes": fabric.world_size,
+    }
     if dataset.bits == 8 and config.binarize == "none":  # 8-bit pixels scored as they are
         bits = vae.model.likelihood.bits_per_dim
         entry["bits_per_dim"] = bits(entry["log_px_mean"], dataset.dims)
         entry["elbo_bits_per_dim"] = bits(entry["elbo_mean"], dataset.dims)
-        log(f"  bits/dim: log p_K(x) {entry['bits_per_dim']:.4f}, ELBO {entry['elbo_bits_per_dim']:.4f} "
-            f"({dataset.dims:,} 8-bit values per image)")
-    entry["pictures"] = pictures = _pictures(result, entry, run_dir, split=split, k=k,
-                                             curve_images=min(curve_images, images.shape[0]), draw=main)
+        log(
+            f"  bits/dim: log p_K(x) {entry['bits_per_dim']:.4f}, ELBO {entry['elbo_bits_per_dim']:.4f} "
+            f"({dataset.dims:,} 8-bit values per image)"
+        )
+    entry["pictures"] = pictures = _pictures(
+        result, entry, run_dir, split=split, k=k, curve_images=min(curve_images, images.shape[0]), draw=main
+    )
     if main:
         path = run_dir / "eval.json"
         previous = json.loads(path.read_text()) if path.is_file() else {}

@@ -27,8 +27,13 @@ def _devices(value: str | int) -> int | str:
     return "auto" if str(value) == "auto" else int(value)
 
 
-def build_fabric(accelerator: str = "auto", devices: str | int = 1, num_nodes: int = 1,
-                 strategy: str = "auto", precision: str = "32-true"):
+def build_fabric(
+    accelerator: str = "auto",
+    devices: str | int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32-true",
+):
     """A ``lightning.fabric.Fabric`` for these options (not launched yet), or a clear error."""
     from lightning.fabric import Fabric
 
@@ -38,22 +43,29 @@ def build_fabric(accelerator: str = "auto", devices: str | int = 1, num_nodes: i
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
     if precision == "16-mixed" and resolve_device(accelerator).type == "cpu":
-        raise ConfigError("--precision 16-mixed (float16 with loss scaling) needs a GPU; on a CPU use "
-                          "--precision bf16-mixed")
+        raise ConfigError(
+            "--precision 16-mixed (float16 with loss scaling) needs a GPU; on a CPU use --precision bf16-mixed"
+        )
     try:
-        return Fabric(accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes,
-                      strategy=strategy, precision=precision)
+        return Fabric(
+            accelerator=accelerator,
+            devices=_devices(devices),
+            num_nodes=num_nodes,
+            strategy=strategy,
+            precision=precision,
+        )
     except (ValueError, RuntimeError, TypeError) as e:  # Lightning's MisconfigurationException too
-        raise ConfigError(f"Lightning Fabric refused --accelerator {accelerator} --devices {devices} "
-                          f"--num-nodes {num_nodes} --strategy {strategy} --precision {precision}: {e}") from None
+        raise ConfigError(
+            f"Lightning Fabric refused --accelerator {accelerator} --devices {devices} "
+            f"--num-nodes {num_nodes} --strategy {strategy} --precision {precision}: {e}"
+        ) from None
 
 
 def fabric_for(config, device: str | torch.device | None = None):
     """The Fabric of a run's config; ``device`` (a torch device or accelerator name) overrides
     the accelerator and means one process on it (in-process use: tests, notebooks)."""
     if device is None:
-        return build_fabric(config.accelerator, config.devices, config.num_nodes, config.strategy,
-                            config.precision)
+        return build_fabric(config.accelerator, config.devices, config.num_nodes, config.strategy, config.precision)
     device = torch.device(device) if not isinstance(device, torch.device) else device
     return build_fabric(device.type, 1, 1, "auto", config.precision)
 
@@ -67,7 +79,8 @@ def launch(fabric) -> None:
                 f"{fabric.world_size} processes are started by running this program's command again, which "
                 "works for `python -m pyro_vae.fit` / `pyro_vae.evaluate`, `pyro-vae fit` / `evaluate` and for "
                 "Python scripts, not from "
-                "here (a notebook, pytest, an interactive session); run the command line, or use torchrun")
+                "here (a notebook, pytest, an interactive session); run the command line, or use torchrun"
+            )
         os.environ[LAUNCHER_PID] = str(os.getpid())  # inherited by the children Fabric starts
     fabric.launch()
     if fabric.local_rank > 0 and os.environ.get(LAUNCHER_PID):
@@ -90,8 +103,9 @@ def _watch_parent(pid: int, rank: int) -> None:
         while True:
             time.sleep(0.5)
             if os.getppid() != pid:
-                print(f"rank {rank}: the launching process (rank 0) has ended; stopping too",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"rank {rank}: the launching process (rank 0) has ended; stopping too", file=sys.stderr, flush=True
+                )
                 os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="pyro-vae-parent-watchdog").start()
@@ -133,6 +147,7 @@ def float32_outputs(module: torch.nn.Module) -> None:
     """Under mixed precision, cast every linear / convolution layer's low-precision output back
     to float32: the next layer is cast down again by autocast, but every distribution (and so
     every log-density the ELBO sums) sees float32 parameters."""
+
     def to_float32(_module, _inputs, output):
         if isinstance(output, torch.Tensor) and output.dtype in (torch.bfloat16, torch.float16):
             return output.float()
@@ -160,5 +175,4 @@ def rank_and_world() -> tuple[int, int]:
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
-    return (int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))),
-            int(os.environ.get("WORLD_SIZE", 1)))
+    return (int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))), int(os.environ.get("WORLD_SIZE", 1)))

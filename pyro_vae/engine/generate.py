@@ -27,21 +27,34 @@ def picture_path(out: Path, default_name: str) -> Path:
     if out.is_dir():
         return out / default_name
     if out.suffix.lower() != ".png":
-        raise ConfigError(f"--out {out}: the picture is a PNG file; give a name ending in .png, or an "
-                          f"existing folder to write {default_name} into")
+        raise ConfigError(
+            f"--out {out}: the picture is a PNG file; give a name ending in .png, or an "
+            f"existing folder to write {default_name} into"
+        )
     blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise ConfigError(f"--out {out}: {blocking} is a file, not a folder; choose another path")
     return out
 
 
-def generate(run_dir: str | Path, *, label: int | None = None, n: int = 64, analogies: int = 0,
-             out: str | Path | None = None, checkpoint: str = "best", seed: int = 0,
-             device: str | torch.device = "auto", log=say) -> list[Path]:
+def generate(
+    run_dir: str | Path,
+    *,
+    label: int | None = None,
+    n: int = 64,
+    analogies: int = 0,
+    out: str | Path | None = None,
+    checkpoint: str = "best",
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    log=say,
+) -> list[Path]:
     """Write the grid (and the analogies picture); returns the paths written."""
     if not 1 <= n <= MAX_IMAGES:
-        raise ConfigError(f"--n must be from 1 to {MAX_IMAGES:,} (one picture of a grid of images), got {n:,}; "
-                          f"for more images call pyro_vae.load(RUN_DIR).sample(n) in batches")
+        raise ConfigError(
+            f"--n must be from 1 to {MAX_IMAGES:,} (one picture of a grid of images), got {n:,}; "
+            f"for more images call pyro_vae.load(RUN_DIR).sample(n) in batches"
+        )
     if not 0 <= analogies <= MAX_ANALOGY_COLUMNS:
         raise ConfigError(f"--analogies must be from 0 to {MAX_ANALOGY_COLUMNS}, got {analogies}")
     check_seed(seed)
@@ -49,8 +62,10 @@ def generate(run_dir: str | Path, *, label: int | None = None, n: int = 64, anal
     dev = resolve_device(device)
     vae = load(run_dir, checkpoint=checkpoint, device=dev)
     if analogies and not vae.conditional:
-        raise ConfigError("--analogies decodes one z with every label, which needs a conditional run "
-                          "(python -m pyro_vae.fit --model cvae or --model m2)")
+        raise ConfigError(
+            "--analogies decodes one z with every label, which needs a conditional run "
+            "(python -m pyro_vae.fit --model cvae or --model m2)"
+        )
     vae.sample_labels(1, label)  # a clear error for --label on a plain VAE or outside 0-9, before work
     name = "generated.png" if label is None else f"generated_label{label}.png"
     path = picture_path(Path(out), name) if out else run_dir / name
@@ -62,6 +77,5 @@ def generate(run_dir: str | Path, *, label: int | None = None, n: int = 64, anal
         if analogies:
             written.append(plots.analogy_grid(vae, path.parent / "analogies_prior.png", columns=analogies))
     what = f"label {label}" if label is not None else ("every label in turn" if vae.conditional else "p(z)")
-    log(f"generate: {n} images of {what} from {run_dir} ({checkpoint}.pt) -> "
-        f"{', '.join(str(p) for p in written)}")
+    log(f"generate: {n} images of {what} from {run_dir} ({checkpoint}.pt) -> {', '.join(str(p) for p in written)}")
     return written

@@ -51,5 +51,6 @@ def _restore(vae: VAE, payload: dict, path: Path, config: FitConfig, config_path
             f"{config.latent_dim}, hidden {','.join(map(str, config.hidden))}): against that model "
             f"{'; '.join(differences)}. The run was trained with a model config.json does not name (e.g. "
             f"pieces of one's own handed to Trainer(vae=...)); train it with pyro_vae.fit(prior=..., "
-            f"guide=...) or name them in the config by import path, so that config.json rebuilds it")
+            f"guide=...) or name them in the config by import path, so that config.json rebuilds it"
+        )
     vae.load_state_dict(payload["networks"])

@@ -70,8 +70,17 @@ class Trainer:
     ``step_hooks`` are called as ``hook(trainer, loss)`` after every optimizer step.
     """
 
-    def __init__(self, config: FitConfig, dataset, out_dir: str | Path, device=None, *, fabric=None,
-                 vae: VAE | None = None, log: Callable[[str], None] = say):
+    def __init__(
+        self,
+        config: FitConfig,
+        dataset,
+        out_dir: str | Path,
+        device=None,
+        *,
+        fabric=None,
+        vae: VAE | None = None,
+        log: Callable[[str], None] = say,
+    ):
         cfg = self.config = checked(config)  # defaults resolved; a bad combination refused
         self.dataset = dataset
         check_data(cfg, dataset)
@@ -136,8 +145,9 @@ class Trainer:
         self.best_valid = payload["extra"].get("best_valid_elbo", -math.inf)
         if self.is_main:
             self.records = records_until(self.out_dir, self.epoch)
-            self.repaired += repair_interrupted_epoch(self.out_dir, checkpoint_path, self.epoch,
-                                                      payload["extra"].get("record"), self.records, self.log)
+            self.repaired += repair_interrupted_epoch(
+                self.out_dir, checkpoint_path, self.epoch, payload["extra"].get("record"), self.records, self.log
+            )
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -147,9 +157,11 @@ class Trainer:
             write_json(self.out_dir / "config.json", cfg.to_dict())
             for name, content in self.variant.files(self.out_dir).items():
                 write_json(self.out_dir / name, content)
-        self.log(f"fit: {cfg.model} on {self.dataset.name}, {self.description} ({cfg.binarize} binarization), "
-                 f"{self._eval_set('test').description}; {describe(self.fabric)}; "
-                 f"epochs {self.epoch + 1}..{cfg.epochs}")
+        self.log(
+            f"fit: {cfg.model} on {self.dataset.name}, {self.description} ({cfg.binarize} binarization), "
+            f"{self._eval_set('test').description}; {describe(self.fabric)}; "
+            f"epochs {self.epoch + 1}..{cfg.epochs}"
+        )
         started = time.perf_counter()
         self.stopped, first_epoch = "epochs", self.epoch + 1
         for epoch in range(first_epoch, cfg.epochs + 1):
@@ -178,10 +190,12 @@ class Trainer:
         reason = None
         if self.is_main:
             for name, message in (
-                    ("early-stopping", stopping.no_recent_improvement(self.records, self.epoch,
-                                                                      self.config.early_stopping)),
-                    ("max-minutes", stopping.out_of_time(elapsed, epochs_done, self.config.max_minutes,
-                                                         self.epoch))):
+                (
+                    "early-stopping",
+                    stopping.no_recent_improvement(self.records, self.epoch, self.config.early_stopping),
+                ),
+                ("max-minutes", stopping.out_of_time(elapsed, epochs_done, self.config.max_minutes, self.epoch)),
+            ):
                 if message is not None:
                     self.log(message)
                     reason = name
@@ -211,8 +225,13 @@ class Trainer:
         steps, n = len(self.variant), self.variant.num_train
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         pending: list[torch.Tensor] = []
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.config.epochs}", unit="batch", leave=False,
-                   disable=None if self.is_main else True)
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{self.config.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None if self.is_main else True,
+        )
         started = time.perf_counter()
         for i, args in enumerate(self.variant.training_batches(self.step)):  # (..., data scale, beta)
             loss = self.train_step(args)
@@ -233,17 +252,26 @@ class Trainer:
         broadcast_buffers(self.fabric, self.vae)  # every process evaluates and saves rank 0's statistics
         lr = current_lr(self.optimizer)
         self.scheduler.step()  # learning-rate schedule: one step per epoch
-        return {"epoch": epoch, "step": self.step, "beta": self.variant.beta(self.step - 1), "lr": lr,
-                "train_objective": float(total) / (n * steps), "seconds": seconds, "images_per_s": n / seconds}
+        return {
+            "epoch": epoch,
+            "step": self.step,
+            "beta": self.variant.beta(self.step - 1),
+            "lr": lr,
+            "train_objective": float(total) / (n * steps),
+            "seconds": seconds,
+            "images_per_s": n / seconds,
+        }
 
     def evaluate(self) -> dict:
         """The variant's per-split metrics, each process scoring its share of the images."""
-        out = self.variant.epoch_metrics(self.vae, self.eval_sets,
-                                         reduce=lambda t: self.fabric.all_reduce(t, reduce_op="sum"))
+        out = self.variant.epoch_metrics(
+            self.vae, self.eval_sets, reduce=lambda t: self.fabric.all_reduce(t, reduce_op="sum")
+        )
         if self.bits_per_dim:  # the ELBO in bits per dimension too
             for s in self.eval_sets:
                 out[f"{s.name}_bits_per_dim"] = self.vae.model.likelihood.bits_per_dim(
-                    out[f"{s.name}_elbo"], self.dataset.dims)
+                    out[f"{s.name}_elbo"], self.dataset.dims
+                )
         return out
 
     # -- outputs -------------------------------------------------------------------------------
@@ -258,12 +286,24 @@ class Trainer:
         # them leaves best.pt behind last.pt, or metrics.jsonl without its epoch; --resume mends
         # both from last.pt (.resume), so best.pt holds metrics.jsonl's best epoch
         last = self.out_dir / "last.pt"
-        save_checkpoint(last, vae=self.vae, optimizer=self.optimizer, scheduler=self.scheduler, rng=rngs,
-                        sampler_state=self.variant.sampler_state(), epoch=self.epoch, step=self.step,
-                        config=self.config.to_dict(),
-                        extra={"best_valid_elbo": self.best_valid, "record": record,
-                               "image_shape": list(self.dataset.image_shape),
-                               "num_classes": self.dataset.num_classes, "processes": self.world})
+        save_checkpoint(
+            last,
+            vae=self.vae,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            rng=rngs,
+            sampler_state=self.variant.sampler_state(),
+            epoch=self.epoch,
+            step=self.step,
+            config=self.config.to_dict(),
+            extra={
+                "best_valid_elbo": self.best_valid,
+                "record": record,
+                "image_shape": list(self.dataset.image_shape),
+                "num_classes": self.dataset.num_classes,
+                "processes": self.world,
+            },
+        )
         if improved:
             with atomic_path(self.out_dir / "best.pt") as tmp:
                 shutil.copyfile(last, tmp)
@@ -275,17 +315,26 @@ class Trainer:
 
     def write_pictures(self) -> list[Path]:
         """The variant's pictures of the current model, drawn from the run's seed, and the curves."""
-        return run_records.write_pictures(self.vae, self.variant, self._eval_set("test"), self.out_dir,
-                                          self.config.seed, self.device)
+        return run_records.write_pictures(
+            self.vae, self.variant, self._eval_set("test"), self.out_dir, self.config.seed, self.device
+        )
 
     def _finish(self, seconds: float) -> dict:
         """Rank 0, after the last epoch: the pictures, then summary.json (returned)."""
         kill_point("pictures", self.epoch)
         pictures = self.write_pictures()
         summary = run_records.run_summary(
-            self.records, model=self.config.model, epochs=self.epoch, seconds=seconds, stopped=self.stopped,
-            device=describe(self.fabric), processes=self.world,
-            test_description=self._eval_set("test").description, out_dir=self.out_dir, pictures=pictures)
+            self.records,
+            model=self.config.model,
+            epochs=self.epoch,
+            seconds=seconds,
+            stopped=self.stopped,
+            device=describe(self.fabric),
+            processes=self.world,
+            test_description=self._eval_set("test").description,
+            out_dir=self.out_dir,
+            pictures=pictures,
+        )
         kill_point("summary", self.epoch)
         write_json(self.out_dir / "summary.json", summary)
         if self.tensorboard is not None:

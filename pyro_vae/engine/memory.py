@@ -52,9 +52,11 @@ class Estimate:
         return self.parameters + self.data + self.step
 
     def describe(self) -> str:
-        return (f"about {self.total / GB:.1f} GB: {self.parameters / GB:.2f} GB of parameters, gradients and "
-                f"optimizer state, {self.data / GB:.2f} GB of images, {self.step / GB:.2f} GB for one "
-                f"training step ({self.per_image / 1024:,.0f} KB per image of the batch)")
+        return (
+            f"about {self.total / GB:.1f} GB: {self.parameters / GB:.2f} GB of parameters, gradients and "
+            f"optimizer state, {self.data / GB:.2f} GB of images, {self.step / GB:.2f} GB for one "
+            f"training step ({self.per_image / 1024:,.0f} KB per image of the batch)"
+        )
 
 
 def available_memory(device: torch.device) -> tuple[int, str]:
@@ -153,7 +155,8 @@ def estimate_training_memory(config: FitConfig, dataset, device: torch.device) -
     train = len(dataset.train) if config.train_size is None else min(config.train_size, len(dataset.train))
     evaluation = min(TRAIN_EVAL_SIZE, train) + 2 * min(config.eval_size or len(dataset.test), len(dataset.test))
     on_device = device.type == "cuda" and (  # as DeviceBatches decides: a split over budget stays on the host
-        train * stored_bytes <= DEVICE_MEMORY_SHARE * available_memory(device)[0])
+        train * stored_bytes <= DEVICE_MEMORY_SHARE * available_memory(device)[0]
+    )
     moved = stored_bytes * int(on_device) + image_bytes * int(config.binarize == "static")
     data = train * moved + image_bytes * evaluation * (1 + int(device.type == "cuda"))
     fixed, per_image, count = step_bytes(config, image_shape, num_classes)
@@ -173,15 +176,17 @@ def check_training_memory(config: FitConfig, dataset, device: torch.device) -> E
         raise ConfigError(
             f"this run's model has {count:,} parameters: with their gradients and Adam's state "
             f"{16 * count / GB:.1f} GB, more than {where}. Use smaller networks (--hidden, --flow-hidden, "
-            f"--latent-dim, --prior-components)")
+            f"--latent-dim, --prior-components)"
+        )
     estimate = estimate_training_memory(config, dataset, device)
     if estimate.total > available:
-        fits = max(0, (available - estimate.total + estimate.per_image * config.batch_size)
-                   // max(1, estimate.per_image))
-        hint = (f"--batch-size {fits} or less would fit" if fits >= 1 else
-                "even a batch of one image does not fit")
+        fits = max(
+            0, (available - estimate.total + estimate.per_image * config.batch_size) // max(1, estimate.per_image)
+        )
+        hint = f"--batch-size {fits} or less would fit" if fits >= 1 else "even a batch of one image does not fit"
         raise ConfigError(
             f"this run needs {estimate.describe()}; {where}. Reduce --batch-size ({hint}), --particles, "
             f"--prior-components or the network sizes (--hidden, --flow-hidden), or run it on a machine "
-            f"with more memory")
+            f"with more memory"
+        )
     return estimate

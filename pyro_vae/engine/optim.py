@@ -22,12 +22,12 @@ OPTIMIZERS.register("clipped-adam")(lambda: CLIP_VALUE)
 
 def _fusable(params: list[torch.Tensor]) -> bool:
     """torch's fused Adam takes floating-point tensors on CPU, CUDA (and a few other) devices."""
-    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda", "mps")
-                                for p in params)
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda", "mps") for p in params)
 
 
-def build_optimizer(params: Iterable[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                    eps: float = 1e-8) -> torch.optim.Adam:
+def build_optimizer(
+    params: Iterable[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+) -> torch.optim.Adam:
     """``torch.optim.Adam(params, lr, betas, eps)``, fused when every parameter's device supports
     it, else foreach (one kernel per step for all parameters, not one optimizer per parameter)."""
     params = [p for p in params if p.requires_grad]
@@ -43,10 +43,12 @@ def clip_value(name: str) -> float | None:
 # --lr-schedule: name -> scheduler(optimizer, config), stepped after each epoch
 LR_SCHEDULES: Registry[torch.optim.lr_scheduler.LRScheduler] = Registry("learning-rate schedule")
 LR_SCHEDULES.register("exponential")(  # lr * lr_decay^epochs
-    lambda optimizer, config: torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay))
+    lambda optimizer, config: torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
+)
 LR_SCHEDULES.register("burda")(  # Burda et al.: lr * 10^(-i/7) in stage i (3^i passes); a module-level
     # function, so the scheduler's state_dict holds only numbers and resumes exactly
-    lambda optimizer, config: torch.optim.lr_scheduler.LambdaLR(optimizer, burda_lr_factor))
+    lambda optimizer, config: torch.optim.lr_scheduler.LambdaLR(optimizer, burda_lr_factor)
+)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config):

@@ -66,12 +66,14 @@ class TensorBoard:
 def epoch_line(record: dict, epochs: int, extra: str = "") -> str:
     """The log line of one epoch's record; ``extra``: the variant's own numbers."""
     r = record
-    return (f"epoch {r['epoch']:>3}/{epochs}  train ELBO {r['train_elbo']:8.2f}  "
-            f"valid {r['valid_elbo']:8.2f}  test {r['test_elbo']:8.2f} nats/image  "
-            f"(recon {r['test_recon']:.2f}, KL {r['test_kl']:.2f})  beta {r['beta']:.2f}  "
-            f"lr {r['lr']:.2e}  {r['seconds']:.1f}s, {r['images_per_s']:,.0f} img/s"
-            + (f"  test {r['test_bits_per_dim']:.3f} bits/dim" if "test_bits_per_dim" in r else "")
-            + extra)
+    return (
+        f"epoch {r['epoch']:>3}/{epochs}  train ELBO {r['train_elbo']:8.2f}  "
+        f"valid {r['valid_elbo']:8.2f}  test {r['test_elbo']:8.2f} nats/image  "
+        f"(recon {r['test_recon']:.2f}, KL {r['test_kl']:.2f})  beta {r['beta']:.2f}  "
+        f"lr {r['lr']:.2e}  {r['seconds']:.1f}s, {r['images_per_s']:,.0f} img/s"
+        + (f"  test {r['test_bits_per_dim']:.3f} bits/dim" if "test_bits_per_dim" in r else "")
+        + extra
+    )
 
 
 def write_pictures(vae, variant, test_set, out_dir: Path, seed: int, device: torch.device) -> list[Path]:
@@ -85,19 +87,33 @@ def write_pictures(vae, variant, test_set, out_dir: Path, seed: int, device: tor
     return paths
 
 
-def run_summary(records: Sequence[dict], *, model: str, epochs: int, seconds: float, stopped: str,
-                device: str, processes: int, test_description: str, out_dir: Path,
-                pictures: list[Path]) -> dict:
+def run_summary(
+    records: Sequence[dict],
+    *,
+    model: str,
+    epochs: int,
+    seconds: float,
+    stopped: str,
+    device: str,
+    processes: int,
+    test_description: str,
+    out_dir: Path,
+    pictures: list[Path],
+) -> dict:
     """The content of ``summary.json``: the last and best epochs' numbers, how and where the run
     trained, and the files the run folder holds."""
     last, best = records[-1], best_record(records)
     return {
-        "model": model, "epochs": epochs, "seconds": seconds,
+        "model": model,
+        "epochs": epochs,
+        "seconds": seconds,
         "stopped": stopped,  # epochs, early-stopping or max-minutes
-        "device": device, "processes": processes,
+        "device": device,
+        "processes": processes,
         "test_binarization": test_description,
         "final": {k: last[k] for k in last if k.split("_")[0] in SPLITS},
-        "best_epoch": best["epoch"], "best_valid_elbo": best["valid_elbo"],
+        "best_epoch": best["epoch"],
+        "best_valid_elbo": best["valid_elbo"],
         "best_test_elbo": best["test_elbo"],
         "files": sorted(p.name for p in out_dir.iterdir() if p.is_file() and not p.name.startswith(".")),
         "pictures": [p.name for p in pictures],

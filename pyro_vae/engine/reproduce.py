@@ -106,64 +106,183 @@ class Setting:
         return self.full_passes * -(-train_images // int(self.config["batch_size"]))
 
 
-_BURDA = dict(dataset="mnist", binarize="dynamic", train_on_validation=True, model="vae",
-              likelihood="bernoulli", net="mlp", activation="tanh", hidden=(200, 200), latent_dim=50,
-              init="glorot", prior="standard", guide="diag", batch_size=20, lr=1e-3, adam_beta1=0.9,
-              adam_beta2=0.999, adam_eps=1e-4, lr_schedule="burda", epochs=BURDA_TOTAL_PASSES)
-_BURDA_NOTES = ("60,000 training images (train + validation), dynamic binarization, 784-200-200-50 tanh, "
-                "Glorot init, Adam(0.9, 0.999, eps 1e-4), batch 20, 3^i passes at 1e-3 * 10^(-i/7); "
-                "last checkpoint; our guide's scale is a softplus where the paper exponentiates")
+_BURDA = dict(
+    dataset="mnist",
+    binarize="dynamic",
+    train_on_validation=True,
+    model="vae",
+    likelihood="bernoulli",
+    net="mlp",
+    activation="tanh",
+    hidden=(200, 200),
+    latent_dim=50,
+    init="glorot",
+    prior="standard",
+    guide="diag",
+    batch_size=20,
+    lr=1e-3,
+    adam_beta1=0.9,
+    adam_beta2=0.999,
+    adam_eps=1e-4,
+    lr_schedule="burda",
+    epochs=BURDA_TOTAL_PASSES,
+)
+_BURDA_NOTES = (
+    "60,000 training images (train + validation), dynamic binarization, 784-200-200-50 tanh, "
+    "Glorot init, Adam(0.9, 0.999, eps 1e-4), batch 20, 3^i passes at 1e-3 * 10^(-i/7); "
+    "last checkpoint; our guide's scale is a softplus where the paper exponentiates"
+)
 # two stochastic layers (appendix): 784-100-100-z1(100)-50-50-z2(50), tanh, both directions
 _BURDA_2LAYER = {**_BURDA, "model": "hvae", "latent_dim": (100, 50), "hidden": (100, 100)}
-_BURDA_2LAYER_NOTES = ("as the one-layer rows (60,000 training images, dynamic binarization, Glorot init, Adam(0.9, "
-                       "0.999, eps 1e-4), batch 20, 3^i passes at 1e-3 * 10^(-i/7); last checkpoint), with two "
-                       "stochastic layers of 100 and 50 units: x -100-100- z1 -50-50- z2 tanh in the guide, the "
-                       "reverse in the model; our Gaussian layers' scale is a softplus where the paper exponentiates")
-_TOMCZAK = dict(dataset="mnist", binarize="static", model="vae", likelihood="bernoulli", net="gated-mlp",
-                hidden=(300, 300), latent_dim=40, init="he", guide="diag", batch_size=100, lr=5e-4,
-                lr_decay=1.0, warmup_epochs=100.0, early_stopping=50, epochs=2000)
-_TOMCZAK_NOTES = ("static MNIST, as the paper's L=1 targets (one fixed seeded binarization of the 50,000 / "
-                  "10,000 / 10,000 split; the paper's is Larochelle & Murray's binarized_mnist files), gated dense "
-                  "300-300, latent 40, He init, Adam lr 5e-4, batch 100, KL warm-up 100 epochs, early stopping 50 "
-                  "epochs (best checkpoint); our guide's scale is a softplus where the paper's log-variance is a "
-                  "hardtanh in [-6, 2]; plain Adam where their code normalizes each gradient (AdamNormGrad)")
+_BURDA_2LAYER_NOTES = (
+    "as the one-layer rows (60,000 training images, dynamic binarization, Glorot init, Adam(0.9, "
+    "0.999, eps 1e-4), batch 20, 3^i passes at 1e-3 * 10^(-i/7); last checkpoint), with two "
+    "stochastic layers of 100 and 50 units: x -100-100- z1 -50-50- z2 tanh in the guide, the "
+    "reverse in the model; our Gaussian layers' scale is a softplus where the paper exponentiates"
+)
+_TOMCZAK = dict(
+    dataset="mnist",
+    binarize="static",
+    model="vae",
+    likelihood="bernoulli",
+    net="gated-mlp",
+    hidden=(300, 300),
+    latent_dim=40,
+    init="he",
+    guide="diag",
+    batch_size=100,
+    lr=5e-4,
+    lr_decay=1.0,
+    warmup_epochs=100.0,
+    early_stopping=50,
+    epochs=2000,
+)
+_TOMCZAK_NOTES = (
+    "static MNIST, as the paper's L=1 targets (one fixed seeded binarization of the 50,000 / "
+    "10,000 / 10,000 split; the paper's is Larochelle & Murray's binarized_mnist files), gated dense "
+    "300-300, latent 40, He init, Adam lr 5e-4, batch 100, KL warm-up 100 epochs, early stopping 50 "
+    "epochs (best checkpoint); our guide's scale is a softplus where the paper's log-variance is a "
+    "hardtanh in [-6, 2]; plain Adam where their code normalizes each gradient (AdamNormGrad)"
+)
 _TOMCZAK_POINTS = (1, 10, 30, 100, 300, 1000, 2000)
 
-SETTINGS: dict[str, Setting] = {s.name: s for s in (
-    Setting("burda2015-vae-k1", "Burda, Grosse & Salakhutdinov 2015", "table 1, MNIST, 1 stochastic layer, VAE k=1",
-            -86.76, "log_px", {**_BURDA, "elbo": "trace", "particles": 1}, tuple(burda_stage_ends()), "last",
-            _BURDA_NOTES),
-    Setting("burda2015-iwae-k5", "Burda, Grosse & Salakhutdinov 2015", "table 1, MNIST, 1 stochastic layer, IWAE k=5",
-            -85.54, "log_px", {**_BURDA, "elbo": "iwae", "particles": 5}, tuple(burda_stage_ends()), "last",
-            _BURDA_NOTES),
-    Setting("burda2015-iwae-k50", "Burda, Grosse & Salakhutdinov 2015", "table 1, MNIST, 1 stochastic layer, IWAE k=50",
-            -84.78, "log_px", {**_BURDA, "elbo": "iwae", "particles": 50}, tuple(burda_stage_ends()), "last",
-            _BURDA_NOTES),
-    Setting("burda2015-vae-2layer", "Burda, Grosse & Salakhutdinov 2015",
-            "table 1, MNIST, 2 stochastic layers, VAE k=1", -85.33, "log_px",
-            {**_BURDA_2LAYER, "elbo": "trace", "particles": 1}, tuple(burda_stage_ends()), "last", _BURDA_2LAYER_NOTES),
-    Setting("burda2015-iwae-2layer-k50", "Burda, Grosse & Salakhutdinov 2015",
-            "table 1, MNIST, 2 stochastic layers, IWAE k=50", -82.90, "log_px",
-            {**_BURDA_2LAYER, "elbo": "iwae", "particles": 50}, tuple(burda_stage_ends()), "last", _BURDA_2LAYER_NOTES),
-    Setting("tomczak2018-standard", "Tomczak & Welling 2018", "table 2, MNIST, VAE (L=1), standard prior",
-            -88.56, "log_px", {**_TOMCZAK, "prior": "standard"}, _TOMCZAK_POINTS, "best", _TOMCZAK_NOTES),
-    Setting("tomczak2018-vamp", "Tomczak & Welling 2018", "table 2, MNIST, VAE (L=1), VampPrior",
-            -85.57, "log_px", {**_TOMCZAK, "prior": "vamp", "prior_components": 500}, _TOMCZAK_POINTS, "best",
-            _TOMCZAK_NOTES + "; 500 pseudo-inputs"),
-    Setting("kingma2014-m2-100", "Kingma, Rezende, Mohamed & Welling 2014", "table 1, MNIST, M2 with 100 labels",
-            0.1197, "test_error",
-            dict(dataset="mnist", binarize="dynamic", model="m2", labels=100, labelled_weight="counted",
-                 labelled_steps="interleaved",
-                 alpha=46 * 100 / 50_000, likelihood="bernoulli", net="mlp", activation="softplus",
-                 hidden=(500,), latent_dim=50, prior="standard", guide="diag", batch_size=200, lr=4.2e-4,
-                 adam_beta1=0.95, lr_decay=1.0, epochs=50),
-            (), "last",
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting(
+            "burda2015-vae-k1",
+            "Burda, Grosse & Salakhutdinov 2015",
+            "table 1, MNIST, 1 stochastic layer, VAE k=1",
+            -86.76,
+            "log_px",
+            {**_BURDA, "elbo": "trace", "particles": 1},
+            tuple(burda_stage_ends()),
+            "last",
+            _BURDA_NOTES,
+        ),
+        Setting(
+            "burda2015-iwae-k5",
+            "Burda, Grosse & Salakhutdinov 2015",
+            "table 1, MNIST, 1 stochastic layer, IWAE k=5",
+            -85.54,
+            "log_px",
+            {**_BURDA, "elbo": "iwae", "particles": 5},
+            tuple(burda_stage_ends()),
+            "last",
+            _BURDA_NOTES,
+        ),
+        Setting(
+            "burda2015-iwae-k50",
+            "Burda, Grosse & Salakhutdinov 2015",
+            "table 1, MNIST, 1 stochastic layer, IWAE k=50",
+            -84.78,
+            "log_px",
+            {**_BURDA, "elbo": "iwae", "particles": 50},
+            tuple(burda_stage_ends()),
+            "last",
+            _BURDA_NOTES,
+        ),
+        Setting(
+            "burda2015-vae-2layer",
+            "Burda, Grosse & Salakhutdinov 2015",
+            "table 1, MNIST, 2 stochastic layers, VAE k=1",
+            -85.33,
+            "log_px",
+            {**_BURDA_2LAYER, "elbo": "trace", "particles": 1},
+            tuple(burda_stage_ends()),
+            "last",
+            _BURDA_2LAYER_NOTES,
+        ),
+        Setting(
+            "burda2015-iwae-2layer-k50",
+            "Burda, Grosse & Salakhutdinov 2015",
+            "table 1, MNIST, 2 stochastic layers, IWAE k=50",
+            -82.90,
+            "log_px",
+            {**_BURDA_2LAYER, "elbo": "iwae", "particles": 50},
+            tuple(burda_stage_ends()),
+            "last",
+            _BURDA_2LAYER_NOTES,
+        ),
+        Setting(
+            "tomczak2018-standard",
+            "Tomczak & Welling 2018",
+            "table 2, MNIST, VAE (L=1), standard prior",
+            -88.56,
+            "log_px",
+            {**_TOMCZAK, "prior": "standard"},
+            _TOMCZAK_POINTS,
+            "best",
+            _TOMCZAK_NOTES,
+        ),
+        Setting(
+            "tomczak2018-vamp",
+            "Tomczak & Welling 2018",
+            "table 2, MNIST, VAE (L=1), VampPrior",
+            -85.57,
+            "log_px",
+            {**_TOMCZAK, "prior": "vamp", "prior_components": 500},
+            _TOMCZAK_POINTS,
+            "best",
+            _TOMCZAK_NOTES + "; 500 pseudo-inputs",
+        ),
+        Setting(
+            "kingma2014-m2-100",
+            "Kingma, Rezende, Mohamed & Welling 2014",
+            "table 1, MNIST, M2 with 100 labels",
+            0.1197,
+            "test_error",
+            dict(
+                dataset="mnist",
+                binarize="dynamic",
+                model="m2",
+                labels=100,
+                labelled_weight="counted",
+                labelled_steps="interleaved",
+                alpha=46 * 100 / 50_000,
+                likelihood="bernoulli",
+                net="mlp",
+                activation="softplus",
+                hidden=(500,),
+                latent_dim=50,
+                prior="standard",
+                guide="diag",
+                batch_size=200,
+                lr=4.2e-4,
+                adam_beta1=0.95,
+                lr_decay=1.0,
+                epochs=50,
+            ),
+            (),
+            "last",
             "Pyro's SS-VAE tutorial settings: 500 softplus units, latent 50, Adam(lr 4.2e-4, beta1 0.95), "
             "batch 200, auxiliary loss 46 per labelled image (alpha = 0.092, counted), the 100 labelled images "
             "in one step of their own per epoch among the unlabelled steps (interleaved), 50 epochs; dynamic "
             "binarization (Pyro: grey levels); test error of q(y|x) after the last epoch",
-            second_target=("Pyro tutorial, 100 labels, accuracy 93.19% +- 0.60", 1 - 0.9319)),
-)}
+            second_target=("Pyro tutorial, 100 labels, accuracy 93.19% +- 0.60", 1 - 0.9319),
+        ),
+    )
+}
 
 TRAIN_IMAGES = {"mnist": 50_000, "fashion-mnist": 50_000}  # the train split; +10,000 with train_on_validation
 
@@ -190,6 +309,7 @@ def list_settings() -> str:
 
 # -- running ---------------------------------------------------------------------------------------
 
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -197,8 +317,10 @@ def _now() -> str:
 def load_results(out: Path) -> dict:
     path = out / RESULTS
     if not path.is_file():
-        raise CheckpointError(f"--resume {out}: no {RESULTS} there; is it a folder written by "
-                              f"`python -m pyro_vae.reproduce NAME --out {out}`?")
+        raise CheckpointError(
+            f"--resume {out}: no {RESULTS} there; is it a folder written by "
+            f"`python -m pyro_vae.reproduce NAME --out {out}`?"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -216,26 +338,44 @@ def _evaluate(out: Path, setting: Setting, *, limit: int | None, k: int, device:
     M2, the test error of q(y|x) read from the run's metrics."""
     if setting.quantity == "test_error":
         record = read_metrics(out / "metrics.jsonl")[-1]
-        return {"passes": record["epoch"], "test_error": 1 - record["test_accuracy"],
-                "images": "all test images of the run"}
+        return {
+            "passes": record["epoch"],
+            "test_error": 1 - record["test_accuracy"],
+            "images": "all test images of the run",
+        }
     started = time.perf_counter()
-    entry = evaluate_run(out, k=k, limit=limit, checkpoint=setting.checkpoint, accelerator=device,
-                         curve_images=CURVE_IMAGES if final else 0, progress=False, log=say)
-    return {"log_px": entry["log_px_mean"], "stderr": entry["log_px_stderr"], "elbo": entry["elbo_mean"],
-            "k": entry["k"], "images": entry["n_images"], "checkpoint": setting.checkpoint,
-            "active_units": entry.get("active_units"), "seconds": time.perf_counter() - started}
+    entry = evaluate_run(
+        out,
+        k=k,
+        limit=limit,
+        checkpoint=setting.checkpoint,
+        accelerator=device,
+        curve_images=CURVE_IMAGES if final else 0,
+        progress=False,
+        log=say,
+    )
+    return {
+        "log_px": entry["log_px_mean"],
+        "stderr": entry["log_px_stderr"],
+        "elbo": entry["elbo_mean"],
+        "k": entry["k"],
+        "images": entry["n_images"],
+        "checkpoint": setting.checkpoint,
+        "active_units": entry.get("active_units"),
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def _setting(name: str, *, budget_minutes: float, resume: bool, overwrite: bool) -> Setting:
     """The setting called ``name``, once the request is known to make sense."""
     if name not in SETTINGS:
-        raise ConfigError(f"unknown setting {name!r}; `python -m pyro_vae.reproduce --list` shows: "
-                          f"{', '.join(SETTINGS)}")
+        raise ConfigError(
+            f"unknown setting {name!r}; `python -m pyro_vae.reproduce --list` shows: {', '.join(SETTINGS)}"
+        )
     if not budget_minutes > 0:
         raise ConfigError(f"--budget-minutes must be positive, got {budget_minutes}")
     if resume and overwrite:
-        raise ConfigError("--overwrite starts the run again from nothing and --resume continues it; give one "
-                          "of them")
+        raise ConfigError("--overwrite starts the run again from nothing and --resume continues it; give one of them")
     return SETTINGS[name]
 
 
@@ -246,12 +386,21 @@ def _deviations(setting: Setting, **options) -> dict:
     return {key: value for key, value in options.items() if value is not None}
 
 
-def _train_segment(out: Path, config, results: dict, *, done: int, goal: int, minutes: float, device: str,
-                   data_dir: str | None, overwrite: bool) -> dict:
+def _train_segment(
+    out: Path,
+    config,
+    results: dict,
+    *,
+    done: int,
+    goal: int,
+    minutes: float,
+    device: str,
+    data_dir: str | None,
+    overwrite: bool,
+) -> dict:
     """Train from ``done`` to ``goal`` passes within ``minutes``; returns fit's summary. The time it
     took, interrupted or not, is added to ``results``."""
-    requested = {"epochs": goal, "max_minutes": minutes, "accelerator": device, "out": str(out),
-                 "data_dir": data_dir}
+    requested = {"epochs": goal, "max_minutes": minutes, "accelerator": device, "out": str(out), "data_dir": data_dir}
     # a run with an epoch done continues (--resume); else a new run (a config.json alone, left by
     # an interruption in the first epoch, is replaced), the first one replacing an old run if asked
     continuing = done > 0
@@ -268,8 +417,16 @@ def _train_segment(out: Path, config, results: dict, *, done: int, goal: int, mi
     return summary
 
 
-def _resumed_results(out: Path, name: str, deviations: dict, *, asked_binarize: str | None,
-                     asked_eval_size: int | str | None, eval_size: int | None, k: int) -> tuple[dict, int | None, int]:
+def _resumed_results(
+    out: Path,
+    name: str,
+    deviations: dict,
+    *,
+    asked_binarize: str | None,
+    asked_eval_size: int | str | None,
+    eval_size: int | None,
+    k: int,
+) -> tuple[dict, int | None, int]:
     """OUT/reproduce.json of the run ``--resume`` continues, checked against this invocation's
     deviations; returns it with the final evaluation's image count and K."""
     results = load_results(out)
@@ -279,12 +436,16 @@ def _resumed_results(out: Path, name: str, deviations: dict, *, asked_binarize: 
     for key, value in deviations.items():
         # binarize: checked against the run's config; eval_size: decides only the final evaluation
         if key not in ("binarize", "eval_size") and saved.get(key) != value:
-            raise ConfigError(f"--resume {out}: --{key.replace('_', '-')} {value} differs from the run's "
-                              f"({saved.get(key, 'not given')}); drop it to continue the run")
+            raise ConfigError(
+                f"--resume {out}: --{key.replace('_', '-')} {value} differs from the run's "
+                f"({saved.get(key, 'not given')}); drop it to continue the run"
+            )
     trained = results["config"]["binarize"]
     if asked_binarize not in (None, trained):
-        raise ConfigError(f"--resume {out}: --binarize {asked_binarize} differs from the run's ({trained}); "
-                          "drop it to continue the run")
+        raise ConfigError(
+            f"--resume {out}: --binarize {asked_binarize} differs from the run's ({trained}); "
+            "drop it to continue the run"
+        )
     if asked_eval_size is None:
         eval_size = saved.get("eval_size")
     else:  # a budgeted run evaluated on a subset can be evaluated on all images when resumed
@@ -297,47 +458,89 @@ def _resumed_results(out: Path, name: str, deviations: dict, *, asked_binarize: 
     return results, eval_size, k
 
 
-def _new_results(out: Path, name: str, setting: Setting, deviations: dict, config, *, device: str,
-                 overwrite: bool) -> dict:
+def _new_results(
+    out: Path, name: str, setting: Setting, deviations: dict, config, *, device: str, overwrite: bool
+) -> dict:
     """The first reproduce.json of a new run in ``out`` (refused where a run is, unless ``overwrite``)."""
     if not overwrite and ((out / RESULTS).exists() or holds_run(out)):
-        raise ConfigError(f"{out} already holds a run; continue it with --resume {out}, replace it with "
-                          f"--overwrite, or choose another --out")
+        raise ConfigError(
+            f"{out} already holds a run; continue it with --resume {out}, replace it with "
+            f"--overwrite, or choose another --out"
+        )
     if overwrite:  # fit.run removes the run's own files (holding the folder's lock)
         for stale in (RESULTS, CURVE_PICTURE):
             (out / stale).unlink(missing_ok=True)
-    return {"name": name, "paper": setting.paper, "table": setting.table, "quantity": setting.quantity,
-            "target": setting.target, "second_target": setting.second_target, "notes": setting.notes,
-            "deviations": deviations, "config": config.to_dict(), "full_schedule_passes": setting.full_passes,
-            "started": _now(), "device": device_description(device), "invocations": [], "curve": [],
-            "passes_done": 0, "training_seconds": 0.0, "training_cpu_seconds": 0.0}
+    return {
+        "name": name,
+        "paper": setting.paper,
+        "table": setting.table,
+        "quantity": setting.quantity,
+        "target": setting.target,
+        "second_target": setting.second_target,
+        "notes": setting.notes,
+        "deviations": deviations,
+        "config": config.to_dict(),
+        "full_schedule_passes": setting.full_passes,
+        "started": _now(),
+        "device": device_description(device),
+        "invocations": [],
+        "curve": [],
+        "passes_done": 0,
+        "training_seconds": 0.0,
+        "training_cpu_seconds": 0.0,
+    }
 
 
-def _final_evaluation(out: Path, name: str, setting: Setting, results: dict, done: int, *, eval_size: int | None,
-                      curve_images: int, k: int, device: str) -> None:
+def _final_evaluation(
+    out: Path,
+    name: str,
+    setting: Setting,
+    results: dict,
+    done: int,
+    *,
+    eval_size: int | None,
+    curve_images: int,
+    k: int,
+    device: str,
+) -> None:
     """The setting's quantity after ``done`` passes, with its gap to the paper, into ``results``."""
     if setting.quantity == "log_px":
         if not results["curve"] or results["curve"][-1]["passes"] != done:
             point = _evaluate(out, setting, limit=curve_images, k=k, device=device, final=False)
             results["curve"].append({"passes": done, **point})
-        say(f"reproduce {name}: evaluating log p(x) with K = {k} on {'all' if eval_size is None else eval_size} "
-            "test images")
+        say(
+            f"reproduce {name}: evaluating log p(x) with K = {k} on {'all' if eval_size is None else eval_size} "
+            "test images"
+        )
         final = _evaluate(out, setting, limit=eval_size, k=k, device=device, final=True)
         results["final"] = {"passes": done, **final}
         results["gap"] = final["log_px"] - setting.target
     else:
-        results["curve"] = [{"passes": r["epoch"], "test_error": 1 - r["test_accuracy"]}
-                            for r in read_metrics(out / "metrics.jsonl")]
+        results["curve"] = [
+            {"passes": r["epoch"], "test_error": 1 - r["test_accuracy"]} for r in read_metrics(out / "metrics.jsonl")
+        ]
         final = _evaluate(out, setting, limit=None, k=k, device=device, final=True)
         results["final"] = final
         results["gap"] = final["test_error"] - setting.target
 
 
-def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, overwrite: bool = False,
-        device: str = "auto",
-        dataset: str | None = None, binarize: str | None = None, k: int = K, train_size: int | None = None,
-        eval_size: int | str | None = None, max_passes: int | None = None, data_dir: str | None = None,
-        command: str = "") -> dict:
+def run(
+    name: str,
+    out: Path,
+    *,
+    budget_minutes: float,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str = "auto",
+    dataset: str | None = None,
+    binarize: str | None = None,
+    k: int = K,
+    train_size: int | None = None,
+    eval_size: int | str | None = None,
+    max_passes: int | None = None,
+    data_dir: str | None = None,
+    command: str = "",
+) -> dict:
     """Train ``name``'s setting for at most ``budget_minutes`` of training (in segments ending at the
     curve's points), evaluate, and write OUT/reproduce.json and the curve picture. ``eval_size``
     (a recorded deviation) limits the final evaluation to the first N test images; on ``resume``
@@ -351,8 +554,9 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
     if k != K:
         deviations["k"] = k
     if resume:
-        results, eval_size, k = _resumed_results(out, name, deviations, asked_binarize=binarize,
-                                                 asked_eval_size=asked_eval_size, eval_size=eval_size, k=k)
+        results, eval_size, k = _resumed_results(
+            out, name, deviations, asked_binarize=binarize, asked_eval_size=asked_eval_size, eval_size=eval_size, k=k
+        )
         done = results["passes_done"]
     else:
         results = _new_results(out, name, setting, deviations, config, device=device, overwrite=overwrite)
@@ -366,8 +570,10 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
     write_json(out / RESULTS, results)  # from the start: --resume continues a run cut in its first segment
     budget, spent, stopped = 60 * budget_minutes, 0.0, "budget"
     curve_images = min(CURVE_IMAGES, eval_size or CURVE_IMAGES)
-    say(f"reproduce {name}: {setting.paper}, {setting.table}; target {setting.target}; passes {done} done "
-        f"of {setting.full_passes:,}; budget {budget_minutes:g} min")
+    say(
+        f"reproduce {name}: {setting.paper}, {setting.table}; target {setting.target}; passes {done} done "
+        f"of {setting.full_passes:,}; budget {budget_minutes:g} min"
+    )
     if _missing_curve_point(setting, results, done, limit_passes):  # cut during that point's evaluation:
         _measure_curve_point(out, setting, results, done, curve_images, k, device)  # last.pt is that pass
     while done < limit_passes:
@@ -377,8 +583,17 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
             break
         goal = min([p for p in setting.curve_points if p > done] + [limit_passes])
         wall = time.perf_counter()
-        summary = _train_segment(out, config, results, done=done, goal=goal, minutes=remaining / 60, device=device,
-                                 data_dir=data_dir, overwrite=overwrite)
+        summary = _train_segment(
+            out,
+            config,
+            results,
+            done=done,
+            goal=goal,
+            minutes=remaining / 60,
+            device=device,
+            data_dir=data_dir,
+            overwrite=overwrite,
+        )
         spent += time.perf_counter() - wall
         done = results["passes_done"] = summary["epochs"]
         results["stopped"] = summary["stopped"]
@@ -389,11 +604,17 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
             stopped = {"max-minutes": "budget"}.get(summary["stopped"], summary["stopped"])
             break
     else:
-        stopped = ("early-stopping" if results.get("stopped") == "early-stopping" else
-                   "schedule" if done >= setting.full_passes else "max-passes")
+        stopped = (
+            "early-stopping"
+            if results.get("stopped") == "early-stopping"
+            else "schedule"
+            if done >= setting.full_passes
+            else "max-passes"
+        )
     results["stopped"] = stopped
-    _final_evaluation(out, name, setting, results, done, eval_size=eval_size, curve_images=curve_images, k=k,
-                      device=device)
+    _final_evaluation(
+        out, name, setting, results, done, eval_size=eval_size, curve_images=curve_images, k=k, device=device
+    )
     invocation["finished"] = _now()
     results["finished"] = _now()
     write_json(out / RESULTS, results, allow_nan=False)
@@ -405,22 +626,30 @@ def run(name: str, out: Path, *, budget_minutes: float, resume: bool = False, ov
 def summary_line(results: dict) -> str:
     final = results["final"]
     if results["quantity"] == "log_px":
-        ours = (f"log p(x) {final['log_px']:.2f} +- {final['stderr']:.2f} nats "
-                f"(K = {final['k']}, {final['images']:,} test images)")
+        ours = (
+            f"log p(x) {final['log_px']:.2f} +- {final['stderr']:.2f} nats "
+            f"(K = {final['k']}, {final['images']:,} test images)"
+        )
         gap = f"{results['gap']:+.2f} nats from the paper's {results['target']:.2f}"
     else:
         ours = f"test error {final['test_error']:.2%}"
         gap = f"{100 * results['gap']:+.2f} points from the paper's {results['target']:.2%}"
-    return (f"reproduce {results['name']}: {ours} after {results['passes_done']:,} of "
-            f"{results['full_schedule_passes']:,} passes ({results['training_seconds'] / 60:.1f} min of training, "
-            f"stopped: {results['stopped']}); {gap}; everything is in {results['config']['out']}/")
+    return (
+        f"reproduce {results['name']}: {ours} after {results['passes_done']:,} of "
+        f"{results['full_schedule_passes']:,} passes ({results['training_seconds'] / 60:.1f} min of training, "
+        f"stopped: {results['stopped']}); {gap}; everything is in {results['config']['out']}/"
+    )
 
 
 def _missing_curve_point(setting, results: dict, done: int, limit_passes: int) -> bool:
     """Whether pass ``done`` is a point of the log p(x) curve before the end that has no estimate yet
     (the end of the run is measured by the final evaluation)."""
-    return (setting.quantity == "log_px" and done in setting.curve_points and done < limit_passes
-            and all(point["passes"] != done for point in results["curve"]))
+    return (
+        setting.quantity == "log_px"
+        and done in setting.curve_points
+        and done < limit_passes
+        and all(point["passes"] != done for point in results["curve"])
+    )
 
 
 def _measure_curve_point(out: Path, setting, results: dict, done: int, images: int, k: int, device) -> None:
@@ -428,8 +657,10 @@ def _measure_curve_point(out: Path, setting, results: dict, done: int, images: i
     add it to the curve and redraw the picture."""
     point = _evaluate(out, setting, limit=images, k=k, device=device, final=False)
     results["curve"].append({"passes": done, **point})
-    say(f"reproduce {results['name']}: after {done} passes, log p(x) {point['log_px']:.2f} +- "
-        f"{point['stderr']:.2f} on the first {point['images']} test images (K = {k})")
+    say(
+        f"reproduce {results['name']}: after {done} passes, log p(x) {point['log_px']:.2f} +- "
+        f"{point['stderr']:.2f} on the first {point['images']} test images (K = {k})"
+    )
     curve_picture(results, out / CURVE_PICTURE)  # the curve so far
     write_json(out / RESULTS, results)
 
@@ -450,8 +681,14 @@ def curve_picture(results: dict, path: Path) -> Path:
     ax.plot(xs, ys, "o-", label=label)
     if key == "log_px" and "final" in results:
         f = results["final"]
-        ax.errorbar([f["passes"]], [f["log_px"]], yerr=[f["stderr"]], fmt="s", color="C3",
-                    label=f"ours, all {f['images']:,} test images")
+        ax.errorbar(
+            [f["passes"]],
+            [f["log_px"]],
+            yerr=[f["stderr"]],
+            fmt="s",
+            color="C3",
+            label=f"ours, all {f['images']:,} test images",
+        )
     ax.axhline(results["target"], color="k", ls="--", label=f"{results['paper']}: {results['target']:g}")
     if results.get("second_target"):  # e.g. M2: Pyro's tutorial beside the paper
         text, value = results["second_target"]

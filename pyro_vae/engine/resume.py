@@ -22,8 +22,9 @@ def records_until(out_dir: Path, epoch: int) -> list[dict]:
     return [r for r in read_metrics(out_dir / "metrics.jsonl") if r["epoch"] <= epoch]
 
 
-def repair_interrupted_epoch(out_dir: Path, last: Path, epoch: int, last_record: dict | None,
-                             records: list[dict], log: Callable[[str], None]) -> list[str]:
+def repair_interrupted_epoch(
+    out_dir: Path, last: Path, epoch: int, last_record: dict | None, records: list[dict], log: Callable[[str], None]
+) -> list[str]:
     """Bring ``metrics.jsonl`` (``records``, appended to in place) and ``best.pt`` up to ``last``,
     the checkpoint of ``epoch`` holding ``last_record``; returns the names of the files mended."""
     repaired = []
@@ -43,6 +44,8 @@ def repair_interrupted_epoch(out_dir: Path, last: Path, epoch: int, last_record:
             shutil.copyfile(last, tmp)
         repaired.append("best.pt")
     else:
-        log(f"warning: {best} holds epoch {held}, but metrics.jsonl's best validation epoch is "
-            f"{best_epoch}, whose checkpoint is gone; it is replaced when a later epoch does better")
+        log(
+            f"warning: {best} holds epoch {held}, but metrics.jsonl's best validation epoch is "
+            f"{best_epoch}, whose checkpoint is gone; it is replaced when a later epoch does better"
+        )
     return repaired

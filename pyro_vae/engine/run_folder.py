@@ -27,8 +27,18 @@ from ..run_lock import LOCK_NAME, RunLock
 # a run stopped in its first epoch (nothing to resume), which a new run simply replaces.
 RUN_MARKERS = ("metrics.jsonl", "last.pt", "best.pt", "summary.json")
 RUN_FILES = ("config.json", *RUN_MARKERS, "eval.json", "labelled_indices.json")
-RUN_PATTERNS = ("samples.png", "reconstructions.png", "interpolation.png", "curves.png", "latent_*.png",
-                "analogies*.png", "confusion_matrix.png", "khat_*.png", "log_px_vs_k_*.png", "generated*.png")
+RUN_PATTERNS = (
+    "samples.png",
+    "reconstructions.png",
+    "interpolation.png",
+    "curves.png",
+    "latent_*.png",
+    "analogies*.png",
+    "confusion_matrix.png",
+    "khat_*.png",
+    "log_px_vs_k_*.png",
+    "generated*.png",
+)
 RUN_FOLDERS = ("tensorboard",)
 
 
@@ -57,8 +67,10 @@ def remove_temporary_files(out: Path, log: Callable[[str], object]) -> list[Path
     for path in leftovers:
         path.unlink(missing_ok=True)
     if leftovers:
-        log(f"{out}: removed {len(leftovers)} temporary file(s) left by an interrupted write "
-            f"({', '.join(p.name for p in leftovers)})")
+        log(
+            f"{out}: removed {len(leftovers)} temporary file(s) left by an interrupted write "
+            f"({', '.join(p.name for p in leftovers)})"
+        )
     return leftovers
 
 
@@ -72,15 +84,15 @@ def check_new_run(out: Path, overwrite: bool, log: Callable[[str], object]) -> N
         raise ConfigError(
             f"--out {out} already holds a run ({', '.join(found)}); continue it with `--resume {out}` "
             f"(it finishes an interrupted run, or trains on with --epochs N), replace it with --overwrite "
-            f"(which deletes that run's files first), or choose another --out")
+            f"(which deletes that run's files first), or choose another --out"
+        )
     old = run_files(out)
     for path in old:
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    log(f"--overwrite: removed the earlier run's {len(old)} file(s) from {out} "
-        f"({', '.join(p.name for p in old)})")
+    log(f"--overwrite: removed the earlier run's {len(old)} file(s) from {out} ({', '.join(p.name for p in old)})")
 
 
 def claim(out: str | Path, *, resume: bool, overwrite: bool, log: Callable[[str], object]) -> RunLock:
@@ -88,8 +100,7 @@ def claim(out: str | Path, *, resume: bool, overwrite: bool, log: Callable[[str]
     lock, which the caller releases when the run is done (the kernel releases it if the process dies)."""
     out = Path(out)
     if resume and overwrite:
-        raise ConfigError("--overwrite starts the run again from nothing and --resume continues it; "
-                          "give one of them")
+        raise ConfigError("--overwrite starts the run again from nothing and --resume continues it; give one of them")
     lock = RunLock(out, log=log).acquire()
     try:
         remove_temporary_files(out, log)

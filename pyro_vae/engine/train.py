@@ -23,8 +23,11 @@ from .run_config import RESUMABLE_CHANGES, read_run_config
 from .run_folder import claim
 
 # why training ended before --epochs, as the final line says it
-STOPPED_NOTES = {"epochs": "", "max-minutes": "stopped by --max-minutes; ",
-                 "early-stopping": "stopped early (--early-stopping); "}
+STOPPED_NOTES = {
+    "epochs": "",
+    "max-minutes": "stopped by --max-minutes; ",
+    "early-stopping": "stopped early (--early-stopping); ",
+}
 
 
 def resume_config(requested: dict, run_dir: str | Path) -> FitConfig:
@@ -41,16 +44,19 @@ def resume_config(requested: dict, run_dir: str | Path) -> FitConfig:
         if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(wanted, f.name)
     ]
     if conflicts:
-        raise ConfigError(f"--resume {run_dir}: these options differ from the run's config.json: "
-                          f"{'; '.join(conflicts)}. Drop them to continue the run, or start a new run "
-                          f"with a different --out")
+        raise ConfigError(
+            f"--resume {run_dir}: these options differ from the run's config.json: "
+            f"{'; '.join(conflicts)}. Drop them to continue the run, or start a new run "
+            f"with a different --out"
+        )
     if Path(wanted.out).resolve() != run_dir.resolve():
         raise ConfigError(f"--resume {run_dir} continues that run in place; drop --out {wanted.out}")
     return wanted
 
 
-def run(config: FitConfig, resume: str | None = None, fabric=None, overwrite: bool = False,
-        pieces: dict | None = None) -> dict:
+def run(
+    config: FitConfig, resume: str | None = None, fabric=None, overwrite: bool = False, pieces: dict | None = None
+) -> dict:
     """Train (or continue) the run ``config`` describes, in as many processes as it asks for:
     ``--devices 2`` starts the second process here; under torchrun or SLURM each process runs
     this. ``pieces``: prior / guide / likelihood objects to build the VAE with (``pyro_vae.fit``;
@@ -62,9 +68,11 @@ def run(config: FitConfig, resume: str | None = None, fabric=None, overwrite: bo
     config = checked(config)  # every bad combination is refused before training
     world = config.world_size
     if world and config.batch_size % world:  # before any process starts (the variant checks it again)
-        raise ConfigError(f"--batch-size {config.batch_size} (the global batch) is split evenly across "
-                          f"{world} processes, so it must be divisible by {world}; e.g. --batch-size "
-                          f"{max(world, config.batch_size // world * world)}")
+        raise ConfigError(
+            f"--batch-size {config.batch_size} (the global batch) is split evenly across "
+            f"{world} processes, so it must be divisible by {world}; e.g. --batch-size "
+            f"{max(world, config.batch_size // world * world)}"
+        )
     if fabric is None or fabric.is_global_zero:
         ensure_writable_folder(config.out, "--out")  # before the data and the model: fail in a second
     if fabric is None:
@@ -93,25 +101,34 @@ def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = No
     if resume is not None:
         trainer.restore(Path(resume) / "last.pt")
         if trainer.epoch > config.epochs:
-            raise ConfigError(f"--resume {resume}: the run already has {trainer.epoch} epochs, more than "
-                              f"--epochs {config.epochs}; ask for more with --epochs N (N > {trainer.epoch})")
+            raise ConfigError(
+                f"--resume {resume}: the run already has {trainer.epoch} epochs, more than "
+                f"--epochs {config.epochs}; ask for more with --epochs N (N > {trainer.epoch})"
+            )
         if trainer.epoch == config.epochs:
             missing = fabric.broadcast(unfinished(trainer) if fabric.is_global_zero else None, src=0)
             if not missing:
-                raise ConfigError(f"--resume {resume}: the run already has {trainer.epoch} epochs and is "
-                                  f"complete; ask for more with --epochs N (N > {trainer.epoch})")
+                raise ConfigError(
+                    f"--resume {resume}: the run already has {trainer.epoch} epochs and is "
+                    f"complete; ask for more with --epochs N (N > {trainer.epoch})"
+                )
             if fabric.is_global_zero:
-                say(f"--resume {resume}: its {trainer.epoch} epochs are done; finishing what an interruption "
-                    f"left: {', '.join(missing)}")
+                say(
+                    f"--resume {resume}: its {trainer.epoch} epochs are done; finishing what an interruption "
+                    f"left: {', '.join(missing)}"
+                )
     summary = trainer.fit()
     if fabric.is_global_zero:
         final = summary["final"]
-        say(f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
+        say(
+            f"done: {summary['epochs']} epochs in {summary['seconds'] / 60:.1f} min on {summary['device']}; "
             f"test ELBO {final['test_elbo']:.2f} nats/image ({summary['test_binarization']}); "
             + (f"{final['test_bits_per_dim']:.3f} bits/dim; " if "test_bits_per_dim" in final else "")
-            + (f"test accuracy of q(y|x) {final['test_accuracy']:.2%}; " if "test_accuracy" in final else "") +
-            f"best validation ELBO at epoch {summary['best_epoch']}; " + STOPPED_NOTES[summary["stopped"]] +
-            f"everything is in {config.out}/")
+            + (f"test accuracy of q(y|x) {final['test_accuracy']:.2%}; " if "test_accuracy" in final else "")
+            + f"best validation ELBO at epoch {summary['best_epoch']}; "
+            + STOPPED_NOTES[summary["stopped"]]
+            + f"everything is in {config.out}/"
+        )
     if config.eval_k:
         limit = min(config.eval_size, len(dataset.test)) if config.eval_size else None
         entry = evaluate_run(config.out, k=config.eval_k, limit=limit, fabric=fabric, log=say)

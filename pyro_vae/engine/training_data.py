@@ -16,8 +16,9 @@ def training_split(dataset, config):
     too (the standard 60,000 / 10,000 split of MNIST), then the first ``--train-size`` images."""
     train = dataset.train
     if config.train_on_validation:
-        train = type(train)(train.name, torch.cat([train.images, dataset.valid.images]),
-                            torch.cat([train.labels, dataset.valid.labels]))
+        train = type(train)(
+            train.name, torch.cat([train.images, dataset.valid.images]), torch.cat([train.labels, dataset.valid.labels])
+        )
     if config.train_size is not None:
         train = train.subset(config.train_size)
     return train

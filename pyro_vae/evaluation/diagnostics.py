@@ -79,9 +79,7 @@ def _arviz():
     ``psislw``; the project's pytest runs with warnings as errors, so it is filtered here, narrowly.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning
-        )
+        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
         import arviz
 
     return arviz
@@ -152,8 +150,10 @@ class EvaluationResult:
 
     def active_units_per_site(self) -> dict[str, int | None]:
         """Active units of each latent site (None for a discrete site), in the guide's order."""
-        return {name: None if mean is None else active_units(mean, self.active_threshold)
-                for name, mean in self.site_means.items()}
+        return {
+            name: None if mean is None else active_units(mean, self.active_threshold)
+            for name, mean in self.site_means.items()
+        }
 
     def latent_dim_per_site(self) -> dict[str, int | None]:
         """Dimensions of each latent site's E_q[site | x] (None for a discrete site)."""
@@ -197,12 +197,17 @@ class EvaluationResult:
             "active_units": self.active_units(),
             "latent_dim": None if self.z_mean is None else int(self.z_mean.shape[1]),
             "z_mean_source": self.z_mean_source,
-            **({"active_units_per_site": self.active_units_per_site(),
-                "latent_dim_per_site": self.latent_dim_per_site(),
-                "mean_source_per_site": dict(self.site_mean_sources)} if self.reports_sites else {}),
+            **(
+                {
+                    "active_units_per_site": self.active_units_per_site(),
+                    "latent_dim_per_site": self.latent_dim_per_site(),
+                    "mean_source_per_site": dict(self.site_mean_sources),
+                }
+                if self.reports_sites
+                else {}
+            ),
             "seconds": _num(self.seconds),
-            "image_particles_per_second": _num(self.n_images * self.k / self.seconds)
-            if self.seconds > 0 else None,
+            "image_particles_per_second": _num(self.n_images * self.k / self.seconds) if self.seconds > 0 else None,
         }
 
     def table(self) -> str:
@@ -212,23 +217,49 @@ class EvaluationResult:
             ("log p_K(x)", f"{_fmt(s['log_px_mean'])} ± {_fmt(s['log_px_stderr'])} nats"),
             ("ELBO (same samples)", f"{_fmt(s['elbo_mean'])} ± {_fmt(s['elbo_stderr'])} nats"),
             ("gap log p_K - ELBO", f"{_fmt(s['gap_mean'])} nats"),
-            ("ESS mean / min", f"{_fmt(s['ess_mean'], 1)} / {_fmt(s['ess_min'], 1)}  "
-                               f"({_pct(s['ess_fraction_mean'])} / {_pct(s['ess_fraction_min'])} of K)"),
-            ("k-hat > 0.7", f"{_pct(s['khat_share_above_0.7'])} of images  "
-                            f"(> 0.5: {_pct(s['khat_share_above_0.5'])}; median "
-                            f"{_fmt(s['khat_median'], 2)}; undefined {s['khat_undefined']})"),
-            *([] if s["active_units"] is None and self.reports_sites else [
-                ("active units", "n/a" if s["active_units"] is None
-                 else f"{s['active_units']} / {s['latent_dim']}  (Cov_x E_q[z|x] > "
-                      f"{self.active_threshold:g}; mean from {s['z_mean_source']})")]),
-            *([("active units per site", ", ".join(
-                f"{name} " + ("n/a (discrete)" if units is None else f"{units} / {s['latent_dim_per_site'][name]}")
-                for name, units in s["active_units_per_site"].items()))] if self.reports_sites else []),
-            ("time", f"{_fmt(s['seconds'], 1)} s  "
-                     f"({_fmt(s['image_particles_per_second'], 0)} images*K per s)"),
+            (
+                "ESS mean / min",
+                f"{_fmt(s['ess_mean'], 1)} / {_fmt(s['ess_min'], 1)}  "
+                f"({_pct(s['ess_fraction_mean'])} / {_pct(s['ess_fraction_min'])} of K)",
+            ),
+            (
+                "k-hat > 0.7",
+                f"{_pct(s['khat_share_above_0.7'])} of images  "
+                f"(> 0.5: {_pct(s['khat_share_above_0.5'])}; median "
+                f"{_fmt(s['khat_median'], 2)}; undefined {s['khat_undefined']})",
+            ),
+            *(
+                []
+                if s["active_units"] is None and self.reports_sites
+                else [
+                    (
+                        "active units",
+                        "n/a"
+                        if s["active_units"] is None
+                        else f"{s['active_units']} / {s['latent_dim']}  (Cov_x E_q[z|x] > "
+                        f"{self.active_threshold:g}; mean from {s['z_mean_source']})",
+                    )
+                ]
+            ),
+            *(
+                [
+                    (
+                        "active units per site",
+                        ", ".join(
+                            f"{name} "
+                            + ("n/a (discrete)" if units is None else f"{units} / {s['latent_dim_per_site'][name]}")
+                            for name, units in s["active_units_per_site"].items()
+                        ),
+                    )
+                ]
+                if self.reports_sites
+                else []
+            ),
+            ("time", f"{_fmt(s['seconds'], 1)} s  ({_fmt(s['image_particles_per_second'], 0)} images*K per s)"),
         ]
-        head = ((f"split {self.split}: " if self.split else "") +
-                f"{self.n_images} images, K = {self.k}, seed {self.seed}")
+        head = (
+            f"split {self.split}: " if self.split else ""
+        ) + f"{self.n_images} images, K = {self.k}, seed {self.seed}"
         width = max(len(label) for label, _ in rows)
         return "\n".join([head] + [f"  {label:<{width}}  {value}" for label, value in rows])
 

@@ -78,30 +78,61 @@ def evaluate_log_px(
     device = _device(model, images, device)
     batches: list[tuple[int, dict]] = []  # (batch index, this batch's per-image arrays)
     start = time.perf_counter()
-    with tqdm(total=_shard_images(images.shape[0], batch_size, shard), unit="img", disable=not progress,
-              desc=f"log p(x), K={k}") as bar:
+    with tqdm(
+        total=_shard_images(images.shape[0], batch_size, shard),
+        unit="img",
+        disable=not progress,
+        desc=f"log p(x), K={k}",
+    ) as bar:
         for index, x, y in _batches(images, labels, batch_size, device, shard):
             in_curve = max(0, min(x.shape[0], curve_images - index * batch_size)) if curve_ks else 0
-            est = _estimate(model, guide, x, y, sum_over_labels, k=k, k_chunk=k_chunk, seed=seed,
-                            batch_index=index, memory_budget_mb=memory_budget_mb,
-                            return_log_weights=khat or in_curve > 0, latent_site=latent_site)
+            est = _estimate(
+                model,
+                guide,
+                x,
+                y,
+                sum_over_labels,
+                k=k,
+                k_chunk=k_chunk,
+                seed=seed,
+                batch_index=index,
+                memory_budget_mb=memory_budget_mb,
+                return_log_weights=khat or in_curve > 0,
+                latent_site=latent_site,
+            )
             n = x.shape[0]
-            batches.append((index, {
-                "curve": (_curve_columns(est.log_weights[:in_curve], est.labels_summed, curve_ks)
-                          if in_curve else np.zeros((0, len(curve_ks)))),
-                "log_px": est.log_px.numpy(), "elbo": est.elbo.numpy(), "log_ess": est.log_ess.numpy(),
-                "khat": pareto_khat(est.log_weights.numpy()) if khat else np.full(n, np.nan),
-                "z_mean": None if est.z_mean is None else est.z_mean.numpy(),
-                "source": est.z_mean_source, "k_chunk": est.k_chunk,
-                "site_means": {name: None if mean is None else mean.numpy() for name, mean in est.site_means.items()},
-                "site_sources": est.site_mean_sources}))
+            batches.append(
+                (
+                    index,
+                    {
+                        "curve": (
+                            _curve_columns(est.log_weights[:in_curve], est.labels_summed, curve_ks)
+                            if in_curve
+                            else np.zeros((0, len(curve_ks)))
+                        ),
+                        "log_px": est.log_px.numpy(),
+                        "elbo": est.elbo.numpy(),
+                        "log_ess": est.log_ess.numpy(),
+                        "khat": pareto_khat(est.log_weights.numpy()) if khat else np.full(n, np.nan),
+                        "z_mean": None if est.z_mean is None else est.z_mean.numpy(),
+                        "source": est.z_mean_source,
+                        "k_chunk": est.k_chunk,
+                        "site_means": {
+                            name: None if mean is None else mean.numpy() for name, mean in est.site_means.items()
+                        },
+                        "site_sources": est.site_mean_sources,
+                    },
+                )
+            )
             bar.update(n)
     seconds = time.perf_counter() - start
     batches = _gathered(batches, gather)
     parts = {key: [b[key] for _, b in batches] for key in batches[0][1]}
     has_z = parts["z_mean"][0] is not None
-    site_means = {name: None if mean is None else np.concatenate([b[name] for b in parts["site_means"]])
-                  for name, mean in parts["site_means"][0].items()}  # (N, D_site) per site
+    site_means = {
+        name: None if mean is None else np.concatenate([b[name] for b in parts["site_means"]])
+        for name, mean in parts["site_means"][0].items()
+    }  # (N, D_site) per site
     return EvaluationResult(
         log_px=np.concatenate(parts["log_px"]),
         elbo=np.concatenate(parts["elbo"]),
@@ -116,7 +147,8 @@ def evaluate_log_px(
         seconds=seconds,
         split=split,
         curve=LogPxCurve(ks=tuple(curve_ks), log_px=np.concatenate(parts["curve"]), seed=seed, split=split)
-        if curve_ks else None,
+        if curve_ks
+        else None,
         site_means=site_means,
         site_mean_sources=parts["site_sources"][0],
     )
@@ -125,7 +157,7 @@ def evaluate_log_px(
 def _curve_columns(log_weights: torch.Tensor, per: int, ks: Sequence[int]) -> np.ndarray:
     """log p_k(x) = logsumexp_{j<k} log w_j - log k for each k (rows, len(ks)), from the
     particle-major log-weights (rows, K * per) (``per`` labels of each particle j)."""
-    return torch.stack([torch.logsumexp(log_weights[:, :kk * per], 1) - np.log(kk) for kk in ks], 1).numpy()
+    return torch.stack([torch.logsumexp(log_weights[:, : kk * per], 1) - np.log(kk) for kk in ks], 1).numpy()
 
 
 def log_px_against_k(
@@ -160,12 +192,28 @@ def log_px_against_k(
     _check_weights_fit(batch_size, k_max * max(1, sum_over_labels), memory_budget_mb)
     device = _device(model, images, device)
     rows = []
-    with tqdm(total=_shard_images(images.shape[0], batch_size, shard), unit="img", disable=not progress,
-              desc=f"log p(x) against K <= {k_max}") as bar:
+    with tqdm(
+        total=_shard_images(images.shape[0], batch_size, shard),
+        unit="img",
+        disable=not progress,
+        desc=f"log p(x) against K <= {k_max}",
+    ) as bar:
         for index, x, y in _batches(images, labels, batch_size, device, shard):
-            est = _estimate(model, guide, x, y, sum_over_labels, k=k_max, k_chunk=k_chunk, seed=seed,
-                            batch_index=index, memory_budget_mb=memory_budget_mb,
-                            return_log_weights=True, latent_site="", all_sites=False)
+            est = _estimate(
+                model,
+                guide,
+                x,
+                y,
+                sum_over_labels,
+                k=k_max,
+                k_chunk=k_chunk,
+                seed=seed,
+                batch_index=index,
+                memory_budget_mb=memory_budget_mb,
+                return_log_weights=True,
+                latent_site="",
+                all_sites=False,
+            )
             # log p_k(x) = logsumexp_{j<k} log w_j - log k   (B, len(ks))   (all L labels of each j)
             rows.append((index, _curve_columns(est.log_weights, est.labels_summed, ks)))
             bar.update(x.shape[0])
@@ -180,25 +228,30 @@ def _estimate(model, guide, x, y, sum_over_labels: int, **kwargs):
     return importance_weighted_log_px(model, guide, x, y, **kwargs)
 
 
-def _batches(images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
-             device: torch.device, shard: tuple[int, int] = (0, 1),
-             ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+def _batches(
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    batch_size: int,
+    device: torch.device,
+    shard: tuple[int, int] = (0, 1),
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
     """(batch index, x, y) over consecutive slices of ``batch_size`` images, moved to ``device``;
     of these, only the batches of this process's ``shard`` (rank, processes)."""
     rank, world = shard
     for index, start in enumerate(range(0, images.shape[0], batch_size)):
         if index % world != rank:
             continue
-        x = images[start:start + batch_size].to(device)
-        y = None if labels is None else labels[start:start + batch_size].to(device)
+        x = images[start : start + batch_size].to(device)
+        y = None if labels is None else labels[start : start + batch_size].to(device)
         yield index, x, y
 
 
 def _shard_images(n: int, batch_size: int, shard: tuple[int, int]) -> int:
     """Images in this process's batches."""
     rank, world = shard
-    return sum(min(batch_size, n - start) for index, start in enumerate(range(0, n, batch_size))
-               if index % world == rank)
+    return sum(
+        min(batch_size, n - start) for index, start in enumerate(range(0, n, batch_size)) if index % world == rank
+    )
 
 
 def _gathered(batches: list[tuple[int, object]], gather) -> list[tuple[int, object]]:
@@ -232,7 +285,8 @@ def _check_pixels(model, images: torch.Tensor) -> None:
         raise PyroVAEError(
             f"the images hold grey-scale intensities, but the model's likelihood ({type(likelihood).__name__}) "
             f"scores binary pixels (0 or 1): binarize them first, e.g. pyro_vae.data.evaluation_images(split, "
-            f"'dynamic', seed) or binarize_fixed(images, seed), or call vae.log_px(x, binarize='sample')")
+            f"'dynamic', seed) or binarize_fixed(images, seed), or call vae.log_px(x, binarize='sample')"
+        )
 
 
 def _check_weights_fit(batch_size: int, k: int, memory_budget_mb: float) -> None:

@@ -160,8 +160,9 @@ def importance_weighted_log_px(
                 # Pyro's validation (as set) checks the first chunk; later chunks would only
                 # repeat its checks on the same images
                 with pyro.validation_enabled(False) if start else contextlib.nullcontext():
-                    log_w, sums, enumerated = _chunk_log_weights(model, guide, x, y, seeds, latent_site,
-                                                                 guide_trace, tiled, all_sites=all_sites)
+                    log_w, sums, enumerated = _chunk_log_weights(
+                        model, guide, x, y, seeds, latent_site, guide_trace, tiled, all_sites=all_sites
+                    )
                 acc.add(log_w, sums)
                 every = memory_budget.TRIM_EVERY_CHUNKS
                 if x.device.type == "cpu" and start // k_chunk % every == every - 1:
@@ -175,8 +176,9 @@ def importance_weighted_log_px(
             f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); use a smaller "
             "batch size, a smaller k_chunk, or a smaller memory_budget_mb"
         ) from err
-    return acc.result(k=k, k_chunk=k_chunk, latent_site=latent_site,
-                      discrete=discrete + (enumerated if all_sites else []))
+    return acc.result(
+        k=k, k_chunk=k_chunk, latent_site=latent_site, discrete=discrete + (enumerated if all_sites else [])
+    )
 
 
 def label_summed_log_px(
@@ -205,13 +207,17 @@ def label_summed_log_px(
     with _evaluation_context(model, guide, x):
         guide_trace = poutine.trace(guide).get_trace(x, None)
     if label_site not in guide_trace.nodes:
-        raise PyroVAEError(f"the guide has no {label_site!r} site to read q(y|x) from: summing over labels "
-                           "needs a guide that samples the label when it is not given (the M2 guide)")
+        raise PyroVAEError(
+            f"the guide has no {label_site!r} site to read q(y|x) from: summing over labels "
+            "needs a guide that samples the label when it is not given (the M2 guide)"
+        )
     labels = torch.arange(num_classes, device=x.device)
     label_fn = guide_trace.nodes[label_site]["fn"]
     log_q_y = label_fn.log_prob(labels[:, None]).double().cpu()  # log q(y|x)   (L, B)
-    per_label = [importance_weighted_log_px(model, guide, x, labels[c].expand(x.shape[0]), k=k, **kwargs)
-                 for c in range(num_classes)]
+    per_label = [
+        importance_weighted_log_px(model, guide, x, labels[c].expand(x.shape[0]), k=k, **kwargs)
+        for c in range(num_classes)
+    ]
     log_k = math.log(k)
     lse = torch.stack([e.log_px for e in per_label]) + log_k  # logsumexp_k log w_yk   (L, B)
     lse2 = 2 * lse - torch.stack([e.log_ess for e in per_label])  # logsumexp_k 2 log w_yk
@@ -219,8 +225,10 @@ def label_summed_log_px(
     elbos = torch.stack([e.elbo for e in per_label])  # ELBO(x, y) estimates   (L, B)
     z_means = [e.z_mean for e in per_label]
     z_mean = None if z_means[0] is None else (q_y[..., None] * torch.stack(z_means)).sum(0)
-    site_means = {name: None if mean is None else (q_y[..., None] * torch.stack(
-        [e.site_means[name] for e in per_label])).sum(0) for name, mean in per_label[0].site_means.items()}
+    site_means = {
+        name: None if mean is None else (q_y[..., None] * torch.stack([e.site_means[name] for e in per_label])).sum(0)
+        for name, mean in per_label[0].site_means.items()
+    }
     log_weights = None
     if per_label[0].log_weights is not None:  # (B, K, L) -> (B, K*L): the first k*L columns hold
         log_weights = torch.stack([e.log_weights for e in per_label], -1).flatten(1)  # particles < k
@@ -294,8 +302,10 @@ def _chunk_log_weights(
             values.setdefault(name, []).append(z)
         if wanted(name, site):
             mean, analytic = _site_mean(site)
-            sums[name] = (mean.double() * len(seeds) if analytic
-                          else torch.stack(values[name]).double().sum(0), analytic)
+            sums[name] = (
+                mean.double() * len(seeds) if analytic else torch.stack(values[name]).double().sum(0),
+                analytic,
+            )
     else:  # the whole guide once per particle: later sites depend on earlier draws
         for s in seeds:
             _seed_rng(s, x.device)
@@ -306,11 +316,14 @@ def _chunk_log_weights(
                 if wanted(name, site):  # E_q[site | x, earlier sites of particle j]
                     mean, analytic = _site_mean(site)
                     total = sums.get(name)
-                    sums[name] = ((mean.double(), analytic) if total is None
-                                  else (total[0] + mean.double(), total[1] and analytic))
+                    sums[name] = (
+                        (mean.double(), analytic)
+                        if total is None
+                        else (total[0] + mean.double(), total[1] and analytic)
+                    )
     n = len(seeds)
     x_t, y_t = tiled if tiled is not None else (_tile(x, n), _tile(y, n))
-    x_t, y_t = x_t[:n * batch], (None if y_t is None else y_t[:n * batch])  # row j * B + b: image b
+    x_t, y_t = x_t[: n * batch], (None if y_t is None else y_t[: n * batch])  # row j * B + b: image b
     latents = {name: torch.cat(parts, dim=0) for name, parts in values.items()}  # (n*B, ...)
     log_p, enumerated = _model_log_joint(model, x_t, y_t, latents, infer)  # (n*B,)
     # log w_j = log p(x, z_j) - log q(z_j|x)   (n, B)
@@ -345,7 +358,11 @@ def _model_log_joint(
     replay_trace = poutine.Trace()
     for name, value in latents.items():
         replay_trace.add_node(
-            name, name=name, type="sample", value=value, is_observed=False,
+            name,
+            name=name,
+            type="sample",
+            value=value,
+            is_observed=False,
             infer=(infer or {}).get(name, {}),
         )
     model_trace = poutine.trace(enumerated_model(poutine.replay(model, trace=replay_trace))).get_trace(x, y)
@@ -420,8 +437,10 @@ class _Accumulator:
         log_w = log_w.cpu()
         if torch.isnan(log_w).any():
             bad = int(torch.isnan(log_w).any(0).sum())
-            raise PyroVAEError(f"log importance weights are NaN for {bad} image(s): the model "
-                               "or guide produced NaN (diverged parameters or invalid inputs?)")
+            raise PyroVAEError(
+                f"log importance weights are NaN for {bad} image(s): the model "
+                "or guide produced NaN (diverged parameters or invalid inputs?)"
+            )
         self.lse = torch.logaddexp(self.lse, torch.logsumexp(log_w, 0))
         self.lse2 = torch.logaddexp(self.lse2, torch.logsumexp(2 * log_w, 0))
         self.sum += log_w.sum(0)
@@ -433,14 +452,16 @@ class _Accumulator:
         if self.kept is not None:
             self.kept.append(log_w)
 
-    def result(self, k: int, k_chunk: int, latent_site: str = "z",
-               discrete: list[str] | tuple[str, ...] = ()) -> ImportanceWeightedEstimate:
+    def result(
+        self, k: int, k_chunk: int, latent_site: str = "z", discrete: list[str] | tuple[str, ...] = ()
+    ) -> ImportanceWeightedEstimate:
         """The estimate from all K particles; ``discrete`` sites are listed with no mean."""
         means = {name: total / self.count for name, total in self.site_sums.items()}  # E_q[site|x]
         sources = {name: "analytic" if analytic else "samples" for name, analytic in self.analytic.items()}
         z_mean = means.get(latent_site)
         site_means: dict[str, torch.Tensor | None] = {
-            name: mean.reshape(mean.shape[0], -1) for name, mean in means.items()}  # (B, D_site)
+            name: mean.reshape(mean.shape[0], -1) for name, mean in means.items()
+        }  # (B, D_site)
         site_means.update({name: None for name in discrete if name not in site_means})
         return ImportanceWeightedEstimate(
             log_px=self.lse - math.log(self.count),  # logsumexp_k log w_k - log K  (B,)
@@ -479,7 +500,8 @@ def auto_k_chunk(
     with _evaluation_context(model, guide, x):
         guide_trace = poutine.trace(guide).get_trace(x, y)  # once per batch, not per particle
         per_particle = memory_budget.bytes_allocated_by(
-            lambda: _chunk_log_weights(model, guide, x, y, [particle_seed(0, 0, 0)], "", guide_trace))
+            lambda: _chunk_log_weights(model, guide, x, y, [particle_seed(0, 0, 0)], "", guide_trace)
+        )
     return memory_budget.items_within_budget(per_particle, k, memory_budget_mb, x.device)
 
 
@@ -497,8 +519,7 @@ def _evaluation_context(model: Callable, guide: Callable, x: torch.Tensor) -> It
 @contextlib.contextmanager
 def eval_mode(*modules) -> Iterator[None]:
     """Put every given ``torch.nn.Module`` in eval mode; restore each submodule's mode after."""
-    saved = [(m, m.training) for mod in modules if isinstance(mod, torch.nn.Module)
-             for m in mod.modules()]
+    saved = [(m, m.training) for mod in modules if isinstance(mod, torch.nn.Module) for m in mod.modules()]
     for mod in modules:
         if isinstance(mod, torch.nn.Module):
             mod.eval()

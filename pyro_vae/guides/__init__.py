@@ -14,20 +14,45 @@ from .lowrank import AmortizedLowRankNormal
 
 def _guide_arguments(spec, config) -> dict:
     """What a guide's constructor (or factory) may ask for, by parameter name."""
-    return {"encoder": Lazy(lambda: build_encoder(config.net, spec)), "latent_dim": spec.latent_dim,
-            "num_classes": spec.cond_dim, "image_shape": spec.image_shape, "spec": spec, "config": config}
+    return {
+        "encoder": Lazy(lambda: build_encoder(config.net, spec)),
+        "latent_dim": spec.latent_dim,
+        "num_classes": spec.cond_dim,
+        "image_shape": spec.image_shape,
+        "spec": spec,
+        "config": config,
+    }
 
 
 GUIDES: Registry = Registry("guide", arguments=_guide_arguments)
 GUIDES.register("diag")(
-    lambda spec, config: AmortizedDiagonalNormal(build_encoder(config.net, spec), spec.latent_dim,
-                                            num_classes=spec.cond_dim))
+    lambda spec, config: AmortizedDiagonalNormal(
+        build_encoder(config.net, spec), spec.latent_dim, num_classes=spec.cond_dim
+    )
+)
 GUIDES.register("lowrank")(
-    lambda spec, config: AmortizedLowRankNormal(build_encoder(config.net, spec), spec.latent_dim,
-                                                config.guide_rank, num_classes=spec.cond_dim))
+    lambda spec, config: AmortizedLowRankNormal(
+        build_encoder(config.net, spec), spec.latent_dim, config.guide_rank, num_classes=spec.cond_dim
+    )
+)
 GUIDES.register("iaf")(
-    lambda spec, config: AmortizedIAF(build_encoder(config.net, spec), spec.latent_dim,
-                                      config.flow_layers, config.flow_hidden, num_classes=spec.cond_dim))
+    lambda spec, config: AmortizedIAF(
+        build_encoder(config.net, spec),
+        spec.latent_dim,
+        config.flow_layers,
+        config.flow_hidden,
+        num_classes=spec.cond_dim,
+    )
+)
 
-__all__ = ["GUIDES", "AmortizedDiagonalNormal", "AmortizedGuide", "AmortizedIAF", "AmortizedLowRankNormal",
-           "HierarchicalGuide", "build_burda_two_layer", "build_hierarchical_guide", "build_hierarchical_vae"]
+__all__ = [
+    "GUIDES",
+    "AmortizedDiagonalNormal",
+    "AmortizedGuide",
+    "AmortizedIAF",
+    "AmortizedLowRankNormal",
+    "HierarchicalGuide",
+    "build_burda_two_layer",
+    "build_hierarchical_guide",
+    "build_hierarchical_vae",
+]

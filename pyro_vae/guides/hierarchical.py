@@ -66,8 +66,10 @@ class HierarchicalGuide(PyroModule):
         super().__init__()
         for level, (below, above) in enumerate(zip(upward[:-1], upward[1:]), start=2):
             if below.out_dim != above.in_dim:
-                raise ConfigError(f"q(z{level} | z{level - 1}) gives {below.out_dim} units but "
-                                  f"q(z{level + 1} | z{level}) reads {above.in_dim}")
+                raise ConfigError(
+                    f"q(z{level} | z{level - 1}) gives {below.out_dim} units but "
+                    f"q(z{level + 1} | z{level}) reads {above.in_dim}"
+                )
         self.bottom = bottom
         self.upward = nn.ModuleList(upward)
         self.num_classes = getattr(bottom, "num_classes", 0)
@@ -106,26 +108,37 @@ def diagonal_bottom(encoder: nn.Module, latent_dim: int) -> PyroModule:
     return AmortizedDiagonalNormal(encoder, latent_dim)
 
 
-def build_hierarchical_guide(image_shape: Sequence[int], latent_dims: Sequence[int],
-                             hidden: Sequence[int] | Sequence[Sequence[int]], activation: str = "tanh",
-                             net: str = "mlp",
-                             bottom: Callable[[nn.Module, int], PyroModule] = diagonal_bottom) -> HierarchicalGuide:
+def build_hierarchical_guide(
+    image_shape: Sequence[int],
+    latent_dims: Sequence[int],
+    hidden: Sequence[int] | Sequence[Sequence[int]],
+    activation: str = "tanh",
+    net: str = "mlp",
+    bottom: Callable[[nn.Module, int], PyroModule] = diagonal_bottom,
+) -> HierarchicalGuide:
     """q(z_1..z_L | x): ``bottom(encoder, D_1)`` on a ``net`` encoder of widths
     ``hidden_per_gap(...)[0]``, then a GaussianLayer q(z_{l+1} | z_l) per gap above."""
     latent_dims = tuple(int(d) for d in latent_dims)
     gaps = hidden_per_gap(hidden, len(latent_dims))
     encoder = build_encoder(net, NetSpec(tuple(image_shape), latent_dims[0], gaps[0], activation=activation))
-    upward = [GaussianLayer(latent_dims[level - 1], gaps[level], latent_dims[level], activation)
-              for level in range(1, len(latent_dims))]
+    upward = [
+        GaussianLayer(latent_dims[level - 1], gaps[level], latent_dims[level], activation)
+        for level in range(1, len(latent_dims))
+    ]
     return HierarchicalGuide(bottom(encoder, latent_dims[0]), upward)
 
 
-def build_hierarchical_vae(image_shape: Sequence[int], latent_dims: Sequence[int],
-                           hidden: Sequence[int] | Sequence[Sequence[int]], likelihood: Likelihood,
-                           activation: str = "tanh", net: str = "mlp",
-                           bottom: Callable[[nn.Module, int], PyroModule] = diagonal_bottom,
-                           top_prior: PyroModule | None = None,
-                           init: str = "torch") -> tuple[HierarchicalVAEModel, HierarchicalGuide]:
+def build_hierarchical_vae(
+    image_shape: Sequence[int],
+    latent_dims: Sequence[int],
+    hidden: Sequence[int] | Sequence[Sequence[int]],
+    likelihood: Likelihood,
+    activation: str = "tanh",
+    net: str = "mlp",
+    bottom: Callable[[nn.Module, int], PyroModule] = diagonal_bottom,
+    top_prior: PyroModule | None = None,
+    init: str = "torch",
+) -> tuple[HierarchicalVAEModel, HierarchicalGuide]:
     """The model p(x, z_1..z_L) and guide q(z_1..z_L | x) for images ``image_shape`` (C, H, W).
 
     ``latent_dims`` (D_1, ..., D_L), z_1 nearest x; ``hidden`` one tuple of widths per gap or the
@@ -142,12 +155,16 @@ def build_hierarchical_vae(image_shape: Sequence[int], latent_dims: Sequence[int
     return model, guide
 
 
-def build_burda_two_layer(image_shape: Sequence[int], likelihood: Likelihood | None = None,
-                          bottom: Callable[[nn.Module, int], PyroModule] = diagonal_bottom,
-                          init: str = "glorot") -> tuple[HierarchicalVAEModel, HierarchicalGuide]:
+def build_burda_two_layer(
+    image_shape: Sequence[int],
+    likelihood: Likelihood | None = None,
+    bottom: Callable[[nn.Module, int], PyroModule] = diagonal_bottom,
+    init: str = "glorot",
+) -> tuple[HierarchicalVAEModel, HierarchicalGuide]:
     """Burda et al.'s two-stochastic-layer VAE: z1 of 100 and z2 of 50 units, tanh layers
     x -100-100- z1 -50-50- z2 in the guide and the reverse in the model, Bernoulli pixels by default,
     Glorot initialization. The scales are softplus(a) + 1e-4 (the paper: exp of a log-variance)."""
     likelihood = BernoulliLikelihood() if likelihood is None else likelihood
-    return build_hierarchical_vae(image_shape, BURDA_LATENT_DIMS, BURDA_HIDDEN, likelihood,
-                                  activation="tanh", bottom=bottom, init=init)
+    return build_hierarchical_vae(
+        image_shape, BURDA_LATENT_DIMS, BURDA_HIDDEN, likelihood, activation="tanh", bottom=bottom, init=init
+    )

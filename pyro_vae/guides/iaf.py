@@ -24,15 +24,15 @@ class AmortizedIAF(AmortizedGuide):
     analytic_kl = False
     loc_head, scale_head, flows = TorchNetwork(), TorchNetwork(), TorchNetwork()
 
-    def __init__(self, encoder: nn.Module, latent_dim: int, flow_layers: int, flow_hidden: int,
-                 num_classes: int = 0):
+    def __init__(self, encoder: nn.Module, latent_dim: int, flow_layers: int, flow_hidden: int, num_classes: int = 0):
         super().__init__(encoder, num_classes)
         features = encoder.feature_dim
         self.loc_head = nn.Linear(features, latent_dim)
         self.scale_head = nn.Linear(features, latent_dim)
         flows = nn.ModuleList(
             conditional_affine_autoregressive(latent_dim, features, hidden_dims=[flow_hidden, flow_hidden])
-            for _ in range(flow_layers))
+            for _ in range(flow_layers)
+        )
         self.flow_hidden = flow_hidden
         self.flows = flows  # plain torch modules: Pyro's transforms cannot become PyroModules
         # (metaclass conflict); they are ordinary submodules, and with the global param store

@@ -15,8 +15,20 @@ from .priors import PRIORS, LabelledGaussianPrior, StandardNormalPrior
 from .vae import VAEModel
 
 __all__ = [
-    "LIKELIHOODS", "PRIORS", "CVAEModel", "GaussianLayer", "HierarchicalVAEModel", "build_hierarchical_model",
-    "LabelledGaussianPrior", "M2Model", "BernoulliLikelihood", "ContinuousBernoulliLikelihood",
-    "DecoderScaleGaussianLikelihood", "GaussianLikelihood", "Likelihood",
-    "PixelScaleGaussianLikelihood", "StandardNormalPrior", "VAEModel",
+    "LIKELIHOODS",
+    "PRIORS",
+    "CVAEModel",
+    "GaussianLayer",
+    "HierarchicalVAEModel",
+    "build_hierarchical_model",
+    "LabelledGaussianPrior",
+    "M2Model",
+    "BernoulliLikelihood",
+    "ContinuousBernoulliLikelihood",
+    "DecoderScaleGaussianLikelihood",
+    "GaussianLikelihood",
+    "Likelihood",
+    "PixelScaleGaussianLikelihood",
+    "StandardNormalPrior",
+    "VAEModel",
 ]

@@ -53,8 +53,7 @@ class CVAEModel(_LabelledDecoding):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if y is None:
-            raise ConfigError("the conditional VAE (--model cvae) models p(x | y): pass the labels y "
-                              "with the images")
+            raise ConfigError("the conditional VAE (--model cvae) models p(x | y): pass the labels y with the images")
         with pyro.plate("data", x.shape[0], dim=DATA_PLATE_DIM):
             z = pyro.sample("z", self.prior_distribution(y))  # z_i ~ p(z | y_i)         (B, D)
             return pyro.sample("x", self.decode(z, y), obs=x)  # log p(x_i | z_i, y_i)   (B,)

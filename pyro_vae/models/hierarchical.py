@@ -83,18 +83,27 @@ class HierarchicalVAEModel(PyroModule):
     num_classes = 0  # unconditional: labels are ignored
     decoder, conditionals = TorchNetwork(), TorchNetwork()
 
-    def __init__(self, latent_dims: Sequence[int], decoder: nn.Module, likelihood: Likelihood,
-                 conditionals: Sequence[GaussianLayer], top_prior: PyroModule | None = None):
+    def __init__(
+        self,
+        latent_dims: Sequence[int],
+        decoder: nn.Module,
+        likelihood: Likelihood,
+        conditionals: Sequence[GaussianLayer],
+        top_prior: PyroModule | None = None,
+    ):
         super().__init__()
         self.latent_dims = tuple(int(d) for d in latent_dims)
         if len(conditionals) != len(self.latent_dims) - 1:
-            raise ConfigError(f"{len(self.latent_dims)} stochastic layers need {len(self.latent_dims) - 1} "
-                              f"conditionals p(z_l | z_(l+1)), got {len(conditionals)}")
+            raise ConfigError(
+                f"{len(self.latent_dims)} stochastic layers need {len(self.latent_dims) - 1} "
+                f"conditionals p(z_l | z_(l+1)), got {len(conditionals)}"
+            )
         for level, layer in enumerate(conditionals, start=1):
             if (layer.in_dim, layer.out_dim) != (self.latent_dims[level], self.latent_dims[level - 1]):
                 raise ConfigError(
                     f"p(z{level} | z{level + 1}) must map {self.latent_dims[level]} to "
-                    f"{self.latent_dims[level - 1]} units, got {layer.in_dim} -> {layer.out_dim}")
+                    f"{self.latent_dims[level - 1]} units, got {layer.in_dim} -> {layer.out_dim}"
+                )
         self.decoder = decoder
         self.likelihood = likelihood
         self.conditionals = nn.ModuleList(conditionals)
@@ -146,8 +155,10 @@ def hidden_per_gap(hidden: Sequence[int] | Sequence[Sequence[int]], levels: int)
     if hidden and all(isinstance(h, (tuple, list)) for h in hidden):
         gaps = tuple(tuple(int(w) for w in h) for h in hidden)
         if len(gaps) != levels:
-            raise ConfigError(f"{levels} stochastic layers have {levels} gaps (x <-> z1 and one per pair "
-                              f"of layers), but hidden gives widths for {len(gaps)}")
+            raise ConfigError(
+                f"{levels} stochastic layers have {levels} gaps (x <-> z1 and one per pair "
+                f"of layers), but hidden gives widths for {len(gaps)}"
+            )
         if not gaps[0]:
             raise ConfigError("the net between x and z1 needs at least one hidden layer")
         return gaps
@@ -156,16 +167,23 @@ def hidden_per_gap(hidden: Sequence[int] | Sequence[Sequence[int]], levels: int)
     return tuple(tuple(max(1, w // 2**gap) for w in hidden) for gap in range(levels))
 
 
-def build_hierarchical_model(image_shape: Sequence[int], latent_dims: Sequence[int],
-                             hidden: Sequence[int] | Sequence[Sequence[int]], likelihood: Likelihood,
-                             activation: str = "tanh", net: str = "mlp",
-                             top_prior: PyroModule | None = None) -> HierarchicalVAEModel:
+def build_hierarchical_model(
+    image_shape: Sequence[int],
+    latent_dims: Sequence[int],
+    hidden: Sequence[int] | Sequence[Sequence[int]],
+    likelihood: Likelihood,
+    activation: str = "tanh",
+    net: str = "mlp",
+    top_prior: PyroModule | None = None,
+) -> HierarchicalVAEModel:
     """p(x, z_1..z_L) with a ``net`` decoder from z_1 (hidden widths ``hidden_per_gap(...)[0]``)
     and a GaussianLayer p(z_l | z_{l+1}) per gap above (its hidden widths reversed, as the decoder's)."""
     latent_dims = tuple(int(d) for d in latent_dims)
     gaps = hidden_per_gap(hidden, len(latent_dims))
     spec = NetSpec(tuple(image_shape), latent_dims[0], gaps[0], activation=activation)
     decoder = build_decoder(net, spec, likelihood.params_per_pixel)
-    conditionals = [GaussianLayer(latent_dims[level], tuple(reversed(gaps[level])), latent_dims[level - 1],
-                                  activation) for level in range(1, len(latent_dims))]
+    conditionals = [
+        GaussianLayer(latent_dims[level], tuple(reversed(gaps[level])), latent_dims[level - 1], activation)
+        for level in range(1, len(latent_dims))
+    ]
     return HierarchicalVAEModel(latent_dims, decoder, likelihood, conditionals, top_prior)

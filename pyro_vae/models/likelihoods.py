@@ -69,26 +69,27 @@ class Likelihood(PyroModule):
         top = 255 if eight_bit else 1
         lo, hi, binary, on_levels = math.inf, -math.inf, True, True
         for start in range(0, images.shape[0], CHECK_CHUNK):
-            x = images[start:start + CHECK_CHUNK]
+            x = images[start : start + CHECK_CHUNK]
             lo, hi = min(lo, x.min().item()), max(hi, x.max().item())
             binary = binary and bool(((x == 0) | (x == top)).all())
             if self.models_pixel_values and not eight_bit and on_levels:
                 v = x * (PIXEL_LEVELS - 1)
                 on_levels = bool(((v - v.round()).abs() < 1e-3).all())
         if not eight_bit and (lo < 0 or hi > 1):
-            raise ConfigError(
-                f"the data has pixel values in [{lo:g}, {hi:g}], outside [0, 1]; rescale it to [0, 1]")
+            raise ConfigError(f"the data has pixel values in [{lo:g}, {hi:g}], outside [0, 1]; rescale it to [0, 1]")
         if self.needs_binary_data and not binary:
             raise ConfigError(
                 "the bernoulli likelihood needs binary pixels, but with --binarize none the data "
                 "are intensities in [0, 1]; use --binarize dynamic (or static), or a "
                 "likelihood for intensities: --likelihood continuous-bernoulli, gaussian or "
-                "discretized-logistic (8-bit pixels)")
+                "discretized-logistic (8-bit pixels)"
+            )
         if self.models_pixel_values and not on_levels:
             raise ConfigError(
                 "the discretized-logistic likelihood models the 256 values of 8-bit pixels, but these "
                 "data are other floats; use --likelihood gaussian or continuous-bernoulli, or store "
-                "8-bit pixels as integers 0..255")
+                "8-bit pixels as integers 0..255"
+            )
 
 
 class PixelBernoulli(dist.Bernoulli):
@@ -131,8 +132,8 @@ class PixelScaleGaussianLikelihood(Likelihood):
     def __init__(self, image_shape: tuple[int, ...], init_scale: float = 0.1):
         super().__init__()
         self.scale = PyroParam(
-            torch.full(tuple(image_shape), float(init_scale)),
-            constraint=constraints.greater_than(MIN_SCALE))
+            torch.full(tuple(image_shape), float(init_scale)), constraint=constraints.greater_than(MIN_SCALE)
+        )
 
     def forward(self, params):
         return dist.Normal(torch.sigmoid(params), self.scale).to_event(IMAGE_EVENT_DIMS)
@@ -194,8 +195,7 @@ class DiscretizedLogistic(dist.TorchDistribution):
         # sigma(a) - sigma(b) = sigma(a) (1 - sigma(b)) (1 - e^-(a - b)), stable for any a, b
         log_middle = log_cdf_upper + log_sf_lower + torch.log(-torch.expm1(-(2 * half_bin) / self.scale))
         level = torch.round(x * (PIXEL_LEVELS - 1))
-        return torch.where(level <= 0, log_cdf_upper,
-                           torch.where(level >= PIXEL_LEVELS - 1, log_sf_lower, log_middle))
+        return torch.where(level <= 0, log_cdf_upper, torch.where(level >= PIXEL_LEVELS - 1, log_sf_lower, log_middle))
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)

@@ -37,27 +37,50 @@ _instance_numbers = itertools.count(1)
 class TwoLayerLinearGaussian(PyroModule):
     """p(z2) p(z1 | z2) p(x | z1), linear and Gaussian; ``model(x, y=None)``, ``y`` ignored."""
 
-    def __init__(self, coupling: torch.Tensor, offset: torch.Tensor, z1_std: torch.Tensor,
-                 weight: torch.Tensor, bias: torch.Tensor, sigma: float, name: str | None = None):
+    def __init__(
+        self,
+        coupling: torch.Tensor,
+        offset: torch.Tensor,
+        z1_std: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        sigma: float,
+        name: str | None = None,
+    ):
         super().__init__(name or f"two_layer_linear_gaussian{next(_instance_numbers)}")
         d1, d2 = coupling.shape
-        if offset.shape != (d1,) or z1_std.shape != (d1,) or weight.shape[1:] != (d1,) \
-                or bias.shape != weight.shape[:1]:
-            raise ValueError(f"need A (D1, D2), a (D1,), d (D1,), W (P, D1), b (P,); got "
-                             f"{tuple(coupling.shape)}, {tuple(offset.shape)}, {tuple(z1_std.shape)}, "
-                             f"{tuple(weight.shape)}, {tuple(bias.shape)}")
+        if (
+            offset.shape != (d1,)
+            or z1_std.shape != (d1,)
+            or weight.shape[1:] != (d1,)
+            or bias.shape != weight.shape[:1]
+        ):
+            raise ValueError(
+                f"need A (D1, D2), a (D1,), d (D1,), W (P, D1), b (P,); got "
+                f"{tuple(coupling.shape)}, {tuple(offset.shape)}, {tuple(z1_std.shape)}, "
+                f"{tuple(weight.shape)}, {tuple(bias.shape)}"
+            )
         self.coupling = torch.nn.Parameter(coupling.clone())  # A  (D1, D2)
         self.offset = torch.nn.Parameter(offset.clone())  # a  (D1,)
         self.z1_std = PyroParam(z1_std.clone(), constraint=constraints.positive)  # d  (D1,)
         self.weight = torch.nn.Parameter(weight.clone())  # W  (P, D1)
         self.bias = torch.nn.Parameter(bias.clone())  # b  (P,)
-        self.sigma = PyroParam(torch.as_tensor(float(sigma), dtype=weight.dtype),
-                               constraint=constraints.positive)
+        self.sigma = PyroParam(torch.as_tensor(float(sigma), dtype=weight.dtype), constraint=constraints.positive)
 
     @classmethod
-    def random(cls, data_dim: int, z1_dim: int, z2_dim: int, *, sigma: float = 0.5,
-               z1_std: float = 0.5, coupling_scale: float = 1.0, zero_columns: tuple[int, ...] = (),
-               seed: int = 0, dtype: torch.dtype = torch.float64) -> TwoLayerLinearGaussian:
+    def random(
+        cls,
+        data_dim: int,
+        z1_dim: int,
+        z2_dim: int,
+        *,
+        sigma: float = 0.5,
+        z1_std: float = 0.5,
+        coupling_scale: float = 1.0,
+        zero_columns: tuple[int, ...] = (),
+        seed: int = 0,
+        dtype: torch.dtype = torch.float64,
+    ) -> TwoLayerLinearGaussian:
         """A = coupling_scale * N(0, 1) entries (0: z2 is independent of everything, a dead
         layer), a, W, b with N(0, 1) entries, the columns ``zero_columns`` of W set to 0."""
         g = torch.Generator().manual_seed(seed)
@@ -89,8 +112,7 @@ class TwoLayerLinearGaussian(PyroModule):
         a_mat = self.coupling
         _, d1, d2 = self.dims
         cov11 = a_mat @ a_mat.T + torch.diag(self.z1_std**2)
-        cov = torch.cat([torch.cat([cov11, a_mat], 1),
-                         torch.cat([a_mat.T, torch.eye(d2, dtype=a_mat.dtype)], 1)], 0)
+        cov = torch.cat([torch.cat([cov11, a_mat], 1), torch.cat([a_mat.T, torch.eye(d2, dtype=a_mat.dtype)], 1)], 0)
         return torch.cat([self.offset, a_mat.new_zeros(d2)]), cov
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,10 +143,8 @@ class TwoLayerLinearGaussian(PyroModule):
         dtype = self.weight.dtype
         with torch.no_grad():
             z2 = torch.randn(n, d2, generator=generator, dtype=dtype)
-            z1 = z2 @ self.coupling.T + self.offset + self.z1_std * torch.randn(n, d1, generator=generator,
-                                                                                dtype=dtype)
-            return z1 @ self.weight.T + self.bias + self.sigma * torch.randn(n, p, generator=generator,
-                                                                             dtype=dtype)
+            z1 = z2 @ self.coupling.T + self.offset + self.z1_std * torch.randn(n, d1, generator=generator, dtype=dtype)
+            return z1 @ self.weight.T + self.bias + self.sigma * torch.randn(n, p, generator=generator, dtype=dtype)
 
 
 class TwoLayerPosterior(PyroModule):
@@ -141,8 +161,9 @@ class TwoLayerPosterior(PyroModule):
     dependence between them. The model is referenced, not owned: no parameters of its own.
     """
 
-    def __init__(self, model: TwoLayerLinearGaussian, order: str = "z2_first", std_scale: float = 1.0,
-                 mean_field: bool = False):
+    def __init__(
+        self, model: TwoLayerLinearGaussian, order: str = "z2_first", std_scale: float = 1.0, mean_field: bool = False
+    ):
         super().__init__()
         if order not in ("z1_first", "z2_first"):
             raise ValueError(f"order must be 'z1_first' or 'z2_first', got {order!r}")
@@ -163,14 +184,16 @@ class TwoLayerPosterior(PyroModule):
                     values[name] = pyro.sample(name, dist.Normal(mean[:, blocks[name]], std).to_event(1))
                 return values
             cov_aa, cov_ab, cov_bb = cov[a, a], cov[a, b], cov[b, b]
-            values[first] = pyro.sample(first, dist.MultivariateNormal(
-                mean[:, a], scale_tril=self.std_scale * torch.linalg.cholesky(cov_aa)))
+            values[first] = pyro.sample(
+                first, dist.MultivariateNormal(mean[:, a], scale_tril=self.std_scale * torch.linalg.cholesky(cov_aa))
+            )
             gain = torch.linalg.solve(cov_aa, cov_ab).T  # S_ba S_aa^{-1}   (D_b, D_a)
             loc = mean[:, b] + (values[first] - mean[:, a]) @ gain.T  # (B, D_b)
             cond_cov = cov_bb - gain @ cov_ab
             cond_cov = (cond_cov + cond_cov.T) / 2
-            values[second] = pyro.sample(second, dist.MultivariateNormal(
-                loc, scale_tril=self.std_scale * torch.linalg.cholesky(cond_cov)))
+            values[second] = pyro.sample(
+                second, dist.MultivariateNormal(loc, scale_tril=self.std_scale * torch.linalg.cholesky(cond_cov))
+            )
         return values
 
 
@@ -182,26 +205,43 @@ class MixtureLinearGaussian(PyroModule):
     """p(c) p(z | c) p(x | z) with c ~ Categorical(pi) summed out by enumeration in the model
     (``infer={"enumerate": "parallel"}``); ``model(x, y=None)``, ``y`` ignored."""
 
-    def __init__(self, probs: torch.Tensor, means: torch.Tensor, stds: torch.Tensor,
-                 weight: torch.Tensor, bias: torch.Tensor, sigma: float, name: str | None = None):
+    def __init__(
+        self,
+        probs: torch.Tensor,
+        means: torch.Tensor,
+        stds: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        sigma: float,
+        name: str | None = None,
+    ):
         super().__init__(name or f"mixture_linear_gaussian{next(_instance_numbers)}")
         c, d = means.shape
-        if probs.shape != (c,) or stds.shape != (c, d) or weight.shape[1:] != (d,) \
-                or bias.shape != weight.shape[:1]:
-            raise ValueError(f"need pi (C,), mu (C, D), tau (C, D), W (P, D), b (P,); got "
-                             f"{tuple(probs.shape)}, {tuple(means.shape)}, {tuple(stds.shape)}, "
-                             f"{tuple(weight.shape)}, {tuple(bias.shape)}")
+        if probs.shape != (c,) or stds.shape != (c, d) or weight.shape[1:] != (d,) or bias.shape != weight.shape[:1]:
+            raise ValueError(
+                f"need pi (C,), mu (C, D), tau (C, D), W (P, D), b (P,); got "
+                f"{tuple(probs.shape)}, {tuple(means.shape)}, {tuple(stds.shape)}, "
+                f"{tuple(weight.shape)}, {tuple(bias.shape)}"
+            )
         self.probs = PyroParam(probs.clone(), constraint=constraints.simplex)  # pi  (C,)
         self.means = torch.nn.Parameter(means.clone())  # mu  (C, D)
         self.stds = PyroParam(stds.clone(), constraint=constraints.positive)  # tau  (C, D)
         self.weight = torch.nn.Parameter(weight.clone())  # W  (P, D)
         self.bias = torch.nn.Parameter(bias.clone())  # b  (P,)
-        self.sigma = PyroParam(torch.as_tensor(float(sigma), dtype=weight.dtype),
-                               constraint=constraints.positive)
+        self.sigma = PyroParam(torch.as_tensor(float(sigma), dtype=weight.dtype), constraint=constraints.positive)
 
     @classmethod
-    def random(cls, data_dim: int, latent_dim: int, clusters: int, *, sigma: float = 0.5,
-               spread: float = 2.0, seed: int = 0, dtype: torch.dtype = torch.float64) -> MixtureLinearGaussian:
+    def random(
+        cls,
+        data_dim: int,
+        latent_dim: int,
+        clusters: int,
+        *,
+        sigma: float = 0.5,
+        spread: float = 2.0,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float64,
+    ) -> MixtureLinearGaussian:
         """Cluster means spread * N(0, 1), standard deviations in [0.3, 0.8], uneven weights."""
         g = torch.Generator().manual_seed(seed)
         probs = torch.softmax(torch.randn(clusters, generator=g, dtype=dtype), 0)
@@ -227,7 +267,7 @@ class MixtureLinearGaussian(PyroModule):
     def cluster_marginals(self) -> dist.MultivariateNormal:
         """p(x | c) = N(W mu_c + b, W diag(tau_c^2) W^T + sigma^2 I), batch shape (C,)."""
         w = self.weight
-        cov = (w * self.stds[:, None, :]**2) @ w.T + self.sigma**2 * torch.eye(self.dims[0], dtype=w.dtype)
+        cov = (w * self.stds[:, None, :] ** 2) @ w.T + self.sigma**2 * torch.eye(self.dims[0], dtype=w.dtype)
         return dist.MultivariateNormal(self.means @ w.T + self.bias, covariance_matrix=cov)  # (C,) x (P,)
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,21 +29,25 @@ _instance_numbers = itertools.count(1)
 class PPCA(PyroModule):
     """The PPCA model ``model(x, y=None)``; ``y`` is accepted for the common interface and ignored."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, sigma: float,
-                 name: str | None = None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, sigma: float, name: str | None = None):
         super().__init__(name or f"ppca{next(_instance_numbers)}")
         if weight.dim() != 2 or bias.shape != weight.shape[:1]:
-            raise ValueError(f"need weight (P, D) and bias (P,), got {tuple(weight.shape)} "
-                             f"and {tuple(bias.shape)}")
+            raise ValueError(f"need weight (P, D) and bias (P,), got {tuple(weight.shape)} and {tuple(bias.shape)}")
         self.weight = torch.nn.Parameter(weight.clone())  # W  (P, D)
         self.bias = torch.nn.Parameter(bias.clone())  # b  (P,)
-        self.sigma = PyroParam(torch.as_tensor(float(sigma), dtype=weight.dtype),
-                               constraint=constraints.positive)
+        self.sigma = PyroParam(torch.as_tensor(float(sigma), dtype=weight.dtype), constraint=constraints.positive)
 
     @classmethod
-    def random(cls, data_dim: int, latent_dim: int, *, sigma: float = 0.5,
-               zero_columns: tuple[int, ...] = (), seed: int = 0,
-               dtype: torch.dtype = torch.float64) -> PPCA:
+    def random(
+        cls,
+        data_dim: int,
+        latent_dim: int,
+        *,
+        sigma: float = 0.5,
+        zero_columns: tuple[int, ...] = (),
+        seed: int = 0,
+        dtype: torch.dtype = torch.float64,
+    ) -> PPCA:
         """W with N(0, 1) entries (the columns in ``zero_columns`` set to 0), b ~ N(0, 1)."""
         g = torch.Generator().manual_seed(seed)
         weight = torch.randn(data_dim, latent_dim, generator=g, dtype=dtype)
@@ -115,8 +119,7 @@ class PPCAExactPosterior(PyroModule):
 class AmortizedLinearGaussian(PyroModule):
     """An amortized diagonal Gaussian guide with a linear encoder: q(z|x) = N(A x + c, diag(s^2))."""
 
-    def __init__(self, data_dim: int, latent_dim: int, dtype: torch.dtype = torch.float64,
-                 name: str | None = None):
+    def __init__(self, data_dim: int, latent_dim: int, dtype: torch.dtype = torch.float64, name: str | None = None):
         super().__init__(name or f"linear_gaussian{next(_instance_numbers)}")
         self.weight = torch.nn.Parameter(torch.zeros(latent_dim, data_dim, dtype=dtype))  # A
         self.bias = torch.nn.Parameter(torch.zeros(latent_dim, dtype=dtype))  # c

@@ -90,8 +90,11 @@ VAMP_BLOCK_BYTES = 256 * 2**20
 
 def is_diagonal_normal(q: dist.TorchDistribution) -> bool:
     """Whether q is N(m, diag s^2) with event shape (D,): a Normal with one batch dim made event."""
-    return (isinstance(q, torch.distributions.Independent) and q.reinterpreted_batch_ndims == 1
-            and type(q.base_dist) in (dist.Normal, torch.distributions.Normal))
+    return (
+        isinstance(q, torch.distributions.Independent)
+        and q.reinterpreted_batch_ndims == 1
+        and type(q.base_dist) in (dist.Normal, torch.distributions.Normal)
+    )
 
 
 def diagonal_normal_log_densities(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -106,8 +109,9 @@ def diagonal_normal_log_densities(z: torch.Tensor, loc: torch.Tensor, scale: tor
     wide = torch.float32 if z.device.type == "mps" else torch.float64
     zw, locw, scalew = z.to(wide), loc.to(wide), scale.to(wide)
     precision = scalew.pow(-2)  # w_k = 1 / s_k^2   (K, D)
-    squared = (zw.square() @ precision.T - 2 * zw @ (locw * precision).T
-               + (locw.square() * precision).sum(-1))  # sum_d (z_d - m_kd)^2 w_kd   (N, K)
+    squared = (
+        zw.square() @ precision.T - 2 * zw @ (locw * precision).T + (locw.square() * precision).sum(-1)
+    )  # sum_d (z_d - m_kd)^2 w_kd   (N, K)
     # log of the normaliser (2 pi)^(D/2) prod_d s_kd   (K,)
     log_norm = scalew.log().sum(-1) + 0.5 * z.shape[-1] * math.log(2 * math.pi)
     return (-0.5 * squared.clamp(min=0) - log_norm).to(z.dtype)
@@ -132,8 +136,9 @@ class VampMixture(TorchDistribution):
     support = constraints.real_vector
     has_rsample = False
 
-    def __init__(self, guide: PyroModule, features: torch.Tensor, latent_dim: int | None = None,
-                 block_bytes: int | None = None):
+    def __init__(
+        self, guide: PyroModule, features: torch.Tensor, latent_dim: int | None = None, block_bytes: int | None = None
+    ):
         self.guide, self.features = guide, features  # features h(u_k)   (K, F)
         block_bytes = VAMP_BLOCK_BYTES if block_bytes is None else block_bytes
         pair_bytes = getattr(guide, "log_prob_bytes", lambda: 64 * 1024)()
@@ -172,9 +177,9 @@ class VampMixture(TorchDistribution):
         recompute = torch.is_grad_enabled() and (flat.requires_grad or self.features.requires_grad)
         out = []
         for r in range(0, n_all, rows):
-            z_rows, blocks = flat[r:r + rows], []
+            z_rows, blocks = flat[r : r + rows], []
             for c in range(0, k_all, cols):
-                h = self.features[c:c + cols]
+                h = self.features[c : c + cols]
                 if recompute:
                     blocks.append(checkpoint(self._block, z_rows, h, use_reentrant=True))
                 else:
@@ -208,8 +213,7 @@ class VampPrior(PyroModule):
     def __init__(self, guide: PyroModule, image_shape: tuple[int, ...], components: int = 500):
         super().__init__()
         object.__setattr__(self, "_guide", guide)  # not a submodule: see the docstring
-        self.pseudo_weights = PyroParam(
-            torch.randn(components, *image_shape) * VAMP_INIT_STD + VAMP_INIT_MEAN)
+        self.pseudo_weights = PyroParam(torch.randn(components, *image_shape) * VAMP_INIT_STD + VAMP_INIT_MEAN)
 
     def pseudo_inputs(self) -> torch.Tensor:
         return F.hardtanh(self.pseudo_weights, 0.0, 1.0)  # u_k in [0, 1]   (K, C, H, W)
@@ -248,8 +252,15 @@ def prior_components(config) -> int:
 
 def _prior_arguments(spec, config, guide) -> dict:
     """What a prior's constructor (or factory) may ask for, by parameter name."""
-    return {"latent_dim": spec.latent_dim, "image_shape": spec.image_shape, "components": prior_components(config),
-            "num_classes": spec.cond_dim, "spec": spec, "config": config, "guide": guide}
+    return {
+        "latent_dim": spec.latent_dim,
+        "image_shape": spec.image_shape,
+        "components": prior_components(config),
+        "num_classes": spec.cond_dim,
+        "spec": spec,
+        "config": config,
+        "guide": guide,
+    }
 
 
 PRIORS: Registry[PyroModule] = Registry("prior", arguments=_prior_arguments)

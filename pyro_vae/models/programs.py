@@ -52,14 +52,22 @@ class _AtTheMean(Messenger):
 
 def _observed_mean(trace: poutine.Trace, site: str) -> torch.Tensor:
     if site not in trace.nodes:
-        raise KeyError(f"the model has no sample site {site!r}: its images must be observed at "
-                       f"pyro.sample({site!r}, ..., obs=x)")
+        raise KeyError(
+            f"the model has no sample site {site!r}: its images must be observed at pyro.sample({site!r}, ..., obs=x)"
+        )
     return distribution_mean(trace.nodes[site]["fn"])
 
 
 @torch.no_grad()
-def sample_images(model: Callable, n: int, image_shape: tuple[int, ...], y: torch.Tensor | None = None, *,
-                  like: torch.Tensor | None = None, site: str = OBSERVED_SITE) -> torch.Tensor:
+def sample_images(
+    model: Callable,
+    n: int,
+    image_shape: tuple[int, ...],
+    y: torch.Tensor | None = None,
+    *,
+    like: torch.Tensor | None = None,
+    site: str = OBSERVED_SITE,
+) -> torch.Tensor:
     """n images E[x | z] (n, C, H, W), every latent site of ``model`` drawn once per image from
     the prior (the model run on n placeholder images, unconditioned). ``like``: a tensor whose
     device and dtype the placeholder takes."""
@@ -75,13 +83,17 @@ def posterior_means(guide: Callable, x: torch.Tensor, y: torch.Tensor | None = N
     earlier ones), by site name: {"z1": (B, D1), "z2": (B, D2), ...}."""
     with _AtTheMean():
         trace = poutine.trace(guide).get_trace(x, y)
-    return {name: site["value"] for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
+    return {
+        name: site["value"]
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    }
 
 
 @torch.no_grad()
-def reconstruct_images(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *,
-                       site: str = OBSERVED_SITE) -> torch.Tensor:
+def reconstruct_images(
+    model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor | None = None, *, site: str = OBSERVED_SITE
+) -> torch.Tensor:
     """E[x | z] with z the guide's means (:func:`posterior_means`), replayed into the model:
     (B, C, H, W)."""
     with _AtTheMean():

@@ -7,5 +7,18 @@ from .build import build_vae, check_matches_config
 from .checks import check, check_data, checked, resolve_defaults
 from .kinds import VARIANTS, variant_of
 
-__all__ = ["EVAL_BATCH_SIZE", "EVAL_SEED", "EvalSet", "VARIANTS", "Variant", "build_vae", "check",
-           "check_data", "check_matches_config", "checked", "mean_elbo_terms", "resolve_defaults", "variant_of"]
+__all__ = [
+    "EVAL_BATCH_SIZE",
+    "EVAL_SEED",
+    "EvalSet",
+    "VARIANTS",
+    "Variant",
+    "build_vae",
+    "check",
+    "check_data",
+    "check_matches_config",
+    "checked",
+    "mean_elbo_terms",
+    "resolve_defaults",
+    "variant_of",
+]

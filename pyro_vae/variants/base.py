@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from .. import plots
-from ..components import check_objective
 from ..data import DeviceBatches, intensities
 from ..errors import ConfigError
 from ..evaluation import eval_mode
@@ -29,6 +28,7 @@ from ..models import LIKELIHOODS, PRIORS
 from ..nets import NetSpec, build_decoder, initialize_linear_layers
 from ..objectives import ELBOS, JIT_ELBOS, JitELBO, Scaled, beta_at, elbo_terms
 from ..vae import VAE
+from .objective import check_objective
 
 EVAL_BATCH_SIZE = 1000  # images per seeded chunk of the per-epoch ELBO
 EVAL_SEED = 12345  # z-sampling seed of the per-epoch ELBO evaluations (same every epoch)
@@ -61,9 +61,16 @@ def _no_reduce(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def mean_elbo_terms(vae, images: torch.Tensor, labels: torch.Tensor | None = None, *,
-                    batch_size: int = EVAL_BATCH_SIZE, seed: int = EVAL_SEED, shard: Shard = (0, 1),
-                    reduce: Reduce = _no_reduce) -> dict[str, float]:
+def mean_elbo_terms(
+    vae,
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    batch_size: int = EVAL_BATCH_SIZE,
+    seed: int = EVAL_SEED,
+    shard: Shard = (0, 1),
+    reduce: Reduce = _no_reduce,
+) -> dict[str, float]:
     """Average ELBO, reconstruction and KL in nats per image, z drawn from per-chunk seeds (the
     global RNG is left untouched, so evaluation never changes a training run). With ``shard``
     (rank, processes) this process scores chunks rank, rank + processes, ...; ``reduce`` sums
@@ -76,8 +83,8 @@ def mean_elbo_terms(vae, images: torch.Tensor, labels: torch.Tensor | None = Non
             if chunk % world != rank:
                 continue
             torch.manual_seed(chunk_seed(seed, chunk))
-            x = images[start:start + batch_size]
-            y = None if labels is None else labels[start:start + batch_size]
+            x = images[start : start + batch_size]
+            y = None if labels is None else labels[start : start + batch_size]
             terms = elbo_terms(vae.model, vae.guide, x, y)
             sums += torch.stack([terms[k].double().sum() for k in ("elbo", "recon", "kl")])
     sums = reduce(sums)
@@ -100,11 +107,15 @@ class Variant:
         """What this kind refuses in ``config`` (messages naming the flags)."""
         problems = cls.prior_problems(config)
         if config.jit and config.elbo not in JIT_ELBOS:
-            problems.append(f"--jit traces --elbo {' or '.join(JIT_ELBOS)}, not --elbo {config.elbo} "
-                            "(drop --jit, or use --elbo trace)")
+            problems.append(
+                f"--jit traces --elbo {' or '.join(JIT_ELBOS)}, not --elbo {config.elbo} "
+                "(drop --jit, or use --elbo trace)"
+            )
         if config.labels is not None:
-            problems.append(f"--labels picks the labelled images of --model m2; this run is --model "
-                            f"{config.model} (drop --labels, or use --model m2)")
+            problems.append(
+                f"--labels picks the labelled images of --model m2; this run is --model "
+                f"{config.model} (drop --labels, or use --model m2)"
+            )
         return problems + cls.latent_problems(config)
 
     @classmethod
@@ -112,8 +123,10 @@ class Variant:
         """A message if ``--latent-dim`` gives several layers' widths to a kind with one latent layer."""
         if not isinstance(config.latent_dim, tuple):
             return []
-        return [f"--latent-dim {','.join(map(str, config.latent_dim))} gives one width per stochastic layer "
-                f"(--model hvae); --model {config.model} has one latent layer: give one number"]
+        return [
+            f"--latent-dim {','.join(map(str, config.latent_dim))} gives one width per stochastic layer "
+            f"(--model hvae); --model {config.model} has one latent layer: give one number"
+        ]
 
     @classmethod
     def accepts_prior(cls, prior) -> bool:
@@ -132,27 +145,37 @@ class Variant:
         if cls.accepts_prior(PRIORS.resolve(config.prior)):
             return []
         accepted = [name for name in PRIORS.names() if cls.accepts_prior(PRIORS.resolve(name))]
-        return [f"--model {cls.name} takes --prior {' or '.join(accepted)}, not {config.prior} "
-                "(the VampPrior's pseudo-inputs have no labels)"]
+        return [
+            f"--model {cls.name} takes --prior {' or '.join(accepted)}, not {config.prior} "
+            "(the VampPrior's pseudo-inputs have no labels)"
+        ]
 
     @classmethod
     def check_data(cls, dataset, config=None) -> None:
         """Raise :class:`ConfigError` if this kind cannot train on ``dataset`` (a kind whose
         networks take the label needs two classes or more) with ``config``."""
         if cls.takes_labels and dataset.num_classes < 2:
-            raise ConfigError(f"--model {cls.name} needs labelled data; {dataset.name} has "
-                              f"{'no labels' if not dataset.num_classes else 'one class'} (put the images in one "
-                              f"sub-folder per class, or give labels in the array file), or use --model vae")
+            raise ConfigError(
+                f"--model {cls.name} needs labelled data; {dataset.name} has "
+                f"{'no labels' if not dataset.num_classes else 'one class'} (put the images in one "
+                f"sub-folder per class, or give labels in the array file), or use --model vae"
+            )
 
     @classmethod
-    def build(cls, config, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None, guide=None,
-              likelihood=None):
+    def build(
+        cls, config, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None, guide=None, likelihood=None
+    ):
         """The VAE that ``config`` describes for images of shape (C, H, W); ``prior``, ``guide``
         or ``likelihood``, if given, are used as they are (objects a user made) in place of the
         ones ``config`` names."""
         cond_dim = num_classes if cls.takes_labels else 0
-        spec = NetSpec(image_shape=tuple(image_shape), latent_dim=config.latent_dim,
-                       hidden=tuple(config.hidden), cond_dim=cond_dim, activation=config.activation)
+        spec = NetSpec(
+            image_shape=tuple(image_shape),
+            latent_dim=config.latent_dim,
+            hidden=tuple(config.hidden),
+            cond_dim=cond_dim,
+            activation=config.activation,
+        )
         if likelihood is None:
             likelihood = LIKELIHOODS.build(config.likelihood, tuple(image_shape), config)
         if guide is None:
@@ -203,10 +226,19 @@ class Variant:
         world = self.shard[1]
         if batch_size % world:
             what = what or f"--batch-size {batch_size} (the global batch)"
-            raise ConfigError(f"{what} is split evenly across {world} processes, so it must be divisible "
-                              f"by {world}; e.g. --batch-size {max(world, batch_size // world * world)}")
-        return DeviceBatches(images, labels, batch_size, binarization=self.config.binarize, seed=seed,
-                             device=self.device, shard=self.shard)
+            raise ConfigError(
+                f"{what} is split evenly across {world} processes, so it must be divisible "
+                f"by {world}; e.g. --batch-size {max(world, batch_size // world * world)}"
+            )
+        return DeviceBatches(
+            images,
+            labels,
+            batch_size,
+            binarization=self.config.binarize,
+            seed=seed,
+            device=self.device,
+            shard=self.shard,
+        )
 
     def setup(self, train, vae, log: Callable[[str], None]) -> str:
         """Prepare the training batches of the split ``train`` and the loss module of ``vae``;
@@ -285,12 +317,17 @@ class Variant:
         """Samples, reconstructions, interpolations and latent maps of the current model."""
         n = min(PICTURE_IMAGES, test.images.shape[0])
         x = test.images[:n]
-        paths = [plots.sample_grid(vae, out / "samples.png"),
-                 plots.reconstruction_grid(vae, x, out / "reconstructions.png")]
+        paths = [
+            plots.sample_grid(vae, out / "samples.png"),
+            plots.reconstruction_grid(vae, x, out / "reconstructions.png"),
+        ]
         half = n // 2
         if half:
-            paths.append(plots.interpolation_grid(vae, x[:min(half, 8)], x[half:half + min(half, 8)],
-                                                  out / "interpolation.png"))
+            paths.append(
+                plots.interpolation_grid(
+                    vae, x[: min(half, 8)], x[half : half + min(half, 8)], out / "interpolation.png"
+                )
+            )
         paths += plots.latent_maps(vae, test.images[:MAP_IMAGES], test.labels[:MAP_IMAGES], out)
         return paths
 
@@ -298,10 +335,22 @@ class Variant:
         """Labelled kinds: samples by label, the analogies figure, reconstructions (given the
         true label, or None: the classifier's) and the latent map."""
         n = min(PICTURE_IMAGES, test.images.shape[0])
-        return [plots.label_sample_grid(vae, out / "samples.png"),
-                plots.analogy_grid(vae, out / "analogies.png", sources=test.images[:ANALOGY_COLUMNS],
-                                   source_labels=None if given is None else given[:ANALOGY_COLUMNS]),
-                plots.reconstruction_grid(vae, test.images[:n], out / "reconstructions.png",
-                                          None if given is None else given[:n]),
-                *plots.latent_maps(vae, test.images[:MAP_IMAGES], test.labels[:MAP_IMAGES], out,
-                                   condition=None if given is None else given[:MAP_IMAGES])]
+        return [
+            plots.label_sample_grid(vae, out / "samples.png"),
+            plots.analogy_grid(
+                vae,
+                out / "analogies.png",
+                sources=test.images[:ANALOGY_COLUMNS],
+                source_labels=None if given is None else given[:ANALOGY_COLUMNS],
+            ),
+            plots.reconstruction_grid(
+                vae, test.images[:n], out / "reconstructions.png", None if given is None else given[:n]
+            ),
+            *plots.latent_maps(
+                vae,
+                test.images[:MAP_IMAGES],
+                test.labels[:MAP_IMAGES],
+                out,
+                condition=None if given is None else given[:MAP_IMAGES],
+            ),
+        ]

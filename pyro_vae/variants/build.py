@@ -8,19 +8,19 @@ from ..components import shapes, state_dict_difference
 from ..config import FitConfig
 from ..errors import ConfigError
 from ..vae import VAE
-from .kinds import variant_of
 from .checks import resolve_defaults
+from .kinds import variant_of
 
 
-def build_vae(config: FitConfig, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None,
-              guide=None, likelihood=None) -> VAE:
+def build_vae(
+    config: FitConfig, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None, guide=None, likelihood=None
+) -> VAE:
     """Build the VAE that ``config`` describes for images of shape (C, H, W) (and, for a kind
     whose networks take the label, ``num_classes`` labels): its variant builds it, from the
     configuration with its defaults resolved. ``prior``, ``guide`` and ``likelihood`` objects, if
     given, replace the ones ``config`` names."""
     config = resolve_defaults(config)
-    return variant_of(config).build(config, image_shape, num_classes, prior=prior, guide=guide,
-                                            likelihood=likelihood)
+    return variant_of(config).build(config, image_shape, num_classes, prior=prior, guide=guide, likelihood=likelihood)
 
 
 def check_matches_config(vae, config, image_shape, num_classes: int) -> None:
@@ -36,4 +36,5 @@ def check_matches_config(vae, config, image_shape, num_classes: int) -> None:
             f"{config.latent_dim}): against that model {'; '.join(differences)}. config.json would "
             f"not rebuild it: name your own pieces in the config by import path "
             f"(FitConfig(prior='mypackage.priors:LaplacePrior')), or pass them to pyro_vae.fit(prior=..., "
-            f"guide=...), which records them")
+            f"guide=...), which records them"
+        )

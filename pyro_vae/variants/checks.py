@@ -52,27 +52,43 @@ def problems(config: FitConfig) -> list[str]:
     """What ``config`` refuses between its fields, in messages naming the flags."""
     found = []
     if config.data is not None and config.dataset is not None:
-        found.append(f"give --data (your own data) or --dataset (a named data set), not both: "
-                     f"--data {config.data}, --dataset {config.dataset}")
+        found.append(
+            f"give --data (your own data) or --dataset (a named data set), not both: "
+            f"--data {config.data}, --dataset {config.dataset}"
+        )
     if config.binarize not in (None, "none") and models_pixel_values(config.likelihood):
-        found.append(f"--likelihood {config.likelihood} models the 256 values of 8-bit pixels; "
-                     f"use --binarize none, not {config.binarize}")
+        found.append(
+            f"--likelihood {config.likelihood} models the 256 values of 8-bit pixels; "
+            f"use --binarize none, not {config.binarize}"
+        )
     if config.split is not None and config.data is None:
-        found.append("--split cuts --data without a split of its own; the named data sets have "
-                     "their own (drop --split)")
-    if (config.activation != FitConfig.activation and isinstance(config.net, str) and ":" not in config.net
-            and not _uses_activation(config.net)):
+        found.append(
+            "--split cuts --data without a split of its own; the named data sets have their own (drop --split)"
+        )
+    if (
+        config.activation != FitConfig.activation
+        and isinstance(config.net, str)
+        and ":" not in config.net
+        and not _uses_activation(config.net)
+    ):
         takers = " or ".join(name for name in ENCODERS.names() if _uses_activation(name))
-        found.append(f"--activation applies to --net {takers}; --net {config.net} has its own "
-                     f"nonlinearities (drop --activation {config.activation})")
+        found.append(
+            f"--activation applies to --net {takers}; --net {config.net} has its own "
+            f"nonlinearities (drop --activation {config.activation})"
+        )
     if config.lr_schedule == "burda" and config.lr_decay != FitConfig.lr_decay:
-        found.append("--lr-schedule burda sets the learning rate of every pass; drop --lr-decay "
-                     "(it applies to --lr-schedule exponential)")
+        found.append(
+            "--lr-schedule burda sets the learning rate of every pass; drop --lr-decay "
+            "(it applies to --lr-schedule exponential)"
+        )
     found += variant_of(config).config_problems(config)
     if getattr(ELBOS.resolve(config.elbo), "weighs_sites_alike", False) and (
-            config.beta != 1 or config.warmup_epochs > 0):
-        found.append(f"--elbo {config.elbo} is the importance-weighted bound of log p(x); it takes no "
-                     "--beta or --warmup-epochs (use --elbo trace for those)")
+        config.beta != 1 or config.warmup_epochs > 0
+    ):
+        found.append(
+            f"--elbo {config.elbo} is the importance-weighted bound of log p(x); it takes no "
+            "--beta or --warmup-epochs (use --elbo trace for those)"
+        )
     return found
 
 

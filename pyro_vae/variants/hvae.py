@@ -40,12 +40,20 @@ class HierarchicalVAE(nn.Module):
         bottom_spec = NetSpec(tuple(image_shape), widths[0], gaps[0], activation=config.activation)
         top_spec = NetSpec(tuple(image_shape), widths[-1], gaps[-1], activation=config.activation)
         bottom = GUIDES.build(config.guide, bottom_spec, config)  # q(z_1 | x)
-        upward = [GaussianLayer(widths[level - 1], gaps[level], widths[level], config.activation)
-                  for level in range(1, len(widths))]  # q(z_{l+1} | z_l)
+        upward = [
+            GaussianLayer(widths[level - 1], gaps[level], widths[level], config.activation)
+            for level in range(1, len(widths))
+        ]  # q(z_{l+1} | z_l)
         self.guide = HierarchicalGuide(bottom, upward)
-        self.model = build_hierarchical_model(image_shape, widths, tuple(config.hidden), likelihood,
-                                              config.activation, config.net,
-                                              top_prior=PRIORS.build(config.prior, top_spec, config, None))
+        self.model = build_hierarchical_model(
+            image_shape,
+            widths,
+            tuple(config.hidden),
+            likelihood,
+            config.activation,
+            config.net,
+            top_prior=PRIORS.build(config.prior, top_spec, config, None),
+        )
         initialize_linear_layers(self, config.init)  # --init: the papers' schemes
 
 
@@ -59,6 +67,8 @@ class HVAEVariant(ProgramVariant):
         problems = super().config_problems(config)
         prior = PRIORS.resolve(config.prior)
         if "guide" in inspect.signature(prior).parameters:
-            problems.append(f"--model {cls.name} takes a prior p(z_L) of its own: --prior {config.prior} "
-                            "builds p(z) from the guide's q(z | x), which the top layer does not have")
+            problems.append(
+                f"--model {cls.name} takes a prior p(z_L) of its own: --prior {config.prior} "
+                "builds p(z) from the guide's q(z | x), which the top layer does not have"
+            )
         return problems

@@ -31,22 +31,26 @@ class M2Variant(Variant):
 
     @classmethod
     def config_problems(cls, config) -> list[str]:
-        problems = cls.prior_problems(config) + cls.latent_problems(config)  # (not the base's: --labels and --jit differ here)
+        problems = cls.prior_problems(config) + cls.latent_problems(
+            config
+        )  # (not the base's: --labels and --jit differ here)
         if config.elbo != FitConfig.elbo:  # the objective is its own; --elbo stays at its default
-            problems.append(f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo "
-                            f"{FitConfig.elbo}, not {config.elbo}")
+            problems.append(
+                f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo "
+                f"{FitConfig.elbo}, not {config.elbo}"
+            )
         if config.jit:
-            problems.append("--jit traces the ELBO of --model vae and cvae; --model m2's enumerated "
-                            "objective runs eagerly (drop --jit)")
+            problems.append(
+                "--jit traces the ELBO of --model vae and cvae; --model m2's enumerated "
+                "objective runs eagerly (drop --jit)"
+            )
         return problems
 
     @classmethod
     def wrap_guide(cls, guide, config, spec: NetSpec, num_classes: int):
         # q(y, z | x) = q(y | x) q(z | x, y)
-        classifier_spec = NetSpec(spec.image_shape, config.latent_dim, tuple(config.hidden),
-                                  activation=spec.activation)
-        return M2Guide(LabelClassifier(build_encoder(config.net, classifier_spec), num_classes), guide,
-                       num_classes)
+        classifier_spec = NetSpec(spec.image_shape, config.latent_dim, tuple(config.hidden), activation=spec.activation)
+        return M2Guide(LabelClassifier(build_encoder(config.net, classifier_spec), num_classes), guide, num_classes)
 
     @classmethod
     def build_model(cls, prior, decoder, likelihood, num_classes: int):
@@ -54,8 +58,7 @@ class M2Variant(Variant):
 
     @classmethod
     def log_px_inputs(cls, labels: torch.Tensor, num_classes: int) -> tuple[dict, str]:
-        return ({"sum_over_labels": num_classes},
-                f"log p(x) = log sum_y p(x, y) over {num_classes} labels")
+        return ({"sum_over_labels": num_classes}, f"log p(x) = log sum_y p(x, y) over {num_classes} labels")
 
     # -- training: an unlabelled batch and the next labelled one --------------------------------
     def setup(self, train, vae, log: Callable[[str], None]) -> str:
@@ -68,13 +71,23 @@ class M2Variant(Variant):
         keep[chosen] = False
         self.num_labelled = int(chosen.numel())
         self.num_train = len(train) - self.num_labelled
-        self.labelled_batches = self._batches(train.data[chosen], train.labels[chosen],
-                                              min(cfg.batch_size, self.num_labelled), cfg.seed + 1,
-                                              what=f"the labelled batch, min(--batch-size, --labels) = "
-                                                   f"{min(cfg.batch_size, self.num_labelled)},")
+        self.labelled_batches = self._batches(
+            train.data[chosen],
+            train.labels[chosen],
+            min(cfg.batch_size, self.num_labelled),
+            cfg.seed + 1,
+            what=f"the labelled batch, min(--batch-size, --labels) = {min(cfg.batch_size, self.num_labelled)},",
+        )
         self.batches = self._batches(train.data[keep], train.labels[keep], cfg.batch_size, cfg.seed)
-        self.loss = SemiSupervisedLoss(vae.model, vae.guide, self.num_train, self.num_labelled, cfg.alpha,
-                                       cfg.particles, balanced=cfg.labelled_weight == "balanced")
+        self.loss = SemiSupervisedLoss(
+            vae.model,
+            vae.guide,
+            self.num_train,
+            self.num_labelled,
+            cfg.alpha,
+            cfg.particles,
+            balanced=cfg.labelled_weight == "balanced",
+        )
         return f"{self.num_train:,} unlabelled + {self.num_labelled} labelled training images"
 
     def __len__(self) -> int:
@@ -100,8 +113,14 @@ class M2Variant(Variant):
         for i, (x_u, _) in enumerate(self.batches):
             j, x_l, y_l = next(labelled)
             # -J_alpha on this pair
-            yield (x_u, x_l, y_l, self._data_scale(self.num_train, self.batches, i),
-                   self._data_scale(self.num_labelled, self.labelled_batches, j), self.beta(first_step + i))
+            yield (
+                x_u,
+                x_l,
+                y_l,
+                self._data_scale(self.num_train, self.batches, i),
+                self._data_scale(self.num_labelled, self.labelled_batches, j),
+                self.beta(first_step + i),
+            )
 
     def labelled_step_indices(self) -> list[int]:
         """The steps of an epoch that take a labelled batch with ``--labelled-steps interleaved``:
@@ -145,8 +164,13 @@ class M2Variant(Variant):
         self.labelled_batches.load_state_dict(state["labelled"])
 
     def files(self, out: Path) -> dict[str, dict]:
-        return {"labelled_indices.json": {"labels": self.config.labelled, "seed": self.config.seed,
-                                          "indices_into_training_set": self.labelled_indices.tolist()}}
+        return {
+            "labelled_indices.json": {
+                "labels": self.config.labelled,
+                "seed": self.config.seed,
+                "indices_into_training_set": self.labelled_indices.tolist(),
+            }
+        }
 
     # -- metrics and pictures -------------------------------------------------------------------
     def epoch_metrics(self, vae, eval_sets: list[EvalSet], reduce: Reduce = _no_reduce) -> dict[str, float]:
@@ -157,8 +181,8 @@ class M2Variant(Variant):
             correct = torch.zeros((), dtype=torch.float64, device=s.images.device)
             for chunk, start in enumerate(range(0, s.images.shape[0], EVAL_BATCH_SIZE)):
                 if chunk % world == rank:
-                    predicted = predict(vae, s.images[start:start + EVAL_BATCH_SIZE])
-                    correct += (predicted == s.labels[start:start + EVAL_BATCH_SIZE]).double().sum()
+                    predicted = predict(vae, s.images[start : start + EVAL_BATCH_SIZE])
+                    correct += (predicted == s.labels[start : start + EVAL_BATCH_SIZE]).double().sum()
             out[f"{s.name}_accuracy"] = float(reduce(correct)) / s.images.shape[0]
         return out
 
@@ -167,11 +191,20 @@ class M2Variant(Variant):
 
     def pictures(self, vae, test: EvalSet, out: Path) -> list[Path]:
         paths = self.conditional_pictures(vae, test, out, given=None)  # M2 infers the label
-        predicted = torch.cat([predict(vae, test.images[i:i + EVAL_BATCH_SIZE])
-                               for i in range(0, test.images.shape[0], EVAL_BATCH_SIZE)])
-        paths.append(plots.confusion_matrix(test.labels.cpu(), predicted.cpu(), out / "confusion_matrix.png",
-                                            title=f"q(y|x) on the {test.description.split(':')[0]}, "
-                                                  f"{self.config.labelled} labels"))
+        predicted = torch.cat(
+            [
+                predict(vae, test.images[i : i + EVAL_BATCH_SIZE])
+                for i in range(0, test.images.shape[0], EVAL_BATCH_SIZE)
+            ]
+        )
+        paths.append(
+            plots.confusion_matrix(
+                test.labels.cpu(),
+                predicted.cpu(),
+                out / "confusion_matrix.png",
+                title=f"q(y|x) on the {test.description.split(':')[0]}, {self.config.labelled} labels",
+            )
+        )
         return paths
 
 

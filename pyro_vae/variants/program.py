@@ -52,7 +52,7 @@ class ProgramVariant(Variant):
     own = True  # a user's class: the built-in pieces' options do not apply
 
     @classmethod
-    def of(cls, program, name: str | None = None, **attributes) -> type["ProgramVariant"]:
+    def of(cls, program, name: str | None = None, **attributes) -> type[ProgramVariant]:
         """The variant of ``program`` (a class or factory), named by its import path unless ``name``."""
         if name is None:
             name = import_path_of(program, "model")
@@ -63,32 +63,47 @@ class ProgramVariant(Variant):
     def config_problems(cls, config) -> list[str]:
         problems = []
         if cls.own:
-            changed = [f"--{f.replace('_', '-')}" for f in BUILT_IN_PIECES
-                       if getattr(config, f) != getattr(FitConfig, f, None)]
+            changed = [
+                f"--{f.replace('_', '-')}" for f in BUILT_IN_PIECES if getattr(config, f) != getattr(FitConfig, f, None)
+            ]
             if changed:
-                problems.append(f"--model {cls.name} defines its own p(z) and q(z|x): {', '.join(changed)} "
-                                f"choose pieces of the built-in kinds (drop them; your class reads any option "
-                                f"it needs from `config`)")
+                problems.append(
+                    f"--model {cls.name} defines its own p(z) and q(z|x): {', '.join(changed)} "
+                    f"choose pieces of the built-in kinds (drop them; your class reads any option "
+                    f"it needs from `config`)"
+                )
         if getattr(ELBOS.resolve(config.elbo), "needs_analytic_kl", False):
-            problems.append(f"--elbo {config.elbo} takes each latent site's KL in closed form, which a program "
-                            f"whose sites depend on each other does not have; use --elbo trace (or enum)")
+            problems.append(
+                f"--elbo {config.elbo} takes each latent site's KL in closed form, which a program "
+                f"whose sites depend on each other does not have; use --elbo trace (or enum)"
+            )
         if config.jit:
-            problems.append("--jit traces the ELBO of --model vae and cvae; a model of Pyro programs runs "
-                            "eagerly (drop --jit)")
+            problems.append(
+                "--jit traces the ELBO of --model vae and cvae; a model of Pyro programs runs eagerly (drop --jit)"
+            )
         if config.labels is not None:
-            problems.append(f"--labels picks the labelled images of --model m2; this run is --model "
-                            f"{config.model} (drop --labels)")
+            problems.append(
+                f"--labels picks the labelled images of --model m2; this run is --model {config.model} (drop --labels)"
+            )
         return problems
 
     @classmethod
-    def build(cls, config, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None, guide=None,
-              likelihood=None):
+    def build(
+        cls, config, image_shape: tuple[int, ...], num_classes: int = 10, *, prior=None, guide=None, likelihood=None
+    ):
         if prior is not None or guide is not None:
             raise ConfigError(f"--model {cls.name} defines its own p(z) and q(z|x); pass no prior or guide")
-        offered = {"image_shape": tuple(image_shape), "config": config, "latent_dim": config.latent_dim,
-                   "hidden": tuple(config.hidden), "activation": config.activation, "num_classes": num_classes,
-                   "likelihood": likelihood if likelihood is not None else
-                   Lazy(lambda: LIKELIHOODS.build(config.likelihood, tuple(image_shape), config))}
+        offered = {
+            "image_shape": tuple(image_shape),
+            "config": config,
+            "latent_dim": config.latent_dim,
+            "hidden": tuple(config.hidden),
+            "activation": config.activation,
+            "num_classes": num_classes,
+            "likelihood": likelihood
+            if likelihood is not None
+            else Lazy(lambda: LIKELIHOODS.build(config.likelihood, tuple(image_shape), config)),
+        }
         made = call_with_offered(cls.program, offered, "model")
         parts = {part: getattr(made, part, None) for part in ("model", "guide")}
         wrong = [part for part, module in parts.items() if not isinstance(module, torch.nn.Module)]
@@ -97,7 +112,8 @@ class ProgramVariant(Variant):
                 f"--model {cls.name} made a {type(made).__name__} whose {' and '.join(wrong)} "
                 f"{'is' if len(wrong) == 1 else 'are'} not a torch module: it must have the attributes "
                 f"`model` and `guide`, PyroModules whose forward(x, y=None) is the Pyro program "
-                f"(docs/extending.md, 'Your own model')")
+                f"(docs/extending.md, 'Your own model')"
+            )
         vae = VAE(parts["model"], parts["guide"])
         vae.config = config
         vae.image_shape = tuple(image_shape)
@@ -136,8 +152,10 @@ class ProgramVariant(Variant):
         """Samples (every latent site drawn per image) and reconstructions (each site at the
         guide's mean)."""
         n = min(PICTURE_IMAGES, test.images.shape[0])
-        return [plots.sample_grid(vae, out / "samples.png"),
-                plots.reconstruction_grid(vae, test.images[:n], out / "reconstructions.png")]
+        return [
+            plots.sample_grid(vae, out / "samples.png"),
+            plots.reconstruction_grid(vae, test.images[:n], out / "reconstructions.png"),
+        ]
 
 
 def _in_data_plate(site: dict, rows: int) -> bool:
@@ -161,32 +179,44 @@ def program_problems(model, guide, x: torch.Tensor, y, elbo: str) -> list[str]:
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
             if not _in_data_plate(site, rows):
-                found.append(f"the {who}'s site {name!r} is outside the data plate: sample it inside "
-                             f"`with pyro.plate('data', x.shape[0], dim=-1):` (each image's latents belong to "
-                             f"that image; what all images share is a parameter, not a sample site)")
+                found.append(
+                    f"the {who}'s site {name!r} is outside the data plate: sample it inside "
+                    f"`with pyro.plate('data', x.shape[0], dim=-1):` (each image's latents belong to "
+                    f"that image; what all images share is a parameter, not a sample site)"
+                )
             if who == "guide" and site["infer"].get("enumerate"):
-                found.append(f"the guide enumerates its site {name!r}: enumerate discrete sites in the model "
-                             f"(infer={{'enumerate': 'parallel'}} there, with --elbo enum), or sample them "
-                             f"in the guide without enumeration")
+                found.append(
+                    f"the guide enumerates its site {name!r}: enumerate discrete sites in the model "
+                    f"(infer={{'enumerate': 'parallel'}} there, with --elbo enum), or sample them "
+                    f"in the guide without enumeration"
+                )
     observed = model_trace.nodes.get(OBSERVED_SITE)
     if observed is None or not observed["is_observed"]:
-        found.append(f"the model observes no site {OBSERVED_SITE!r}: score the images with "
-                     f"pyro.sample({OBSERVED_SITE!r}, p_x, obs=x)")
+        found.append(
+            f"the model observes no site {OBSERVED_SITE!r}: score the images with "
+            f"pyro.sample({OBSERVED_SITE!r}, p_x, obs=x)"
+        )
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site) or name in guide_trace.nodes:
             continue
         enumerable = site["infer"].get("enumerate") == "parallel" and site["fn"].has_enumerate_support
         if not enumerable:
-            found.append(f"the guide has no site {name!r}, which the model samples: give the guide a site "
-                         f"of that name (q({name} | x)), or, for a discrete site, mark it "
-                         f"infer={{'enumerate': 'parallel'}} in the model and train with --elbo enum")
+            found.append(
+                f"the guide has no site {name!r}, which the model samples: give the guide a site "
+                f"of that name (q({name} | x)), or, for a discrete site, mark it "
+                f"infer={{'enumerate': 'parallel'}} in the model and train with --elbo enum"
+            )
         elif not enumerates:
-            found.append(f"--elbo {elbo} cannot sum out the discrete site {name!r} that the model enumerates; "
-                         f"use --elbo enum (Pyro's TraceEnum_ELBO)")
+            found.append(
+                f"--elbo {elbo} cannot sum out the discrete site {name!r} that the model enumerates; "
+                f"use --elbo enum (Pyro's TraceEnum_ELBO)"
+            )
     if getattr(factory, "needs_reparameterized", False):
         for name, site in guide_trace.nodes.items():
             if site["type"] == "sample" and not site_is_subsample(site) and not site["fn"].has_rsample:
-                found.append(f"--elbo {elbo} needs a reparameterized guide, but the guide's site {name!r} "
-                             f"({type(site['fn']).__name__}) has no rsample: use --elbo trace, or enum for a "
-                             f"discrete site the model can sum out")
+                found.append(
+                    f"--elbo {elbo} needs a reparameterized guide, but the guide's site {name!r} "
+                    f"({type(site['fn']).__name__}) has no rsample: use --elbo trace, or enum for a "
+                    f"discrete site the model can sum out"
+                )
     return found
