@@ -14,6 +14,15 @@ sigma_c are learned. The protocol: ``GMMVAE(image_shape, **options)`` with the d
     loss = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)(vae.model, vae.guide)
     loss(x)  # one call first: it creates the lazily built parameters
     optimizer = torch.optim.Adam(loss.parameters(), lr=1e-3)
+
+From the command line (the repository's root; docs/extending.md, "Your own model"):
+
+    PYTHONPATH=examples python -m pyro_vae.fit --model gmm_vae:GMMVAE --elbo enum --out runs/gmm
+    PYTHONPATH=examples python -m pyro_vae.evaluate runs/gmm --k 1000 --limit 1000
+    PYTHONPATH=examples python -m pyro_vae.generate runs/gmm --n 64
+
+``--latent-dim`` and ``--hidden`` reach ``latent_dim`` and ``hidden``; ``components`` keeps its default 10.
+Without ``--elbo enum`` the run is refused before training (Trace_ELBO cannot sum out c).
 """
 
 import math

@@ -14,6 +14,14 @@ two-layer net). The protocol: ``TwoLayerVAE(image_shape, **options)`` with the d
     loss = pyro.infer.Trace_ELBO()(vae.model, vae.guide)  # loss(x) = -ELBO of the batch x
     loss(x)  # one call first: it creates the lazily built parameters
     optimizer = torch.optim.Adam(loss.parameters(), lr=1e-3)
+
+From the command line (the repository's root; docs/extending.md, "Your own model"):
+
+    PYTHONPATH=examples python -m pyro_vae.fit --model two_layer_vae:TwoLayerVAE --out runs/two-layer
+    PYTHONPATH=examples python -m pyro_vae.evaluate runs/two-layer --k 1000 --limit 1000
+    PYTHONPATH=examples python -m pyro_vae.generate runs/two-layer --n 64
+
+``--hidden`` reaches ``hidden``; ``latent_dims`` keeps its default (16, 8) there.
 """
 
 import math
