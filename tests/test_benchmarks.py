@@ -94,6 +94,7 @@ def test_priors_guides_reuses_only_a_run_trained_as_its_fit_command_would(tmp_pa
     from types import SimpleNamespace
 
     from pyro_vae.config import FitConfig
+    from pyro_vae.variants import resolve_defaults
 
     spec = importlib.util.spec_from_file_location("priors_guides", ROOT / "benchmarks" / "priors_guides.py")
     priors_guides = importlib.util.module_from_spec(spec)
@@ -114,7 +115,7 @@ def test_priors_guides_reuses_only_a_run_trained_as_its_fit_command_would(tmp_pa
         accelerator="cpu",
         out=str(run),
     )
-    (run / "config.json").write_text(json.dumps(trained.to_dict()))
+    (run / "config.json").write_text(json.dumps(resolve_defaults(trained).to_dict()))  # as fit records it
 
     def check(prior, guide, args):
         priors_guides.check_reused_run(run, priors_guides.fit_command(prior, guide, args, run))

@@ -68,7 +68,7 @@ def meta_trainer(dataset, run: Path, tmp_path: Path) -> Trainer:
     trainer.fabric = SimpleNamespace(backward=lambda t: t.backward())
     cpu = trainer.variant.batches
     trainer.variant.batches = DeviceBatches(
-        cpu.images, cpu.labels, cpu.batch_size, binarization=config.binarize, seed=config.seed, device="meta"
+        cpu.images, cpu.labels, cpu.batch_size, binarization=trainer.config.binarize, seed=config.seed, device="meta"
     )
     return trainer
 
