@@ -368,3 +368,50 @@ def test_evaluate_log_px_on_intensities_says_how_to_binarize(vae):
 
     with pytest.raises(PyroVAEError, match="grey-scale intensities.*binarize_fixed"):
         evaluate_log_px(vae.model, vae.guide, torch.rand(3, 1, 28, 28), k=2, batch_size=3, progress=False)
+
+
+@pytest.fixture
+def one_of_each():
+    """A prior, guide, likelihood, network pair, ELBO and model kind, each registered by name from
+    this module (outside the package): one class and one registry line apiece."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    from extensions_example import GlobalScaleGaussian, TinyDecoder, TinyEncoder
+    from pyro.infer import Trace_ELBO
+    from two_layer_vae import TwoLayerVAE
+
+    from pyro_vae.guides import GUIDES
+    from pyro_vae.models import LIKELIHOODS
+    from pyro_vae.nets import DECODERS, ENCODERS
+    from pyro_vae.objectives import ELBOS
+    from pyro_vae.variants import VARIANTS
+
+    entries = [(PRIORS, LaplacePrior), (GUIDES, FullCovarianceGuide), (LIKELIHOODS, GlobalScaleGaussian),
+               (ENCODERS, TinyEncoder), (DECODERS, TinyDecoder), (ELBOS, Trace_ELBO), (VARIANTS, TwoLayerVAE)]
+    for registry, factory in entries:
+        registry.register("outside")(factory)
+    yield
+    for registry, _ in entries:
+        registry._factories.pop("outside")
+    sys.path.remove(str(ROOT / "examples"))
+
+
+def test_one_of_each_piece_registered_from_outside_the_package_trains_on_own_data(one_of_each, tmp_path):
+    """The design table's promise: a new prior, guide, likelihood, network, ELBO, model kind and
+    data source each need one class and one registry line (the data source: a file of arrays)."""
+    import numpy as np
+
+    data = tmp_path / "digits.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, images=rng.integers(0, 256, (120, 8, 8), dtype=np.uint8), labels=rng.integers(0, 3, 120))
+    small = dict(data=str(data), train_size=80, batch_size=20, epochs=1, latent_dim=3, hidden=(16,))
+    pieces = dict(prior="outside", guide="outside", likelihood="outside", net="outside", elbo="outside")
+    run = pyro_vae.fit(**small, **pieces, binarize="none", out=str(tmp_path / "pieces"))
+    recorded = json.loads((tmp_path / "pieces" / "config.json").read_text())
+    assert recorded["prior"] == LAPLACE and recorded["guide"] == FULLCOV  # rebuilt without the registration
+    assert recorded["likelihood"] == "extensions_example:GlobalScaleGaussian"
+    assert recorded["elbo"] == "pyro.infer.trace_elbo:Trace_ELBO" and recorded["net"] == "outside"
+    assert recorded["data_kind"] == "array-file"
+    assert isinstance(run.vae.guide, FullCovarianceGuide) and isinstance(run.vae.model.prior, LaplacePrior)
+    run = pyro_vae.fit(**small, model="outside", out=str(tmp_path / "kind"))
+    assert json.loads((tmp_path / "kind" / "config.json").read_text())["model"] == "two_layer_vae:TwoLayerVAE"
+    assert run.vae.sample(2).shape == (2, 1, 8, 8)
