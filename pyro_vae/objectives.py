@@ -252,7 +252,8 @@ def _trace(particles: int) -> ELBO:
 
 @ELBOS.register("enum")
 def _enum(particles: int) -> ELBO:
-    return DeviceTraceEnum_ELBO(**_particle_kwargs(particles))
+    # a model without discrete sites is trained as by trace (no warning: --elbo enum suits any model)
+    return DeviceTraceEnum_ELBO(**_particle_kwargs(particles), strict_enumeration_warning=False)
 
 
 _enum.enumerates = True  # sums discrete sites out exactly: log sum_c p(x, z, c), one pass for all c

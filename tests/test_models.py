@@ -162,17 +162,17 @@ def test_two_vaes_do_not_share_parameters():
         assert not torch.equal(pa, pb), name  # a moved, b did not
 
 
-@pytest.mark.parametrize("model", ["vae", "cvae", "m2"])
+@pytest.mark.parametrize("model", ["vae", "cvae", "m2", "hvae"])
 def test_every_model_kind_trains_a_step_through_its_variant(model, mnist_dataset, tmp_path, one_thread):
     from pyro_vae.engine import Trainer
     from pyro_vae.variants import VARIANTS
 
-    assert set(VARIANTS.names()) == {"vae", "cvae", "m2"}  # a new kind needs a line here
+    assert set(VARIANTS.names()) == {"vae", "cvae", "m2", "hvae"}  # a new kind needs a line here
     config = FitConfig(
         model=model,
         train_size=60,
         eval_size=10,
-        latent_dim=2,
+        latent_dim=(2, 2) if model == "hvae" else 2,
         hidden=(16,),
         batch_size=20,
         labels=10 if model == "m2" else None,
