@@ -94,14 +94,15 @@ def field_values(fields, data: Mapping[str, Any], source: str, *, keywords: bool
         values[name] = coerce(known[name], value, source)
     if unknown:
         spell = (lambda n: n.replace("-", "_")) if keywords else flag
+        shown = [spell(str(key)) if keywords else str(key) for key in unknown]  # as the user wrote it
         names = [spell(n) for n in known]
         hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(spell(str(key)), names, n=1)
+        for key, written in zip(unknown, shown):
+            close = difflib.get_close_matches(str(key).replace("-", "_"), list(known), n=1)
             if close:
-                hints.append(f"{spell(str(key))}: did you mean {close[0]}?")
+                hints.append(f"{written}: did you mean {spell(close[0])}?")
         raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(repr(spell(str(k))) for k in unknown)}"
+            f"{source}: unknown key(s) {', '.join(map(repr, shown))}"
             + (f" ({'; '.join(hints)})" if hints else "")
             + f"; known keys: {', '.join(names)}"
         )
