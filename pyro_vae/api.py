@@ -21,6 +21,7 @@ from .config import FitConfig
 from .devices import accelerator_alias, resolve_device
 from .engine.load import load
 from .engine.records import read_metrics
+from .engine.train import resume_config
 from .engine.train import run as run_fit
 from .errors import ConfigError
 from .vae import VAE
@@ -63,6 +64,7 @@ def fit(
     likelihood=None,
     net=None,
     overwrite: bool = False,
+    resume: str | Path | None = None,
     **options,
 ) -> Run:
     """Train a VAE, as ``python -m pyro_vae.fit`` does, and return the :class:`Run`.
@@ -81,6 +83,13 @@ def fit(
         are the two network classes.
     :param overwrite: replace a finished run already in ``out`` (``fit --overwrite``); without it
         such a folder is refused, as on the command line.
+    :param resume: a run folder to continue (``fit --resume``): from its ``last.pt`` up to
+        ``epochs``, or finishing what an interruption left; ``options`` may change only what a
+        resumed run may (``epochs``, the device, ...), and the pieces are the run's own.
+    :returns: the :class:`Run` (``run.vae``, ``run.metrics``, ``run.summary``, ``run.out``).
+    :raises pyro_vae.errors.ConfigError: a bad option, named as a keyword argument (with the
+        closest known one), or an ``out`` folder that already holds a run (without ``overwrite``
+        or ``resume``).
 
     ``model`` (an option) may be a registered kind (``"hvae"``), an import path, or your own class
     or factory whose ``model`` and ``guide`` are Pyro programs (docs/extending.md, "Your own
@@ -123,12 +132,21 @@ def fit(
         if given.get(name) is not None and not isinstance(given[name], str):
             pieces[name] = given.pop(name)
     strings = {k: v for k, v in pieces.items() if isinstance(v, str)}
-    cfg = FitConfig.from_dict({**given, **strings}, source="pyro_vae.fit options")
     classes = {k: v for k, v in pieces.items() if not isinstance(v, str)}
-    if classes:
-        cfg = cfg.replace(**classes)
-    cfg = checked(cfg)  # records the classes' import paths; refuses a bad combination before training
-    summary = run_fit(cfg, overwrite=overwrite, pieces=objects)
+    if resume is not None:
+        if classes:
+            raise ConfigError(
+                f"resume={str(resume)!r} continues the run with the pieces its config.json records; "
+                f"drop {', '.join(f'{name}=' for name in classes)}"
+            )
+        cfg = resume_config({**given, **strings}, resume, keywords=True)
+        resume = str(resume)
+    else:
+        cfg = FitConfig.from_dict({**given, **strings}, source="pyro_vae.fit options", keywords=True)
+        if classes:
+            cfg = cfg.replace(**classes)
+        cfg = checked(cfg)  # records the classes' import paths; refuses a bad combination before training
+    summary = run_fit(cfg, resume, overwrite=overwrite, pieces=objects, keywords=True)
     out = Path(cfg.out)
     vae = load(out, device=resolve_device(cfg.accelerator))
     return Run(vae=vae, out=out, config=vae.config, summary=summary, metrics=read_metrics(out / "metrics.jsonl"))

@@ -390,9 +390,10 @@ class FitConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> FitConfig:
-        """Build from a mapping whose keys may use dashes or underscores; unknown keys are errors."""
-        return cls(**field_values(dataclasses.fields(cls), data, source))
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config", keywords: bool = False) -> FitConfig:
+        """Build from a mapping whose keys may use dashes or underscores; unknown keys are errors,
+        spelled as Python keywords with ``keywords`` (else as flags), with the closest known key."""
+        return cls(**field_values(dataclasses.fields(cls), data, source, keywords=keywords))
 
     def replace(self, **changes) -> FitConfig:
         return dataclasses.replace(self, **changes)

@@ -5,6 +5,7 @@ command line to a field's type, the choices a field offers (read from its regist
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,17 @@ SEED_LIMIT = 2**32  # seeds lie in [0, 2^32): NumPy's seed range, which pyro.set
 def flag(name: str) -> str:
     """A field's command-line flag, without its dashes: ``batch_size`` -> ``batch-size``."""
     return name.replace("_", "-")
+
+
+def spelled(name: str, value: Any = None, *, keywords: bool = False) -> str:
+    """An option as its user wrote it: a Python keyword argument (``resume='runs/x'``,
+    ``overwrite=True``, ``latent_dim``) with ``keywords``, else a flag (``--resume runs/x``,
+    ``--overwrite``, ``--latent-dim``). ``value`` None: the name alone (True: a switch)."""
+    if keywords:
+        name = name.replace("-", "_")
+        return name if value is None else f"{name}={value!r}"
+    written = "--" + flag(name)
+    return written if value is None or value is True else f"{written} {value}"
 
 
 def coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
@@ -66,9 +78,11 @@ def coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
     return value
 
 
-def field_values(fields, data: Mapping[str, Any], source: str) -> dict[str, Any]:
+def field_values(fields, data: Mapping[str, Any], source: str, *, keywords: bool = False) -> dict[str, Any]:
     """``data``'s values by field name, each converted by :func:`coerce`; ``data``'s keys may use
-    dashes or underscores, and a key that names no field is a :class:`ConfigError`."""
+    dashes or underscores, and a key that names no field is a :class:`ConfigError` naming the
+    closest known key ("did you mean epochs?"). ``keywords``: the keys are Python keyword
+    arguments, and the message spells them so (``batch_size``), else as flags (``batch-size``)."""
     known = {f.name: f for f in fields}
     values = {}
     unknown = []
@@ -79,8 +93,18 @@ def field_values(fields, data: Mapping[str, Any], source: str) -> dict[str, Any]
             continue
         values[name] = coerce(known[name], value, source)
     if unknown:
+        spell = (lambda n: n.replace("-", "_")) if keywords else flag
+        shown = [spell(str(key)) if keywords else str(key) for key in unknown]  # as the user wrote it
+        names = [spell(n) for n in known]
+        hints = []
+        for key, written in zip(unknown, shown):
+            close = difflib.get_close_matches(str(key).replace("-", "_"), list(known), n=1)
+            if close:
+                hints.append(f"{written}: did you mean {spell(close[0])}?")
         raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(flag(n) for n in known)}"
+            f"{source}: unknown key(s) {', '.join(map(repr, shown))}"
+            + (f" ({'; '.join(hints)})" if hints else "")
+            + f"; known keys: {', '.join(names)}"
         )
     return values
 

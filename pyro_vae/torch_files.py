@@ -3,7 +3,8 @@
 Checkpoints are read with ``torch.load(weights_only=True)``: tensors, numbers, strings and
 containers only, so a tampered file cannot run code. torch's own error for a refused file advises
 "re-running with weights_only=False", which would run that code; that advice never reaches a
-user: :func:`load_weights_only` names the file and what is wrong with it in its own words.
+user: :func:`load_weights_only` names the file and what is wrong with it in its own words, and
+:func:`code_in_file` names the Python object a refused file holds, for messages of one's own.
 """
 
 from __future__ import annotations
@@ -38,13 +39,11 @@ def load_weights_only(
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        found = _GLOBAL.search(str(e))
-        name = found.group(1) if found else _first_global(path)
+        name = code_in_file(e, path)
         if name:
             raise CheckpointError(
                 f"{what} {path} is not a pyro-vae {what}: it holds Python objects ({name}) that "
-                f"a pyro-vae {what} never contains, so it was refused without running them. Do not "
-                f"load it any other way unless you know where it came from; {fix}"
+                f"a pyro-vae {what} never contains; it was not loaded and nothing in it ran; {fix}"
             ) from None
         raise CheckpointError(
             f"{what} {path} is not a pyro-vae {what} (not a readable tensor file: random or damaged bytes); {fix}"
@@ -56,6 +55,13 @@ def load_weights_only(
         raise CheckpointError(
             f"{what} {path} is corrupt or truncated ({size:,} bytes) and cannot be read; {fix}"
         ) from None
+
+
+def code_in_file(error: pickle.UnpicklingError, path: str | Path) -> str | None:
+    """The Python object (``"posix.system"``) that made ``torch.load(path, weights_only=True)``
+    refuse ``path`` with ``error``, or None when the refusal was not about such an object."""
+    found = _GLOBAL.search(str(error))
+    return found.group(1) if found else _first_global(Path(path))
 
 
 def _first_global(path: Path, limit: int = 1 << 20) -> str | None:

@@ -87,10 +87,12 @@ class VAE(PyroModule):
             raise InputError(f"{what} holds no images (shape {shape})")
         if not (x.is_floating_point() or x.dtype == torch.bool):
             lo, hi = int(x.min()), int(x.max())
-            raise InputError(
-                f"{what} holds integers ({x.dtype}, values {lo}..{hi}); pass intensities in "
-                f"[0, 1]: {what}.float() / 255 for 8-bit pixels"
+            fix = (
+                f"pass them as floats: {what}.float()"  # binary pixels: already in [0, 1]
+                if 0 <= lo and hi <= 1
+                else f"pass intensities in [0, 1]: {what}.float() / 255 for 8-bit pixels"
             )
+            raise InputError(f"{what} holds integers ({x.dtype}, values {lo}..{hi}); {fix}")
         x = x.to(device=self.device, dtype=self._dtype())
         if not bool(torch.isfinite(x).all()):
             raise InputError(f"{what} holds NaN or infinite values")
@@ -228,9 +230,18 @@ class VAE(PyroModule):
         return prior.locs[:, None] + prior.scales[:, None] * eps  # (C, n, D)
 
     @torch.no_grad()
-    def sample(self, n: int, label=None) -> torch.Tensor:
-        """n images E[x | z, y] with z ~ p(z | y): shape (n, C, H, W). ``label`` (0..C-1, or n of
-        them) picks the class of a conditional model; without it each class comes in turn."""
+    def sample(self, n: int, label=None, *, seed: int | None = None) -> torch.Tensor:
+        """n images E[x | z, y] with z ~ p(z | y): a float tensor (n, C, H, W) on the model's
+        device. ``label`` (0..C-1, or n of them) picks the class of a conditional model; without it
+        each class comes in turn. ``seed``: the same seed gives the same images, drawn without
+        moving the global random generators; None draws from them."""
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise InputError(f"seed must be a whole number or None, got {seed!r}")
+            cuda = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(seed)
+                return self.sample(n, label)
         y = self.sample_labels(self._check_count(n), label)
         if not hasattr(self.model, "prior_distribution"):  # any Pyro program: every latent drawn per image
             return sample_images(self.model, n, self.image_shape, y, like=self._like())
@@ -294,7 +305,8 @@ class VAE(PyroModule):
         :param batch_size: images per batch (default: as many as fit 256 MB of log-weights).
         :returns: a :class:`~pyro_vae.evaluation.EvaluationResult`: per image ``log_px``,
             ``elbo``, ``ess``, ``khat`` (Pareto k-hat; NaN for K < 25), and ``table()``,
-            ``summary()``, ``mean_log_px()``.
+            ``summary()``, ``mean_log_px()``; ``verdict`` is a sentence when k-hat or ESS say the
+            estimate is weak (what log p_K still is, what to do), else None.
         """
         from .evaluation import evaluate_log_px
         from .evaluation.iwae import DEFAULT_MEMORY_BUDGET_MB

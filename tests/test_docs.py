@@ -73,6 +73,22 @@ def test_readme_is_a_short_front_page():
         assert (ROOT / link).is_file(), link
 
 
+def test_readme_speaks_to_users():
+    """Issue 26 point 8: CI timings live in the docs; the quick start's heading matches its text
+    (56 s of wall time); M2's error and accuracy are stated together; the GPU section speaks of
+    the software, not of who built it."""
+    text = README.read_text()
+    assert ".ci/run" not in text and "yes > /dev/null" not in text
+    index = (ROOT / "docs" / "index.md").read_text()
+    assert "## Running the tests" in index and ".ci/run" in index and "yes > /dev/null" in index
+    assert "## Quick start (about a minute)" in text and "56 s of wall time" in text
+    pairs = re.findall(r"(\d+)% (?:test )?error \((\d+)% accuracy\)", " ".join(text.split()))
+    assert pairs and all(int(error) + int(accuracy) == 100 for error, accuracy in pairs), pairs
+    assert len(pairs) == len(re.findall(r"% accuracy", text))  # no accuracy without its error
+    assert "sessions" not in text and "built this" not in text
+    assert "Everything above was run and tested on a 2-core x86-64 CPU, without a GPU" in " ".join(text.split())
+
+
 @pytest.mark.slow
 def test_readme_quick_start_and_python_example_run(tmp_path, mnist_dataset, data_root, monkeypatch):
     """The README's quick-start commands and its Python block, run as written (with the tests'

@@ -46,6 +46,10 @@ def test_evaluate_writes_table_json_and_pictures(small_run, capsys):
     assert entry["log_px_mean"] >= entry["elbo_mean"] and entry["gap_mean"] >= 0
     assert 1 <= entry["ess_mean"] <= 50 and 0 <= entry["khat_share_above_0.7"] <= 1
     assert 0 <= entry["active_units"] <= 4
+    # the verdict (issue 26 point 1): a string when ESS or k-hat are past their thresholds, else None
+    assert "verdict" in entry
+    if entry["verdict"] is not None:
+        assert "verdict" in out and "still a stochastic lower bound" in " ".join(out.split())
     assert entry["log_px_against_k"]["ks"] == [1, 10, 50]
     curve = entry["log_px_against_k"]["log_px_mean"]
     assert curve[0] <= curve[-1]  # nested prefixes: more samples, a tighter bound (here surely)
@@ -104,3 +108,6 @@ def test_help_states_the_defaults_cost_and_outputs(capsys):
     assert "K = 5000 on all 10,000 test images) took 23.5 min on a 2-core" in text
     for written in ("writes into RUN_DIR: eval.json", "khat_SPLIT.png", "log_px_vs_k_SPLIT.png"):
         assert written in text
+    # how to read ESS and k-hat (issue 26 point 1)
+    assert "ESS: how many of the K samples effectively carry an image's estimate" in text
+    assert "k-hat (PSIS, Vehtari et al.): below 0.5 reliable, 0.5-0.7 slow to converge, above 0.7 unreliable" in text

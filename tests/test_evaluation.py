@@ -529,3 +529,54 @@ def test_freed_memory_is_returned_every_few_chunks_without_changing_the_numbers(
     trimmed = importance_weighted_log_px(model, guide, images, k=40, k_chunk=1, seed=3)
     assert len(trims) == 40 // 8  # after chunks 8, 16, 24, 32 and 40
     assert torch.equal(trimmed.log_px, kept.log_px)
+
+
+def result_with(khat, ess_fraction, k=100):
+    """An EvaluationResult of 20 images with the given k-hat and ESS / K (each one value or 20)."""
+    from pyro_vae.evaluation import EvaluationResult
+
+    n = 20
+    log_px = np.linspace(-100.0, -90.0, n)
+    return EvaluationResult(
+        log_px=log_px,
+        elbo=log_px - 3.0,
+        log_ess=np.log(np.broadcast_to(np.asarray(ess_fraction, dtype=np.float64) * k, (n,)).copy()),
+        khat=np.broadcast_to(np.asarray(khat, dtype=np.float64), (n,)).copy(),
+        z_mean=None,
+        z_mean_source="none",
+        k=k,
+        seed=0,
+        batch_size=n,
+        k_chunk=k,
+        seconds=1.0,
+        split="test",
+    )
+
+
+def test_a_weak_estimate_gets_a_verdict_in_the_summary_and_the_table():
+    """Issue 26 point 1: past the PSIS thresholds (k-hat > 0.7) and with an ESS that is a small
+    part of K, the result says so, says what log p_K still is, and what to do; the numbers stay."""
+    result = result_with(khat=1.2, ess_fraction=0.011)
+    s = result.summary()
+    verdict = s["verdict"]
+    assert verdict == result.verdict
+    assert "k-hat > 0.7 for 100.0% of images" in verdict and "unreliable" in verdict
+    assert "ESS" in verdict and "1.1 of K = 100" in verdict
+    assert "still a stochastic lower bound" in verdict and "may be large" in verdict
+    assert "raise K" in verdict and "--guide iaf" in verdict and "lowrank" in verdict
+    table = result.table()
+    assert "verdict" in table and "still a stochastic lower bound" in " ".join(table.split())
+    value_columns = {re.match(r"^  (.+?)\s{2,}(\S.*)$", line).start(2) for line in table.splitlines()[1:]}
+    assert len(value_columns) == 1  # the verdict's lines keep the value column
+    assert s["log_px_mean"] == pytest.approx(-95.0) and s["khat_share_above_0.7"] == 1.0
+
+
+def test_slow_convergence_and_a_sound_estimate():
+    slow = result_with(khat=0.6, ess_fraction=0.5).summary()["verdict"]
+    assert "k-hat between 0.5 and 0.7 for 100.0% of images" in slow and "converges slowly" in slow
+    assert "ESS" not in slow
+    few = result_with(khat=0.3, ess_fraction=0.02).summary()["verdict"]
+    assert "ESS" in few and "k-hat" not in few.split(".")[0]
+    sound = result_with(khat=0.3, ess_fraction=0.5)
+    assert sound.summary()["verdict"] is None and sound.verdict is None
+    assert "verdict" not in sound.table()

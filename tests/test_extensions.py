@@ -385,8 +385,15 @@ def one_of_each():
     from pyro_vae.objectives import ELBOS
     from pyro_vae.variants import VARIANTS
 
-    entries = [(PRIORS, LaplacePrior), (GUIDES, FullCovarianceGuide), (LIKELIHOODS, GlobalScaleGaussian),
-               (ENCODERS, TinyEncoder), (DECODERS, TinyDecoder), (ELBOS, Trace_ELBO), (VARIANTS, TwoLayerVAE)]
+    entries = [
+        (PRIORS, LaplacePrior),
+        (GUIDES, FullCovarianceGuide),
+        (LIKELIHOODS, GlobalScaleGaussian),
+        (ENCODERS, TinyEncoder),
+        (DECODERS, TinyDecoder),
+        (ELBOS, Trace_ELBO),
+        (VARIANTS, TwoLayerVAE),
+    ]
     for registry, factory in entries:
         registry.register("outside")(factory)
     yield

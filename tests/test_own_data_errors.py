@@ -262,3 +262,26 @@ def test_resume_checks_the_data_and_follows_a_moved_folder(good_folder, tmp_path
     save_image(blob_images(1, 8, seed=9)[0], moved / "00000.png")  # one image changed
     assert fit_main([*resume, "--epochs", "3", "--data", str(moved)]) == 2
     assert "differ from those the run was trained on" in capsys.readouterr().err
+
+
+class RunsCommand:
+    """A pickle that would create ``marker`` if it were loaded with ``weights_only=False``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pt_file_holding_code_is_refused_without_torchs_advice(tmp_path, capsys):
+    """Issue 26 point 5: the message says what the file holds and that it was not loaded; never
+    torch's advice to re-run with weights_only=False or to file an issue."""
+    import torch
+
+    marker = tmp_path / "payload-ran"
+    torch.save({"images": torch.zeros(10, 4, 4), "labels": RunsCommand(marker)}, tmp_path / "x.pt")
+    err = fit_error(capsys, tmp_path, "--data", str(tmp_path / "x.pt"))
+    assert "posix.system" in err and "it was not loaded" in err, err
+    assert "weights_only" not in err and "issue" not in err.lower() and "Re-running" not in err, err
+    assert not marker.exists()

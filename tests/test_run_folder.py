@@ -31,8 +31,9 @@ TINY = dict(train_size=300, eval_size=100, latent_dim=2, hidden=(16,), batch_siz
 STEPS_PER_EPOCH = 6
 # The five moments of issue 12: mid-epoch (epoch 2, step 9 of 18); during the final epoch's
 # checkpoint (last.pt written to its temporary file, not yet renamed); during the best.pt copy;
-# before the pictures; before the summary. And between best.pt and metrics.jsonl.
-KILLS = ("step@9", "checkpoint@3", "best@3", "metrics@3", "pictures@3", "summary@3")
+# before the pictures; before the summary. And between best.pt and metrics.jsonl, and between
+# metrics.jsonl and curves.png (issue 26 point 7: finishing the run redraws curves.png).
+KILLS = ("step@9", "checkpoint@3", "best@3", "metrics@3", "curves@3", "pictures@3", "summary@3")
 # wall-clock measurements and the run's own folder: the only fields that may differ
 TIMING = {"seconds", "images_per_s", "out"}
 
@@ -134,7 +135,7 @@ def test_kill_9_at_five_moments_then_resume_equals_the_uninterrupted_run(mnist_d
     assert any(p.name.startswith(".last.pt.") for p in outs["checkpoint@3"].iterdir())  # a partial write
     assert load_checkpoint(outs["checkpoint@3"] / "last.pt")["epoch"] == 2
     assert load_checkpoint(outs["best@3"] / "best.pt")["epoch"] == 2  # one epoch behind last.pt
-    for kill in ("best@3", "metrics@3", "pictures@3", "summary@3"):
+    for kill in ("best@3", "metrics@3", "curves@3", "pictures@3", "summary@3"):
         assert load_checkpoint(outs[kill] / "last.pt")["epoch"] == 3
         assert not (outs[kill] / "summary.json").exists()
         # metrics.jsonl's best validation epoch is the epoch best.pt holds, except between the two
@@ -143,6 +144,9 @@ def test_kill_9_at_five_moments_then_resume_equals_the_uninterrupted_run(mnist_d
         assert load_checkpoint(outs[kill] / "best.pt")["epoch"] == (3 if kill == "metrics@3" else best_in_metrics)
         assert best_in_metrics == (2 if kill in ("best@3", "metrics@3") else 3)
     assert not (outs["pictures@3"] / "samples.png").exists() and (outs["summary@3"] / "samples.png").exists()
+    # curves@3: metrics.jsonl holds the 3 epochs, curves.png still the picture of 2
+    assert len(records(outs["curves@3"])) == 3
+    assert (outs["curves@3"] / "curves.png").read_bytes() != (reference / "curves.png").read_bytes()
     capsys.readouterr()
 
     expected_files = files_of(reference)
@@ -151,7 +155,7 @@ def test_kill_9_at_five_moments_then_resume_equals_the_uninterrupted_run(mnist_d
         assert main(["--resume", str(out)]) == 0, kill
         said = capsys.readouterr().out
         assert "taking over the lock of process" in said, (kill, said)  # the killed holder's
-        if kill.split("@")[0] in ("best", "metrics", "pictures", "summary"):  # its epochs were done
+        if kill.split("@")[0] in ("best", "metrics", "curves", "pictures", "summary"):  # its epochs were done
             assert "its 3 epochs are done; finishing what an interruption left" in said, (kill, said)
         if kill == "checkpoint@3":
             assert "removed 1 temporary file(s) left by an interrupted write (.last.pt." in said
@@ -162,9 +166,8 @@ def test_kill_9_at_five_moments_then_resume_equals_the_uninterrupted_run(mnist_d
         summary, ref_summary = (json.loads((o / "summary.json").read_text()) for o in (out, reference))
         for key in ("epochs", "best_epoch", "best_valid_elbo", "final", "files", "pictures"):
             assert summary[key] == ref_summary[key], (kill, key)
-        for picture in ref_summary["pictures"]:  # drawn from the same model and seed
-            if picture != "curves.png":
-                assert (out / picture).read_bytes() == (reference / picture).read_bytes(), (kill, picture)
+        for picture in ref_summary["pictures"]:  # drawn from the same model, seed and records
+            assert (out / picture).read_bytes() == (reference / picture).read_bytes(), (kill, picture)
 
 
 def test_a_finished_run_resumed_again_is_complete(reference, capsys):

@@ -29,6 +29,11 @@ from .common import add_device_flags, device_options, exit_status
 
 PROG = "python -m pyro_vae.evaluate"
 DEVICE_FLAGS = ("accelerator", "devices", "num_nodes", "strategy")  # the evaluation runs in float32
+READING = (  # how to read the table's diagnostics, at the end of --help
+    "ESS: how many of the K samples effectively carry an image's estimate (1 to K; a small share of K: "
+    "a few samples decide it). k-hat (PSIS, Vehtari et al.): below 0.5 reliable, 0.5-0.7 slow to "
+    "converge, above 0.7 unreliable; past either threshold the table ends with a verdict saying what to do."
+)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -45,7 +50,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "earlier ones: log p_K(x) with its standard error, the ELBO on the same samples, ESS, "
         "k-hat shares, active units, time), khat_SPLIT.png (histogram of the per-image Pareto "
         "k-hat) and log_px_vs_k_SPLIT.png (log p_K(x) against K on the first --curve-images "
-        "images). Nothing else is changed.",
+        "images). Nothing else is changed. " + READING,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by python -m pyro_vae.fit")
     p.add_argument(

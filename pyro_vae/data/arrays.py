@@ -16,6 +16,7 @@ which and how many.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import torch
 from pyro_vae.data.images import check_channels, check_image_size, transform_pixels
 from pyro_vae.data.splits import arrange
 from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.torch_files import code_in_file
 
 ARRAY_EXTENSIONS = (".npz", ".npy", ".pt")
 IMAGE_KEYS = ("images", "x", "data")
@@ -115,6 +117,16 @@ def _read(path: Path) -> dict[str, tuple]:
     if suffix == ".pt":
         try:
             content = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:  # torch's message advises the unsafe route: never shown
+            name = code_in_file(error, path)
+            raise DataError(
+                f"--data {path}: "
+                + (
+                    f"holds Python objects ({name}), not only tensors; it was not loaded and nothing in it ran"
+                    if name
+                    else "not a readable .pt file of tensors (damaged or not written by torch.save)"
+                )
+            ) from None
         except Exception as error:  # noqa: BLE001 - a foreign or damaged file fails in many ways
             raise DataError(
                 f"--data {path}: not a readable .pt file of tensors ({type(error).__name__}: {error})"

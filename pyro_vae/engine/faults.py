@@ -6,7 +6,8 @@ recovers from an interruption there.
 Points: ``step@S`` (after optimizer step S, counted over the whole run: mid-epoch),
 ``checkpoint@E`` (epoch E's last.pt fully written to its temporary file, not yet renamed),
 ``best@E`` (best.pt copied to its temporary file, not yet renamed), ``metrics@E`` (before
-metrics.jsonl is rewritten), ``pictures@E`` (after the last epoch's checkpoints, before the
+metrics.jsonl is rewritten), ``curves@E`` (metrics.jsonl rewritten, curves.png not yet),
+``pictures@E`` (after the last epoch's checkpoints, before the
 pictures), ``summary@E`` (pictures written, summary.json not yet). Without the variable (always, outside
 the tests) each point is one dictionary look-up. ``PYRO_VAE_KILL_SIGNAL=TERM`` sends SIGTERM (a
 scheduler's stop) there instead of SIGKILL.

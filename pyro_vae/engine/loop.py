@@ -316,7 +316,7 @@ class Trainer:
     def write_pictures(self) -> list[Path]:
         """The variant's pictures of the current model, drawn from the run's seed, and the curves."""
         return run_records.write_pictures(
-            self.vae, self.variant, self._eval_set("test"), self.out_dir, self.config.seed, self.device
+            self.vae, self.variant, self._eval_set("test"), self.out_dir, self.config.seed, self.device, self.records
         )
 
     def _finish(self, seconds: float) -> dict:

@@ -13,6 +13,7 @@ import torch
 from .. import plots
 from ..atomic import atomic_open
 from ..errors import ConfigError
+from .faults import kill_point
 
 SPLITS = ("train", "valid", "test")
 
@@ -34,6 +35,7 @@ def write_metrics(path: Path, records: list[dict]) -> None:
 def write_epoch_records(out_dir: Path, records: list[dict]) -> None:
     """``metrics.jsonl`` and its picture, ``curves.png``, for every epoch so far."""
     write_metrics(out_dir / "metrics.jsonl", records)
+    kill_point("curves", records[-1]["epoch"])  # (tests only: an interruption before the picture)
     plots.training_curves(records, out_dir / "curves.png")
 
 
@@ -76,14 +78,18 @@ def epoch_line(record: dict, epochs: int, extra: str = "") -> str:
     )
 
 
-def write_pictures(vae, variant, test_set, out_dir: Path, seed: int, device: torch.device) -> list[Path]:
+def write_pictures(
+    vae, variant, test_set, out_dir: Path, seed: int, device: torch.device, records: Sequence[dict]
+) -> list[Path]:
     """The variant's pictures of the current model (samples, reconstructions, latent maps, ...),
-    drawn from ``seed`` without moving the global generators, and the training curves."""
+    drawn from ``seed`` without moving the global generators, and the training curves of
+    ``records`` drawn again: a run finished after an interruption between ``metrics.jsonl`` and
+    ``curves.png`` gets the picture of every epoch."""
     vae.eval()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         paths = variant.pictures(vae, test_set, out_dir)
-    paths.append(out_dir / "curves.png")
+    paths.append(plots.training_curves(records, out_dir / "curves.png"))
     return paths
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..atomic import TMP_SUFFIX
+from ..config_values import spelled
 from ..errors import ConfigError
 from ..run_lock import LOCK_NAME, RunLock
 
@@ -74,17 +75,21 @@ def remove_temporary_files(out: Path, log: Callable[[str], object]) -> list[Path
     return leftovers
 
 
-def check_new_run(out: Path, overwrite: bool, log: Callable[[str], object]) -> None:
+def check_new_run(out: Path, overwrite: bool, log: Callable[[str], object], keywords: bool = False) -> None:
     """A new run (no --resume) in ``out``: refuse to replace a run there unless ``overwrite``;
-    with it, remove the old run's files first."""
+    with it, remove the old run's files first. ``keywords``: the message names Python keyword
+    arguments (``pyro_vae.fit``), else flags."""
     found = holds_run(out)
     if not found:
         return
     if not overwrite:
+        k = keywords
         raise ConfigError(
-            f"--out {out} already holds a run ({', '.join(found)}); continue it with `--resume {out}` "
-            f"(it finishes an interrupted run, or trains on with --epochs N), replace it with --overwrite "
-            f"(which deletes that run's files first), or choose another --out"
+            f"{spelled('out', str(out), keywords=k)} already holds a run ({', '.join(found)}); continue it with "
+            f"`{spelled('resume', str(out), keywords=k)}` (it finishes an interrupted run, or trains on with "
+            f"{'epochs=N' if k else '--epochs N'}), replace it with "
+            f"{spelled('overwrite', True, keywords=k)} (which deletes that run's files first), or choose "
+            f"another {spelled('out', keywords=k)}"
         )
     old = run_files(out)
     for path in old:
@@ -95,17 +100,23 @@ def check_new_run(out: Path, overwrite: bool, log: Callable[[str], object]) -> N
     log(f"--overwrite: removed the earlier run's {len(old)} file(s) from {out} ({', '.join(p.name for p in old)})")
 
 
-def claim(out: str | Path, *, resume: bool, overwrite: bool, log: Callable[[str], object]) -> RunLock:
+def claim(
+    out: str | Path, *, resume: bool, overwrite: bool, log: Callable[[str], object], keywords: bool = False
+) -> RunLock:
     """Take ``out`` for this run (rank 0 only): the lock, then the checks above; returns the held
-    lock, which the caller releases when the run is done (the kernel releases it if the process dies)."""
+    lock, which the caller releases when the run is done (the kernel releases it if the process dies).
+    ``keywords``: messages name Python keyword arguments, else flags."""
     out = Path(out)
     if resume and overwrite:
-        raise ConfigError("--overwrite starts the run again from nothing and --resume continues it; give one of them")
+        raise ConfigError(
+            f"{spelled('overwrite', keywords=keywords)} starts the run again from nothing and "
+            f"{spelled('resume', keywords=keywords)} continues it; give one of them"
+        )
     lock = RunLock(out, log=log).acquire()
     try:
         remove_temporary_files(out, log)
         if not resume:
-            check_new_run(out, overwrite, log)
+            check_new_run(out, overwrite, log, keywords)
     except BaseException:
         lock.release()
         raise

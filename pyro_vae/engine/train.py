@@ -11,6 +11,7 @@ from pathlib import Path
 import pyro
 
 from ..config import FitConfig
+from ..config_values import spelled
 from ..data import data_record, load_data
 from ..errors import ConfigError
 from ..run_lock import ensure_writable_folder
@@ -30,32 +31,41 @@ STOPPED_NOTES = {
 }
 
 
-def resume_config(requested: dict, run_dir: str | Path) -> FitConfig:
+def resume_config(requested: dict, run_dir: str | Path, *, keywords: bool = False) -> FitConfig:
     """The configuration of the run in ``run_dir`` continued with ``requested`` (field names with
     underscores): its saved config.json updated by the requested options, which may change only
-    :data:`~pyro_vae.engine.run_config.RESUMABLE_CHANGES`; the run continues in its own folder."""
+    :data:`~pyro_vae.engine.run_config.RESUMABLE_CHANGES`; the run continues in its own folder.
+    ``keywords``: messages name Python keyword arguments (``pyro_vae.fit``), else flags."""
     run_dir = Path(run_dir)
-    saved = read_run_config(run_dir, f"--resume {run_dir}")
+    resume = spelled("resume", str(run_dir), keywords=keywords)
+    saved = read_run_config(run_dir, resume)
     requested = {"out": str(run_dir), **requested}
-    wanted = checked(FitConfig.from_dict({**saved.to_dict(), **requested}, source="options"))
+    source = "pyro_vae.fit options" if keywords else "options"
+    wanted = checked(FitConfig.from_dict({**saved.to_dict(), **requested}, source=source, keywords=keywords))
+    name = (lambda n: n) if keywords else (lambda n: n.replace("_", "-"))
     conflicts = [
-        f"{f.name.replace('_', '-')} (run: {getattr(saved, f.name)!r}, given: {getattr(wanted, f.name)!r})"
+        f"{name(f.name)} (run: {getattr(saved, f.name)!r}, given: {getattr(wanted, f.name)!r})"
         for f in dataclasses.fields(FitConfig)
         if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(wanted, f.name)
     ]
     if conflicts:
         raise ConfigError(
-            f"--resume {run_dir}: these options differ from the run's config.json: "
+            f"{resume}: these options differ from the run's config.json: "
             f"{'; '.join(conflicts)}. Drop them to continue the run, or start a new run "
-            f"with a different --out"
+            f"with a different {spelled('out', keywords=keywords)}"
         )
     if Path(wanted.out).resolve() != run_dir.resolve():
-        raise ConfigError(f"--resume {run_dir} continues that run in place; drop --out {wanted.out}")
+        raise ConfigError(f"{resume} continues that run in place; drop {spelled('out', wanted.out, keywords=keywords)}")
     return wanted
 
 
 def run(
-    config: FitConfig, resume: str | None = None, fabric=None, overwrite: bool = False, pieces: dict | None = None
+    config: FitConfig,
+    resume: str | None = None,
+    fabric=None,
+    overwrite: bool = False,
+    pieces: dict | None = None,
+    keywords: bool = False,
 ) -> dict:
     """Train (or continue) the run ``config`` describes, in as many processes as it asks for:
     ``--devices 2`` starts the second process here; under torchrun or SLURM each process runs
@@ -63,7 +73,8 @@ def run(
     config names their classes). Returns rank 0's summary (an empty dict on the other ranks).
 
     Rank 0 holds the output folder's lock for the whole run (a second ``fit`` on it is refused);
-    a folder that already holds a run is refused unless ``resume`` or ``overwrite`` is given."""
+    a folder that already holds a run is refused unless ``resume`` or ``overwrite`` is given.
+    ``keywords``: the messages name Python keyword arguments (``pyro_vae.fit``), else flags."""
     pyro.settings.set(module_local_params=True)  # parameters live in the modules
     config = checked(config)  # every bad combination is refused before training
     world = config.world_size
@@ -79,15 +90,16 @@ def run(
         fabric = fabric_for(config)
         launch(fabric)
     # after the launch: the processes Fabric starts run this too, and only rank 0 owns the folder
-    lock = claim(config.out, resume=resume is not None, overwrite=overwrite, log=say) if fabric.is_global_zero else None
+    claimed = dict(resume=resume is not None, overwrite=overwrite, log=say, keywords=keywords)
+    lock = claim(config.out, **claimed) if fabric.is_global_zero else None
     try:
-        return _run(config, resume, fabric, pieces)
+        return _run(config, resume, fabric, pieces, keywords)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = None) -> dict:
+def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = None, keywords: bool = False) -> dict:
     with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
         dataset = load_data(config, log=say if fabric.is_global_zero else (lambda _line: None))
     check_data(config, dataset)  # e.g. a kind that takes labels needs labelled data
@@ -100,17 +112,20 @@ def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = No
     trainer = Trainer(config, dataset, Path(config.out), fabric=fabric, vae=vae)
     if resume is not None:
         trainer.restore(Path(resume) / "last.pt")
+        resumed = spelled("resume", str(resume), keywords=keywords)
+        more = "epochs=N" if keywords else "--epochs N"
         if trainer.epoch > config.epochs:
             raise ConfigError(
-                f"--resume {resume}: the run already has {trainer.epoch} epochs, more than "
-                f"--epochs {config.epochs}; ask for more with --epochs N (N > {trainer.epoch})"
+                f"{resumed}: the run already has {trainer.epoch} epochs, more than "
+                f"{spelled('epochs', config.epochs, keywords=keywords)}; ask for more with {more} "
+                f"(N > {trainer.epoch})"
             )
         if trainer.epoch == config.epochs:
             missing = fabric.broadcast(unfinished(trainer) if fabric.is_global_zero else None, src=0)
             if not missing:
                 raise ConfigError(
-                    f"--resume {resume}: the run already has {trainer.epoch} epochs and is "
-                    f"complete; ask for more with --epochs N (N > {trainer.epoch})"
+                    f"{resumed}: the run already has {trainer.epoch} epochs and is "
+                    f"complete; ask for more with {more} (N > {trainer.epoch})"
                 )
             if fabric.is_global_zero:
                 say(

@@ -2,7 +2,8 @@
 
 * :func:`importance_weighted_log_px`: one batch, K samples per image, chunked, seeded.
 * :func:`evaluate_log_px`: a whole split in batches -> :class:`EvaluationResult`
-  (``summary()`` dict, ``table()`` text).
+  (``summary()`` dict, ``table()`` text, ``verdict``: a sentence when k-hat or ESS say the
+  estimate is weak; :func:`estimate_verdict`).
 * :func:`log_px_against_k`: log p_K(x) for several K from nested samples -> :class:`LogPxCurve`.
 
 Their pictures (the k-hat histogram, log p_K(x) against K) are drawn by :mod:`pyro_vae.plots`.
@@ -14,6 +15,7 @@ from .diagnostics import (
     active_unit_variances,
     active_units,
     effective_sample_size,
+    estimate_verdict,
     log_effective_sample_size,
     pareto_khat,
 )
@@ -37,6 +39,7 @@ __all__ = [
     "active_units",
     "auto_k_chunk",
     "effective_sample_size",
+    "estimate_verdict",
     "eval_mode",
     "evaluate_log_px",
     "importance_weighted_log_px",

@@ -3,6 +3,9 @@
 * Effective sample size of the normalised weights, ESS = (sum_k w_k)^2 / sum_k w_k^2, in log space.
 * Pareto k-hat of each image's log-weights (PSIS, Vehtari et al. 2024, via ``arviz.psislw``):
   k-hat < 0.5 the estimate is reliable, 0.5-0.7 it converges slowly, > 0.7 it is not to be trusted.
+* The verdict (:func:`estimate_verdict`): one sentence when k-hat or ESS say the estimate is weak
+  (at least :data:`VERDICT_SHARE` of the images past a k-hat threshold, or a mean ESS below
+  :data:`ESS_LOW_FRACTION` of K), saying what log p_K(x) still is and what to do.
 * Active units (Burda et al. 2015): latent dimension d is active when Cov_x(E_q[z_d | x]) > 0.01;
   counted per latent site (per stochastic layer, as Burda et al. report them) when there are several.
 """
@@ -10,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 
@@ -19,6 +23,9 @@ import torch
 KHAT_GOOD = 0.5  # below: PSIS / IS estimate reliable
 KHAT_BAD = 0.7  # above: the importance-sampling estimate is not to be trusted
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015)
+VERDICT_SHARE = 0.01  # the verdict speaks of k-hat when at least this share of images is past a threshold
+ESS_LOW_FRACTION = 0.1  # ... and of ESS when its mean is below this share of K
+TABLE_WIDTH = 100  # the table's verdict is wrapped to this many characters
 
 
 def log_effective_sample_size(log_weights: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -59,6 +66,40 @@ def pareto_khat(log_weights, reff: float = 1.0, *, constant_rtol: float = 1e-6) 
         khat[fit] = np.asarray(fitted, dtype=np.float64)
     khat[constant] = -np.inf
     return khat
+
+
+def estimate_verdict(summary: dict) -> str | None:
+    """The verdict on an evaluation's :meth:`EvaluationResult.summary` numbers: None when k-hat and
+    ESS are within their thresholds, else what is weak, what log p_K(x) still is, and what to do.
+
+    k-hat (PSIS, Vehtari et al. 2024) above 0.7 for at least :data:`VERDICT_SHARE` of the images:
+    their estimates are unreliable; else 0.5-0.7 for that share: they converge slowly in K. A mean
+    ESS below :data:`ESS_LOW_FRACTION` of K: a few of the K samples carry each estimate."""
+    weak = []
+    above_bad, above_good = summary["khat_share_above_0.7"], summary["khat_share_above_0.5"]
+    if above_bad is not None and above_bad >= VERDICT_SHARE:
+        weak.append(
+            f"k-hat > 0.7 for {_pct(above_bad)} of images (median {_fmt(summary['khat_median'], 2)}): "
+            f"PSIS (Vehtari et al.) deems their estimates unreliable"
+        )
+    elif above_good is not None and above_good >= VERDICT_SHARE:
+        weak.append(
+            f"k-hat between 0.5 and 0.7 for {_pct(above_good)} of images: their estimate converges slowly as K grows"
+        )
+    ess_fraction = summary["ess_fraction_mean"]
+    if ess_fraction is not None and ess_fraction < ESS_LOW_FRACTION:
+        weak.append(
+            f"ESS {_fmt(summary['ess_mean'], 1)} of K = {summary['k']} on average ({_pct(ess_fraction)}): "
+            f"a few of the K samples carry each image's estimate"
+            + (" (k-hat needs K >= 25)" if summary["khat_undefined"] == summary["n_images"] else "")
+        )
+    if not weak:
+        return None
+    return (
+        f"weak estimate: {'; '.join(weak)}. log p_K(x) is still a stochastic lower bound on log p(x), "
+        f"but its gap to log p(x) may be large. To tighten it, raise K (slow to help where k-hat > 0.7), "
+        f"or train with a richer guide (--guide iaf or --guide lowrank), whose q(z|x) is nearer the posterior."
+    )
 
 
 def active_unit_variances(z_mean) -> np.ndarray:
@@ -128,6 +169,12 @@ class EvaluationResult:
         """log p_K(x) - ELBO per image (N,)."""
         return self.log_px - self.elbo
 
+    @property
+    def verdict(self) -> str | None:
+        """None when k-hat and ESS are within their thresholds, else a sentence saying that the
+        estimate is weak and what to do (:func:`estimate_verdict`)."""
+        return self.summary()["verdict"]
+
     def mean_log_px(self) -> float:
         return float(self.log_px.mean())
 
@@ -170,10 +217,11 @@ class EvaluationResult:
 
         With several latent sites (:attr:`reports_sites`) it also holds ``active_units_per_site``,
         ``latent_dim_per_site`` (site name -> int, None for a discrete site) and
-        ``mean_source_per_site`` (site name -> "analytic" or "samples")."""
+        ``mean_source_per_site`` (site name -> "analytic" or "samples"). ``verdict`` is None when
+        k-hat and ESS are within their thresholds, else a sentence (:func:`estimate_verdict`)."""
         defined = self.khat[~np.isnan(self.khat)]
         ess = self.ess
-        return {
+        numbers = {
             "split": self.split,
             "n_images": self.n_images,
             "k": self.k,
@@ -209,6 +257,7 @@ class EvaluationResult:
             "seconds": _num(self.seconds),
             "image_particles_per_second": _num(self.n_images * self.k / self.seconds) if self.seconds > 0 else None,
         }
+        return {**numbers, "verdict": estimate_verdict(numbers)}
 
     def table(self) -> str:
         """The summary as aligned text for a terminal."""
@@ -256,12 +305,21 @@ class EvaluationResult:
                 else []
             ),
             ("time", f"{_fmt(s['seconds'], 1)} s  ({_fmt(s['image_particles_per_second'], 0)} images*K per s)"),
+            *([("verdict", s["verdict"])] if s["verdict"] else []),
         ]
         head = (
             f"split {self.split}: " if self.split else ""
         ) + f"{self.n_images} images, K = {self.k}, seed {self.seed}"
         width = max(len(label) for label, _ in rows)
-        return "\n".join([head] + [f"  {label:<{width}}  {value}" for label, value in rows])
+        lines = [head]
+        for label, value in rows:
+            first = f"  {label:<{width}}  "
+            lines.append(
+                textwrap.fill(value, TABLE_WIDTH, initial_indent=first, subsequent_indent=" " * len(first))
+                if label == "verdict"
+                else first + value
+            )
+        return "\n".join(lines)
 
 
 @dataclass
