@@ -250,15 +250,6 @@ def _trace(particles: int) -> ELBO:
     return DeviceTrace_ELBO(**_particle_kwargs(particles))
 
 
-@ELBOS.register("enum")
-def _enum(particles: int) -> ELBO:
-    # a model without discrete sites is trained as by trace (no warning: --elbo enum suits any model)
-    return DeviceTraceEnum_ELBO(**_particle_kwargs(particles), strict_enumeration_warning=False)
-
-
-_enum.enumerates = True  # sums discrete sites out exactly: log sum_c p(x, z, c), one pass for all c
-
-
 @ELBOS.register("meanfield")
 def _meanfield(particles: int) -> ELBO:
     return DeviceTraceMeanField_ELBO(**_particle_kwargs(particles))
@@ -317,6 +308,15 @@ def _iwae(particles: int) -> ELBO:
 
 _iwae.weighs_sites_alike = True  # a bound of log p(x): no --beta or --warmup-epochs
 _iwae.needs_reparameterized = True  # its gradient flows through z_k = g(eps_k, x)
+
+
+@ELBOS.register("enum")
+def _enum(particles: int) -> ELBO:
+    # a model without discrete sites is trained as by trace (no warning: --elbo enum suits any model)
+    return DeviceTraceEnum_ELBO(**_particle_kwargs(particles), strict_enumeration_warning=False)
+
+
+_enum.enumerates = True  # sums discrete sites out exactly: log sum_c p(x, z, c), one pass for all c
 
 
 def build_elbo(name: str, particles: int = 1) -> ELBO:

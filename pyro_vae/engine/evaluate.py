@@ -116,6 +116,8 @@ def evaluate_run(
     batch, and gathered: the numbers equal one process's. Rank 0 writes the files. The run's data
     are rebuilt from its config.json (checked against the recorded checksum); ``data`` says where
     a run's ``--data`` lie now if they moved."""
+    # long: one pass from a run folder to eval.json (check, load, read the data, estimate,
+    # write), each step one call whose keyword arguments stand one per line
     _check_options(
         k=k,
         batch_size=batch_size,

@@ -545,6 +545,8 @@ def run(
     curve's points), evaluate, and write OUT/reproduce.json and the curve picture. ``eval_size``
     (a recorded deviation) limits the final evaluation to the first N test images; on ``resume``
     a new N, or ``"all"``, replaces the run's, and None keeps it."""
+    # long: the segments of one reproduction (start or resume, train to each curve point,
+    # evaluate), each one call whose arguments stand one per line
     setting = _setting(name, budget_minutes=budget_minutes, resume=resume, overwrite=overwrite)
     out = Path(out)
     asked_eval_size = eval_size  # "all": the whole test set, the papers' evaluation

@@ -68,6 +68,8 @@ def evaluate_log_px(
         ``curve_images`` images, from the first k of the same K samples (``result.curve``, a
         :class:`LogPxCurve`): the curve costs no second pass over the images.
     """
+    # long: one loop over a split's batches (shard, estimate, gather, accumulate) whose steps
+    # share the per-batch state; the arguments of its calls stand one per line
     curve_ks = _check_ks(curve_ks) if curve_images > 0 else []
     if curve_ks and curve_ks[-1] > k:
         raise PyroVAEError(f"the curve's largest k ({curve_ks[-1]}) exceeds the K of the estimate ({k})")
