@@ -47,6 +47,7 @@ def main() -> int:
     from pyro_vae.data import load_dataset
     from pyro_vae.engine import Trainer, fabric_for, launch
     from pyro_vae.guides import diagonal
+    from pyro_vae.variants import checked
 
     if args.deterministic:
 
@@ -72,19 +73,21 @@ def main() -> int:
     os.replace = recording_replace  # every atomic write of pyro-vae ends in os.replace
 
     m2 = {} if args.m2 is None else {"model": "m2", "labels": 100, "labelled_steps": args.m2}
-    config = FitConfig(
-        train_size=300,
-        eval_size=100,
-        latent_dim=2,
-        hidden=(32,),
-        batch_size=50,
-        epochs=args.epochs,
-        accelerator="cpu",
-        devices=args.devices,
-        data_dir=args.data_dir,
-        out=args.out,
-        **m2,
-    )
+    config = checked(
+        FitConfig(
+            train_size=300,
+            eval_size=100,
+            latent_dim=2,
+            hidden=(32,),
+            batch_size=50,
+            epochs=args.epochs,
+            accelerator="cpu",
+            devices=args.devices,
+            data_dir=args.data_dir,
+            out=args.out,
+            **m2,
+        )
+    )  # with its defaults resolved (the data set, the binarization), as every entry point runs it
     fabric = fabric_for(config)
     launch(fabric)
     dataset = load_dataset(config.dataset, config.data_dir, log=lambda _line: None)
