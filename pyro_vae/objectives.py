@@ -351,9 +351,11 @@ class DetachedParameters(Messenger):
     sample values, keep theirs). Entering it replaces every parameter of ``module`` (and of its
     submodules, plain torch ones included) by ``p.detach()``; Pyro ``param`` statements (the
     parameters of a PyroModule read through Pyro's global param store) are detached as they
-    pass. Buffers (batch norm's running statistics) are put back on exit: a second pass over
-    the same batch must not update them twice. The module's forward must compute the same thing
-    twice from the same inputs (no dropout or other random numbers outside its sample sites)."""
+    pass. The module's buffers are copies while inside (:func:`_buffers_copied`): a second pass
+    over the same batch must not update batch norm's running statistics twice. The module's forward must compute the same thing
+    twice from the same inputs (no dropout or other random numbers outside its sample sites),
+    and what it computes must be evaluated inside: a flow's ``log_prob`` runs its networks when
+    called, so it is called inside the handler."""
 
     def __init__(self, module: torch.nn.Module):
         super().__init__()
@@ -364,7 +366,7 @@ class DetachedParameters(Messenger):
         undo = contextlib.ExitStack()
         values = {name: p.detach() for name, p in self.module.named_parameters(remove_duplicate=False)}
         undo.enter_context(_parameters_replaced(self.module, values))
-        undo.callback(_restore_buffers, [(b, b.clone()) for b in self.module.buffers()])
+        undo.enter_context(_buffers_copied(self.module))
         self._undo = undo
         return super().__enter__()
 
@@ -378,10 +380,20 @@ class DetachedParameters(Messenger):
         msg["value"] = msg["value"].detach()
 
 
-def _restore_buffers(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    with torch.no_grad():
-        for buffer, value in saved:
-            buffer.copy_(value)
+@contextlib.contextmanager
+def _buffers_copied(module: torch.nn.Module) -> Iterator[None]:
+    """Every buffer of ``module`` replaced by a copy while inside, the buffers themselves put back
+    after: what the module writes to them inside (running statistics) is forgotten, and the
+    buffers, which an earlier pass may have saved for its backward, are never written to."""
+    saved = [(owner, name, buffer) for owner in module.modules() for name, buffer in owner._buffers.items()]
+    for owner, name, buffer in saved:
+        if buffer is not None:
+            owner._buffers[name] = buffer.clone()
+    try:
+        yield
+    finally:
+        for owner, name, buffer in saved:
+            owner._buffers[name] = buffer
 
 
 def _routed_draws(guide_trace: poutine.Trace) -> tuple[poutine.Trace, list[tuple[torch.Tensor, int]]]:
@@ -437,11 +449,14 @@ class ParticleBound(Trace_ELBO):
             check_model_guide_match(trace, guide_trace, MAX_PLATE_NESTING + 1)
         return trace
 
-    def detached_guide_trace(self, guide, guide_trace: poutine.Trace, args, kwargs) -> poutine.Trace:
-        """The guide run again on ``guide_trace``'s draws under :class:`DetachedParameters`: its
-        log q(z) reaches the guide's parameters only through z (no score term)."""
+    def detached_log_q(self, guide, guide_trace: poutine.Trace, args, kwargs, density=None) -> torch.Tensor:
+        """log q(z|x) of ``guide_trace``'s draws, (K, B), from the guide run again on them under
+        :class:`DetachedParameters`: it reaches the guide's parameters only through z (no score
+        term). ``density`` (default: the unscaled :func:`trace_log_density`) sums the rerun's
+        trace; it runs inside the handler, as a flow's log q runs its networks only when asked."""
         with DetachedParameters(guide):
-            return poutine.trace(poutine.replay(self._vectorized(guide), trace=guide_trace)).get_trace(*args, **kwargs)
+            trace = poutine.trace(poutine.replay(self._vectorized(guide), trace=guide_trace)).get_trace(*args, **kwargs)
+            return density(trace) if density is not None else trace_log_density(trace, who="guide")
 
     def data_scale(self, *traces: poutine.Trace) -> float | torch.Tensor:
         """The one scale of every site (N / B under mini-batch scaling): a bound of log p(x)
@@ -488,9 +503,9 @@ class STL_ELBO(ParticleBound):
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         guide_trace = self.guide_trace(guide, args, kwargs)
         model_trace = self.model_trace(model, guide_trace, args, kwargs)
-        detached = self.detached_guide_trace(guide, guide_trace, args, kwargs)
         # sum over sites of scale * log-density: N/B on every site, beta on latent ones     (K, B)
-        elbo = _scaled_log_density(model_trace) - _scaled_log_density(detached)
+        log_q = self.detached_log_q(guide, guide_trace, args, kwargs, density=_scaled_log_density)
+        elbo = _scaled_log_density(model_trace) - log_q
         return -elbo.sum() / self.num_particles
 
 
@@ -522,10 +537,9 @@ class DReG_IWAE_ELBO(ParticleBound):
         guide_trace = self.guide_trace(guide, args, kwargs)
         routed, views = _routed_draws(guide_trace)
         model_trace = self.model_trace(model, routed, args, kwargs)
-        detached = self.detached_guide_trace(guide, guide_trace, args, kwargs)
-        scale = self.data_scale(model_trace, detached)
+        scale = self.data_scale(model_trace, guide_trace)
         log_p = trace_log_density(model_trace)  # log p(x, z_k)   (K, B)
-        log_q = trace_log_density(detached, who="guide")  # log q(z_k | x), parameters detached
+        log_q = self.detached_log_q(guide, guide_trace, args, kwargs)  # log q(z_k | x), parameters detached
         log_w = log_p - log_q
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)  # L_K(x)   (B,)
         weights = torch.softmax(log_w.detach(), dim=0)  # w~_k   (K, B)
