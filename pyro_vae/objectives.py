@@ -352,10 +352,10 @@ class DetachedParameters(Messenger):
     submodules, plain torch ones included) by ``p.detach()``; Pyro ``param`` statements (the
     parameters of a PyroModule read through Pyro's global param store) are detached as they
     pass. The module's buffers are copies while inside (:func:`_buffers_copied`): a second pass
-    over the same batch must not update batch norm's running statistics twice. The module's forward must compute the same thing
-    twice from the same inputs (no dropout or other random numbers outside its sample sites),
-    and what it computes must be evaluated inside: a flow's ``log_prob`` runs its networks when
-    called, so it is called inside the handler."""
+    over the same batch must not update batch norm's running statistics twice. The module's
+    forward must compute the same thing twice from the same inputs (no dropout or other random
+    numbers outside its sample sites), and what it computes must be evaluated inside: a flow's
+    ``log_prob`` runs its networks when called, so it is called inside the handler."""
 
     def __init__(self, module: torch.nn.Module):
         super().__init__()
