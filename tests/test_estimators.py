@@ -209,6 +209,24 @@ def test_gradients_equal_their_reference_for_every_draw(ppca, name, model_refere
             assert (guide_grad - reference_guide_grad).abs().max() > 1e-3
 
 
+def test_gradients_are_routed_through_every_latent_layer():
+    """A guide whose second layer depends on its first (--model hvae: q(z1|x) q(z2|z1)): PIWAE's
+    guide gradient is MIWAE's and its model gradient IWAE's, DReG's model gradient IWAE's, draw by
+    draw; the weights multiply the gradient once per path, however many sites it passes."""
+    config = FitConfig(model="hvae", latent_dim=(3, 2), hidden=(16,))
+    vae = build_vae(config, (1, 6, 6)).double()
+    x = torch.rand(4, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).round()
+    for seed in range(2):
+        piwae_guide, piwae_model = seeded(seed, elbo("piwae")(vae.model, vae.guide), x)
+        miwae_guide, _ = seeded(seed, elbo("miwae")(vae.model, vae.guide), x)
+        _, iwae_model = seeded(seed, elbo("iwae")(vae.model, vae.guide), x)
+        dreg_guide, dreg_model = seeded(seed, elbo("iwae-dreg")(vae.model, vae.guide), x)
+        assert torch.allclose(piwae_guide, miwae_guide, rtol=1e-10, atol=1e-10)
+        assert torch.allclose(piwae_model, iwae_model, rtol=1e-10, atol=1e-10)
+        assert torch.allclose(dreg_model, iwae_model, rtol=1e-10, atol=1e-10)
+        assert (piwae_guide - dreg_guide).abs().max() > 1e-4
+
+
 class IWAEWithSTLWeights(ParticleBound):
     """IWAE with log q's parameters detached and nothing else: the biased estimator of Tucker et
     al. (2019, section 3) that DReG corrects by squaring the weights; here as the negative control."""
