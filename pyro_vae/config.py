@@ -211,14 +211,27 @@ class FitConfig:
     flow_hidden: int = _opt(320, "hidden width of each IAF transform's autoregressive network", group="model")
     elbo: str = _opt(
         "trace",
-        "Trace_ELBO (Monte-Carlo KL), TraceMeanField_ELBO (analytic KL), or the importance-"
-        "weighted bound with K = --particles (Burda et al. 2015)",
+        "Trace_ELBO (Monte-Carlo KL), TraceMeanField_ELBO (analytic KL), the importance-"
+        "weighted bound with K = --particles (Burda et al. 2015), that bound with the doubly "
+        "reparameterized gradient (iwae-dreg), the ELBO without the score term (stl), or "
+        "Rainforth et al.'s piwae, miwae, ciwae (docs/objectives.md)",
         choices="pyro_vae.objectives:ELBOS",
         group="training",
     )
     particles: int = _opt(
         1,
         "samples of z per image for the ELBO estimate (vectorized); with --elbo iwae, the K of the bound",
+        group="training",
+    )
+    iw_bounds: int | None = _opt(
+        None,
+        "M of --elbo miwae and piwae (Rainforth et al. 2018): --particles split into M groups, one "
+        "importance-weighted bound of --particles / M samples each (their 8 x 8: --particles 64 --iw-bounds 8)",
+        group="training",
+    )
+    ciwae_beta: float = _opt(
+        0.5,
+        "beta of --elbo ciwae (Rainforth et al. 2018), in [0, 1]: beta * ELBO + (1 - beta) * IWAE bound",
         group="training",
     )
     beta: float = _opt(1.0, "weight of the KL term (beta-VAE); 1 is the ELBO", group="training")
@@ -330,6 +343,7 @@ class FitConfig:
             "epochs",
             "batch_size",
             "particles",
+            "iw_bounds",
             "guide_rank",
             "flow_layers",
             "flow_hidden",
@@ -351,6 +365,8 @@ class FitConfig:
                 problems.append(f"--{flag(name)} must be positive, got {value}")
         if not self.hidden or min(self.hidden) < 1:
             problems.append(f"--hidden needs positive widths, got {self.hidden}")
+        if not 0 <= self.ciwae_beta <= 1:
+            problems.append(f"--ciwae-beta must be in [0, 1], got {self.ciwae_beta}")
         if not 0 < self.lr_decay <= 1:
             problems.append(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
         for name in ("adam_beta1", "adam_beta2"):

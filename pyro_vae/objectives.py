@@ -17,6 +17,7 @@ site's scale) alike.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import warnings
 from collections.abc import Iterator
@@ -33,17 +34,26 @@ from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, co
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
+from pyro.util import check_model_guide_match
 
+from .config import FitConfig
 from .errors import ConfigError, PyroVAEError
 from .registry import Registry
 
 MAX_PLATE_NESTING = 1  # the data plate; set explicitly so Pyro never has to guess
 
 
-def _elbo_arguments(particles: int) -> dict:
+# the options of an ELBO: fields of the configuration offered to ELBO factories by name
+ELBO_OPTIONS = ("iw_bounds", "ciwae_beta")
+
+
+def _elbo_arguments(particles: int, config: FitConfig | None = None) -> dict:
     """What an ELBO's factory (or a class of one's own, such as a subclass of Pyro's ``ELBO``)
-    may ask for, by parameter name."""
-    return {"particles": particles, **_particle_kwargs(particles)}
+    may ask for, by parameter name: ``particles`` (and Pyro's ``num_particles``,
+    ``vectorize_particles``, ``max_plate_nesting``), the run's ``config``, and its
+    :data:`ELBO_OPTIONS` (the configuration's defaults without one)."""
+    options = {name: getattr(config if config is not None else FitConfig, name) for name in ELBO_OPTIONS}
+    return {"particles": particles, **_particle_kwargs(particles), "config": config, **options}
 
 
 # An ELBO factory declares what it can do: ``enumerates`` (it sums out discrete sites marked
@@ -310,6 +320,375 @@ _iwae.weighs_sites_alike = True  # a bound of log p(x): no --beta or --warmup-ep
 _iwae.needs_reparameterized = True  # its gradient flows through z_k = g(eps_k, x)
 
 
+# -- estimators of their own gradient: STL, DReG, and Rainforth et al.'s PIWAE, MIWAE, CIWAE -----
+#
+# Each traces the guide once with K vectorized particles (a particle plate left of the data plate,
+# even for K = 1, so that log-weights are always (K, B)) and replays the model on its draws. What
+# differs is which gradient reaches which parameter:
+#
+# * STL and DReG drop the score term d log q(z; phi) / d phi at fixed z. The guide is run a second
+#   time, replayed on the same draws z (which still carry their reparameterized graph to phi),
+#   under :class:`DetachedParameters`: log q is then computed from detached copies of the guide's
+#   parameters, so its gradient reaches phi only through z. That works for any guide (diagonal,
+#   low-rank, flows, a user's own), as nothing about its distribution is assumed.
+# * DReG and PIWAE weigh the gradient that reaches the guide through the model's log p(x, z)
+#   differently from the gradient that reaches the model's own parameters: the model is replayed on
+#   views z' of the draws, and a hook on each view multiplies the gradient passing back through it
+#   by a per-particle, per-image factor (:func:`_routed_draws`), known once the log-weights are.
+
+
+class DetachedParameters(Messenger):
+    """Pyro handler: inside it, ``module`` computes with detached copies of its parameters, so
+    that what it computes has no gradient with respect to them (other inputs, such as replayed
+    sample values, keep theirs). Entering it replaces every parameter of ``module`` (and of its
+    submodules, plain torch ones included) by ``p.detach()``; Pyro ``param`` statements (the
+    parameters of a PyroModule read through Pyro's global param store) are detached as they
+    pass. The module's buffers are copies while inside (:func:`_buffers_copied`): a second pass
+    over the same batch must not update batch norm's running statistics twice. The module's
+    forward must compute the same thing twice from the same inputs (no dropout or other random
+    numbers outside its sample sites), and what it computes must be evaluated inside: a flow's
+    ``log_prob`` runs its networks when called, so it is called inside the handler."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+        self._undo: contextlib.ExitStack | None = None
+
+    def __enter__(self):
+        undo = contextlib.ExitStack()
+        values = {name: p.detach() for name, p in self.module.named_parameters(remove_duplicate=False)}
+        undo.enter_context(_parameters_replaced(self.module, values))
+        undo.enter_context(_buffers_copied(self.module))
+        self._undo = undo
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._undo.close()
+
+    def _pyro_post_param(self, msg):
+        msg["value"] = msg["value"].detach()
+
+
+@contextlib.contextmanager
+def _buffers_copied(module: torch.nn.Module) -> Iterator[None]:
+    """Every buffer of ``module`` replaced by a copy while inside, the buffers themselves put back
+    after: what the module writes to them inside (running statistics) is forgotten, and the
+    buffers, which an earlier pass may have saved for its backward, are never written to."""
+    saved = [(owner, name, buffer) for owner in module.modules() for name, buffer in owner._buffers.items()]
+    for owner, name, buffer in saved:
+        if buffer is not None:
+            owner._buffers[name] = buffer.clone()
+    try:
+        yield
+    finally:
+        for owner, name, buffer in saved:
+            owner._buffers[name] = buffer
+
+
+def _routed_draws(guide_trace: poutine.Trace) -> tuple[poutine.Trace, list[tuple[torch.Tensor, int]]]:
+    """A copy of ``guide_trace`` whose latent values are views z' of the guide's draws z, and the
+    views with their number of event dimensions: the model replayed on the copy sees z', and the
+    gradient it sends back to z passes through them (:func:`_weigh_routed`)."""
+    routed = guide_trace.copy()
+    views = []
+    for name, site in sample_sites(guide_trace, observed=False):
+        view = site["value"].view_as(site["value"])
+        routed.nodes[name] = {**site, "value": view}
+        views.append((view, len(site["fn"].event_shape)))
+    return routed, views
+
+
+def _weigh_routed(views: list[tuple[torch.Tensor, int]], factor: torch.Tensor) -> None:
+    """Multiply the gradient through each view z' by ``factor`` (particles, B), detached."""
+    factor = factor.detach()
+    for view, event_dim in views:
+        if view.requires_grad:
+            f = factor.reshape(factor.shape + (1,) * event_dim)
+            view.register_hook(lambda grad, f=f: grad * f.to(grad.dtype))
+
+
+class ParticleBound(Trace_ELBO):
+    """Base of the estimators above: K vectorized particles, their traces and log-weights; the
+    loss is ``differentiable_loss`` (Pyro's ``loss`` and ``loss_and_grads`` follow from it).
+    ``name`` is the ``--elbo`` choice, for messages."""
+
+    name = ""
+
+    def __init__(self, num_particles: int):
+        super().__init__(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=MAX_PLATE_NESTING)
+
+    def _vectorized(self, fn):
+        return pyro.plate("num_particles_vectorized", self.num_particles, dim=-1 - MAX_PLATE_NESTING)(fn)
+
+    def guide_trace(self, guide, args, kwargs) -> poutine.Trace:
+        """The guide's trace with K particles, every latent site reparameterized."""
+        trace = poutine.trace(self._vectorized(guide)).get_trace(*args, **kwargs)
+        for name, site in sample_sites(trace):
+            if not site["fn"].has_rsample:
+                raise ConfigError(
+                    f"--elbo {self.name} needs a reparameterized guide; site {name!r} "
+                    f"({type(site['fn']).__name__}) has no rsample: use --elbo trace"
+                )
+        return trace
+
+    def model_trace(self, model, guide_trace: poutine.Trace, args, kwargs) -> poutine.Trace:
+        """The model's trace replayed on ``guide_trace``'s latent values."""
+        trace = poutine.trace(poutine.replay(self._vectorized(model), trace=guide_trace)).get_trace(*args, **kwargs)
+        if is_validation_enabled():
+            check_model_guide_match(trace, guide_trace, MAX_PLATE_NESTING + 1)
+        return trace
+
+    def detached_log_q(self, guide, guide_trace: poutine.Trace, args, kwargs, density=None) -> torch.Tensor:
+        """log q(z|x) of ``guide_trace``'s draws, (K, B), from the guide run again on them under
+        :class:`DetachedParameters`: it reaches the guide's parameters only through z (no score
+        term). ``density`` (default: the unscaled :func:`trace_log_density`) sums the rerun's
+        trace; it runs inside the handler, as a flow's log q runs its networks only when asked."""
+        with DetachedParameters(guide):
+            trace = poutine.trace(poutine.replay(self._vectorized(guide), trace=guide_trace)).get_trace(*args, **kwargs)
+            return density(trace) if density is not None else trace_log_density(trace, who="guide")
+
+    def data_scale(self, *traces: poutine.Trace) -> float | torch.Tensor:
+        """The one scale of every site (N / B under mini-batch scaling): a bound of log p(x)
+        weighs all sites alike, the scale multiplying each image's bound."""
+        scales = {float(site["scale"]) for trace in traces for _, site in sample_sites(trace)}
+        if len(scales) > 1:
+            raise ConfigError(
+                f"--elbo {self.name} weighs every site alike: it cannot be combined with --beta != 1 "
+                "or --warmup-epochs > 0"
+            )
+        return scales.pop()
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+def _with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """``value``'s number with ``surrogate``'s gradient."""
+    return value.detach() + (surrogate - surrogate.detach())
+
+
+class STL_ELBO(ParticleBound):
+    """Sticking the landing (Roeder, Wu & Duvenaud 2017): the ELBO, averaged over K particles,
+    with the score term of log q removed from its gradient:
+
+        ELBO(x) = (1/K) sum_k [ log p(x, z_k) - log q(z_k | x) ],   z_k = g(eps_k, x; phi)
+        grad_phi = (1/K) sum_k d/dz [ log p(x, z) - log q(z | x; phi-detached) ] dz_k/dphi
+
+    Its value is the ELBO's; the model's gradient is the ELBO's. log q is computed by the guide
+    run again on the draws under :class:`DetachedParameters`. Every site keeps its own scale
+    (N / B, and beta on latent sites): ``--beta`` and ``--warmup-epochs`` apply as to ``trace``.
+    When q(z|x) is the exact posterior, log p(x, z) - log q(z|x) = log p(x) for every z, and the
+    guide's gradient is exactly 0 for every draw.
+    """
+
+    name = "stl"
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        guide_trace = self.guide_trace(guide, args, kwargs)
+        model_trace = self.model_trace(model, guide_trace, args, kwargs)
+        # sum over sites of scale * log-density: N/B on every site, beta on latent ones     (K, B)
+        log_q = self.detached_log_q(guide, guide_trace, args, kwargs, density=_scaled_log_density)
+        elbo = _scaled_log_density(model_trace) - log_q
+        return -elbo.sum() / self.num_particles
+
+
+def _scaled_log_density(trace: poutine.Trace) -> torch.Tensor:
+    total = 0.0
+    for _, site in sample_sites(trace):
+        total = total + site["scale"] * site_log_density(site)
+    return total
+
+
+class DReG_IWAE_ELBO(ParticleBound):
+    """The IWAE bound with the doubly reparameterized gradient (Tucker, Lawson, Gu & Maddison 2019):
+
+        L_K(x) = log (1/K) sum_k w_k,   w_k = p(x, z_k) / q(z_k | x),   w~_k = w_k / sum_j w_j
+        grad_theta = sum_k w~_k d log p(x, z_k) / d theta                       (IWAE's own)
+        grad_phi   = sum_k w~_k^2 d log w_k / d z_k  dz_k / d phi                (no score term)
+
+    where log w_k's log q is computed with the guide's parameters detached (the guide run again
+    under :class:`DetachedParameters`). In one backward pass: the surrogate
+    sum_k [w~_k log p(x, z'_k) - w~_k^2 log q(z_k; phi-detached)], the model replayed on views z'
+    of the draws whose gradient is multiplied by w~_k on its way back to z (a parameter that both
+    the model and the guide use, such as a VampPrior's encoder, gets both parts). The value is
+    L_K's; each image's bound is multiplied by its scale N / B outside the log-sum-exp.
+    """
+
+    name = "iwae-dreg"
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        guide_trace = self.guide_trace(guide, args, kwargs)
+        routed, views = _routed_draws(guide_trace)
+        model_trace = self.model_trace(model, routed, args, kwargs)
+        scale = self.data_scale(model_trace, guide_trace)
+        log_p = trace_log_density(model_trace)  # log p(x, z_k)   (K, B)
+        log_q = self.detached_log_q(guide, guide_trace, args, kwargs)  # log q(z_k | x), parameters detached
+        log_w = log_p - log_q
+        bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)  # L_K(x)   (B,)
+        weights = torch.softmax(log_w.detach(), dim=0)  # w~_k   (K, B)
+        _weigh_routed(views, weights)  # model -> z: w~_k * w~_k
+        surrogate = (weights * log_p - weights**2 * log_q).sum(0)  # (B,)
+        return -scale * _with_gradient_of(bound, surrogate).sum()
+
+
+class GroupedBound(ParticleBound):
+    """Rainforth et al.'s (2018) bounds over M x K particles, M groups (bounds) of K each; the
+    log-weights come as (M, K, B)."""
+
+    def __init__(self, num_particles: int, bounds: int = 1):
+        if bounds < 1 or num_particles % bounds:
+            raise ConfigError(
+                f"--elbo {self.name} splits --particles {num_particles} into --iw-bounds {bounds} groups "
+                f"of equal size: give an M that divides --particles"
+            )
+        super().__init__(num_particles)
+        self.bounds = bounds
+
+    def grouped(self, log_w: torch.Tensor) -> torch.Tensor:
+        return log_w.reshape(self.bounds, self.num_particles // self.bounds, *log_w.shape[1:])
+
+
+def miwae_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """MIWAE(M, K) = (1/M) sum_m log (1/K) sum_k w_mk from log-weights (M, K, B): per image (B,)."""
+    return (torch.logsumexp(log_w, dim=1) - math.log(log_w.shape[1])).mean(0)
+
+
+def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """IWAE = log (1/K) sum_k w_k over every particle, from log-weights (..., B): per image (B,)."""
+    flat = log_w.reshape(-1, log_w.shape[-1])
+    return torch.logsumexp(flat, dim=0) - math.log(flat.shape[0])
+
+
+class MIWAE_ELBO(GroupedBound):
+    """MIWAE(M, K) (Rainforth et al. 2018): the average of M importance-weighted bounds of K
+    particles each, M K = --particles, M = --iw-bounds; M = 1 is IWAE(K), K = 1 the ELBO
+    averaged over M draws. Reparameterized gradient of the bound for every parameter."""
+
+    name = "miwae"
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        guide_trace = self.guide_trace(guide, args, kwargs)
+        model_trace = self.model_trace(model, guide_trace, args, kwargs)
+        log_w = trace_log_density(model_trace) - trace_log_density(guide_trace, who="guide")  # (M K, B)
+        return -self.data_scale(model_trace, guide_trace) * miwae_bound(self.grouped(log_w)).sum()
+
+
+class CIWAE_ELBO(ParticleBound):
+    """CIWAE(beta) (Rainforth et al. 2018): a convex combination of the ELBO and the IWAE bound
+    on the same K particles, beta = --ciwae-beta in [0, 1]:
+
+        CIWAE = beta (1/K) sum_k log w_k + (1 - beta) log (1/K) sum_k w_k
+
+    Reparameterized gradient of the bound for every parameter."""
+
+    name = "ciwae"
+
+    def __init__(self, num_particles: int, beta: float):
+        if not 0 <= beta <= 1:
+            raise ConfigError(f"--ciwae-beta must be in [0, 1], got {beta}")
+        super().__init__(num_particles)
+        self.beta = beta
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        guide_trace = self.guide_trace(guide, args, kwargs)
+        model_trace = self.model_trace(model, guide_trace, args, kwargs)
+        log_w = trace_log_density(model_trace) - trace_log_density(guide_trace, who="guide")  # (K, B)
+        bound = self.beta * log_w.mean(0) + (1 - self.beta) * iwae_bound(log_w)
+        return -self.data_scale(model_trace, guide_trace) * bound.sum()
+
+
+class PIWAE_ELBO(GroupedBound):
+    """PIWAE(M, K) (Rainforth et al. 2018): the model trained with the IWAE bound of all M K
+    particles, the guide with MIWAE(M, K) of the same particles:
+
+        grad_theta = d IWAE(M K) / d theta,     grad_phi = d MIWAE(M, K) / d phi
+
+    In one backward pass: log w = log p(x, z') - log q(z), with the surrogate
+    sum_mk [c_mk log p(x, z'_mk) - d_mk log q(z_mk)], c = the IWAE(M K) weights
+    (w_mk / sum over all), d = the MIWAE weights (w_mk / (M sum_j w_mj)); the model is replayed on
+    views z' whose gradient is multiplied by d / c = exp(lse_all - lse_m) / M on its way back to z,
+    so every path through the draws and log q carries MIWAE's weights and the model's own
+    parameters IWAE's. The value reported is IWAE(M K), the model's bound.
+    """
+
+    name = "piwae"
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        guide_trace = self.guide_trace(guide, args, kwargs)
+        routed, views = _routed_draws(guide_trace)
+        model_trace = self.model_trace(model, routed, args, kwargs)
+        scale = self.data_scale(model_trace, guide_trace)
+        log_p = self.grouped(trace_log_density(model_trace))  # (M, K, B)
+        log_q = self.grouped(trace_log_density(guide_trace, who="guide"))
+        log_w = (log_p - log_q).detach()
+        lse_all = torch.logsumexp(log_w.flatten(0, 1), dim=0)  # (B,)
+        lse_group = torch.logsumexp(log_w, dim=1, keepdim=True)  # (M, 1, B)
+        iwae_weights = torch.exp(log_w - lse_all)  # c_mk   (M, K, B)
+        miwae_weights = torch.exp(log_w - lse_group) / self.bounds  # d_mk
+        ratio = (torch.exp(lse_all - lse_group) / self.bounds).expand_as(log_w)  # d / c
+        _weigh_routed(views, ratio.flatten(0, 1))
+        surrogate = (iwae_weights * log_p - miwae_weights * log_q).sum((0, 1))  # (B,)
+        return -scale * _with_gradient_of(iwae_bound(log_p - log_q), surrogate).sum()
+
+
+@ELBOS.register("iwae-dreg")
+def _iwae_dreg(particles: int) -> ELBO:
+    return DReG_IWAE_ELBO(particles)
+
+
+@ELBOS.register("stl")
+def _stl(particles: int) -> ELBO:
+    return STL_ELBO(particles)
+
+
+@ELBOS.register("miwae")
+def _miwae(particles: int, iw_bounds: int | None) -> ELBO:
+    return MIWAE_ELBO(particles, _bounds_given(iw_bounds, "miwae"))
+
+
+@ELBOS.register("piwae")
+def _piwae(particles: int, iw_bounds: int | None) -> ELBO:
+    return PIWAE_ELBO(particles, _bounds_given(iw_bounds, "piwae"))
+
+
+@ELBOS.register("ciwae")
+def _ciwae(particles: int, ciwae_beta: float) -> ELBO:
+    return CIWAE_ELBO(particles, ciwae_beta)
+
+
+def _bounds_given(bounds: int | None, elbo: str) -> int:
+    if bounds is None:
+        raise ConfigError(
+            f"--elbo {elbo} averages M importance-weighted bounds of --particles / M samples each: give "
+            f"M with --iw-bounds (Rainforth et al. use --particles 64 --iw-bounds 8)"
+        )
+    return bounds
+
+
+for _factory in (_iwae_dreg, _stl, _miwae, _piwae, _ciwae):
+    _factory.needs_reparameterized = True  # their gradients flow through z_k = g(eps_k, x)
+for _factory in (_iwae_dreg, _miwae, _piwae, _ciwae):
+    _factory.weighs_sites_alike = True  # bounds of log p(x): no --beta or --warmup-epochs
+
+
+def elbo_takes(choice, option: str) -> bool:
+    """Whether the ELBO ``choice``'s factory asks for the option ``option`` (a parameter of that
+    name, e.g. ``iw_bounds``)."""
+    try:
+        return option in inspect.signature(ELBOS.resolve(choice)).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 @ELBOS.register("enum")
 def _enum(particles: int) -> ELBO:
     # a model without discrete sites is trained as by trace (no warning: --elbo enum suits any model)
@@ -319,11 +698,12 @@ def _enum(particles: int) -> ELBO:
 _enum.enumerates = True  # sums discrete sites out exactly: log sum_c p(x, z, c), one pass for all c
 
 
-def build_elbo(name: str, particles: int = 1) -> ELBO:
-    """The ELBO estimator called ``name`` with ``particles`` vectorized samples of z per image."""
+def build_elbo(name: str, particles: int = 1, config: FitConfig | None = None) -> ELBO:
+    """The ELBO estimator called ``name`` with ``particles`` vectorized samples of z per image
+    (its options, such as ``iw_bounds``, from ``config``)."""
     if particles < 1:
         raise ConfigError(f"--particles must be at least 1, got {particles}")
-    return ELBOS.build(name, particles)
+    return ELBOS.build(name, particles, config)
 
 
 # -- scaling: mini-batch N/B and the KL weight beta ----------------------------------------------

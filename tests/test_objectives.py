@@ -143,7 +143,7 @@ def test_beta_schedule():
 def test_build_elbo_rejects_unknown_and_bad_particles():
     from pyro_vae.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown ELBO 'nope'; choose one of: trace, meanfield"):
+    with pytest.raises(ConfigError, match="unknown ELBO 'nope'; choose one of: trace, enum, meanfield"):
         build_elbo("nope")
     with pytest.raises(ConfigError, match="--particles must be at least 1"):
         build_elbo("trace", 0)

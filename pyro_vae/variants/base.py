@@ -248,7 +248,7 @@ class Variant:
         self.num_train = len(train)
         self.batches = self._batches(train.data, train.labels, cfg.batch_size, cfg.seed)  # uint8 or floats
         # Pyro's ELBO module, called as loss(x, y, data_scale, beta)
-        self.loss = ELBOS.build(cfg.elbo, cfg.particles)(Scaled(vae.model), Scaled(vae.guide))
+        self.loss = ELBOS.build(cfg.elbo, cfg.particles, cfg)(Scaled(vae.model), Scaled(vae.guide))
         if cfg.jit:
             self.loss = JitELBO(self.loss)
         return f"{self.num_train:,} training images"

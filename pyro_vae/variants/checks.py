@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..models.likelihoods import models_pixel_values
 from ..models.priors import PRIORS
 from ..nets import ENCODERS
-from ..objectives import ELBOS
+from ..objectives import ELBO_OPTIONS, ELBOS, elbo_takes
 from .kinds import variant_of
 
 DEFAULT_DATASET = "mnist"  # without --data or --dataset
@@ -82,6 +82,7 @@ def problems(config: FitConfig) -> list[str]:
             "(it applies to --lr-schedule exponential)"
         )
     found += variant_of(config).config_problems(config)
+    found += _elbo_option_problems(config)
     if getattr(ELBOS.resolve(config.elbo), "weighs_sites_alike", False) and (
         config.beta != 1 or config.warmup_epochs > 0
     ):
@@ -89,6 +90,28 @@ def problems(config: FitConfig) -> list[str]:
             f"--elbo {config.elbo} is the importance-weighted bound of log p(x); it takes no "
             "--beta or --warmup-epochs (use --elbo trace for those)"
         )
+    return found
+
+
+def _elbo_option_problems(config: FitConfig) -> list[str]:
+    """An ELBO option (``--iw-bounds``, ``--ciwae-beta``) given to an ELBO that does not take it;
+    ``--iw-bounds`` missing, or not dividing ``--particles``, for one that does."""
+    found = []
+    for option in ELBO_OPTIONS:
+        if getattr(config, option) != getattr(FitConfig, option) and not elbo_takes(config.elbo, option):
+            takers = " or ".join(name for name in ELBOS.names() if elbo_takes(name, option))
+            found.append(f"--{option.replace('_', '-')} applies to --elbo {takers}, not {config.elbo} (drop it)")
+    if elbo_takes(config.elbo, "iw_bounds"):
+        if config.iw_bounds is None:
+            found.append(
+                f"--elbo {config.elbo} averages M importance-weighted bounds of --particles / M samples "
+                f"each: give M with --iw-bounds (Rainforth et al.: --particles 64 --iw-bounds 8)"
+            )
+        elif config.particles % config.iw_bounds:
+            found.append(
+                f"--iw-bounds {config.iw_bounds} must divide --particles {config.particles}: M groups of "
+                f"equal size K, M x K = --particles"
+            )
     return found
 
 

@@ -20,7 +20,7 @@ from ..guides.semisupervised import LabelClassifier, M2Guide
 from ..labels import balanced_labelled_subset
 from ..models import M2Model
 from ..nets import NetSpec, build_encoder
-from ..objectives import SemiSupervisedLoss
+from ..objectives import ELBOS, SemiSupervisedLoss
 from .base import EVAL_BATCH_SIZE, EvalSet, Reduce, Variant, _no_reduce
 
 
@@ -34,7 +34,13 @@ class M2Variant(Variant):
         problems = cls.prior_problems(config) + cls.latent_problems(
             config
         )  # (not the base's: --labels and --jit differ here)
-        if config.elbo != FitConfig.elbo:  # the objective is its own; --elbo stays at its default
+        if getattr(ELBOS.resolve(config.elbo), "needs_reparameterized", False):
+            problems.append(
+                f"--elbo {config.elbo} differentiates through reparameterized draws of every latent "
+                f"site, and --model m2's label y is discrete (no rsample); use --elbo {FitConfig.elbo} "
+                f"(M2's objective sums over the labels exactly)"
+            )
+        elif config.elbo != FitConfig.elbo:  # the objective is its own; --elbo stays at its default
             problems.append(
                 f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo "
                 f"{FitConfig.elbo}, not {config.elbo}"

@@ -144,7 +144,7 @@ class ProgramVariant(Variant):
         found = program_problems(vae.model, vae.guide, *self.first_batch()[:2], cfg.elbo)
         if found:
             raise ConfigError(f"--model {self.name}: " + "; ".join(found))
-        self.loss = ELBOS.build(cfg.elbo, cfg.particles)(Scaled(vae.model), Scaled(vae.guide))
+        self.loss = ELBOS.build(cfg.elbo, cfg.particles, cfg)(Scaled(vae.model), Scaled(vae.guide))
         return f"{self.num_train:,} training images"
 
     # -- pictures ------------------------------------------------------------------------------
