@@ -163,7 +163,7 @@ def test_every_choice_comes_from_its_registry():
     assert choices["dataset"] == tuple(DATASET_NAMES)
     text = build_parser().format_help()
     for registry in (VARIANTS, ELBOS):  # the help lists the registry's names, in its order
-        assert "{" + ",".join(registry.names()) + "}" in " ".join(text.split()), registry.names()
+        assert "{" + ",".join(registry.names()) + "}" in "".join(text.split()), registry.names()  # (wrapped)
 
 
 def test_resolve_defaults_returns_a_new_config_and_leaves_the_given_one():
