@@ -125,3 +125,25 @@ class NotPrograms:
 
     def __init__(self, image_shape):
         self.model = Model(image_shape, math.prod(image_shape))
+
+
+class LabelledTwoLayer(_Programs):
+    """The two-layer pair given the label: p(x | z1, y) with y one-hot beside z1."""
+
+    takes_labels = True
+
+    def __init__(self, image_shape, num_classes):
+        super().__init__(image_shape)
+        model, pixels = self.model, math.prod(image_shape)
+        model.num_classes = num_classes
+        model.x_net = nn.Linear(3 + num_classes, pixels)
+
+        def forward(x, y=None):
+            assert y is not None, "the label is given"
+            with pyro.plate("data", x.shape[0], dim=-1):
+                z1 = model.latents(x.shape[0])
+                h = torch.cat([z1, torch.nn.functional.one_hot(y, num_classes).to(z1.dtype)], -1)
+                logits = model.x_net(h).unflatten(-1, model.image_shape)
+                return pyro.sample("x", dist.Bernoulli(logits=logits).to_event(3), obs=x)
+
+        model.forward = forward

@@ -17,6 +17,7 @@ import pyro_vae
 from pyro_vae.cli.evaluate import main as evaluate_main
 from pyro_vae.cli.fit import main as fit_main
 from pyro_vae.cli.generate import main as generate_main
+from pyro_vae.errors import InputError
 from pyro_vae.variants.program import program_problems
 
 pytest_plugins = ["data_fixtures"]
@@ -266,3 +267,15 @@ def test_an_own_model_in_two_processes_takes_the_one_process_steps(data_dir, tmp
     assert one["step"] == two["step"]
     for key, value in one["networks"].items():
         assert torch.allclose(value, two["networks"][key], atol=1e-5), key
+
+
+def test_an_own_model_that_takes_labels_is_given_them_and_scores_log_px_given_y(data_dir, tmp_path, on_path):
+    out = tmp_path / "labelled"
+    assert fit_main(small(data_dir, out, "--model", "own_models:LabelledTwoLayer")) == 0
+    vae = pyro_vae.load(out)
+    x = (torch.rand(6, 1, 28, 28) > 0.5).float()
+    with pytest.raises(InputError, match="pass y"):
+        vae.log_px(x, k=5)
+    given = vae.log_px(x, k=5, y=torch.arange(6) % 10)
+    assert given.log_px.shape == (6,)
+    assert vae.sample(4, label=3).shape == (4, 1, 28, 28)

@@ -13,6 +13,10 @@ returns an object with two attributes:
   (``--elbo enum``);
 * ``guide``: a PyroModule, ``guide(x, y=None)``, with a site for every other latent site.
 
+Labels are optional: a class with ``takes_labels = True`` is given each image's label ``y`` (a
+(B,) integer tensor) in training and evaluation, so that its log p(x) is log p(x | y); its model
+then says how many labels there are (``model.num_classes``), for samples by label.
+
 Parameters live in the modules (``module_local_params``). Training scales the programs from outside
 (mini-batch N / B and the KL weight, :class:`~pyro_vae.objectives.Scaled`); evaluation replays the
 guide into the model over every latent site; samples run the model on n placeholder images with
@@ -56,6 +60,10 @@ class ProgramVariant(Variant):
         """The variant of ``program`` (a class or factory), named by its import path unless ``name``."""
         if name is None:
             name = import_path_of(program, "model")
+        # a class that declares takes_labels = True is given each image's label y (an integer
+        # tensor, (B,)), in training and evaluation alike: its log p(x) is log p(x | y)
+        labels = bool(getattr(program, "takes_labels", False))
+        attributes = {"takes_labels": labels, "conditions_on_labels": labels, **attributes}
         return type(f"ProgramVariant[{name}]", (cls,), {"program": program, "name": name, **attributes})
 
     # -- building ----------------------------------------------------------------------------
@@ -130,13 +138,23 @@ class ProgramVariant(Variant):
         x = intensities(dataset.train.data[:2]).float()
         if config.binarize != "none":
             x = (x > 0.5).to(x.dtype)
+        y = dataset.train.labels[:2] if cls.takes_labels else None
         with torch.random.fork_rng(devices=[]):
             vae = cls.build(config, tuple(dataset.image_shape), dataset.num_classes)
-            found = program_problems(vae.model, vae.guide, x, None, config.elbo)
+            found = program_problems(vae.model, vae.guide, x, y, config.elbo)
         if found:
             raise ConfigError(f"--model {cls.name}: " + "; ".join(found))
 
+    @classmethod
+    def log_px_inputs(cls, labels: torch.Tensor, num_classes: int) -> tuple[dict, str]:
+        if cls.conditions_on_labels:
+            return {"labels": labels}, "log p(x | y), true labels"
+        return {}, "log p(x)"
+
     # -- one run's training state --------------------------------------------------------------
+    def loss_args(self, x: torch.Tensor, y: torch.Tensor) -> tuple:
+        return (x, y if self.takes_labels else None)
+
     def setup(self, train, vae, log) -> str:
         cfg = self.config
         self.num_train = len(train)
@@ -152,9 +170,10 @@ class ProgramVariant(Variant):
         """Samples (every latent site drawn per image) and reconstructions (each site at the
         guide's mean)."""
         n = min(PICTURE_IMAGES, test.images.shape[0])
+        labels = test.labels[:n] if self.takes_labels else None  # a model given y reconstructs given y
         return [
             plots.sample_grid(vae, out / "samples.png"),
-            plots.reconstruction_grid(vae, test.images[:n], out / "reconstructions.png"),
+            plots.reconstruction_grid(vae, test.images[:n], out / "reconstructions.png", labels),
         ]
 
 
