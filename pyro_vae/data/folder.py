@@ -10,8 +10,10 @@ Loading runs in three steps:
   1. **scan**: list the image files (sorted) and fingerprint the listing (names, sizes,
      modification times);
   2. **check**: read every file once, hash its bytes into the folder's *content checksum* and
-     read its header (size, colour mode) -- skipped when the fingerprint was seen before;
-  3. **decode**: with a progress bar, decode, convert and resize every image into
+     read its header (size, colour mode) -- skipped when the fingerprint was seen before, except
+     where a run's data are reused (``verify``): then every file is hashed again;
+  3. **decode**: with a progress bar, decode (EXIF orientation applied, transparency composited
+     onto white), convert and resize every image into
      ``<cache>/images.npy`` (uint8, (N, C, H, W), rows in split order), then ``labels.npy`` and
      ``meta.json`` (written last: a cache without it is incomplete and is redone).
 The cache folder is named by the content checksum and the options that change the pixels, so it
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from pyro_vae.atomic import write_json
@@ -43,7 +45,10 @@ from pyro_vae.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
-CACHE_FORMAT = 1  # bump when the decoding changes: older caches are then not reused
+CACHE_FORMAT = 2  # bump when the decoding changes: older caches and headers are then not reused
+CHECKSUM_FORMAT = 1  # part of every content checksum: runs record it, so it changes only with the hashing
+EXIF_ORIENTATION = 0x0112
+TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
 MEMORY_FRACTION = 0.5  # without room in the cache, decode into memory only below this share of RAM
 COPY_CHUNK_ROWS = 4096
 SHOWN = 3  # examples named in a message
@@ -150,6 +155,12 @@ def _scan_part(folder: Path, skip_bad: bool, listing: Listing) -> tuple[list[Pat
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             found += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
         images = _images(found, skip_bad, listing)
+        if not images:
+            raise DataError(
+                f"--data {listing.root}: the class folder {listing.relative(sub)} holds no images; every "
+                f"class sub-folder is a label (0..K-1 in sorted order), so an empty one would shift the "
+                f"labels after it. Put its images in, or delete it"
+            )
         paths += images
         classes += [sub.name] * len(images)
     return paths, classes
@@ -182,11 +193,12 @@ class Headers:
     bad: dict[int, str]  # file index -> why it cannot be read
 
 
-def check_files(listing: Listing, index_path: Path) -> Headers:
-    """Hash and read the header of every file, or reuse what an earlier run found for this listing."""
+def check_files(listing: Listing, index_path: Path, verify: bool = False) -> Headers:
+    """Hash and read the header of every file, or reuse what an earlier run found for this listing
+    (never with ``verify``: then every file's bytes are hashed again, whatever the listing says)."""
     fingerprint = listing.fingerprint()
     index = _read_index(index_path)
-    known = index.get(fingerprint)
+    known = None if verify else index.get(fingerprint)
     if known is not None:
         return Headers(
             known["checksum"],
@@ -194,7 +206,7 @@ def check_files(listing: Listing, index_path: Path) -> Headers:
             known["grey"],
             {int(k): v for k, v in known["bad"].items()},
         )
-    digest = hashlib.sha256(f"format {CACHE_FORMAT}\n".encode())
+    digest = hashlib.sha256(f"format {CHECKSUM_FORMAT}\n".encode())
     sizes, grey, bad = [], [], {}
     for i, path in enumerate(
         tqdm(listing.files, desc=f"checking {listing.root.name}", unit="file", disable=None, leave=False)
@@ -203,9 +215,15 @@ def check_files(listing: Listing, index_path: Path) -> Headers:
         digest.update(f"{listing.relative(path)}\t{listing.labels[i]}\t".encode())
         digest.update(hashlib.sha256(data).digest())
         try:
+            if not data:
+                raise EmptyFile
             with Image.open(io.BytesIO(data)) as image:
-                sizes.append(image.size)
+                sizes.append(_upright_size(image))
                 grey.append(is_grey(image.mode))
+        except EmptyFile:
+            sizes.append((0, 0))
+            grey.append(True)
+            bad[i] = "the file is empty: 0 bytes"
         except Exception as error:  # noqa: BLE001 - PIL fails in many ways on a bad file
             sizes.append((0, 0))
             grey.append(True)
@@ -224,6 +242,18 @@ def check_files(listing: Listing, index_path: Path) -> Headers:
     except OSError:
         pass  # an unwritable cache only costs a re-check next time
     return headers
+
+
+class EmptyFile(Exception):
+    """A zero-byte image file."""
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of the image as displayed: after its EXIF orientation, read from the header."""
+    width, height = image.size
+    if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSED_ORIENTATIONS:
+        return height, width
+    return width, height
 
 
 def _read_index(path: Path) -> dict:
@@ -248,8 +278,10 @@ def prepare_folder(
     fractions: tuple[float, float, float] | None,
     skip_bad: bool,
     log: Callable[[str], object],
+    verify: bool = False,
 ) -> Prepared:
-    """Scan, check and decode the folder ``root`` (or reuse its cache); see the module docstring."""
+    """Scan, check and decode the folder ``root`` (or reuse its cache); see the module docstring.
+    ``verify`` hashes every file again (a run's data reused), not trusting the listing's fingerprint."""
     check_image_size(image_size)
     check_channels(channels)
     return prepare_listing(
@@ -260,6 +292,7 @@ def prepare_folder(
         fractions=fractions,
         skip_bad=skip_bad,
         log=log,
+        verify=verify,
     )
 
 
@@ -272,8 +305,10 @@ def prepare_listing(
     fractions: tuple[float, float, float] | None,
     skip_bad: bool,
     log: Callable[[str], object],
+    verify: bool = False,
 ) -> Prepared:
-    """Check and decode the files of ``listing`` (or reuse their cache)."""
+    """Check and decode the files of ``listing`` (or reuse their cache); ``verify`` as in
+    :func:`prepare_folder`."""
     root = listing.root
     notes = []
     if listing.skipped:
@@ -287,7 +322,7 @@ def prepare_listing(
             f"{', '.join(IMAGE_EXTENSIONS)}, in the folder or its class sub-folders)"
         )
     _make_dir(cache_root)
-    headers = check_files(listing, fingerprint_index(cache_root))
+    headers = check_files(listing, fingerprint_index(cache_root), verify)
     keep = list(range(len(listing.files)))
     if headers.bad:
         first = min(headers.bad)
@@ -482,7 +517,7 @@ def _decode_rows(
     for row, i in enumerate(bar):
         try:
             with Image.open(listing.files[i]) as image:
-                pixels[row] = to_array(image, c, image_size)
+                pixels[row] = to_array(ImageOps.exif_transpose(image), c, image_size)
         except ConfigError as error:
             raise DataError(f"--data {listing.root}: {listing.relative(listing.files[i])}: {error}") from None
         except Exception as error:  # noqa: BLE001 - truncated or corrupt data found while decoding

@@ -5,6 +5,10 @@
 shorter side to S (bilinear, antialiased) and crops the centre S x S, as torchvision's
 ``Resize(S)`` + ``CenterCrop(S)``. Folders and arrays go through the same functions, so a data set
 gives the same pixels whichever way it is stored.
+
+Transparent and half-transparent pixels (RGBA, LA, or a palette or grey image with a transparent
+colour) are composited onto a white background (``BACKGROUND``) first, so a transparent pixel is
+white whatever colour its RGB values hold.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pyro_vae.errors import ConfigError
 CHANNEL_CHOICES = (1, 3)
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 PIL_MODE = {1: "L", 3: "RGB"}
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+BACKGROUND = (255, 255, 255, 255)  # white, opaque: what transparent pixels become
 
 
 def check_channels(channels: int | None) -> None:
@@ -36,6 +42,11 @@ def is_grey(mode: str) -> bool:
     return mode in GREY_MODES
 
 
+def has_alpha(image: Image.Image) -> bool:
+    """Whether ``image`` has transparency: an alpha channel or a transparent colour."""
+    return image.mode in ALPHA_MODES or "transparency" in image.info
+
+
 def resize_and_crop(image: Image.Image, size: int) -> Image.Image:
     """Resize the shorter side to ``size`` (bilinear with antialiasing), then crop the centre
     ``size`` x ``size``: torchvision's Resize(size) + CenterCrop(size)."""
@@ -51,7 +62,10 @@ def resize_and_crop(image: Image.Image, size: int) -> Image.Image:
 
 
 def to_array(image: Image.Image, channels: int, size: int | None) -> np.ndarray:
-    """A PIL image as uint8 pixels (C, H, W) with ``channels`` channels, resized if ``size``."""
+    """A PIL image as uint8 pixels (C, H, W) with ``channels`` channels, resized if ``size``;
+    transparency composited onto white."""
+    if has_alpha(image):
+        image = Image.alpha_composite(Image.new("RGBA", image.size, BACKGROUND), image.convert("RGBA"))
     if image.mode != PIL_MODE[channels]:
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float grey: no 8-bit data
             raise ConfigError(f"{image.mode}-mode images (16-bit or float) are not 8-bit pixels")

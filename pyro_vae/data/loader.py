@@ -34,8 +34,11 @@ def load_own_data(
     split: str | None = None,
     skip_bad_images: bool = False,
     log: Callable[[str], object] = print,
+    verify: bool = False,
 ) -> Dataset:
-    """A folder of images or an array file (see :mod:`.folder` and :mod:`.arrays`) as a Dataset."""
+    """A folder of images or an array file (see :mod:`.folder` and :mod:`.arrays`) as a Dataset.
+    ``verify`` hashes every image of a folder again rather than trusting its listing (names, sizes,
+    modification times); an array file is always hashed."""
     path = Path(path).expanduser()
     fractions = None if split is None else parse_split(split)
     if path.is_dir():
@@ -48,6 +51,7 @@ def load_own_data(
             fractions=fractions,
             skip_bad=skip_bad_images,
             log=log,
+            verify=verify,
         )
     elif path.is_file():
         if path.suffix.lower() not in ARRAY_EXTENSIONS:
@@ -76,8 +80,9 @@ def load_own_data(
 def load_data(config, *, log: Callable[[str], object] = print, data: str | Path | None = None) -> Dataset:
     """The data of a run: ``config.data`` (or ``data``, where it moved) or ``config.dataset``.
 
-    With a recorded ``config.data_checksum`` (a run's config.json), data whose content differs
-    are refused with a message saying so.
+    With a recorded ``config.data_checksum`` (a run's config.json), every file's content is hashed
+    again (a listing with unchanged names, sizes and modification times is not trusted) and data
+    whose content differs are refused with a message saying so.
     """
     path = data if data is not None else getattr(config, "data", None)
     if path is not None:
@@ -97,6 +102,7 @@ def load_data(config, *, log: Callable[[str], object] = print, data: str | Path 
             split=config.split,
             skip_bad_images=config.skip_bad_images,
             log=log,
+            verify=bool(config.data_checksum),
         )
     else:
         if config.split is not None:
