@@ -19,6 +19,8 @@ from torchvision.utils import make_grid, save_image
 
 from .atomic import atomic_path
 
+# What the rows of reconstructions.png show, in turn.
+ROW_LABELS = ("original", "reconstruction")
 # Side of the decoded grids over the latent plane (2-D latents).
 LATENT_GRID_SIDE = 20
 # The posterior grid spans the posterior mean +- this many posterior standard deviations.
@@ -37,13 +39,45 @@ def figure(figsize: tuple[float, float], ncols: int = 1, **options):
     return fig, (axes if ncols > 1 else axes[0])
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int) -> Path:
-    """Save images (N, C, H, W) in [0, 1] as one PNG grid, ``nrow`` images per row."""
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int, row_labels: Sequence[str] | None = None) -> Path:
+    """Save images (N, C, H, W) in [0, 1] as one PNG grid, ``nrow`` images per row (2 pixels of
+    white between them); ``row_labels``, one per row of the grid, are written in a white column on
+    its left. Returns ``path``."""
     path = Path(path)
     grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
     with atomic_path(path) as tmp:
-        save_image(grid, tmp, format="png")
+        if row_labels is None:
+            save_image(grid, tmp, format="png")
+        else:
+            _labelled(grid, images.shape[2], list(row_labels)).save(tmp, format="png")
     return path
+
+
+def label_width(labels: Sequence[str]) -> int:
+    """Pixels of the white column that :func:`save_grid` adds on the left for ``labels``."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+    return int(max(draw.textlength(label, font=ImageFont.load_default()) for label in labels)) + 8
+
+
+def _labelled(grid: torch.Tensor, height: int, labels: list[str]):
+    """The grid (C, H, W) as a PIL image with ``labels`` (one per row of images ``height`` high)
+    in black on a white column on its left."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rows = (grid.shape[1] - 2) // (height + 2)
+    if len(labels) != rows:
+        raise ValueError(f"the grid has {rows} rows of images but {len(labels)} label(s) were given")
+    pixels = (grid.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    picture = Image.fromarray(pixels).convert("RGB")
+    font = ImageFont.load_default()
+    out = Image.new("RGB", (picture.width + label_width(labels), picture.height), "white")
+    out.paste(picture, (out.width - picture.width, 0))
+    draw = ImageDraw.Draw(out)
+    for row, label in enumerate(labels):
+        draw.text((4, 2 + row * (height + 2) + height // 2), label, fill="black", font=font, anchor="lm")
+    return out
 
 
 def save_figure(fig, path: str | os.PathLike, *, tight: bool = True) -> Path:
@@ -64,14 +98,16 @@ def sample_grid(vae, path: Path, n: int = 64) -> Path:
 
 
 def reconstruction_grid(vae, x: torch.Tensor, path: Path, y: torch.Tensor | None = None) -> Path:
-    """Test originals (top row of each pair) above their reconstructions."""
+    """Test originals above their reconstructions, up to 16 a row, each row labelled
+    (:data:`ROW_LABELS`)."""
     recon = vae.reconstruct(x, y)
     n = x.shape[0]
     per_row = min(n, 16)
     rows = []
     for start in range(0, n, per_row):
         rows += [x[start : start + per_row], recon[start : start + per_row]]
-    return save_grid(torch.cat(rows), path, nrow=per_row)
+    labels = ROW_LABELS * (len(rows) // 2)
+    return save_grid(torch.cat(rows), path, nrow=per_row, row_labels=labels)
 
 
 def interpolation_grid(vae, x_from: torch.Tensor, x_to: torch.Tensor, path: Path, steps: int = 10) -> Path:

@@ -14,6 +14,7 @@ from pyro_vae.config import FitConfig
 from pyro_vae.data import evaluation_images
 from pyro_vae.engine import Trainer, load_checkpoint, mean_elbo_terms
 from pyro_vae.errors import CheckpointError, TrainingDiverged
+from pyro_vae.plots import ROW_LABELS, label_width
 
 # A few hundred real images and a small network: seconds per run on a 2-core CPU.
 SMALL = dict(train_size=400, eval_size=200, latent_dim=4, hidden=(64,), batch_size=50)
@@ -86,7 +87,7 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(mnist_dataset,
 
 EXPECTED_PICTURES = {  # name: (width, height) in pixels, for 28x28 images
     "samples.png": (8 * 30 + 2, 8 * 30 + 2),
-    "reconstructions.png": (16 * 30 + 2, 4 * 30 + 2),
+    "reconstructions.png": (16 * 30 + 2 + label_width(ROW_LABELS), 4 * 30 + 2),  # rows labelled on the left
     "interpolation.png": (10 * 30 + 2, 8 * 30 + 2),
 }
 
