@@ -362,6 +362,7 @@ def _evaluate(out: Path, setting: Setting, *, limit: int | None, k: int, device:
         "images": entry["n_images"],
         "checkpoint": setting.checkpoint,
         "active_units": entry.get("active_units"),
+        **({"active_units_per_site": entry["active_units_per_site"]} if "active_units_per_site" in entry else {}),
         "seconds": time.perf_counter() - started,
     }
 
