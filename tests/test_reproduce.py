@@ -62,6 +62,15 @@ EXPECTED = {
     "burda2015-vae-k1": ({**BURDA, "elbo": "trace", "particles": 1}, -86.76),
     "burda2015-iwae-k5": ({**BURDA, "elbo": "iwae", "particles": 5}, -85.54),
     "burda2015-iwae-k50": ({**BURDA, "elbo": "iwae", "particles": 50}, -84.78),
+    # two stochastic layers (100 and 50 units), 100-unit tanh layers below z1 (50 above, halved)
+    "burda2015-vae-2layer": (
+        {**BURDA, "model": "hvae", "latent_dim": (100, 50), "hidden": (100, 100), "elbo": "trace", "particles": 1},
+        -85.33,
+    ),
+    "burda2015-iwae-2layer-k50": (
+        {**BURDA, "model": "hvae", "latent_dim": (100, 50), "hidden": (100, 100), "elbo": "iwae", "particles": 50},
+        -82.90,
+    ),
     "tomczak2018-standard": ({**TOMCZAK, "prior": "standard"}, -88.56),
     "tomczak2018-vamp": ({**TOMCZAK, "prior": "vamp", "prior_components": 500}, -85.57),
     # Pyro's SS-VAE tutorial: 500 softplus units, z 50, lr 0.00042, beta1 0.95, batch 200, aux loss 46
