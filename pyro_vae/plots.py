@@ -105,7 +105,9 @@ def reconstruction_grid(vae, x: torch.Tensor, path: Path, y: torch.Tensor | None
     per_row = min(n, 16)
     rows = []
     for start in range(0, n, per_row):
-        rows += [x[start : start + per_row], recon[start : start + per_row]]
+        for images in (x[start : start + per_row], recon[start : start + per_row]):
+            blank = images.new_zeros((per_row - images.shape[0], *images.shape[1:]))  # a short last row
+            rows.append(torch.cat([images, blank]))
     labels = ROW_LABELS * (len(rows) // 2)
     return save_grid(torch.cat(rows), path, nrow=per_row, row_labels=labels)
 

@@ -54,3 +54,16 @@ def test_the_readme_shows_the_grid_helper_and_generate():
     python_section = text.split("## From Python")[1].split("## ")[0]
     assert "save_grid" in python_section and "from pyro_vae.plots import save_grid" in python_section
     assert "python -m pyro_vae.generate" in text
+
+
+def test_reconstructions_of_a_count_that_is_not_a_multiple_of_a_row_keep_their_rows(tmp_path):
+    """20 images: a row of 16 and a short row of 4, each above its reconstructions."""
+    from pyro_vae.config import FitConfig
+    from pyro_vae.plots import reconstruction_grid
+    from pyro_vae.variants import build_vae
+
+    vae = build_vae(FitConfig(latent_dim=2, hidden=(8,)), (1, 6, 6)).eval()
+    path = reconstruction_grid(vae, torch.rand(20, 1, 6, 6), tmp_path / "r.png")
+    full = reconstruction_grid(vae, torch.rand(32, 1, 6, 6), tmp_path / "full.png")
+    with Image.open(path) as short, Image.open(full) as whole:
+        assert short.size == whole.size  # 4 rows of 16 either way
