@@ -159,9 +159,7 @@ class ProgramVariant(Variant):
         cfg = self.config
         self.num_train = len(train)
         self.batches = self._batches(train.data, train.labels, cfg.batch_size, cfg.seed)
-        found = program_problems(vae.model, vae.guide, *self.first_batch()[:2], cfg.elbo)
-        if found:
-            raise ConfigError(f"--model {self.name}: " + "; ".join(found))
+        # (program_problems ran in check_data, which the trainer calls before setup)
         self.loss = ELBOS.build(cfg.elbo, cfg.particles, cfg)(Scaled(vae.model), Scaled(vae.guide))
         return f"{self.num_train:,} training images"
 
