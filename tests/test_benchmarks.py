@@ -158,3 +158,44 @@ def test_vamp_density_writes_its_fields_and_both_paths_agree(tmp_path):
             median["elementwise"] / median["closed_form"]
         )
     assert result["max_abs_difference_nats"] < 1e-3  # float32 rounding of the elementwise path only
+
+
+def test_paired_runs_scores_as_evaluate_does_and_pairs_the_images(mnist_dataset, tmp_path, capsys):
+    """benchmarks/paired_runs.py: each run's mean equals ``evaluate``'s on the same images, K and
+    seed; a run against itself differs by exactly 0; the paired error is std(d)/sqrt(n)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from paired_runs import main as paired_main
+        from paired_runs import paired_summary
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import torch
+    from test_train import cli_args
+
+    from pyro_vae.cli.evaluate import main as evaluate_main
+    from pyro_vae.cli.fit import main as fit_main
+
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for seed, run in enumerate(runs):
+        assert fit_main(cli_args(mnist_dataset, run, epochs=1, seed=seed)) == 0
+    options = ["--k", "20", "--limit", "40", "--batch-size", "20"]
+    out = tmp_path / "paired.json"
+    assert paired_main([str(runs[0]), str(runs[1]), *options, "--out", str(out)]) == 0
+    paired = json.loads(out.read_text())
+    for run, key in zip(runs, ("mean_a", "mean_b")):
+        args = [str(run), *options, "--checkpoint", "last", "--curve-images", "0", "--no-progress"]
+        assert evaluate_main(args) == 0
+        assert paired[key] == pytest.approx(
+            json.loads((run / "eval.json").read_text())["test"]["log_px_mean"], rel=1e-9
+        )
+    assert paired["difference_b_minus_a"] == pytest.approx(paired["mean_b"] - paired["mean_a"], abs=1e-9)
+    assert paired["difference_b_minus_a"] != 0
+    assert paired_main([str(runs[0]), str(runs[0]), *options, "--out", str(out)]) == 0
+    itself = json.loads(out.read_text())
+    assert itself["difference_b_minus_a"] == 0 and itself["paired_stderr"] == 0
+    a, b = torch.tensor([1.0, 2.0, 4.0, 7.0]), torch.tensor([2.0, 2.0, 5.0, 9.0])
+    summary = paired_summary(a, b)
+    assert summary["difference_b_minus_a"] == pytest.approx(1.0)
+    assert summary["paired_stderr"] == pytest.approx(float(torch.tensor([1.0, 0, 1, 2]).std()) / 2)
+    assert summary["b_better_on_fraction_of_images"] == 0.75
+    capsys.readouterr()

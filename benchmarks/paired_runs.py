@@ -1,0 +1,107 @@
+"""Compare two trained runs on the same test images: the paired difference of their log p(x).
+
+Both runs are scored as ``python -m pyro_vae.evaluate`` scores them (the run's test split, its
+fixed binarization, K importance samples per image, seed 0), image by image, and the JSON holds
+both means with their standard errors and the mean of the per-image differences B - A with the
+*paired* standard error, std(d) / sqrt(n). Two models scored on the same images differ far less
+from image to image than either model's log p(x) does, so the paired error is the one that says
+whether B beats A on this test set. It says nothing about the spread over training seeds: one
+seed per run is one draw of each training procedure.
+
+    python benchmarks/paired_runs.py RUN_A RUN_B --k 5000 --out benchmarks/results/paired.json
+
+Both runs must have been trained on the same data set (their test splits are compared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pyro_vae.data import evaluation_images, load_data
+from pyro_vae.engine.load import load
+from pyro_vae.evaluation import evaluate_log_px
+
+
+def per_image_log_px(run: Path, *, k: int, limit: int | None, checkpoint: str, batch_size: int):
+    """log p_K(x) of each test image of ``run`` (float64), and the images' description."""
+    vae = load(run, checkpoint=checkpoint)
+    split = load_data(vae.config, log=lambda _line: None).test
+    images, description = evaluation_images(split, vae.config.binarize, limit=limit)
+    result = evaluate_log_px(
+        vae.model, vae.guide, images, k=k, batch_size=batch_size, seed=0, progress=True, split="test"
+    )
+    return torch.as_tensor(result.log_px, dtype=torch.float64), images, description
+
+
+def paired_summary(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """Means with their standard errors and the mean paired difference b - a with its error."""
+    n = a.numel()
+    d = b - a
+
+    def stderr(v):
+        return float(v.std(unbiased=True) / math.sqrt(n))
+
+    return {
+        "images": n,
+        "mean_a": float(a.mean()),
+        "stderr_a": stderr(a),
+        "mean_b": float(b.mean()),
+        "stderr_b": stderr(b),
+        "difference_b_minus_a": float(d.mean()),
+        "paired_stderr": stderr(d),
+        "b_better_on_fraction_of_images": float((d > 0).double().mean()),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_a", type=Path)
+    parser.add_argument("run_b", type=Path)
+    parser.add_argument("--k", type=int, default=5000, help="importance samples per image (default 5000)")
+    parser.add_argument("--limit", type=int, default=None, help="the first N test images only")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="last")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    scores, seconds = [], []
+    for run in (args.run_a, args.run_b):
+        start = time.process_time()
+        log_px, images, description = per_image_log_px(
+            run, k=args.k, limit=args.limit, checkpoint=args.checkpoint, batch_size=args.batch_size
+        )
+        seconds.append(time.process_time() - start)
+        scores.append((log_px, images))
+    (a, images_a), (b, images_b) = scores
+    if images_a.shape != images_b.shape or not torch.equal(images_a, images_b):
+        print("the two runs' test images differ: train both on the same data set", file=sys.stderr)
+        return 2
+    result = {
+        "run_a": str(args.run_a),
+        "run_b": str(args.run_b),
+        "k": args.k,
+        "checkpoint": args.checkpoint,
+        "test_images": description,
+        **paired_summary(a, b),
+        "cpu_seconds": seconds,
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python benchmarks/paired_runs.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
