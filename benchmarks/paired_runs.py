@@ -8,7 +8,7 @@ from image to image than either model's log p(x) does, so the paired error is th
 whether B beats A on this test set. It says nothing about the spread over training seeds: one
 seed per run is one draw of each training procedure.
 
-    python benchmarks/paired_runs.py RUN_A RUN_B --k 5000 --out benchmarks/results/paired.json
+    python benchmarks/paired_runs.py RUN_A RUN_B --k 5000 --jobs 2 --out benchmarks/results/paired.json
 
 Both runs must have been trained on the same data set (their test splits are compared).
 """
@@ -16,10 +16,13 @@ Both runs must have been trained on the same data set (their test splits are com
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -29,15 +32,19 @@ from pyro_vae.engine.load import load
 from pyro_vae.evaluation import evaluate_log_px
 
 
-def per_image_log_px(run: Path, *, k: int, limit: int | None, checkpoint: str, batch_size: int):
-    """log p_K(x) of each test image of ``run`` (float64), and the images' description."""
+def per_image_log_px(run: Path, *, k: int, limit: int | None, checkpoint: str, batch_size: int, threads: int):
+    """log p_K(x) of each test image of ``run`` (float64), a digest of the images scored, their
+    description and the CPU seconds taken."""
+    torch.set_num_threads(threads)
+    start = time.process_time()
     vae = load(run, checkpoint=checkpoint)
     split = load_data(vae.config, log=lambda _line: None).test
     images, description = evaluation_images(split, vae.config.binarize, limit=limit)
     result = evaluate_log_px(
         vae.model, vae.guide, images, k=k, batch_size=batch_size, seed=0, progress=True, split="test"
     )
-    return torch.as_tensor(result.log_px, dtype=torch.float64), images, description
+    digest = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
+    return torch.as_tensor(result.log_px, dtype=torch.float64), digest, description, time.process_time() - start
 
 
 def paired_summary(a: torch.Tensor, b: torch.Tensor) -> dict:
@@ -68,20 +75,20 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="the first N test images only")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="last")
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run scored")
+    parser.add_argument("--jobs", type=int, default=1, help="score the two runs in this many processes (1 or 2)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    scores, seconds = [], []
-    for run in (args.run_a, args.run_b):
-        start = time.process_time()
-        log_px, images, description = per_image_log_px(
-            run, k=args.k, limit=args.limit, checkpoint=args.checkpoint, batch_size=args.batch_size
-        )
-        seconds.append(time.process_time() - start)
-        scores.append((log_px, images))
-    (a, images_a), (b, images_b) = scores
-    if images_a.shape != images_b.shape or not torch.equal(images_a, images_b):
+    options = dict(k=args.k, limit=args.limit, checkpoint=args.checkpoint, batch_size=args.batch_size)
+    runs = (args.run_a, args.run_b)
+    if args.jobs > 1:  # each run in a process of its own, one after the other on one core otherwise
+        with ProcessPoolExecutor(max_workers=2, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(per_image_log_px, run, **options, threads=args.threads) for run in runs]
+            scores = [future.result() for future in futures]
+    else:
+        scores = [per_image_log_px(run, **options, threads=args.threads) for run in runs]
+    (a, digest_a, description, seconds_a), (b, digest_b, _, seconds_b) = scores
+    if digest_a != digest_b:
         print("the two runs' test images differ: train both on the same data set", file=sys.stderr)
         return 2
     result = {
@@ -91,7 +98,7 @@ def main(argv=None) -> int:
         "checkpoint": args.checkpoint,
         "test_images": description,
         **paired_summary(a, b),
-        "cpu_seconds": seconds,
+        "cpu_seconds": [seconds_a, seconds_b],
         "date": time.strftime("%Y-%m-%d"),
         "command": "python benchmarks/paired_runs.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
