@@ -29,7 +29,9 @@ import torch
 
 from pyro_vae.data import evaluation_images, load_data
 from pyro_vae.engine.load import load
+from pyro_vae.engine.records import read_metrics
 from pyro_vae.evaluation import evaluate_log_px
+from pyro_vae.plots import figure, save_figure
 
 
 def per_image_log_px(run: Path, *, k: int, limit: int | None, checkpoint: str, batch_size: int, threads: int):
@@ -67,6 +69,25 @@ def paired_summary(a: torch.Tensor, b: torch.Tensor) -> dict:
     }
 
 
+def plot_pair(summary: dict, path: Path, names: tuple[str, str]) -> Path:
+    """The two runs' test ELBO against passes (from their metrics.jsonl), titled with the paired
+    difference of their log p(x)."""
+    fig, ax = figure((6.4, 4.0))
+    for run, name in zip((summary["run_a"], summary["run_b"]), names):
+        records = [r for r in read_metrics(Path(run) / "metrics.jsonl") if "test_elbo" in r]
+        ax.plot([r["epoch"] for r in records], [r["test_elbo"] for r in records], marker="o", label=name)
+    ax.set_xlabel("passes over the training set")
+    ax.set_ylabel("test ELBO (nats per image)")
+    ax.set_title(
+        f"log p(x), K = {summary['k']}: {names[1]} - {names[0]} = "
+        f"{summary['difference_b_minus_a']:+.2f} +- {summary['paired_stderr']:.2f} nats (paired)",
+        fontsize=9,
+    )
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_a", type=Path)
@@ -78,6 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run scored")
     parser.add_argument("--jobs", type=int, default=1, help="score the two runs in this many processes (1 or 2)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of both runs' test ELBO against passes")
+    parser.add_argument("--names", nargs=2, default=("A", "B"), help="the two runs' names in the picture")
     args = parser.parse_args(argv)
     options = dict(k=args.k, limit=args.limit, checkpoint=args.checkpoint, batch_size=args.batch_size)
     runs = (args.run_a, args.run_b)
@@ -102,6 +125,8 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "command": "python benchmarks/paired_runs.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
+    if args.plot is not None:
+        plot_pair(result, args.plot, tuple(args.names))
     text = json.dumps(result, indent=2)
     print(text)
     if args.out is not None:

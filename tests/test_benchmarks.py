@@ -180,7 +180,12 @@ def test_paired_runs_scores_as_evaluate_does_and_pairs_the_images(mnist_dataset,
         assert fit_main(cli_args(mnist_dataset, run, epochs=1, seed=seed)) == 0
     options = ["--k", "20", "--limit", "40", "--batch-size", "20"]
     out = tmp_path / "paired.json"
-    assert paired_main([str(runs[0]), str(runs[1]), *options, "--jobs", "2", "--out", str(out)]) == 0
+    picture = tmp_path / "paired.png"
+    assert (
+        paired_main([str(runs[0]), str(runs[1]), *options, "--jobs", "2", "--out", str(out), "--plot", str(picture)])
+        == 0
+    )
+    assert picture.stat().st_size > 1000
     paired = json.loads(out.read_text())
     for run, key in zip(runs, ("mean_a", "mean_b")):
         args = [str(run), *options, "--checkpoint", "last", "--curve-images", "0", "--no-progress"]
