@@ -89,7 +89,7 @@ def prepare_arrays(
         labels.append(y)
         masks.append(_mask(mask[0] if mask else None, x.shape, path, name))
         part_sizes[name] = x.shape[0]
-    mask_array = _masks(masks, path, image_size, channels)
+    mask_array = _masks(masks, path, images[0].shape, image_size, channels)
     if len({x.shape[1:] for x in images}) > 1 or len({x.dtype for x in images}) > 1:
         raise DataError(
             f"--data {path}: the parts hold images of different shapes or types "
@@ -125,7 +125,9 @@ def _mask(mask, images_shape: tuple[int, ...], path: Path, part: str) -> np.ndar
     return check_mask(mask, images_shape, where)
 
 
-def _masks(masks: list, path: Path, image_size: int | None, channels: int | None) -> np.ndarray | None:
+def _masks(
+    masks: list, path: Path, shape: tuple[int, ...], image_size: int | None, channels: int | None
+) -> np.ndarray | None:
     """The parts' masks as one array (None if no part has one); every part needs one if any has."""
     given = [m is not None for m in masks]
     if not any(given):
@@ -135,7 +137,8 @@ def _masks(masks: list, path: Path, image_size: int | None, channels: int | None
             f"--data {path}: some parts have a mask and some do not; give '<part>_mask' for every part "
             "(all ones where nothing is missing)"
         )
-    if image_size is not None or channels is not None:
+    resized = image_size is not None and tuple(shape[2:]) != (image_size, image_size)
+    if resized or channels not in (None, shape[1]):
         raise ConfigError(
             f"--data {path} holds a mask of missing values, which cannot be resized or converted with "
             "the images: drop --image-size and --channels, or store the images at the size to train on"
