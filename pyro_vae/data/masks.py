@@ -64,13 +64,15 @@ def check_mask(mask: np.ndarray, images_shape: tuple[int, ...], where: str) -> n
         )
     if mask.dtype != np.bool_:
         if not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
-            raise DataError(f"{where}: the mask holds values of type {mask.dtype}; expected 0 (missing) and 1 (observed)")
+            raise DataError(
+                f"{where}: the mask holds values of type {mask.dtype}; expected 0 (missing) and 1 (observed)"
+            )
         bad = ~((mask == 0) | (mask == 1))
         if bad.any():
             first = np.argwhere(bad)[0]
             raise DataError(
                 f"{where}: the mask holds {int(bad.sum()):,} values other than 0 and 1 (the first "
-                f"{mask[tuple(first)]!r}, image {int(first[0])}); expected 1 for observed, 0 for missing values"
+                f"{mask[tuple(first)].item()!r}, image {int(first[0])}); expected 1 for observed, 0 for missing values"
             )
         mask = mask == 1
     empty = ~mask.reshape(n, -1).any(axis=1)

@@ -24,7 +24,8 @@ def dataset_from_prepared(
     mask = getattr(prepared, "mask", None)  # an array file's mask of missing values
     mask = None if mask is None else torch.from_numpy(mask)
     splits = [
-        Split(n, pixels[a:b], labels[a:b], None if mask is None else mask[a:b]) for n, (a, b) in zip(SPLIT_NAMES, bounds)
+        Split(n, pixels[a:b], labels[a:b], None if mask is None else mask[a:b])
+        for n, (a, b) in zip(SPLIT_NAMES, bounds)
     ]
     record = {
         "data_kind": kind,

@@ -39,9 +39,7 @@ class VAEVariant(Variant):
     def setup(self, train, vae, log) -> str:
         description = super().setup(train, vae, log)
         if self.config.masked:
-            source = (
-                "the data's own mask" if self.config.data_mask else f"--missing-rate {self.config.missing_rate:g}"
-            )
+            source = "the data's own mask" if self.config.data_mask else f"--missing-rate {self.config.missing_rate:g}"
             description += f", the observed values scored ({source})"
         return description
 
