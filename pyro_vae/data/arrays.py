@@ -5,7 +5,9 @@ What a file may hold:
   - ``.npz`` or ``.pt`` (a dict of tensors / arrays): ``images`` (or ``x``) and optionally
     ``labels`` (or ``y``); or an own split as ``train_images``, ``test_images`` (optionally
     ``valid_images``) with ``train_labels`` ... (also ``x_train``, ``y_train``, ... as Keras
-    writes them); a ``.pt`` may also hold one tensor, or a tuple (images, labels).
+    writes them); a ``.pt`` may also hold one tensor, or a tuple (images, labels). A ``mask``
+    (own split: ``<part>_mask``) of the images' shape and layout marks missing values: 1 observed,
+    0 missing (:mod:`pyro_vae.data.masks`); training and evaluation then score the observed ones.
 Shapes: (N, H, W) grey images, (N, C, H, W) or (N, H, W, C) with C = 1 or 3, or flat vectors
 (N, D), stored as (N, 1, 1, D). Values: integers 0..255 (8-bit pixels, kept as uint8; bits per
 dimension are reported) or floats in [0, 1] (kept as float32). Anything else -- NaN, inf, values
@@ -26,12 +28,14 @@ import numpy as np
 import torch
 
 from pyro_vae.data.images import check_channels, check_image_size, transform_pixels
+from pyro_vae.data.masks import check_mask
 from pyro_vae.data.splits import arrange
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.torch_files import code_in_file
 
 ARRAY_EXTENSIONS = (".npz", ".npy", ".pt")
 IMAGE_KEYS = ("images", "x", "data")
+MASK_KEY = "mask"  # own split: "<part>_mask"
 LABEL_KEYS = ("labels", "y", "targets")
 PART_KEYS = {  # part -> (image keys, label keys)
     "train": (("train_images", "x_train"), ("train_labels", "y_train")),
@@ -55,6 +59,7 @@ class PreparedArrays:
     notes: list[str]
     cache: Path | None = None
     own_split: bool = False
+    mask: np.ndarray | None = None  # (N, C, H, W) bool, True where observed; None: every value observed
 
 
 def file_checksum(path: Path) -> str:
@@ -75,14 +80,16 @@ def prepare_arrays(
         raise DataError(f"--data {path}: no such file")
     parts = _read(path)  # {"all": (images, labels)} or {"train": ..., "test": ...}
     notes: list[str] = []
-    images, labels, part_sizes = [], [], {}
-    for name, (x, y) in parts.items():
+    images, labels, masks, part_sizes = [], [], [], {}
+    for name, (x, y, *mask) in parts.items():
         x = _layout(np.asarray(x), path, name)
         x = _values(x, path, name)
         y = _labels(y, x.shape[0], path, name)
         images.append(x)
         labels.append(y)
+        masks.append(_mask(mask[0] if mask else None, x.shape, path, name))
         part_sizes[name] = x.shape[0]
+    mask_array = _masks(masks, path, images[0].shape, image_size, channels)
     if len({x.shape[1:] for x in images}) > 1 or len({x.dtype for x in images}) > 1:
         raise DataError(
             f"--data {path}: the parts hold images of different shapes or types "
@@ -95,9 +102,48 @@ def prepare_arrays(
     order, counts = arrange(pixels.shape[0], own, fractions, f"--data {path}")
     ordered = order.numpy()
     pixels, label_array = pixels[ordered], label_array[ordered]
-    num_classes = int(label_array.max()) + 1 if any(y is not None for _, y in parts.values()) else 0
+    if mask_array is not None:
+        mask_array = mask_array[ordered]
+    num_classes = int(label_array.max()) + 1 if any(part[1] is not None for part in parts.values()) else 0
     classes = tuple(str(i) for i in range(num_classes))
-    return PreparedArrays(pixels, label_array, counts, classes, file_checksum(path), notes, own_split=own is not None)
+    return PreparedArrays(
+        pixels, label_array, counts, classes, file_checksum(path), notes, own_split=own is not None, mask=mask_array
+    )
+
+
+def _mask(mask, images_shape: tuple[int, ...], path: Path, part: str) -> np.ndarray | None:
+    """A part's mask in the images' layout (N, C, H, W), checked (:func:`check_mask`); None if none."""
+    if mask is None:
+        return None
+    where = f"--data {path}" + ("" if part == "all" else f" ({part} part)")
+    mask = np.asarray(mask)
+    if mask.ndim == len(images_shape) - 1 or (mask.ndim == len(images_shape) and mask.shape[1:] != images_shape[1:]):
+        try:  # stored like the images were: (N, H, W), (N, H, W, C) or (N, D)
+            mask = _layout(mask, path, part)
+        except DataError:
+            pass
+    return check_mask(mask, images_shape, where)
+
+
+def _masks(
+    masks: list, path: Path, shape: tuple[int, ...], image_size: int | None, channels: int | None
+) -> np.ndarray | None:
+    """The parts' masks as one array (None if no part has one); every part needs one if any has."""
+    given = [m is not None for m in masks]
+    if not any(given):
+        return None
+    if not all(given):
+        raise DataError(
+            f"--data {path}: some parts have a mask and some do not; give '<part>_mask' for every part "
+            "(all ones where nothing is missing)"
+        )
+    resized = image_size is not None and tuple(shape[2:]) != (image_size, image_size)
+    if resized or channels not in (None, shape[1]):
+        raise ConfigError(
+            f"--data {path} holds a mask of missing values, which cannot be resized or converted with "
+            "the images: drop --image-size and --channels, or store the images at the size to train on"
+        )
+    return np.concatenate(masks) if len(masks) > 1 else masks[0]
 
 
 def _read(path: Path) -> dict[str, tuple]:
@@ -160,7 +206,7 @@ def _parts(content: Mapping, path: Path) -> dict[str, tuple]:
     for name, (image_keys, label_keys) in PART_KEYS.items():
         x = first(image_keys)
         if x is not None:
-            parts[name] = (x, first(label_keys))
+            parts[name] = (x, first(label_keys), first((f"{name}_{MASK_KEY}",)))
     if parts:
         return parts
     x = first(IMAGE_KEYS)
@@ -172,7 +218,7 @@ def _parts(content: Mapping, path: Path) -> dict[str, tuple]:
             f"'images' (and labels under 'labels'), or an own split under 'train_images', 'test_images' "
             f"(optionally 'valid_images') with '<part>_labels'"
         )
-    return {"all": (x, first(LABEL_KEYS))}
+    return {"all": (x, first(LABEL_KEYS), first((MASK_KEY,)))}
 
 
 def _layout(x: np.ndarray, path: Path, part: str) -> np.ndarray:
