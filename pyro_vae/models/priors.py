@@ -155,7 +155,12 @@ class VampMixture(TorchDistribution):
         return self.features.shape[0]
 
     def _block(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """log q(z_n | u_k) for z (n, D) and the features h (c, F) of c pseudo-inputs -> (n, c)."""
+        """log q(z_n | u_k) for z (n, D) and the features h (c, F) of c pseudo-inputs -> (n, c):
+        the guide's ``pair_log_prob`` where it has one, else its distribution's ``log_prob``
+        over the (n, c) grid of pairs."""
+        pair_log_prob = getattr(self.guide, "pair_log_prob", None)
+        if pair_log_prob is not None:
+            return pair_log_prob(z, h)
         q = self.guide.distribution_from_features(h)  # batch (c,), event (D,)
         return q.log_prob(z.unsqueeze(-2).expand(z.shape[0], h.shape[0], z.shape[-1]))  # (n, c)
 
