@@ -50,9 +50,10 @@ def _ready_steps(mask: torch.Tensor, ready_in: torch.Tensor) -> torch.Tensor:
 
 def inverse_plan(arn: torch.nn.Module) -> InversePlan:
     """The schedule of :func:`invert_conditioned` for a ``ConditionalAutoRegressiveNN``, read from
-    host copies of its masks and permutation (on a GPU, one read each, once). Raises ``ValueError`` for a network this inversion does
-    not cover (skip connections, outputs other than one mean and one log-scale per dimension, an
-    output that depends on its own or a later input)."""
+    host copies of its masks and permutation (on a GPU, one read each, once). Raises
+    ``ValueError`` for a network this inversion does not cover (skip connections, outputs other
+    than one mean and one log-scale per dimension, an output that depends on its own or a later
+    input)."""
     if getattr(arn, "skip_layer", None) is not None or list(arn.param_dims) != [1, 1]:
         raise ValueError("the one-pass inverse covers MADE networks without skip connections and two outputs (mu, s)")
     latent, context = arn.input_dim, arn.context_dim

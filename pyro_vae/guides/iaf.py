@@ -113,4 +113,3 @@ class AmortizedIAF(AmortizedGuide):
                 transform.arn.permutation = self.orders_on_host[i]
             transforms.append(transform)
         return dist.TransformedDistribution(base, transforms)
-
