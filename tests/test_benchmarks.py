@@ -204,3 +204,35 @@ def test_paired_runs_scores_as_evaluate_does_and_pairs_the_images(mnist_dataset,
     assert summary["paired_stderr"] == pytest.approx(float(torch.tensor([1.0, 0, 1, 2]).std()) / 2)
     assert summary["b_better_on_fraction_of_images"] == 0.75
     capsys.readouterr()
+
+
+def test_prior_guide_steps_writes_its_fields_and_both_inverses_agree(tmp_path):
+    out = tmp_path / "steps.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "prior_guide_steps.py"),
+            "--pairs",
+            "standard+diag,vamp+diag",
+            "--repeats",
+            "1",
+            "--density-components",
+            "2",
+            "--out",
+            str(out),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert MACHINE_FIELDS - {"ratio_over_hand_written"} <= set(result) and result["threads"] == 1
+    assert set(result["pairs"]) == {"standard + diag", "vamp + diag"}
+    vamp = result["pairs"]["vamp + diag"]
+    assert vamp["components"] == 500 and vamp["ratio_to_vamp_diag"] == 1.0
+    assert vamp["epoch_cpu_minutes_estimate"] == pytest.approx(391 * vamp["median_cpu_seconds_per_step"] / 60)
+    density = result["density"]
+    assert density["components"] == 2 and set(density["median_cpu_seconds"]) == {"one_pass", "pyro_inverse"}
+    assert density["max_abs_difference_nats"] < 1e-3  # the two inverses agree
