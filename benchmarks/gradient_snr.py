@@ -162,20 +162,22 @@ def measure(vae, images: torch.Tensor, args) -> list[dict]:
             print(
                 f"{name:10s} K={particles:4d}  encoder SNR {row['encoder']['mean_snr']:.4g} "
                 f"(median {row['encoder']['median_snr']:.4g})  decoder SNR {row['decoder']['mean_snr']:.4g} "
-                f"(median {row['decoder']['median_snr']:.4g})  ESS {row['effective_sample_size']:.3g}  {row['seconds']:.1f} s",
+                f"(median {row['decoder']['median_snr']:.4g})  ESS {row['effective_sample_size']:.3g}  "
+                f"{row['seconds']:.1f} s",
                 flush=True,
             )
             rows.append(row)
     return rows
 
 
-def plot(rows: list[dict], path: Path, title: str) -> None:
+def plot(rows: list[dict], path: Path, title: str, piwae_inner: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     styles = {"iwae": ("C0", "o", "-"), "iwae-dreg": ("C1", "s", "--"), "piwae": ("C2", "^", ":")}
+    labels = {"piwae": f"piwae (K/{piwae_inner} groups of {piwae_inner})"}
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, net in zip(axes, NETWORKS):
         for name in dict.fromkeys(r["estimator"] for r in rows):
@@ -187,7 +189,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
                 color=color,
                 marker=marker,
                 linestyle=line,
-                label=name,
+                label=labels.get(name, name),
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -254,7 +256,12 @@ def main(argv=None) -> int:
     write_json(Path(args.out), result)
     if args.plot:
         k = ", ".join(str(k) for k in args.particles)
-        plot(rows, Path(args.plot), f"MNIST 784-200-200-50, {args.images} images, {args.estimates} draws per K = {k}")
+        plot(
+            rows,
+            Path(args.plot),
+            f"MNIST 784-200-200-50, {args.images} images, {args.estimates} draws per K = {k}",
+            args.piwae_inner,
+        )
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
     return 0
 
