@@ -236,3 +236,42 @@ def test_prior_guide_steps_writes_its_fields_and_both_inverses_agree(tmp_path):
     density = result["density"]
     assert density["components"] == 2 and set(density["median_cpu_seconds"]) == {"one_pass", "pyro_inverse"}
     assert density["max_abs_difference_nats"] < 1e-3  # the two inverses agree
+
+
+def test_gradient_snr_writes_its_fields_and_reuses_its_trained_model(mnist_dataset, tmp_path):
+    """A tiny run: the model trained into --run, SNRs for two estimators at two K, a picture; DReG's
+    decoder gradient is IWAE's for every draw, so their decoder SNRs are equal and their encoder
+    SNRs are not. A second call reuses the trained model instead of training again."""
+    run, picture = tmp_path / "run", tmp_path / "snr.png"
+    args = ["--epochs", "1", "--train-size", "100", "--particles", "1,8", "--estimators", "iwae,iwae-dreg"]
+    args += ["--estimates", "6", "--images", "2", "--run", str(run), "--plot", str(picture)]
+
+    def call(out: Path) -> dict:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "gradient_snr.py"), *args, "--out", str(out)]
+            + ["--data-dir", data_dir_of(mnist_dataset)],
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(out.read_text())
+
+    result = call(tmp_path / "first.json")
+    assert MACHINE_FIELDS - {"ratio_over_hand_written"} <= set(result) and result["threads"] == 1
+    assert result["config"]["reused_run"] is False and result["config"]["training"]["hidden"] == [200, 200]
+    rows = {(r["estimator"], r["particles"]): r for r in result["rows"]}
+    assert set(rows) == {(e, k) for e in ("iwae", "iwae-dreg") for k in (1, 8)}
+    for k in (1, 8):
+        iwae, dreg = rows["iwae", k], rows["iwae-dreg", k]
+        assert dreg["decoder"]["mean_snr"] == pytest.approx(iwae["decoder"]["mean_snr"], rel=1e-4)
+        assert dreg["encoder"]["mean_snr"] != pytest.approx(iwae["encoder"]["mean_snr"], rel=1e-2)
+        for net in ("encoder", "decoder"):
+            row = iwae[net]
+            assert row["mean_snr"] > 0 and row["median_snr"] > 0
+            assert 0 <= row["always_zero_parameters"] < row["parameters"]
+    assert picture.stat().st_size > 0
+    stamp = (run / "last.pt").stat().st_mtime_ns
+    assert call(tmp_path / "second.json")["config"]["reused_run"] is True
+    assert (run / "last.pt").stat().st_mtime_ns == stamp
