@@ -52,7 +52,10 @@ def compile_backend(device: torch.device, log: Callable[[str], None]) -> str | N
     problem = compiler_problem(torch.device(device))
     if problem is None:
         return "inductor"
-    log(f"--compile: {problem}; until then the captured graph of the loss runs uncompiled (no speed-up beyond skipping Pyro's Python)")
+    log(
+        f"--compile: {problem}; until then the captured graph of the loss runs uncompiled "
+        "(no speed-up beyond skipping Pyro's Python)"
+    )
     return None
 
 
@@ -175,7 +178,9 @@ class CompiledELBO(torch.nn.Module):
         if self.backend is None:
             return graph
         # random draws by torch's kernels, as eagerly; one static graph per batch shape
-        return torch.compile(graph, backend=self.backend, fullgraph=True, dynamic=False, options={"fallback_random": True})
+        return torch.compile(
+            graph, backend=self.backend, fullgraph=True, dynamic=False, options={"fallback_random": True}
+        )
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor | None = None, data_scale: float = 1.0, beta: float = 1.0
