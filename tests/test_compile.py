@@ -77,6 +77,7 @@ def test_captured_loss_and_gradients_equal_the_eager_elbo(case):
     assert len(compiled.graphs) == 2  # one per batch shape
 
 
+@pytest.mark.slow  # a compile, 20-60 s on a 2-core CPU; the fast version is the captured graph's test above
 @needs_inductor
 def test_inductor_compiled_loss_and_gradients_equal_the_eager_elbo():
     """The default model compiled by inductor: the same draws (torch's random kernels), the same
