@@ -275,7 +275,16 @@ class FitConfig:
         False,
         "trace the ELBO with torch.jit once per batch shape (the KL weight and the "
         "mini-batch scale enter as tensors): less Python per step, which small models feel most; "
-        "--elbo trace or meanfield, --model vae or cvae",
+        "--elbo trace or meanfield, --model vae or cvae (TorchScript, which PyTorch keeps in "
+        "maintenance only: --compile is its torch.compile successor)",
+        group="training",
+    )
+    compile: bool = _opt(
+        False,
+        "capture the ELBO's tensor operations once per batch shape and compile them, with their "
+        "backward, by torch.compile (inductor; on the CPU it needs a C++ compiler, without one the "
+        "captured graph runs uncompiled); the first step of each batch shape compiles (about a "
+        "minute on a CPU); --elbo trace or meanfield, --model vae or cvae",
         group="training",
     )
     adam_beta1: float = _opt(0.9, "Adam's beta1 (decay of the gradient's running mean)", group="training")

@@ -65,6 +65,29 @@ def test_train_speed_writes_its_fields(mnist_dataset, tmp_path, size, extra):
     )
 
 
+@pytest.mark.slow
+def test_train_speed_with_compile_times_four_steps(mnist_dataset, tmp_path):
+    """--compile: the compiled engine step, the eager one, and the hand-written step eager and
+    compiled, alternating (compiling takes a minute or more on a CPU)."""
+    import torch
+
+    from pyro_vae.compiled_elbo import compiler_problem
+
+    if compiler_problem(torch.device("cpu")) is not None:
+        pytest.skip("inductor cannot compile on this CPU (no C++ compiler)")
+    result = _run(
+        "train_speed.py",
+        ["--size", "tiny", "--steps", "2", "--blocks", "1", "--train-size", "32", "--compile"],
+        tmp_path / "train.json",
+        mnist_dataset,
+    )
+    assert result["config"]["compile"] is True
+    arms = {"pyro_vae", "pyro_vae_eager", "hand_written", "hand_written_compiled"}
+    assert set(result["median_ms_per_step"]) == set(result["ratios_over_hand_written"]) == arms
+    median = result["median_ms_per_step"]
+    assert result["compiled_over_eager"] == pytest.approx(median["pyro_vae"] / median["pyro_vae_eager"])
+
+
 def test_eval_speed_writes_its_fields(mnist_dataset, tmp_path):
     result = _run(
         "eval_speed.py", ["--k", "4", "--images", "20", "--repeats", "1"], tmp_path / "eval.json", mnist_dataset

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import plots
+from ..compiled_elbo import CompiledELBO, compile_backend
 from ..data import DeviceBatches, intensities
 from ..errors import ConfigError
 from ..evaluation import eval_mode
@@ -117,6 +118,13 @@ class Variant:
                 f"--jit traces --elbo {' or '.join(JIT_ELBOS)}, not --elbo {config.elbo} "
                 "(drop --jit, or use --elbo trace)"
             )
+        if config.compile and config.elbo not in JIT_ELBOS:
+            problems.append(
+                f"--compile captures --elbo {' or '.join(JIT_ELBOS)}, not --elbo {config.elbo} "
+                "(drop --compile, or use --elbo trace)"
+            )
+        if config.compile and config.jit:
+            problems.append("--compile and --jit are two ways to the same step: give one (--compile)")
         if config.labels is not None:
             problems.append(
                 f"--labels picks the labelled images of --model m2; this run is --model "
@@ -267,6 +275,8 @@ class Variant:
         self.loss = ELBOS.build(cfg.elbo, cfg.particles, cfg)(Scaled(vae.model), Scaled(vae.guide))
         if cfg.jit:
             self.loss = JitELBO(self.loss)
+        if cfg.compile:
+            self.loss = CompiledELBO(self.loss, backend=compile_backend(self.device, log))
         return f"{self.num_train:,} training images"
 
     def batch_companions(self, train) -> torch.Tensor:

@@ -45,11 +45,12 @@ class M2Variant(Variant):
                 f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo "
                 f"{FitConfig.elbo}, not {config.elbo}"
             )
-        if config.jit:
-            problems.append(
-                "--jit traces the ELBO of --model vae and cvae; --model m2's enumerated "
-                "objective runs eagerly (drop --jit)"
-            )
+        for flag in ("jit", "compile"):
+            if getattr(config, flag):
+                problems.append(
+                    f"--{flag} captures the ELBO of --model vae and cvae; --model m2's enumerated "
+                    f"objective runs eagerly (drop --{flag})"
+                )
         return problems
 
     @classmethod

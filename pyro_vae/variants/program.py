@@ -85,10 +85,12 @@ class ProgramVariant(Variant):
                 f"--elbo {config.elbo} takes each latent site's KL in closed form, which a program "
                 f"whose sites depend on each other does not have; use --elbo trace (or enum)"
             )
-        if config.jit:
-            problems.append(
-                "--jit traces the ELBO of --model vae and cvae; a model of Pyro programs runs eagerly (drop --jit)"
-            )
+        for flag in ("jit", "compile"):
+            if getattr(config, flag):
+                problems.append(
+                    f"--{flag} captures the ELBO of --model vae and cvae; a model of Pyro programs runs "
+                    f"eagerly (drop --{flag})"
+                )
         if config.labels is not None:
             problems.append(
                 f"--labels picks the labelled images of --model m2; this run is --model {config.model} (drop --labels)"
