@@ -60,8 +60,9 @@ def killed_rank_1(mnist_dataset, tmp_path_factory):
     started = time.monotonic()
     killed = killed_job([*fit, "--out", str(out)], "step@8", rank=1)
     seconds = time.monotonic() - started
+    complete_after_kill = (out / "summary.json").exists()
     resumed = killed_job(["-m", "pyro_vae.fit", "--resume", str(out)], "complete@2", rank=1)
-    return {"out": out, "killed": killed, "seconds": seconds, "resumed": resumed}
+    return {"out": out, "killed": killed, "seconds": seconds, "complete": complete_after_kill, "resumed": resumed}
 
 
 def test_kill_9_of_rank_1_mid_run_ends_the_job_with_one_message(killed_rank_1):
@@ -76,7 +77,7 @@ def test_kill_9_of_rank_1_mid_run_ends_the_job_with_one_message(killed_rank_1):
         f"python -m pyro_vae.fit --resume {out}"
     ], killed.stderr[-3000:]
     assert "epoch   1/2" in killed.stdout and "epoch   2/2" not in killed.stdout
-    assert not (out / "summary.json").exists()
+    assert not killed_rank_1["complete"]  # no summary.json
 
 
 def test_resume_after_the_kill_completes_the_run(killed_rank_1):
