@@ -53,3 +53,10 @@ class DiskFull(OutputError):
 
 class InputError(PyroVAEError, ValueError):
     """Tensors handed to a model's methods have the wrong shape, type or range."""
+
+
+class ProcessLost(PyroVAEError):
+    """Another process of a job of several ended during the run; its last checkpoint is intact.
+    Rank 0 reports it (``on_every_rank``); the other processes end without a word."""
+
+    on_every_rank = True

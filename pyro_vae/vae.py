@@ -190,15 +190,21 @@ class VAE(PyroModule):
         x = self.check_images(x)
         return self.guide.label_distribution(x).probs
 
-    def sample_labels(self, n: int, label=None) -> torch.Tensor | None:
+    def sample_labels(self, n: int, label=None, *, flags: bool = False) -> torch.Tensor | None:
         """Labels for ``sample``: ``label`` (an int or n ints) checked, else 0, 1, ..., C-1, 0, ...
-        (equal numbers of each class); None for an unconditional model."""
+        (equal numbers of each class); None for an unconditional model. ``flags``: the message
+        names the command line's flags (``generate --label``), else Python's keywords."""
         if not self.conditional:
             if label is not None:
+                kind = self.config.model if self.config else "vae"
+                if flags:
+                    raise ConfigError(
+                        "--label asks for a chosen digit, which needs a conditional run "
+                        f"(python -m pyro_vae.fit --model cvae or --model m2); this run is --model {kind}"
+                    )
                 raise ConfigError(
-                    "--label asks for a chosen digit, which needs a conditional run "
-                    "(python -m pyro_vae.fit --model cvae or --model m2); this run is "
-                    "--model vae"
+                    f"label={label!r} asks for a chosen class, which needs a conditional run "
+                    f"(pyro_vae.fit(model='cvae') or model='m2'); this run is model={kind!r}: drop label"
                 )
             return None
         if label is None:

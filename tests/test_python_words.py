@@ -66,3 +66,19 @@ def test_log_px_on_binary_integers_says_to_pass_floats(one_epoch):
         one_epoch.vae.log_px(x, k=2)
     message = str(caught.value)
     assert "x.float()" in message and "255" not in message, message
+
+
+def test_a_global_batch_that_does_not_divide_is_refused_in_python_words(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        pyro_vae.fit(accelerator="cpu", devices=3, batch_size=128, out=str(tmp_path / "run"))
+    message = str(caught.value)
+    assert "batch_size=128 (the global batch) is split evenly across 3 processes" in message, message
+    assert "e.g. batch_size=126" in message and "--" not in message, message
+
+
+def test_a_chosen_label_on_a_plain_vae_is_refused_in_python_words(one_epoch):
+    with pytest.raises(ConfigError) as caught:
+        one_epoch.vae.sample(4, label=3)
+    message = str(caught.value)
+    assert "label=3 asks for a chosen class" in message and "model='vae'" in message, message
+    assert "--" not in message, message

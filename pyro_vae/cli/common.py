@@ -18,7 +18,7 @@ from ..config import config_fields
 from ..config_values import coerce, field_choices
 from ..devices import accelerator_alias
 from ..engine.fabric import rank_and_world
-from ..errors import ConfigError, PyroVAEError, user_error
+from ..errors import ConfigError, ProcessLost, PyroVAEError, user_error
 
 # the devices group of FitConfig's fields, in the order of the flags; "device" is an alias of
 # "accelerator" and follows the flags a tool takes
@@ -139,7 +139,8 @@ def exit_status(work: Callable[[], Any], interrupted: str | None = None) -> int:
         if shown is None:
             raise
         same_everywhere = isinstance(shown, ConfigError) or getattr(shown, "on_every_rank", False)
-        return report(f"error: {shown}", 2, every_rank=not same_everywhere)
+        named = not isinstance(shown, ProcessLost)  # its message names the processes itself
+        return report(f"error: {shown}", 2, every_rank=not same_everywhere, name_rank=named)
     except KeyboardInterrupt:
         if interrupted is None:
             raise
@@ -147,13 +148,15 @@ def exit_status(work: Callable[[], Any], interrupted: str | None = None) -> int:
     return 0
 
 
-def report(message: str, status: int, every_rank: bool = True) -> int:
-    """Print ``message`` on stderr (rank 0, or every rank, its rank named) and return ``status``;
+def report(message: str, status: int, every_rank: bool = True, name_rank: bool = True) -> int:
+    """Print ``message`` on stderr (rank 0, or every rank, its rank named unless not ``name_rank``)
+    and return ``status``;
     in a job of several processes, end this process at once with it: its peers are ended by the
     launcher (a child that fails) or by their watchdog (when rank 0 ends), never left waiting."""
     rank, world = rank_and_world()
     if rank == 0 or every_rank:
-        print(message if world == 1 else f"{message} (rank {rank} of {world})", file=sys.stderr, flush=True)
+        named = world > 1 and name_rank
+        print(f"{message} (rank {rank} of {world})" if named else message, file=sys.stderr, flush=True)
     if world > 1:
         sys.stdout.flush()
         os._exit(status)

@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -70,9 +73,11 @@ def fabric_for(config, device: str | torch.device | None = None):
     return build_fabric(device.type, 1, 1, "auto", config.precision)
 
 
-def launch(fabric) -> None:
-    """Start (or join) the processes. Processes that Fabric starts from this one get a
-    watchdog: if this process (rank 0) ends, they end too instead of waiting in a collective."""
+def launch(fabric, log: Callable[[str], object] | None = None) -> list[tuple[str, int]]:
+    """Start (or join) the processes; returns every process's (host, pid), in rank order.
+    Processes that Fabric starts from this one get a watchdog: if this process (rank 0) ends,
+    they end too instead of waiting in a collective. Lightning's banner of several lines is
+    replaced by one line of ours, which rank 0 says to ``log``."""
     if fabric.world_size > 1 and "LOCAL_RANK" not in os.environ:
         if not _relaunchable():
             raise ConfigError(
@@ -82,9 +87,57 @@ def launch(fabric) -> None:
                 "here (a notebook, pytest, an interactive session); run the command line, or use torchrun"
             )
         os.environ[LAUNCHER_PID] = str(os.getpid())  # inherited by the children Fabric starts
+    quiet_banner()
     fabric.launch()
     if fabric.local_rank > 0 and os.environ.get(LAUNCHER_PID):
         _watch_parent(int(os.environ[LAUNCHER_PID]), fabric.global_rank)
+    processes = job_processes(fabric)
+    if log is not None and fabric.is_global_zero and fabric.world_size > 1:
+        log(processes_line(processes))
+    return processes
+
+
+class _DropBanner(logging.Filter):
+    """Drops the lines of Lightning's banner when the processes connect."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(words in message for words in BANNER_WORDS)
+
+
+BANNER_WORDS = ("Initializing distributed: GLOBAL_RANK", "All distributed processes registered")
+# the loggers that write it: Lightning's rank-zero helpers log through the last of these that was imported
+BANNER_LOGGERS = (
+    "lightning.fabric.utilities.distributed",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.utilities.rank_zero",
+    "pytorch_lightning.utilities.rank_zero",
+    "lightning_utilities.core.rank_zero",
+)
+_DROP_BANNER = _DropBanner()
+
+
+def quiet_banner() -> None:
+    """Filter Lightning's banner out of the loggers that write it (other messages pass)."""
+    for name in BANNER_LOGGERS:
+        logging.getLogger(name).addFilter(_DROP_BANNER)  # once: a filter already there is not added again
+
+
+def job_processes(fabric) -> list[tuple[str, int]]:
+    """(host name, process id) of every process, in rank order (a collective: every rank calls it)."""
+    return gather_objects(fabric, (socket.gethostname(), os.getpid()))
+
+
+def processes_line(processes: list[tuple[str, int]]) -> str:
+    """'2 processes connected (gloo): rank 0 pid 4241, rank 1 pid 4242', hosts named when several."""
+    import torch.distributed as dist
+
+    several_hosts = len({host for host, _ in processes}) > 1
+    ranks = ", ".join(
+        f"rank {r} pid {pid}" + (f" on {host}" if several_hosts else "") for r, (host, pid) in enumerate(processes)
+    )
+    backend = dist.get_backend() if dist.is_available() and dist.is_initialized() else "?"
+    return f"{len(processes)} processes connected ({backend}): {ranks}"
 
 
 def _relaunchable() -> bool:

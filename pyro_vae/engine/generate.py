@@ -66,7 +66,7 @@ def generate(
             "--analogies decodes one z with every label, which needs a conditional run "
             "(python -m pyro_vae.fit --model cvae or --model m2)"
         )
-    vae.sample_labels(1, label)  # a clear error for --label on a plain VAE or outside 0-9, before work
+    vae.sample_labels(1, label, flags=True)  # a clear error for --label on a plain VAE or outside 0-9, before work
     name = "generated.png" if label is None else f"generated_label{label}.png"
     path = picture_path(Path(out), name) if out else run_dir / name
     written = []

@@ -48,6 +48,7 @@ from .checkpoint import (
 from .fabric import broadcast_buffers, describe, fabric_for, float32_outputs, gather_objects, process_seed
 from .faults import KILL_ENV, kill_point, step_hook
 from .optim import build_optimizer, build_scheduler, clip_value, current_lr
+from .peers import lost_peer
 from .resume import records_until, repair_interrupted_epoch
 from .run_config import check_checkpoint_config
 from .training_data import evaluation_sets, training_split
@@ -119,6 +120,7 @@ class Trainer:
         self.epoch, self.step = 0, 0
         self.validated = False  # the first step of this run (or of its resumption) was validated
         self.stopped = "epochs"  # why fit() ended: epochs, early-stopping or max-minutes
+        self.lost_peer = False  # rank 0: another process ended after the run was complete
         self.best_valid = -math.inf
         self.tensorboard = run_records.TensorBoard(self.out_dir) if cfg.tensorboard and self.is_main else None
 
@@ -180,8 +182,20 @@ class Trainer:
             self._save_epoch(record)
             self.log(run_records.epoch_line(record, cfg.epochs, self.variant.epoch_line(record)))
         summary = self._finish(time.perf_counter() - started) if self.is_main else {}
-        self.fabric.barrier()  # every file is written before any process reads the run (evaluate)
+        kill_point("complete", self.epoch, after=self.out_dir / "summary.json")  # (tests only)
+        self._wait_for_every_process()
         return summary
+
+    def _wait_for_every_process(self) -> None:
+        """The barrier after training: every file is written before any process reads the run
+        (evaluate). Rank 0 has written every file by then: if another process ended meanwhile, the
+        run is complete all the same (``lost_peer`` says so), not failed."""
+        try:
+            self.fabric.barrier()
+        except Exception as e:
+            if not (self.is_main and lost_peer(e)):
+                raise
+            self.lost_peer = True
 
     def _stop_before_epoch(self, elapsed: float, epochs_done: int) -> str | None:
         """Whether to end training before the next epoch, and why: ``"early-stopping"`` or

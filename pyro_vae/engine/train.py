@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
+from functools import partial
 from pathlib import Path
 
 import pyro
@@ -13,13 +16,14 @@ import pyro
 from ..config import FitConfig
 from ..config_values import spelled
 from ..data import data_record, load_data
-from ..errors import ConfigError
+from ..errors import ConfigError, ProcessLost
 from ..run_lock import ensure_writable_folder
 from ..variants import build_vae, check_data, checked
 from .evaluate import evaluate_run
-from .fabric import fabric_for, launch
+from .fabric import LAUNCHER_PID, fabric_for, job_processes, launch
 from .loop import Trainer, say
 from .memory import check_training_memory
+from .peers import describe_ended, ended_ranks, lost_peer, lost_process_message
 from .run_config import RESUMABLE_CHANGES, read_run_config
 from .run_folder import claim
 
@@ -79,27 +83,47 @@ def run(
     config = checked(config)  # every bad combination is refused before training
     world = config.world_size
     if world and config.batch_size % world:  # before any process starts (the variant checks it again)
+        batch = partial(spelled, "batch_size", keywords=keywords)
         raise ConfigError(
-            f"--batch-size {config.batch_size} (the global batch) is split evenly across "
-            f"{world} processes, so it must be divisible by {world}; e.g. --batch-size "
-            f"{max(world, config.batch_size // world * world)}"
+            f"{batch(config.batch_size)} (the global batch) is split evenly across "
+            f"{world} processes, so it must be divisible by {world}; e.g. "
+            f"{batch(max(world, config.batch_size // world * world))}"
         )
     if fabric is None or fabric.is_global_zero:
         ensure_writable_folder(config.out, "--out")  # before the data and the model: fail in a second
     if fabric is None:
         fabric = fabric_for(config)
-        launch(fabric)
+        processes = launch(fabric, log=say)
+    else:
+        processes = job_processes(fabric)
     # after the launch: the processes Fabric starts run this too, and only rank 0 owns the folder
     claimed = dict(resume=resume is not None, overwrite=overwrite, log=say, keywords=keywords)
     lock = claim(config.out, **claimed) if fabric.is_global_zero else None
     try:
-        return _run(config, resume, fabric, pieces, keywords)
+        return _run(config, resume, fabric, processes, pieces, keywords)
+    except Exception as e:
+        if fabric.world_size > 1 and lost_peer(e):
+            raise _process_lost(processes, fabric.global_rank, config.out, keywords) from None
+        raise
     finally:
         if lock is not None:
             lock.release()
 
 
-def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = None, keywords: bool = False) -> dict:
+def _process_lost(processes: list, rank: int, out: str, keywords: bool) -> ProcessLost:
+    """The error of a run whose job lost a process: rank 0's says which and how to continue; the
+    other ranks end without a word (rank 0 speaks), at once where Fabric started them from ours."""
+    if rank > 0:
+        if os.environ.get(LAUNCHER_PID):  # nothing of this process's own script can go on without rank 0
+            sys.stdout.flush()
+            os._exit(2)
+        return ProcessLost(f"rank {rank}: another process of the job ended")
+    return ProcessLost(lost_process_message(processes, ended_ranks(processes, rank), out, keywords))
+
+
+def _run(
+    config: FitConfig, resume: str | None, fabric, processes: list, pieces: dict | None = None, keywords: bool = False
+) -> dict:
     with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
         dataset = load_data(config, log=say if fabric.is_global_zero else (lambda _line: None))
     config = config.replace(**data_record(dataset, config))  # config.json records the data (and its mask)
@@ -133,6 +157,11 @@ def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = No
                     f"left: {', '.join(missing)}"
                 )
     summary = trainer.fit()
+    if trainer.lost_peer:  # rank 0 after a complete run whose other processes did not wait for it
+        ended = describe_ended(processes, ended_ranks(processes, 0))
+        say(f"note: {ended} of this job ended after the run was complete; nothing is lost")
+        if config.eval_k:  # the evaluation needs every process: --resume does it
+            raise _process_lost(processes, 0, config.out, keywords)
     if fabric.is_global_zero:
         final = summary["final"]
         say(
