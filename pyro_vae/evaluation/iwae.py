@@ -164,9 +164,8 @@ def importance_weighted_log_px(
                         model, guide, x, y, seeds, latent_site, guide_trace, tiled, all_sites=all_sites
                     )
                 acc.add(log_w, sums)
-                every = memory_budget.TRIM_EVERY_CHUNKS
-                if x.device.type == "cpu" and start // k_chunk % every == every - 1:
-                    memory_budget.return_freed_memory()
+                if x.device.type == "cpu":  # a heap that grows (fragments) is given back
+                    memory_budget.return_freed_memory(int(memory_budget_mb * 2**20))
     except (RuntimeError, MemoryError) as err:
         if not memory_budget.is_out_of_memory(err):
             raise
