@@ -39,6 +39,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPS = ("engine", "plain_ddp")
+DDP_FIELDS = ("gradient_as_bucket_view", "static_graph", "broadcast_buffers", "bucket_bytes_cap")  # the engine's
 
 
 class PlainELBO(nn.Module):
@@ -141,10 +142,7 @@ def worker(args) -> int:
                     "batch_size": config.batch_size,
                     "steps_per_epoch": steps,
                     "images_per_s": {name: [n / s for s in seconds[name]] for name in LOOPS},
-                    "ddp": {
-                        key: getattr(trainer.loss._forward_module, key, None)
-                        for key in ("gradient_as_bucket_view", "static_graph", "forward_sync_buffers", "bucket_bytes_cap")
-                    }
+                    "ddp": {key: getattr(trainer.loss._forward_module, key, None) for key in DDP_FIELDS}
                     if world > 1
                     else None,
                 }
@@ -205,7 +203,9 @@ def summarize(jobs: list[dict], batch_size: int) -> dict:
     median = {
         str(world): {
             name: statistics.median(
-                v for job in jobs if job["processes"] == world and job["batch_size"] == batch_size
+                v
+                for job in jobs
+                if job["processes"] == world and job["batch_size"] == batch_size
                 for v in job["images_per_s"][name]
             )
             for name in LOOPS

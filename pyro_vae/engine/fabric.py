@@ -23,7 +23,7 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 LAUNCHER_PID = "PYRO_VAE_LAUNCHER_PID"  # set for the processes that Fabric starts from ours
 # DistributedDataParallel as the training loop uses it (docs/performance.md, "Several CPU
 # processes"): the gradients' all-reduce starts bucket by bucket while the backward pass still
-# runs (buckets of BUCKET_CAP_MB; the gradients live in the buckets, so no copy into them); the
+# runs (buckets of BUCKET_CAP_MB; the gradients are views of the buckets); the
 # graph is the same at every step (static_graph: no per-step search for unused parameters); and
 # the buffers are not broadcast before every forward (a collective per step): in training mode no
 # forward reads another process's buffers (batch norm normalizes by the batch's own statistics),
