@@ -110,6 +110,27 @@ def test_eval_speed_writes_its_fields(mnist_dataset, tmp_path):
     assert result["network_gflop"] == pytest.approx(20 * (encoder + 4 * decoder) / 1e9, rel=0.01)
 
 
+def test_ddp_speed_writes_its_fields(mnist_dataset, tmp_path):
+    """Both loops at 1 and 2 processes over gloo, one short epoch each (the smallest run)."""
+    out = tmp_path / "ddp.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    args = ["--batch-sizes", "16", "--steps", "2", "--epochs", "1", "--warmup", "0", "--timeout", "300"]
+    script = str(ROOT / "benchmarks" / "ddp_speed.py")
+    data = ["--data-dir", data_dir_of(mnist_dataset), "--out", str(out)]
+    done = subprocess.run([sys.executable, script, *args, *data], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert MACHINE_FIELDS - {"ratio_over_hand_written"} <= set(result)
+    assert [(job["processes"], job["batch_size"]) for job in result["jobs"]] == [(1, 16), (2, 16)]
+    assert result["jobs"][1]["ddp"]["static_graph"] and result["jobs"][1]["ddp"]["gradient_as_bucket_view"]
+    summary = result["batch_sizes"]["16"]
+    for world in ("1", "2"):
+        median = summary["median_images_per_s"][world]
+        assert set(median) == {"engine", "plain_ddp"} and min(median.values()) > 0
+        assert summary["ratio_engine_over_plain_ddp"][world] == pytest.approx(median["engine"] / median["plain_ddp"])
+    assert set(summary["ratio_2_over_1_processes"]) == {"engine", "plain_ddp"}
+
+
 def test_priors_guides_reuses_only_a_run_trained_as_its_fit_command_would(tmp_path):
     """--reuse scores runs trained elsewhere (notebook 02's full mode runs the same fit command):
     one whose config.json differs from fit's defaults plus the benchmark's flags is refused."""

@@ -29,6 +29,7 @@ from pyro_vae.run_lock import LOCK_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = Path(__file__).resolve().parent / "distributed_helper.py"
+COLLECTIVES_HELPER = Path(__file__).resolve().parent / "collectives_helper.py"
 TIMEOUT_S = 300  # per job: a few seconds of work, most of it imports on a loaded 2-core machine
 RUN = [
     "--train-size",
@@ -276,6 +277,24 @@ def test_d_an_exception_on_rank_1_ends_both_processes_with_its_message(mnist_dat
     assert "injected failure on rank 1 at step 3" in result.stderr
     assert not (tmp_path / "log").exists()  # neither process finished
     assert time.monotonic() - started < TIMEOUT_S
+
+
+def test_a_step_makes_no_collective_but_the_gradient_all_reduce(mnist_dataset, tmp_path):
+    """Over an epoch of 6 steps in 2 processes: DDP's gradient all-reduce (the same number of
+    buckets at every step), the losses' all-reduce once per log interval (every 2 steps here),
+    and rank 0's buffers broadcast once at the epoch's end; nothing else (DDP's own broadcast of
+    the buffers before every forward included)."""
+    args = ["--data-dir", data_dir_of(mnist_dataset), "--out", str(tmp_path / "run")]
+    ok(job([str(COLLECTIVES_HELPER), *args, "--log-dir", str(tmp_path / "log")]))
+    logs = [json.loads(p.read_text()) for p in sorted((tmp_path / "log").glob("rank*.json"))]
+    assert len(logs) == 2
+    for log in logs:
+        steps, buckets = log["steps"], log["buckets_per_step"]
+        assert steps == 6 and len(buckets) == steps and buckets[0] >= 1 and len(set(buckets)) == 1, log
+        intervals = -(-steps // log["log_every"])  # the losses, once per log interval
+        assert log["buffers"] >= 1  # the default VAE's prior holds two
+        expected = {"gloo:all_reduce": steps * buckets[0] + intervals, "gloo:broadcast": log["buffers"]}
+        assert log["collectives"] == expected, log
 
 
 def test_e_g_torchrun_two_nodes_trains_and_resumes_exactly(runs, mnist_dataset):

@@ -515,19 +515,23 @@ def test_nan_weights_are_a_clear_error(ppca, x):
         importance_weighted_log_px(ppca, wide_mean_field(ppca), bad, k=3)
 
 
-def test_freed_memory_is_returned_every_few_chunks_without_changing_the_numbers(vae, monkeypatch):
+def test_freed_memory_is_returned_when_the_process_grows_without_changing_the_numbers(vae, monkeypatch):
     """glibc keeps the freed chunks' blocks in a fragmented heap (a VampPrior evaluation grew to
-    22 GB); scoring gives them back every TRIM_EVERY_CHUNKS chunks, and the estimate is unchanged."""
+    22 GB); scoring gives them back once the resident memory has grown by the memory budget, and
+    the estimate is unchanged."""
+    import itertools
+
     from pyro_vae.evaluation import memory_budget
 
     model, guide, images = vae
     kept = importance_weighted_log_px(model, guide, images, k=40, k_chunk=1, seed=3)
-    memory_budget.return_freed_memory()  # the real call runs wherever the C library is (a no-op without glibc)
     trims = []
-    monkeypatch.setattr(memory_budget, "return_freed_memory", lambda: trims.append(1))
-    monkeypatch.setattr(memory_budget, "TRIM_EVERY_CHUNKS", 8)
-    trimmed = importance_weighted_log_px(model, guide, images, k=40, k_chunk=1, seed=3)
-    assert len(trims) == 40 // 8  # after chunks 8, 16, 24, 32 and 40
+    growing = itertools.count(0, 2**20)  # a MB more at every look
+    monkeypatch.setattr(memory_budget, "_MALLOC_TRIM", lambda pad: trims.append(pad))
+    monkeypatch.setattr(memory_budget, "resident_bytes", lambda: next(growing))
+    monkeypatch.setattr(memory_budget, "_resident_mark", [])
+    trimmed = importance_weighted_log_px(model, guide, images, k=40, k_chunk=1, seed=3, memory_budget_mb=4)
+    assert 5 <= len(trims) <= 8  # every 5 or 6 chunks of the 40
     assert torch.equal(trimmed.log_px, kept.log_px)
 
 
@@ -580,3 +584,38 @@ def test_slow_convergence_and_a_sound_estimate():
     sound = result_with(khat=0.3, ess_fraction=0.5)
     assert sound.summary()["verdict"] is None and sound.verdict is None
     assert "verdict" not in sound.table()
+
+
+def test_freed_memory_is_given_back_only_once_the_process_grew(monkeypatch):
+    """The estimator's malloc_trim runs when the resident memory has grown by more than the slack
+    since the last trim, not after every chunk: each trim makes the next chunk fault its pages in
+    again."""
+    from pyro_vae.evaluation import memory_budget
+
+    trims, resident = [], iter([100, 150, 210, 260, 240, 250, 400, 320])
+    monkeypatch.setattr(memory_budget, "_MALLOC_TRIM", lambda pad: trims.append(pad))
+    monkeypatch.setattr(memory_budget, "resident_bytes", lambda: next(resident))
+    monkeypatch.setattr(memory_budget, "_resident_mark", [])
+    done = [memory_budget.return_freed_memory(100) for _ in range(5)]  # 100 (mark), 150, 210 -> 260
+    assert done == [False, False, True, False, False] and trims == [0]  # mark 260 after the trim
+    assert memory_budget.return_freed_memory(100) is True and memory_budget._resident_mark == [320]
+
+
+def test_the_default_evaluation_returns_no_memory_while_its_heap_stays(monkeypatch):
+    """A default-model batch of several chunks trims nothing once its working set is resident."""
+    from pyro_vae.config import FitConfig
+    from pyro_vae.evaluation import memory_budget
+    from pyro_vae.variants import build_vae
+
+    trims = []
+    real = memory_budget._MALLOC_TRIM
+    if real is None or memory_budget.resident_bytes() is None:
+        pytest.skip("no glibc malloc_trim or /proc here")
+    monkeypatch.setattr(memory_budget, "_MALLOC_TRIM", lambda pad: trims.append(pad) or real(pad))
+    monkeypatch.setattr(memory_budget, "_resident_mark", [])
+    pyro.set_rng_seed(0)
+    vae = build_vae(FitConfig(hidden=(64,), latent_dim=4), (1, 28, 28), 10)
+    x = torch.rand(20, 1, 28, 28).round()
+    for _ in range(3):
+        importance_weighted_log_px(vae.model, vae.guide, x, k=40, k_chunk=5, memory_budget_mb=64)
+    assert trims == []

@@ -15,6 +15,7 @@ import re
 import torch
 
 from ..errors import TrainingDiverged
+from .fabric import all_reduce
 
 # torch's argument check of a distribution: "Expected parameter loc (Tensor of shape ...) of
 # distribution Normal(...) to satisfy the constraint Real(), but found invalid values"
@@ -39,7 +40,7 @@ def summed_finite_losses(trainer, losses: list[torch.Tensor], epoch: int, last_i
     """The pending step losses averaged over the processes (each is already an estimate of the
     whole set's loss) and summed; TrainingDiverged, on every process, at the first one that is
     not finite. ``last_index`` is the epoch's index of the last of them."""
-    stacked = trainer.fabric.all_reduce(torch.stack(losses).double(), reduce_op="mean")
+    stacked = all_reduce(trainer.fabric, torch.stack(losses).double(), reduce_op="mean")
     finite = torch.isfinite(stacked)
     if bool(finite.all()):
         return stacked.sum()

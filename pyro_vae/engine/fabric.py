@@ -24,6 +24,15 @@ from ..errors import ConfigError
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 LAUNCHER_PID = "PYRO_VAE_LAUNCHER_PID"  # set for the processes that Fabric starts from ours
+# DistributedDataParallel as the training loop uses it (docs/performance.md, "Several CPU
+# processes"): the gradients' all-reduce starts bucket by bucket while the backward pass still
+# runs (buckets of BUCKET_CAP_MB; the gradients are views of the buckets); the
+# graph is the same at every step (static_graph: no per-step search for unused parameters); and
+# the buffers are not broadcast before every forward (a collective per step): in training mode no
+# forward reads another process's buffers (batch norm normalizes by the batch's own statistics),
+# and the loop copies rank 0's buffers to every process once per epoch (broadcast_buffers below).
+BUCKET_CAP_MB = 25
+DDP_OPTIONS = {"gradient_as_bucket_view": True, "forward_sync_buffers": False, "bucket_cap_mb": BUCKET_CAP_MB}
 
 
 def _devices(value: str | int) -> int | str:
@@ -39,6 +48,7 @@ def build_fabric(
 ):
     """A ``lightning.fabric.Fabric`` for these options (not launched yet), or a clear error."""
     from lightning.fabric import Fabric
+    from lightning.fabric.strategies import DDPStrategy
 
     check_accelerator(accelerator)
     if strategy not in STRATEGIES:
@@ -49,19 +59,28 @@ def build_fabric(
         raise ConfigError(
             "--precision 16-mixed (float16 with loss scaling) needs a GPU; on a CPU use --precision bf16-mixed"
         )
+    options = dict(accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, precision=precision)
     try:
-        return Fabric(
-            accelerator=accelerator,
-            devices=_devices(devices),
-            num_nodes=num_nodes,
-            strategy=strategy,
-            precision=precision,
-        )
+        fabric = Fabric(strategy=strategy, **options)
+        if type(fabric.strategy) is DDPStrategy:  # several processes: DDP with the loop's options
+            fabric = Fabric(strategy=ddp_strategy(strategy), **options)
+        return fabric
     except (ValueError, RuntimeError, TypeError) as e:  # Lightning's MisconfigurationException too
         raise ConfigError(
             f"Lightning Fabric refused --accelerator {accelerator} --devices {devices} "
             f"--num-nodes {num_nodes} --strategy {strategy} --precision {precision}: {e}"
         ) from None
+
+
+def ddp_strategy(strategy: str = "ddp"):
+    """Lightning's ``DDPStrategy`` (processes started by re-running the command) with
+    :data:`DDP_OPTIONS`; ``ddp_find_unused_parameters_true`` lets the parameters a step leaves
+    unused change from step to step, which a static graph does not allow."""
+    from lightning.fabric.strategies import DDPStrategy
+
+    if strategy == "ddp_find_unused_parameters_true":
+        return DDPStrategy(start_method="popen", find_unused_parameters=True, **DDP_OPTIONS)
+    return DDPStrategy(start_method="popen", static_graph=True, **DDP_OPTIONS)
 
 
 def fabric_for(config, device: str | torch.device | None = None):
@@ -183,6 +202,20 @@ def gather_objects(fabric, obj: Any) -> list[Any]:
     dist.all_gather_object(out, buffer.getvalue())
     # bytes from this job's own processes (not a file): numpy arrays and the like allowed
     return [torch.load(io.BytesIO(b), weights_only=False) for b in out]
+
+
+def all_reduce(fabric, tensor: torch.Tensor, reduce_op: str = "sum") -> torch.Tensor:
+    """``tensor`` summed over the processes (``reduce_op="mean"``: averaged), in place, in one
+    collective: ``fabric.all_reduce`` waits in a barrier, a second collective, before each
+    reduction. The mean is the sum divided by the number of processes, as Fabric takes it on gloo."""
+    if reduce_op not in ("sum", "mean"):
+        raise ValueError(f"reduce_op must be 'sum' or 'mean', not {reduce_op!r}")
+    if fabric.world_size == 1:
+        return tensor
+    import torch.distributed as dist
+
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.div_(fabric.world_size) if reduce_op == "mean" else tensor
 
 
 def broadcast_buffers(fabric, module: torch.nn.Module) -> None:

@@ -45,7 +45,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .fabric import broadcast_buffers, describe, fabric_for, float32_outputs, gather_objects, process_seed
+from .fabric import all_reduce, broadcast_buffers, describe, fabric_for, float32_outputs, gather_objects, process_seed
 from .faults import KILL_ENV, kill_point, step_hook
 from .optim import build_optimizer, build_scheduler, clip_value, current_lr
 from .peers import lost_peer
@@ -279,7 +279,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """The variant's per-split metrics, each process scoring its share of the images."""
         out = self.variant.epoch_metrics(
-            self.vae, self.eval_sets, reduce=lambda t: self.fabric.all_reduce(t, reduce_op="sum")
+            self.vae, self.eval_sets, reduce=lambda t: all_reduce(self.fabric, t, reduce_op="sum")
         )
         if self.bits_per_dim:  # the ELBO in bits per dimension too
             for s in self.eval_sets:

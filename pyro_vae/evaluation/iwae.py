@@ -164,9 +164,8 @@ def importance_weighted_log_px(
                         model, guide, x, y, seeds, latent_site, guide_trace, tiled, all_sites=all_sites
                     )
                 acc.add(log_w, sums)
-                every = memory_budget.TRIM_EVERY_CHUNKS
-                if x.device.type == "cpu" and start // k_chunk % every == every - 1:
-                    memory_budget.return_freed_memory()
+                if x.device.type == "cpu":  # a heap that grows (fragments) is given back
+                    memory_budget.return_freed_memory(int(memory_budget_mb * 2**20))
     except (RuntimeError, MemoryError) as err:
         if not memory_budget.is_out_of_memory(err):
             raise
@@ -292,14 +291,15 @@ def _chunk_log_weights(
     if len(latents) == 1:  # q(z|x) once, K draws from it
         name, site = latents[0]
         fn, mask = site["fn"], site["mask"]
+        at_once = _elementwise_normal(fn)
         for s in seeds:
             _seed_rng(s, x.device)
             z = fn.rsample() if fn.has_rsample else fn.sample()
-            log_prob = scale_and_mask(fn.log_prob(z), 1.0, mask)  # log q(z_j|x)  (B,)
-            if log_prob.shape != (batch,):
-                site_log_probs(guide_trace, batch, "guide")  # the shape error, with its advice
-            log_q.append(log_prob)
+            if not at_once:  # right after its draw: a flow's log_prob reads the draw's cached inverse
+                log_q.append(_guide_log_prob(fn, z, mask, guide_trace, (batch,)))  # log q(z_j|x)  (B,)
             values.setdefault(name, []).append(z)
+        if at_once:  # log q(z_j|x) of the whole chunk in one call, (n, B)
+            log_q = list(_guide_log_prob(fn, torch.stack(values[name]), mask, guide_trace, (len(seeds), batch)))
         if wanted(name, site):
             mean, analytic = _site_mean(site)
             sums[name] = (
@@ -383,6 +383,22 @@ def site_log_probs(trace: poutine.Trace, rows: int, who: str) -> torch.Tensor:
     """Sum over a trace's sample sites of their (masked, unscaled) log_prob, shape (rows,): the
     shared :func:`pyro_vae.objectives.trace_log_density`, every site checked to be per image."""
     return trace_log_density(trace, shape=(rows,), who=who)
+
+
+def _elementwise_normal(fn) -> bool:
+    """Whether ``fn`` is a Normal with independent coordinates (``Normal(...).to_event(d)``),
+    whose log_prob of a stack of draws (n, B, ...) equals, row by row and bit for bit, its
+    log_prob of each draw: elementwise arithmetic, then a sum over each draw's own coordinates."""
+    base = fn.base_dist if isinstance(fn, torch.distributions.Independent) else fn
+    return type(base).log_prob is torch.distributions.Normal.log_prob
+
+
+def _guide_log_prob(fn, z: torch.Tensor, mask, guide_trace: poutine.Trace, shape: tuple[int, ...]) -> torch.Tensor:
+    """The guide site's (masked, unscaled) log q(z|x) of draws ``z``, which must have ``shape``."""
+    log_prob = scale_and_mask(fn.log_prob(z), 1.0, mask)
+    if log_prob.shape != shape:
+        site_log_probs(guide_trace, shape[-1], "guide")  # the shape error, with its advice
+    return log_prob
 
 
 def _latent_sites(trace: poutine.Trace) -> Iterator[tuple[str, dict]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import mmap
 from collections.abc import Callable, Iterator
 
 import torch
@@ -19,7 +20,6 @@ import torch.overrides
 from ..errors import PyroVAEError
 
 DEFAULT_MEMORY_BUDGET_MB = 256.0
-TRIM_EVERY_CHUNKS = 16  # chunks between two returns of freed memory (after every chunk, too slow)
 
 
 def bytes_allocated_by(fn: Callable[[], object]) -> int:
@@ -92,14 +92,40 @@ def _glibc_malloc_trim() -> Callable[[int], int] | None:
 _MALLOC_TRIM = _glibc_malloc_trim()
 
 
-def return_freed_memory() -> None:
-    """Give the memory freed by a chunk back to the system. On the CPU, glibc keeps freed
-    blocks in its heap, and chunks whose tensors differ in size fragment it: the VampPrior's
-    (k_chunk, B, 500, D) log-densities grew a 500-image evaluation by about 15 MB per chunk, to
-    an out-of-memory kill. ``malloc_trim(0)`` releases the free pages; it is a no-op where there
-    is no glibc. The estimator calls it every ``TRIM_EVERY_CHUNKS`` chunks."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+def resident_bytes() -> int | None:
+    """The process's resident memory in bytes (Linux's ``/proc/self/statm``), None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * mmap.PAGESIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_resident_mark: list[int] = []  # the resident bytes after the last return (process-wide), once known
+
+
+def return_freed_memory(slack_bytes: int) -> bool:
+    """Give the memory freed by chunks back to the system once the process's resident memory has
+    grown by more than ``slack_bytes`` since the last time (or since the first call); returns
+    whether it did. On the CPU, glibc keeps freed blocks in its heap, and chunks whose tensors
+    differ in size fragment it: the VampPrior's (k_chunk, B, 500, D) log-densities grew a
+    500-image evaluation by about 15 MB per chunk, to an out-of-memory kill. ``malloc_trim(0)``
+    releases the free pages, which the next chunk then faults in again (about a tenth of an
+    evaluation's time when done once per batch of the default model, whose heap does not grow):
+    so only growth is returned. A no-op where there is no glibc or no ``/proc``. The estimator
+    calls it after every chunk on the CPU, with the memory budget as the slack."""
+    if _MALLOC_TRIM is None:
+        return False
+    now = resident_bytes()
+    if now is None:
+        return False
+    if not _resident_mark:
+        _resident_mark.append(now)
+    if now <= _resident_mark[0] + slack_bytes:
+        return False
+    _MALLOC_TRIM(0)
+    _resident_mark[0] = resident_bytes() or now
+    return True
 
 
 def is_out_of_memory(err: BaseException) -> bool:
