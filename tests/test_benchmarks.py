@@ -158,3 +158,22 @@ def test_vamp_density_writes_its_fields_and_both_paths_agree(tmp_path):
             median["elementwise"] / median["closed_form"]
         )
     assert result["max_abs_difference_nats"] < 1e-3  # float32 rounding of the elementwise path only
+
+
+def test_own_data_bits_writes_one_row_per_images_and_epochs(tmp_path):
+    out = tmp_path / "bits.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "own_data_bits.py"), "--images", "40", "--epochs", "1", "2"]
+        + ["--out", str(out)],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert MACHINE_FIELDS - {"ratio_over_hand_written"} <= set(result) and result["threads"] == 1
+    assert [(r["images"], r["epochs"]) for r in result["runs"]] == [(40, 1), (40, 2)]
+    for row in result["runs"]:
+        assert 0 < row["test_bits_per_dim"] < 16 and row["run_cpu_seconds"] > 0
+    assert result["runs"][0]["training_seconds_so_far"] < result["runs"][1]["training_seconds_so_far"]
