@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pyro_vae.data import DeviceBatches, Split, binarize_fixed, evaluation_images
+from pyro_vae.data import DeviceBatches, Split, binarize_fixed, evaluation_images, split_seed
 from pyro_vae.errors import ConfigError
 
 pytest_plugins = ["data_fixtures"]
@@ -97,3 +97,35 @@ def test_unknown_binarization_lists_the_modes():
     split = Split("test", torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.int64))
     with pytest.raises(ConfigError, match=r"unknown binarization 'stochastic'; choose one of: dynamic, static, none"):
         evaluation_images(split, "stochastic", seed=0)
+
+
+# Today's test-set binarization of GRADED (below), pinned: the number of ones and the sum of their
+# flat indices. The test split's draw must never move (published test numbers rest on it).
+PINNED_TEST_ONES, PINNED_TEST_INDEX_SUM = 1518, 2409461
+GRADED = (torch.arange(4 * 784) % 256).reshape(4, 1, 28, 28).float() / 255  # every intensity, 12 times
+
+
+def _split(name):
+    return Split(name, GRADED, torch.zeros(len(GRADED), dtype=torch.int64))
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_validation_and_test_binarizations_are_drawn_independently(mode):
+    test, test_description = evaluation_images(_split("test"), mode)
+    valid, valid_description = evaluation_images(_split("valid"), mode)
+    # the same intensities in the same places: shared uniforms would give the same pixels
+    agree = (test == valid).double().mean().item()
+    middle = (GRADED > 0.3) & (GRADED < 0.7)  # where two independent draws disagree half the time or so
+    assert not torch.equal(test, valid)
+    assert (test[middle] != valid[middle]).double().mean().item() > 0.4, agree
+    flat = test.flatten().double()
+    assert int(flat.sum()) == PINNED_TEST_ONES
+    assert int((flat * torch.arange(flat.numel())).sum()) == PINNED_TEST_INDEX_SUM
+    assert test_description.endswith("binarization, seed 0")
+    assert valid_description.endswith(f"seed {split_seed(0, 'valid')} (seed 0's stream for 'valid')")
+
+
+def test_split_seed_keeps_the_test_and_training_seeds_and_derives_the_validation_one():
+    assert split_seed(0, "test") == 0 and split_seed(7, "train") == 7
+    assert split_seed(0, "valid") not in (0, split_seed(1, "valid"))
+    assert 0 <= split_seed(2**63 - 1, "valid") < 2**63

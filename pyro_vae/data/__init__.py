@@ -9,7 +9,7 @@ x_eval, description = evaluation_images(dataset.test, "dynamic", seed=0)
 """
 
 from pyro_vae.data.batches import DeviceBatches
-from pyro_vae.data.binarize import BINARIZATION_MODES, binarize_fixed, check_binarization, evaluation_images
+from pyro_vae.data.binarize import BINARIZATION_MODES, binarize_fixed, check_binarization, evaluation_images, split_seed
 from pyro_vae.data.cache import resolve_data_dir
 from pyro_vae.data.catalog import DATASET_NAMES, load_dataset
 from pyro_vae.data.loader import data_record, load_data, load_own_data
@@ -32,4 +32,5 @@ __all__ = [
     "load_dataset",
     "load_own_data",
     "resolve_data_dir",
+    "split_seed",
 ]
