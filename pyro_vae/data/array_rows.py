@@ -108,6 +108,12 @@ def streamed(stream, shape: tuple[int, ...], dtype: np.dtype, where: str) -> Row
     return RowSource(shape, dtype, chunks)
 
 
+def read_fortran_array(stream, shape: tuple[int, ...], dtype: np.dtype, where: str) -> np.ndarray:
+    """The Fortran-ordered array that follows an ``.npy`` header in ``stream``, read whole."""
+    data = _read_exactly(stream, dtype.itemsize * math.prod(shape), where)
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F")
+
+
 def _read_exactly(stream, size: int, where: str) -> bytes:
     parts, left = [], size
     while left:

@@ -25,7 +25,7 @@ import pickle
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from pyro_vae.data.array_rows import (
     RowSource,
     gather_rows,
     in_memory,
+    read_fortran_array,
     read_npy_header,
     streamed,
 )
@@ -242,21 +243,22 @@ def _npz_members(path: Path) -> Iterator[dict[str, tuple[RowSource, np.ndarray |
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as error:
         raise DataError(f"--data {path}: not a readable .npz file ({error})") from None
-    with archive:
+    with archive, ExitStack() as streams:  # member streams keep the file open: closed with it
         members = {name.removesuffix(".npy"): name for name in archive.namelist()}
         parts = {}
         try:
             for part, (image_key, label_key) in _part_keys(list(members), path).items():
                 where = f"--data {path} ({image_key!r})"
-                stream = archive.open(members[image_key])
+                stream = streams.enter_context(archive.open(members[image_key]))
                 shape, fortran_order, dtype = read_npy_header(stream, where, "array")
-                if fortran_order:
-                    source = in_memory(np.lib.format.read_array(archive.open(members[image_key]), allow_pickle=False))
+                if fortran_order:  # rows are not contiguous: read whole
+                    source = in_memory(read_fortran_array(stream, shape, dtype, where))
                 else:
                     source = streamed(stream, shape, dtype, where)
                 labels = None
                 if label_key is not None:
-                    labels = np.lib.format.read_array(archive.open(members[label_key]), allow_pickle=False)
+                    with archive.open(members[label_key]) as label_stream:
+                        labels = np.lib.format.read_array(label_stream, allow_pickle=False)
                 parts[part] = (source, labels)
         except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as error:
             raise DataError(f"--data {path}: not a readable .npz file ({error})") from None
