@@ -398,8 +398,7 @@ def _conversion(
     flat = shape[:2] == (1, 1)
     if flat and (image_size is not None or channels not in (None, 1)):
         raise ConfigError(
-            f"--data {path} holds flat vectors of {shape[2]} values; --image-size and "
-            f"--channels apply to images only"
+            f"--data {path} holds flat vectors of {shape[2]} values; --image-size and --channels apply to images only"
         )
     c = shape[0]
     target = channels or c
