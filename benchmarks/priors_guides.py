@@ -33,9 +33,9 @@ PAIRS = (
     ("standard + iaf", "standard", "iaf"),
     ("vamp + diag", "vamp", "diag"),
 )
-# VampPrior x IAF is left out: log q(z | u_k) of a flow guide needs the flow's inverse, D sequential
-# passes of its autoregressive network for every image x pseudo-input pair (B x 500 rows per step),
-# far beyond a CPU budget (it trains, slowly, with a small --prior-components; see the README).
+# VampPrior x IAF is left out: log q(z | u_k) of a flow guide inverts the flow for every image x
+# pseudo-input pair (B x 500 per step); even in one pass of its network a step costs about 150 times
+# the diagonal guide's (docs/performance.md), about an hour of one core per epoch.
 PUBLISHED = {"standard": -88.56, "vamp": -85.57}  # Tomczak & Welling 2018, Table 2, VAE (L = 1)
 
 

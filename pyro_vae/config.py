@@ -115,6 +115,19 @@ class FitConfig:
     eval_size: int | None = _opt(
         None, "use only the first N validation and test images; default: all of them", group="data"
     )
+    missing_rate: float = _opt(
+        0.0,
+        "drop this share of each image's values at random (a seeded mask per image, the same at "
+        "evaluation); training and evaluation then score the observed pixels only, the encoder sees "
+        "the zero-filled image and its mask (Mattei & Frellsen's MIWAE with --elbo iwae; docs/objectives.md)",
+        group="data",
+    )
+    data_mask: bool = _opt(
+        False,
+        "recorded by fit: the --data file holds a mask array (1 observed, 0 missing) that training and "
+        "evaluation use as --missing-rate's masks (docs/own-data.md)",
+        group="data",
+    )
     model: str = _opt(
         "vae",
         "the model kind: p(x, z), a conditional VAE p(x, z | y) with the label given, or Kingma et "
@@ -365,6 +378,10 @@ class FitConfig:
                 problems.append(f"--{flag(name)} must be positive, got {value}")
         if not self.hidden or min(self.hidden) < 1:
             problems.append(f"--hidden needs positive widths, got {self.hidden}")
+        if not 0 <= self.missing_rate < 1:
+            problems.append(
+                f"--missing-rate is the share of each image's values dropped, in [0, 1), got {self.missing_rate}"
+            )
         if not 0 <= self.ciwae_beta <= 1:
             problems.append(f"--ciwae-beta must be in [0, 1], got {self.ciwae_beta}")
         if not 0 < self.lr_decay <= 1:
@@ -393,6 +410,11 @@ class FitConfig:
     def world_size(self) -> int | None:
         """Processes taking part (devices x nodes), or None while --devices is auto."""
         return None if str(self.devices) == "auto" else int(self.devices) * self.num_nodes
+
+    @property
+    def masked(self) -> bool:
+        """Whether some pixels are missing: drawn (--missing-rate) or given with the data (a mask array)."""
+        return self.missing_rate > 0 or self.data_mask
 
     @property
     def labelled(self) -> int:

@@ -112,6 +112,29 @@ def reconstruction_grid(vae, x: torch.Tensor, path: Path, y: torch.Tensor | None
     return save_grid(torch.cat(rows), path, nrow=per_row, row_labels=labels)
 
 
+IMPUTATION_ROW_LABELS = ("original", "masked", "imputed")
+MISSING_SHADE = 0.5  # intensity that shows a missing value in the "masked" row
+
+
+def imputation_grid(vae, x: torch.Tensor, mask: torch.Tensor, path: Path, k: int = 100, seed: int = 0) -> Path:
+    """Test originals, the same with their missing values shown grey, and the imputed images
+    (``vae.impute``: the conditional mean of the missing values, the observed ones kept), up to 16
+    a row, each row labelled (:data:`IMPUTATION_ROW_LABELS`)."""
+    imputed = vae.impute(x, mask, k=k, seed=seed)
+    m = mask.to(x.dtype)
+    shown = x * m + MISSING_SHADE * (1 - m)
+    n = x.shape[0]
+    per_row = min(n, 16)
+    rows = []
+    for start in range(0, n, per_row):
+        for images in (x, shown, imputed):
+            part = images[start : start + per_row]
+            blank = part.new_zeros((per_row - part.shape[0], *part.shape[1:]))  # a short last row
+            rows.append(torch.cat([part, blank]))
+    labels = IMPUTATION_ROW_LABELS * (len(rows) // 3)
+    return save_grid(torch.cat(rows), path, nrow=per_row, row_labels=labels)
+
+
 def interpolation_grid(vae, x_from: torch.Tensor, x_to: torch.Tensor, path: Path, steps: int = 10) -> Path:
     """Each row decodes z = (1 - t) mu(x_from) + t mu(x_to) for t in [0, 1]."""
     z0, z1 = vae.posterior_mean(x_from), vae.posterior_mean(x_to)  # (R, D) each

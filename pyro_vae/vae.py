@@ -17,6 +17,7 @@ from pyro.nn import PyroModule
 
 from .config import FitConfig
 from .errors import ConfigError, InputError
+from .guides.missing import MissingPixelsGuide
 from .guides.semisupervised import M2Guide
 from .labels import check_label_values
 from .models import VAEModel
@@ -329,6 +330,74 @@ class VAE(PyroModule):
             device=self.device,
             **label_args,
         )
+
+    def impute(self, x, mask, k: int = 1000, n: int | None = None, *, seed: int | None = 0) -> torch.Tensor:
+        """The missing values of each image imputed from its observed ones by self-normalised
+        importance sampling (Mattei & Frellsen 2019):
+
+            z_k ~ q(z | x_obs, m),   w~_k proportional to p(z_k) p(x_obs | z_k) / q(z_k | x_obs, m)
+
+        :param x: images (B, C, H, W), intensities in [0, 1]; missing values may hold anything in [0, 1].
+        :param mask: (B, C, H, W), 1 (or True) where a value is observed, 0 where it is missing.
+        :param k: importance samples per image; larger is closer to the exact conditional.
+        :param n: None: the conditional mean sum_k w~_k E[x_miss | z_k], a tensor (B, C, H, W);
+            a number: n draws per image (multiple imputation), particles resampled by w~ and
+            x_miss ~ p(x_miss | z), a tensor (n, B, C, H, W).
+        :param seed: the same seed gives the same result, drawn without moving the global random
+            generators; None draws from them.
+        :returns: images on the model's device with the observed values as given. A run trained with
+            missing pixels proposes z from its guide given [x * m, m]; any other plain VAE from its
+            guide given the zero-filled image (a weaker proposal: use a larger k).
+        """
+        from .evaluation.imputation import importance_imputation
+
+        k = self._check_count(k, "k (importance samples per image)")
+        if n is not None:
+            n = self._check_count(n, "n (imputations per image)")
+        x = self._binarized(self.check_images(x), None, 0)  # binary pixels where the likelihood needs them
+        mask = self.check_mask(mask, x)
+        if self.conditional or not (hasattr(self.model, "decode") and hasattr(self.guide, "distribution")):
+            raise ConfigError(
+                "impute needs a plain VAE (--model vae) whose model has decode(z) and whose guide has "
+                f"distribution(x); this one is {type(self.model).__name__} with {type(self.guide).__name__}"
+            )
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise InputError(f"seed must be a whole number or None, got {seed!r}")
+            cuda = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(seed)
+                return importance_imputation(self.model, self._proposal, x, mask, k=k, n=n)
+        return importance_imputation(self.model, self._proposal, x, mask, k=k, n=n)
+
+    def _proposal(self, x: torch.Tensor, mask: torch.Tensor):
+        """q(z | x_obs, m): the guide given the mask where it reads one, else given the zero-filled image."""
+        if isinstance(self.guide, MissingPixelsGuide):
+            return self.guide.distribution(x, mask)
+        return self.guide.distribution(x * mask)
+
+    def check_mask(self, mask, x: torch.Tensor, what: str = "mask") -> torch.Tensor:
+        """``mask`` as a bool tensor like ``x`` (B, C, H, W), after checking that it has x's shape,
+        holds only 0 and 1, and observes at least one value of every image."""
+        try:
+            mask = torch.as_tensor(mask, device=x.device)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise InputError(f"{what} must be a tensor or an array of x's shape {tuple(x.shape)} ({e})") from None
+        if tuple(mask.shape) != tuple(x.shape):
+            raise InputError(
+                f"{what} must have x's shape {tuple(x.shape)} (1 observed, 0 missing), got {tuple(mask.shape)}"
+            )
+        if mask.dtype != torch.bool:
+            if not bool(((mask == 0) | (mask == 1)).all()):
+                raise InputError(f"{what} must hold 1 (observed) and 0 (missing) only")
+            mask = mask == 1
+        empty = ~mask.flatten(1).any(1)
+        if bool(empty.any()):
+            raise InputError(
+                f"{what} observes no value of {int(empty.sum())} image(s) (the first: image "
+                f"{int(empty.nonzero()[0])}); each image needs at least one observed value"
+            )
+        return mask
 
     def _binarized(self, x: torch.Tensor, binarize: str | None, seed: int) -> torch.Tensor:
         from .data import binarize_fixed

@@ -158,3 +158,120 @@ def test_vamp_density_writes_its_fields_and_both_paths_agree(tmp_path):
             median["elementwise"] / median["closed_form"]
         )
     assert result["max_abs_difference_nats"] < 1e-3  # float32 rounding of the elementwise path only
+
+
+def test_paired_runs_scores_as_evaluate_does_and_pairs_the_images(mnist_dataset, tmp_path, capsys):
+    """benchmarks/paired_runs.py: each run's mean equals ``evaluate``'s on the same images, K and
+    seed; a run against itself differs by exactly 0; the paired error is std(d)/sqrt(n)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from paired_runs import main as paired_main
+        from paired_runs import paired_summary
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import torch
+    from test_train import cli_args
+
+    from pyro_vae.cli.evaluate import main as evaluate_main
+    from pyro_vae.cli.fit import main as fit_main
+
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for seed, run in enumerate(runs):
+        assert fit_main(cli_args(mnist_dataset, run, epochs=1, seed=seed)) == 0
+    options = ["--k", "20", "--limit", "40", "--batch-size", "20"]
+    out = tmp_path / "paired.json"
+    picture = tmp_path / "paired.png"
+    assert (
+        paired_main([str(runs[0]), str(runs[1]), *options, "--jobs", "2", "--out", str(out), "--plot", str(picture)])
+        == 0
+    )
+    assert picture.stat().st_size > 1000
+    paired = json.loads(out.read_text())
+    for run, key in zip(runs, ("mean_a", "mean_b")):
+        args = [str(run), *options, "--checkpoint", "last", "--curve-images", "0", "--no-progress"]
+        assert evaluate_main(args) == 0
+        assert paired[key] == pytest.approx(
+            json.loads((run / "eval.json").read_text())["test"]["log_px_mean"], rel=1e-9
+        )
+    assert paired["difference_b_minus_a"] == pytest.approx(paired["mean_b"] - paired["mean_a"], abs=1e-9)
+    assert paired["difference_b_minus_a"] != 0
+    assert paired_main([str(runs[0]), str(runs[0]), *options, "--out", str(out)]) == 0
+    itself = json.loads(out.read_text())
+    assert itself["difference_b_minus_a"] == 0 and itself["paired_stderr"] == 0
+    a, b = torch.tensor([1.0, 2.0, 4.0, 7.0]), torch.tensor([2.0, 2.0, 5.0, 9.0])
+    summary = paired_summary(a, b)
+    assert summary["difference_b_minus_a"] == pytest.approx(1.0)
+    assert summary["paired_stderr"] == pytest.approx(float(torch.tensor([1.0, 0, 1, 2]).std()) / 2)
+    assert summary["b_better_on_fraction_of_images"] == 0.75
+    capsys.readouterr()
+
+
+def test_prior_guide_steps_writes_its_fields_and_both_inverses_agree(tmp_path):
+    out = tmp_path / "steps.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "prior_guide_steps.py"),
+            "--pairs",
+            "standard+diag,vamp+diag",
+            "--repeats",
+            "1",
+            "--density-components",
+            "2",
+            "--out",
+            str(out),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert MACHINE_FIELDS - {"ratio_over_hand_written"} <= set(result) and result["threads"] == 1
+    assert set(result["pairs"]) == {"standard + diag", "vamp + diag"}
+    vamp = result["pairs"]["vamp + diag"]
+    assert vamp["components"] == 500 and vamp["ratio_to_vamp_diag"] == 1.0
+    assert vamp["epoch_cpu_minutes_estimate"] == pytest.approx(391 * vamp["median_cpu_seconds_per_step"] / 60)
+    density = result["density"]
+    assert density["components"] == 2 and set(density["median_cpu_seconds"]) == {"one_pass", "pyro_inverse"}
+    assert density["max_abs_difference_nats"] < 1e-3  # the two inverses agree
+
+
+def test_gradient_snr_writes_its_fields_and_reuses_its_trained_model(mnist_dataset, tmp_path):
+    """A tiny run: the model trained into --run, SNRs for two estimators at two K, a picture; DReG's
+    decoder gradient is IWAE's for every draw, so their decoder SNRs are equal and their encoder
+    SNRs are not. A second call reuses the trained model instead of training again."""
+    run, picture = tmp_path / "run", tmp_path / "snr.png"
+    args = ["--epochs", "1", "--train-size", "100", "--particles", "1,8", "--estimators", "iwae,iwae-dreg"]
+    args += ["--estimates", "6", "--images", "2", "--run", str(run), "--plot", str(picture)]
+
+    def call(out: Path) -> dict:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "gradient_snr.py"), *args, "--out", str(out)]
+            + ["--data-dir", data_dir_of(mnist_dataset)],
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(out.read_text())
+
+    result = call(tmp_path / "first.json")
+    assert MACHINE_FIELDS - {"ratio_over_hand_written"} <= set(result) and result["threads"] == 1
+    assert result["config"]["reused_run"] is False and result["config"]["training"]["hidden"] == [200, 200]
+    rows = {(r["estimator"], r["particles"]): r for r in result["rows"]}
+    assert set(rows) == {(e, k) for e in ("iwae", "iwae-dreg") for k in (1, 8)}
+    for k in (1, 8):
+        iwae, dreg = rows["iwae", k], rows["iwae-dreg", k]
+        assert dreg["decoder"]["mean_snr"] == pytest.approx(iwae["decoder"]["mean_snr"], rel=1e-4)
+        assert dreg["encoder"]["mean_snr"] != pytest.approx(iwae["encoder"]["mean_snr"], rel=1e-2)
+        for net in ("encoder", "decoder"):
+            row = iwae[net]
+            assert row["mean_snr"] > 0 and row["median_snr"] > 0
+            assert 0 <= row["always_zero_parameters"] < row["parameters"]
+    assert picture.stat().st_size > 0
+    stamp = (run / "last.pt").stat().st_mtime_ns
+    assert call(tmp_path / "second.json")["config"]["reused_run"] is True
+    assert (run / "last.pt").stat().st_mtime_ns == stamp

@@ -166,3 +166,31 @@ def test_torch_tensors_of_the_rows_kept_are_float32(tmp_path):
     np.save(tmp_path / "x.npy", np.random.default_rng(4).random((50, 2, 3)))  # float64 grey images
     dataset = load_own_data(tmp_path / "x.npy", cache_root=tmp_path, log=quiet, rows=ROWS)
     assert dataset.train.data.dtype == torch.float32 and dataset.image_shape == (1, 2, 3)
+
+
+@pytest.mark.parametrize("name", ["stored.npz", "compressed.npz"])
+def test_the_masks_kept_are_those_of_the_rows_kept(name, tmp_path, small_chunks):
+    rng = np.random.default_rng(5)
+    train = rng.integers(0, 256, (30, 4, 4, 3), dtype=np.uint8)  # (N, H, W, C)
+    test = rng.integers(0, 256, (10, 3, 4, 4), dtype=np.uint8)  # (N, C, H, W)
+    train[:, 0, 0, 0] &= 0xFE  # even: observed, so that every image observes a value
+    test[:, 0, 0, 0] &= 0xFE
+    masks = {"train_mask": (train % 2 == 0).astype(np.float64), "test_mask": (test % 2 == 0).astype(np.uint8)}
+    (np.savez if name == "stored.npz" else np.savez_compressed)(
+        tmp_path / name, train_images=train, test_images=test, **masks
+    )
+    every = prepare_arrays(tmp_path / name, image_size=None, channels=None, fractions=None)
+    some = prepare_arrays(tmp_path / name, image_size=None, channels=None, fractions=None, rows=ROWS)
+    assert every.mask.dtype == some.mask.dtype == np.bool_ and every.mask.shape == every.pixels.shape
+    assert np.array_equal(every.mask, every.pixels % 2 == 0)  # each mask stays with its image
+    assert np.array_equal(some.mask, np.concatenate([every.mask[:7], every.mask[27:30], every.mask[30:33]]))
+    assert np.array_equal(some.mask, some.pixels % 2 == 0)
+
+
+def test_a_bad_mask_in_rows_not_kept_is_still_refused(tmp_path, small_chunks):
+    x = np.random.default_rng(6).random((50, 6)).astype(np.float32)
+    mask = np.ones((50, 1, 1, 6))  # flat vectors' mask in their (N, 1, 1, D) layout
+    mask[seeded_order(50).numpy()[47], 0, 0, 2] = 0.5  # a test row never kept with ROWS
+    np.savez(tmp_path / "x.npz", images=x, mask=mask)
+    with pytest.raises(DataError, match="the mask holds 1 values other than 0 and 1 .*the first 0.5"):
+        prepare_arrays(tmp_path / "x.npz", image_size=None, channels=None, fractions=None, rows=ROWS)

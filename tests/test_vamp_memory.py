@@ -134,6 +134,70 @@ def test_diagonal_vamp_closed_form_equals_its_blocked_elementwise_path(one_threa
         torch.testing.assert_close(fast[2][name], blocked[2][name], rtol=1e-5, atol=1e-6)
 
 
+def pair_grid_reference(guide, z, h):
+    """Today's general path: the guide's distribution for c pseudo-inputs, scored on the (n, c)
+    grid of pairs (for the IAF guide Pyro's inverse, D passes of each flow's network)."""
+    q = guide.distribution_from_features(h)  # batch (c,), event (D,)
+    return q.log_prob(z.unsqueeze(-2).expand(z.shape[0], h.shape[0], z.shape[-1]))
+
+
+@pytest.mark.parametrize("guide,dtype", [("iaf", torch.float64), ("iaf", torch.float32), ("lowrank", torch.float64)])
+def test_pair_log_prob_equals_the_general_path_in_value_and_gradient(guide, dtype, one_thread):
+    """log q(z_n | u_k) for all pairs at once (the IAF guide's one-pass inverse of its flows, the
+    low-rank guide's Woodbury form) against the distribution's own log_prob on the grid: values,
+    and the gradients for z, the features and every guide parameter, for a weighted sum of the
+    (n, c) matrix. Three flows, so a reversal sits between flows and the order matters."""
+    torch.manual_seed(6)
+    config = FitConfig(
+        prior="vamp", guide=guide, latent_dim=5, hidden=(24,), prior_components=4, flow_hidden=12, flow_layers=3
+    )
+    vae = build_vae(config, IMAGE_SHAPE)
+    g = vae.guide.to(dtype)
+    with torch.no_grad():  # pseudo-inputs spread out, so the pairs differ
+        h = g.features(torch.rand(4, *IMAGE_SHAPE, dtype=dtype)) * 3
+    h.requires_grad_()
+    z = (torch.randn(6, 5, dtype=dtype) * 2).requires_grad_()
+    weights = torch.rand(6, 4, dtype=dtype)
+    tolerance = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-4}
+    inputs = [z, h, *g.parameters()]
+    fast = g.pair_log_prob(z, h)
+    reference = pair_grid_reference(g, z, h)
+    assert fast.shape == (6, 4) and fast.dtype == dtype
+    torch.testing.assert_close(fast, reference, **tolerance)
+    fast_grads = torch.autograd.grad((fast * weights).sum(), inputs, allow_unused=True)
+    reference_grads = torch.autograd.grad((reference * weights).sum(), inputs, allow_unused=True)
+    assert sum(grad is not None for grad in reference_grads) > 4
+    for got, want in zip(fast_grads, reference_grads):
+        if want is None:  # a parameter the density does not use
+            assert got is None or not got.any()
+        else:
+            torch.testing.assert_close(got, want, **tolerance)
+
+
+def test_iaf_pair_log_prob_runs_no_pass_of_pyros_inverse(one_thread, monkeypatch):
+    """The one-pass inverse never calls a flow's network (Pyro's inverse calls it D times per flow);
+    the VampPrior's log p(z) for the IAF guide goes through it."""
+    torch.manual_seed(7)
+    vae, prior = small_vamp("iaf")
+    calls = []
+
+    def counted(network):
+        def forward(*args, **kwargs):
+            calls.append(1)
+            return type(network).forward(network, *args, **kwargs)
+
+        return forward
+
+    for flow in vae.guide.flows:
+        monkeypatch.setattr(flow.nn, "forward", counted(flow.nn))
+    assert vae.guide.distribution_from_features(torch.zeros(1, 32)).log_prob(torch.zeros(1, 4)).isfinite().all()
+    assert len(calls) == 2 * 4  # the control: Pyro's inverse, D = 4 passes per flow
+    calls.clear()
+    mixture = prior()
+    log_p = mixture.log_prob(torch.randn(3, 4))
+    assert log_p.shape == (3,) and torch.isfinite(log_p).all() and not calls
+
+
 def test_samples_pick_a_pseudo_input_uniformly(one_thread):
     """With two far-apart components, half the draws fall near each one's mean."""
     torch.manual_seed(2)
@@ -153,8 +217,9 @@ def test_samples_pick_a_pseudo_input_uniformly(one_thread):
 
 # A subprocess: VampPrior (500 pseudo-inputs) x IAF (2 layers of 320), everything at its default
 # size but the batch, under an address-space limit of its size after start-up plus LIMIT_GB. Its
-# log p(z) without blocks keeps about 300 KB of autograd memory per (z, u_k) pair: 8 x 500 pairs
-# need about 1.2 GB, more than the limit; in blocks a step needs about 0.5 GB whatever the batch.
+# log p(z) through Pyro's inverse without blocks keeps about 300 KB of autograd memory per
+# (z, u_k) pair: 8 x 500 pairs need about 1.2 GB, more than the limit; the one-pass inverse in
+# blocks needs far less.
 LIMIT_GB = 1.0
 STEPS = 2
 MEMORY_SCRIPT = textwrap.dedent("""
@@ -168,7 +233,9 @@ MEMORY_SCRIPT = textwrap.dedent("""
     pyro.settings.set(module_local_params=True)  # as the training engine runs
     batch, steps, limit_gb = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
     if sys.argv[4] == "unblocked":
-        priors.VAMP_BLOCK_BYTES = 2**50  # the control: one block, no recomputation
+        priors.VAMP_BLOCK_BYTES = 2**50  # the control: one block, no recomputation,
+        from pyro_vae.guides.iaf import AmortizedIAF
+        AmortizedIAF.pair_log_prob = None  # and Pyro's inverse, D passes of each flow per pair
     config = resolve_defaults(FitConfig(prior="vamp", guide="iaf", batch_size=batch))
     assert config.prior_components == 500 and config.flow_hidden == 320 and config.latent_dim == 32
     vae = build_vae(config, (1, 28, 28), 10)

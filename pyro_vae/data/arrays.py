@@ -5,7 +5,9 @@ What a file may hold:
   - ``.npz`` or ``.pt`` (a dict of tensors / arrays): ``images`` (or ``x``) and optionally
     ``labels`` (or ``y``); or an own split as ``train_images``, ``test_images`` (optionally
     ``valid_images``) with ``train_labels`` ... (also ``x_train``, ``y_train``, ... as Keras
-    writes them); a ``.pt`` may also hold one tensor, or a tuple (images, labels).
+    writes them); a ``.pt`` may also hold one tensor, or a tuple (images, labels). A ``mask``
+    (own split: ``<part>_mask``) of the images' shape and layout marks missing values: 1 observed,
+    0 missing (:mod:`pyro_vae.data.masks`); training and evaluation then score the observed ones.
 Shapes: (N, H, W) grey images, (N, C, H, W) or (N, H, W, C) with C = 1 or 3, or flat vectors
 (N, D), stored as (N, 1, 1, D). Values: integers 0..255 (8-bit pixels, kept as uint8; bits per
 dimension are reported) or floats in [0, 1] (kept as float32). Anything else -- NaN, inf, values
@@ -15,7 +17,9 @@ which and how many.
 Large files: the images of an ``.npy`` (or of an ``.npz`` member, stored or compressed) are read
 front to back in chunks (:mod:`pyro_vae.data.array_rows`): every row is checked and hashed, and
 only the rows a run uses (``rows``: the first n of each split) are kept and converted, so memory
-holds those rows and one chunk, not the file. A ``.pt`` file is loaded whole (torch.load).
+holds those rows and one chunk, not the file. A ``.pt`` file is loaded whole (torch.load). A mask
+member is read whole (like the labels, at most the images' size; as bools a quarter of float32
+images), checked whole, and only the kept rows' masks are held.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from pyro_vae.data.array_rows import (
 )
 from pyro_vae.data.array_values import ValueCheck
 from pyro_vae.data.images import check_channels, check_image_size, transform_pixels
+from pyro_vae.data.masks import check_mask
 from pyro_vae.data.splits import SPLIT_NAMES, arrange
 from pyro_vae.errors import ConfigError, DataError, PyroVAEError
 from pyro_vae.torch_files import code_in_file
@@ -57,6 +62,8 @@ PART_KEYS = {  # part -> (image keys, label keys)
     "test": (("test_images", "x_test"), ("test_labels", "y_test")),
 }
 CHANNEL_SIZES = (1, 3)
+MASK_KEY = "mask"  # own split: "<part>_mask"
+PartSources = dict[str, tuple[RowSource, "np.ndarray | None", "np.ndarray | None"]]  # part -> (images, labels, mask)
 
 
 @dataclass
@@ -75,6 +82,7 @@ class PreparedArrays:
     cache: Path | None = None
     own_split: bool = False
     split_sizes: tuple[int, int, int] | None = None
+    mask: np.ndarray | None = None  # (N, C, H, W) bool, True where observed; None: every value observed
 
 
 @dataclass
@@ -113,9 +121,11 @@ def prepare_arrays(
     check_channels(channels)
     if not path.is_file():
         raise DataError(f"--data {path}: no such file")
-    with _opened(path) as (sources, checksum):  # {"all": (rows, labels)} or {"train": ..., "test": ...}
-        parts = {name: _part(source, y, path, name) for name, (source, y) in sources.items()}
+    with _opened(path) as (sources, checksum):  # {"all": (rows, labels, mask)} or {"train": ..., "test": ...}
+        parts = {name: _part(source, y, path, name) for name, (source, y, _) in sources.items()}
         try:
+            masks = [_mask(mask, parts[name], path, name) for name, (_, _, mask) in sources.items()]
+            mask = _masks(masks, path, image_size, channels)
             target, own, order, split_sizes = _plan(parts, path, image_size, channels, fractions)
         except PyroVAEError:
             _gather(parts, np.empty(0, dtype=np.int64))  # wrong values are reported first, as they are found
@@ -124,6 +134,8 @@ def prepare_arrays(
         kept = order.numpy()[positions]  # the file's row of each row held, in split order
         pixels = _gather(parts, kept)
         checksum = checksum()
+    if mask is not None:
+        mask = mask[kept]  # the kept rows' masks, in the pixels' split order
     label_array = np.concatenate([part.labels for part in parts.values()])
     num_classes = int(label_array.max()) + 1 if any(part.has_labels for part in parts.values()) else 0
     notes: list[str] = []
@@ -141,7 +153,43 @@ def prepare_arrays(
         notes,
         own_split=own is not None,
         split_sizes=split_sizes,
+        mask=mask,
     )
+
+
+def _mask(mask, part: _Part, path: Path, name: str) -> np.ndarray | None:
+    """A part's mask in the images' layout (N, C, H, W), checked (:func:`check_mask`); None if none."""
+    if mask is None:
+        return None
+    where = f"--data {path}" + ("" if name == "all" else f" ({name} part)")
+    images_shape = (part.source.shape[0], *_laid_out(part))
+    mask = np.asarray(mask)
+    if mask.ndim == len(images_shape) - 1 or (mask.ndim == len(images_shape) and mask.shape[1:] != images_shape[1:]):
+        try:  # stored like the images were: (N, H, W), (N, H, W, C) or (N, D)
+            mask = _layout(mask.shape, where)(mask)
+        except DataError:
+            pass
+    return check_mask(mask, images_shape, where)
+
+
+def _masks(masks: list, path: Path, image_size: int | None, channels: int | None) -> np.ndarray | None:
+    """The parts' masks as one array (None if no part has one); every part needs one if any has."""
+    given = [m is not None for m in masks]
+    if not any(given):
+        return None
+    if not all(given):
+        raise DataError(
+            f"--data {path}: some parts have a mask and some do not; give '<part>_mask' for every part "
+            "(all ones where nothing is missing)"
+        )
+    shape = masks[0].shape
+    resized = image_size is not None and tuple(shape[2:]) != (image_size, image_size)
+    if resized or channels not in (None, shape[1]):
+        raise ConfigError(
+            f"--data {path} holds a mask of missing values, which cannot be resized or converted with "
+            "the images: drop --image-size and --channels, or store the images at the size to train on"
+        )
+    return np.concatenate(masks) if len(masks) > 1 else masks[0]
 
 
 def _plan(
@@ -215,30 +263,30 @@ def _indexing_strides(pixels: np.ndarray, part: _Part) -> np.ndarray:
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[tuple[dict[str, tuple[RowSource, np.ndarray | None]], Callable[[], str]]]:
-    """The parts of the array file ``path`` as row sources with their labels (read whole), and
-    a function giving the file's checksum once the rows have been read."""
+def _opened(path: Path) -> Iterator[tuple[PartSources, Callable[[], str]]]:
+    """The parts of the array file ``path`` as row sources with their labels and masks (read
+    whole), and a function giving the file's checksum once the rows have been read."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         with open(path, "rb") as raw:
             reader = HashingReader(raw)  # the checksum comes from the same pass that reads the rows
             shape, fortran_order, dtype = read_npy_header(reader, f"--data {path}", "file")
             if fortran_order:  # rows are not contiguous: read through a memory map
-                yield {"all": (in_memory(np.load(path, mmap_mode="r")), None)}, lambda: file_checksum(path)
+                yield {"all": (in_memory(np.load(path, mmap_mode="r")), None, None)}, lambda: file_checksum(path)
             else:
-                yield {"all": (streamed(reader, shape, dtype, f"--data {path}"), None)}, reader.checksum
+                yield {"all": (streamed(reader, shape, dtype, f"--data {path}"), None, None)}, reader.checksum
     elif suffix == ".npz":
         with _npz_members(path) as parts:
             yield parts, lambda: file_checksum(path)
     else:
-        parts = {name: (in_memory(np.asarray(x)), y) for name, (x, y) in _read(path).items()}
+        parts = {name: (in_memory(np.asarray(x)), y, mask) for name, (x, y, mask) in _read(path).items()}
         yield parts, lambda: file_checksum(path)
 
 
 @contextmanager
-def _npz_members(path: Path) -> Iterator[dict[str, tuple[RowSource, np.ndarray | None]]]:
-    """The image members of an .npz, streamed (stored or deflated), and its label members, read
-    whole. Its keys are np.load's: member names without ``.npy``."""
+def _npz_members(path: Path) -> Iterator[PartSources]:
+    """The image members of an .npz, streamed (stored or deflated), and its label and mask
+    members, read whole. Its keys are np.load's: member names without ``.npy``."""
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as error:
@@ -247,7 +295,7 @@ def _npz_members(path: Path) -> Iterator[dict[str, tuple[RowSource, np.ndarray |
         members = {name.removesuffix(".npy"): name for name in archive.namelist()}
         parts = {}
         try:
-            for part, (image_key, label_key) in _part_keys(list(members), path).items():
+            for part, (image_key, label_key, mask_key) in _part_keys(list(members), path).items():
                 where = f"--data {path} ({image_key!r})"
                 stream = streams.enter_context(archive.open(members[image_key]))
                 shape, fortran_order, dtype = read_npy_header(stream, where, "array")
@@ -255,14 +303,19 @@ def _npz_members(path: Path) -> Iterator[dict[str, tuple[RowSource, np.ndarray |
                     source = in_memory(read_fortran_array(stream, shape, dtype, where))
                 else:
                     source = streamed(stream, shape, dtype, where)
-                labels = None
-                if label_key is not None:
-                    with archive.open(members[label_key]) as label_stream:
-                        labels = np.lib.format.read_array(label_stream, allow_pickle=False)
-                parts[part] = (source, labels)
+                labels, mask = (
+                    None if key is None else _read_member(archive, members[key]) for key in (label_key, mask_key)
+                )
+                parts[part] = (source, labels, mask)
         except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as error:
             raise DataError(f"--data {path}: not a readable .npz file ({error})") from None
         yield parts
+
+
+def _read_member(archive: zipfile.ZipFile, member: str) -> np.ndarray:
+    """One member of an .npz, read whole."""
+    with archive.open(member) as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
 
 
 def _read(path: Path) -> dict[str, tuple]:
@@ -285,9 +338,9 @@ def _read(path: Path) -> dict[str, tuple]:
                 f"--data {path}: not a readable .pt file of tensors ({type(error).__name__}: {error})"
             ) from None
         if isinstance(content, torch.Tensor):
-            return {"all": (content.numpy(), None)}
+            return {"all": (content.numpy(), None, None)}
         if isinstance(content, (tuple, list)) and len(content) == 2:
-            return {"all": (_numpy(content[0]), _numpy(content[1]))}
+            return {"all": (_numpy(content[0]), _numpy(content[1]), None)}
         if isinstance(content, Mapping):
             return _parts({k: _numpy(v) for k, v in content.items()}, path)
         raise DataError(
@@ -306,11 +359,12 @@ def _numpy(value):
 
 def _parts(content: Mapping, path: Path) -> dict[str, tuple]:
     keys = _part_keys(list(content), path)
-    return {part: (content[x], None if y is None else content[y]) for part, (x, y) in keys.items()}
+    return {part: tuple(None if k is None else content[k] for k in part_keys) for part, part_keys in keys.items()}
 
 
-def _part_keys(keys: list[str], path: Path) -> dict[str, tuple[str, str | None]]:
-    """Which keys hold each part's images and labels: part -> (image key, label key or None)."""
+def _part_keys(keys: list[str], path: Path) -> dict[str, tuple[str, str | None, str | None]]:
+    """Which keys hold each part's images, labels and mask: part -> (image key, label key or None,
+    mask key or None)."""
 
     def first(candidates):
         found = [k for k in candidates if k in keys]
@@ -320,7 +374,7 @@ def _part_keys(keys: list[str], path: Path) -> dict[str, tuple[str, str | None]]
     for name, (image_keys, label_keys) in PART_KEYS.items():
         x = first(image_keys)
         if x is not None:
-            parts[name] = (x, first(label_keys))
+            parts[name] = (x, first(label_keys), first((f"{name}_{MASK_KEY}",)))
     if parts:
         return parts
     x = first(IMAGE_KEYS)
@@ -332,7 +386,7 @@ def _part_keys(keys: list[str], path: Path) -> dict[str, tuple[str, str | None]]
             f"'images' (and labels under 'labels'), or an own split under 'train_images', 'test_images' "
             f"(optionally 'valid_images') with '<part>_labels'"
         )
-    return {"all": (x, first(LABEL_KEYS))}
+    return {"all": (x, first(LABEL_KEYS), first((MASK_KEY,)))}
 
 
 def _part(source: RowSource, y, path: Path, part: str) -> _Part:

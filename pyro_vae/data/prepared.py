@@ -21,13 +21,19 @@ def dataset_from_prepared(
     for count in prepared.counts:
         bounds.append((start, start + count))
         start += count
-    splits = [Split(n, pixels[a:b], labels[a:b]) for n, (a, b) in zip(SPLIT_NAMES, bounds)]
+    mask = getattr(prepared, "mask", None)  # an array file's mask of missing values
+    mask = None if mask is None else torch.from_numpy(mask)
+    splits = [
+        Split(n, pixels[a:b], labels[a:b], None if mask is None else mask[a:b])
+        for n, (a, b) in zip(SPLIT_NAMES, bounds)
+    ]
     record = {
         "data_kind": kind,
         "data_checksum": prepared.checksum,
         "split": split,
         "image_size": image_size,
         "channels": int(pixels.shape[1]),
+        **({"data_mask": True} if mask is not None else {}),
     }
     return Dataset(
         name,

@@ -40,11 +40,13 @@ def intensities(x: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True, eq=False)
 class Split:
     """One split of a data set: ``data`` (N, C, H, W) uint8 pixels or float32 values in [0, 1],
-    and labels (N,) int64 (zeros where the data have no labels)."""
+    and labels (N,) int64 (zeros where the data have no labels); ``mask`` (N, C, H, W) bool, True
+    where a value is observed, when the data came with a mask of missing values."""
 
     name: str  # "train", "valid" or "test"
     data: torch.Tensor
     labels: torch.Tensor
+    mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -71,7 +73,7 @@ class Split:
         """The first ``n`` images and labels (views, no copy), e.g. for tests and small runs."""
         if not 0 <= n <= len(self):
             raise ConfigError(f"cannot take {n} images of the {self.name} split: it has {len(self):,}.")
-        return Split(self.name, self.data[:n], self.labels[:n])
+        return Split(self.name, self.data[:n], self.labels[:n], None if self.mask is None else self.mask[:n])
 
 
 @dataclass(frozen=True, eq=False)

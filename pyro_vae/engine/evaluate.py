@@ -23,6 +23,7 @@ from ..evaluation import DEFAULT_KS, evaluate_log_px
 from ..evaluation.iwae import DEFAULT_MEMORY_BUDGET_MB
 from ..plots import plot_khat_histogram, plot_log_px_against_k
 from ..variants import variant_of
+from ..variants.missing import OBSERVED_QUANTITY, split_masks
 from .fabric import build_fabric, gather_objects, launch
 from .load import load
 from .loop import say
@@ -157,6 +158,9 @@ def evaluate_run(
     # the variant says what is estimated: log p(x); CVAE: log p(x | y) given the true labels;
     # M2: log p(x) = log sum_y p(x, y), y summed exactly
     label_args, quantity = variant_of(config).log_px_inputs(labels, vae.num_classes)
+    masks = split_masks(config, part, images.shape[0])  # missing pixels: each image's observed values
+    if masks is not None:  # the masked model takes them where it takes labels: log p(x_observed)
+        label_args, quantity = {"labels": masks}, OBSERVED_QUANTITY
     progress = progress and main
     log(
         f"evaluate: {run_dir} ({checkpoint}.pt), {images.shape[0]:,} images, K = {k}; {quantity}; {description}"
@@ -182,15 +186,19 @@ def evaluate_run(
         **shard,
     )
     log(result.table())
+    if masks is not None:
+        log(f"  log p_K(x) above is {OBSERVED_QUANTITY}; {1 - float(masks.float().mean()):.1%} of the values missing")
     entry = {
         **result.summary(),
         "quantity": quantity,
+        **({"missing_fraction": 1 - float(masks.float().mean())} if masks is not None else {}),
         "checkpoint": checkpoint,
         "binarization": description,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "processes": fabric.world_size,
     }
-    if dataset.bits == 8 and config.binarize == "none":  # 8-bit pixels scored as they are
+    # 8-bit pixels scored as they are (bits per dimension count every value: not for missing pixels)
+    if dataset.bits == 8 and config.binarize == "none" and masks is None:
         bits = vae.model.likelihood.bits_per_dim
         entry["bits_per_dim"] = bits(entry["log_px_mean"], dataset.dims)
         entry["elbo_bits_per_dim"] = bits(entry["elbo_mean"], dataset.dims)

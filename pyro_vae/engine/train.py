@@ -103,8 +103,8 @@ def run(
 def _run(config: FitConfig, resume: str | None, fabric, pieces: dict | None = None, keywords: bool = False) -> dict:
     with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
         dataset = load_data(config, log=say if fabric.is_global_zero else (lambda _line: None), rows=rows_used(config))
+    config = config.replace(**data_record(dataset, config))  # config.json records the data (and its mask)
     check_data(config, dataset)  # e.g. a kind that takes labels needs labelled data
-    config = config.replace(**data_record(dataset, config))  # config.json records the data
     check_training_memory(config, dataset, fabric.device)  # refuse a run that cannot fit, with the fix
     vae = None
     if pieces:

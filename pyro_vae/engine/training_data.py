@@ -7,6 +7,7 @@ import torch
 from ..data import evaluation_images
 from ..data.binarize import EVALUATION_SEED
 from ..variants import EvalSet
+from ..variants.missing import split_masks
 
 TRAIN_EVAL_SIZE = 10_000  # training images on which the per-epoch train ELBO is measured
 
@@ -26,8 +27,12 @@ def training_split(dataset, config):
     too (the standard 60,000 / 10,000 split of MNIST), then the first ``--train-size`` images."""
     train = dataset.train
     if config.train_on_validation:
+        masks = (train.mask, dataset.valid.mask)  # the data's own masks of missing values, if any
         train = type(train)(
-            train.name, torch.cat([train.images, dataset.valid.images]), torch.cat([train.labels, dataset.valid.labels])
+            train.name,
+            torch.cat([train.images, dataset.valid.images]),
+            torch.cat([train.labels, dataset.valid.labels]),
+            None if masks[0] is None else torch.cat(masks),
         )
     if config.train_size is not None:
         train = train.subset(config.train_size)
@@ -49,5 +54,14 @@ def evaluation_sets(config, dataset, train, likelihood, device: torch.device) ->
         images, description = evaluation_images(split, config.binarize, seed, limit=n)
         if likelihood is not None:
             likelihood.check_data(images[:n], "none")
-        sets.append(EvalSet(split.name, images[:n].to(device), split.labels[:n].to(device), description))
+        mask = split_masks(config, split, n)  # None unless pixels are missing
+        sets.append(
+            EvalSet(
+                split.name,
+                images[:n].to(device),
+                split.labels[:n].to(device),
+                description,
+                None if mask is None else mask.to(device),
+            )
+        )
     return sets

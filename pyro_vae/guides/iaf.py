@@ -14,6 +14,7 @@ from pyro.distributions.transforms import Permute, conditional_affine_autoregres
 from torch import nn
 
 from ..torch_networks import TorchNetwork
+from .autoregressive_inverse import InversePlan, inverse_plan, invert_conditioned
 from .base import AmortizedGuide, positive_scale
 
 
@@ -39,6 +40,7 @@ class AmortizedIAF(AmortizedGuide):
         # distribution() registers them with pyro.module
         self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1))
         self.orders_on_host: list[torch.Tensor] | None = None
+        self.inverse_plans: list[InversePlan] | None = None
         self.read_orders()
         self.register_load_state_dict_post_hook(AmortizedIAF.read_orders)  # the loaded orders
 
@@ -48,9 +50,14 @@ class AmortizedIAF(AmortizedGuide):
         VampPrior's log q(z | u_k) needs, loops over the order and indexes a Python list with each
         entry: with the order on a GPU that reads the device once per latent dimension and flow,
         with a CPU copy never. The orders are buffers (saved, loaded, moved), read here at
-        construction and after every ``load_state_dict``."""
+        construction and after every ``load_state_dict``, with the schedule of each flow's one-pass
+        inverse (:func:`pyro_vae.guides.autoregressive_inverse.inverse_plan`), read off its masks."""
         orders = [flow.nn.permutation for flow in self.flows]
-        self.orders_on_host = None if any(o.device.type == "meta" for o in orders) else [o.cpu() for o in orders]
+        if any(o.device.type == "meta" for o in orders):
+            self.orders_on_host, self.inverse_plans = None, None
+            return
+        self.orders_on_host = [o.cpu() for o in orders]
+        self.inverse_plans = [inverse_plan(flow.nn) for flow in self.flows]
 
     def features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's features h(x[, y])  (..., B, F); with Pyro's global param store in use,
@@ -60,14 +67,37 @@ class AmortizedIAF(AmortizedGuide):
         return super().features(x, y)
 
     def log_prob_bytes(self) -> int:
-        """About the memory autograd keeps per point of ``log_prob``. Evaluating the density of a
-        given z inverts each autoregressive transform: D sequential passes through its network,
-        each keeping the input (context F + D), two hidden layers (before and after the ReLU) and
-        the output (2 D)."""
-        latent, features = self.loc_head.out_features, self.loc_head.in_features
-        hidden = self.flow_hidden
-        per_pass = features + latent + 4 * hidden + 2 * latent + 4 * latent
-        return 4 * len(self.flows) * latent * per_pass
+        """About the memory autograd keeps per (z, pseudo-input) pair of :meth:`pair_log_prob`:
+        per flow every hidden unit once and a few (D,) rows, and the pending pre-activations of
+        one step (old and new) on top."""
+        latent, hidden = self.loc_head.out_features, 2 * self.flow_hidden
+        kept = len(self.flows) * (hidden + 8 * latent) + 4 * latent
+        return 4 * (kept + 2 * (hidden + 2 * latent))
+
+    def pair_log_prob(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """log q(z_n | h_k) for every pair: z (n, D) against the features h (c, F) -> (n, c).
+
+        The density of a given z inverts the flows; each inversion runs once over all n c pairs in
+        about one pass of its network (:func:`~pyro_vae.guides.autoregressive_inverse.invert_conditioned`),
+        where Pyro's inverse takes D passes per pair. Equal to
+        ``distribution_from_features(h).log_prob(z[:, None])`` in value and gradient."""
+        if self.inverse_plans is None:  # no host copy of the masks (built on ``meta``)
+            q = self.distribution_from_features(h)  # batch (c,), event (D,)
+            return q.log_prob(z.unsqueeze(-2).expand(z.shape[0], h.shape[0], z.shape[-1]))
+        log_q = torch.zeros((), dtype=z.dtype, device=z.device)
+        y = z.unsqueeze(-2)  # (n, 1, D): the flows' output for every pseudo-input
+        for i in reversed(range(len(self.flows))):  # z = f_L(... f_1(z_0)): undo f_L first
+            flow = self.flows[i]
+            transform = flow.condition(h)  # its clipping of s (no computation)
+            if transform.stable:
+                raise ValueError("pair_log_prob covers the affine autoregressive transform's non-stable form")
+            clip = (transform.log_scale_min_clip, transform.log_scale_max_clip)
+            y, log_det = invert_conditioned(flow.nn, self.inverse_plans[i], h, y, *clip)  # (n, c, D), (n, c)
+            log_q = log_q - log_det
+            if i:
+                y = y[..., self.reverse]  # undo Permute(reverse): the reversal is its own inverse
+        loc, scale = self.loc_head(h), positive_scale(self.scale_head(h))  # (c, D)
+        return log_q + dist.Normal(loc, scale).to_event(1).log_prob(y)  # (n, c)
 
     def distribution_from_features(self, h: torch.Tensor) -> dist.TorchDistribution:
         """q(z | x) from the encoder's features h(x) (B, F): batch (B,), event (D,)."""

@@ -121,15 +121,16 @@ class VampMixture(TorchDistribution):
     """p(z) = (1/K) sum_k q(z | u_k), given the guide and its features h(u_k) of the K pseudo-inputs.
 
     For a diagonal Normal guide, ``log_prob(z)`` takes the (N, K) matrix log q(z_n | u_k) in closed
-    form (:func:`diagonal_normal_log_densities`). For any other guide (low-rank, IAF) it computes
-    that matrix in blocks of about ``block_bytes`` of autograd memory each (the guide's
-    ``log_prob_bytes()`` per pair). While gradients are recorded, each block is wrapped in
+    form (:func:`diagonal_normal_log_densities`). For any other guide it computes that matrix in
+    blocks of about ``block_bytes`` of autograd memory each (the guide's ``log_prob_bytes()`` per
+    pair), each block by the guide's ``pair_log_prob(z, h)`` where it has one (all pairs of the
+    block at once: the low-rank guide's Woodbury form, the IAF guide's one-pass inverse of its
+    flows), else by its distribution's ``log_prob``. While gradients are recorded, each block is wrapped in
     ``torch.utils.checkpoint``: the forward pass keeps only the block's (n, c) result and the
     backward pass recomputes the block's graph, one block at a time (so gradients come from
     ``.backward()``, not ``torch.autograd.grad``). Values and gradients are those of the unblocked
-    expression; the memory does not grow with N x K. This is what lets an IAF guide's VampPrior
-    fit: the density of a given z under a flow inverts it in D sequential passes, each kept for
-    autograd, for every one of the N x K pairs (about 21 GB for a batch of 128 against 500 pseudo-inputs).
+    expression; the memory does not grow with N x K. Through Pyro's inverse of a flow (D sequential
+    passes, each kept for autograd) a batch of 128 against 500 pseudo-inputs would need about 21 GB.
     """
 
     arg_constraints: dict = {}
@@ -155,7 +156,12 @@ class VampMixture(TorchDistribution):
         return self.features.shape[0]
 
     def _block(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """log q(z_n | u_k) for z (n, D) and the features h (c, F) of c pseudo-inputs -> (n, c)."""
+        """log q(z_n | u_k) for z (n, D) and the features h (c, F) of c pseudo-inputs -> (n, c):
+        the guide's ``pair_log_prob`` where it has one, else its distribution's ``log_prob``
+        over the (n, c) grid of pairs."""
+        pair_log_prob = getattr(self.guide, "pair_log_prob", None)
+        if pair_log_prob is not None:
+            return pair_log_prob(z, h)
         q = self.guide.distribution_from_features(h)  # batch (c,), event (D,)
         return q.log_prob(z.unsqueeze(-2).expand(z.shape[0], h.shape[0], z.shape[-1]))  # (n, c)
 

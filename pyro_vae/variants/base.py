@@ -24,10 +24,12 @@ from ..data import DeviceBatches, intensities
 from ..errors import ConfigError
 from ..evaluation import eval_mode
 from ..guides import GUIDES
+from ..guides.missing import MissingPixelsGuide
 from ..models import LIKELIHOODS, PRIORS
 from ..nets import NetSpec, build_decoder, initialize_linear_layers
 from ..objectives import ELBOS, JIT_ELBOS, JitELBO, Scaled, beta_at, elbo_terms
 from ..vae import VAE
+from .missing import missing_pixels_spec
 from .objective import check_objective
 
 EVAL_BATCH_SIZE = 1000  # images per seeded chunk of the per-epoch ELBO
@@ -48,6 +50,7 @@ class EvalSet:
     images: torch.Tensor
     labels: torch.Tensor
     description: str
+    mask: torch.Tensor | None = None  # (N, C, H, W) bool, True where observed; None: all observed
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
@@ -100,6 +103,9 @@ class Variant:
     conditions_on_labels: ClassVar[bool] = False  # ELBO / log p(x) given the true labels
     sums_over_labels: ClassVar[bool] = False  # log p(x) = log sum_y p(x, y): one pass per label
     prior_given_labels: ClassVar[bool] = False  # p(z | y): the prior's given_labels class is built
+    # missing pixels (--missing-rate, a mask with the data): the kind builds build_masked_model and
+    # takes (x, mask) batches; see pyro_vae.variants.missing
+    takes_missing_pixels: ClassVar[bool] = False
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
@@ -178,14 +184,18 @@ class Variant:
         )
         if likelihood is None:
             likelihood = LIKELIHOODS.build(config.likelihood, tuple(image_shape), config)
-        if guide is None:
-            guide = GUIDES.build(config.guide, spec, config)  # q(z | x), or q(z | x, y) when cond_dim > 0
+        masked = config.masked and cls.takes_missing_pixels
+        if guide is None:  # q(z | x), or q(z | x, y) when cond_dim > 0; q(z | x_obs, m) when masked
+            guide = GUIDES.build(config.guide, missing_pixels_spec(spec) if masked else spec, config)
+        if masked:
+            guide = MissingPixelsGuide(guide)
         if prior is None:
             prior = cls.build_prior(config, spec, guide, num_classes)
         guide = cls.wrap_guide(guide, config, spec, num_classes)
         check_objective(config, prior, guide)
         decoder = build_decoder(config.net, spec, likelihood.params_per_pixel)
-        vae = VAE(cls.build_model(prior, decoder, likelihood, num_classes), guide)
+        build_model = cls.build_masked_model if masked else cls.build_model
+        vae = VAE(build_model(prior, decoder, likelihood, num_classes), guide)
         initialize_linear_layers(vae, config.init)  # --init: the papers' schemes
         vae.config = config
         vae.image_shape = tuple(image_shape)
@@ -205,6 +215,11 @@ class Variant:
 
     @classmethod
     def build_model(cls, prior, decoder, likelihood, num_classes: int):
+        raise NotImplementedError
+
+    @classmethod
+    def build_masked_model(cls, prior, decoder, likelihood, num_classes: int):
+        """The model scored on the observed values, ``model(x, mask)`` (kinds that take missing pixels)."""
         raise NotImplementedError
 
     # -- evaluation (no run needed) ------------------------------------------------------------
@@ -246,12 +261,17 @@ class Variant:
         cfg = self.config
         check_objective(cfg, vae.model.prior, vae.guide)  # also for a VAE built outside the config
         self.num_train = len(train)
-        self.batches = self._batches(train.data, train.labels, cfg.batch_size, cfg.seed)  # uint8 or floats
+        # images uint8 or floats; with each its label, or its mask of observed values (missing pixels)
+        self.batches = self._batches(train.data, self.batch_companions(train), cfg.batch_size, cfg.seed)
         # Pyro's ELBO module, called as loss(x, y, data_scale, beta)
         self.loss = ELBOS.build(cfg.elbo, cfg.particles, cfg)(Scaled(vae.model), Scaled(vae.guide))
         if cfg.jit:
             self.loss = JitELBO(self.loss)
         return f"{self.num_train:,} training images"
+
+    def batch_companions(self, train) -> torch.Tensor:
+        """What comes with each training image in a batch: its label (N,)."""
+        return train.labels
 
     def __len__(self) -> int:
         """Optimizer steps per epoch."""

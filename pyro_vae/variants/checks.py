@@ -19,6 +19,7 @@ from ..models.priors import PRIORS
 from ..nets import ENCODERS
 from ..objectives import ELBO_OPTIONS, ELBOS, elbo_takes
 from .kinds import variant_of
+from .missing import check_data_masks, missing_pixels_problems
 
 DEFAULT_DATASET = "mnist"  # without --data or --dataset
 
@@ -82,6 +83,7 @@ def problems(config: FitConfig) -> list[str]:
             "(it applies to --lr-schedule exponential)"
         )
     found += variant_of(config).config_problems(config)
+    found += missing_pixels_problems(config, variant_of(config))
     found += _elbo_option_problems(config)
     if getattr(ELBOS.resolve(config.elbo), "weighs_sites_alike", False) and (
         config.beta != 1 or config.warmup_epochs > 0
@@ -135,5 +137,7 @@ def checked(config: FitConfig) -> FitConfig:
 
 
 def check_data(config: FitConfig, dataset) -> None:
-    """Raise :class:`ConfigError` if ``config``'s model kind cannot train on ``dataset``."""
+    """Raise :class:`ConfigError` if ``config``'s model kind cannot train on ``dataset``, or its
+    masks of missing values disagree with ``config``."""
+    check_data_masks(config, dataset)
     variant_of(config).check_data(dataset, config)
