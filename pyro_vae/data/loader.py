@@ -10,7 +10,7 @@ and refuses data that changed; data that moved are pointed at with ``--data NEW_
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pyro_vae.data.arrays import ARRAY_EXTENSIONS, prepare_arrays
@@ -35,10 +35,14 @@ def load_own_data(
     skip_bad_images: bool = False,
     log: Callable[[str], object] = print,
     verify: bool = False,
+    rows: Mapping[str, int | None] | None = None,
 ) -> Dataset:
     """A folder of images or an array file (see :mod:`.folder` and :mod:`.arrays`) as a Dataset.
     ``verify`` hashes every image of a folder again rather than trusting its listing (names, sizes,
-    modification times); an array file is always hashed."""
+    modification times); an array file is always hashed. ``rows`` (split name -> n; None: all):
+    of an array file, only the first n rows of each split are kept (every row is still read and
+    checked), and the splits hold only those; a folder's splits are views of its cache and hold
+    every row."""
     path = Path(path).expanduser()
     fractions = None if split is None else parse_split(split)
     if path.is_dir():
@@ -60,7 +64,7 @@ def load_own_data(
                 f"folder of images or an array file ending in {', '.join(ARRAY_EXTENSIONS)}"
             )
         kind = ARRAY_FILE
-        prepared = prepare_arrays(path, image_size=image_size, channels=channels, fractions=fractions)
+        prepared = prepare_arrays(path, image_size=image_size, channels=channels, fractions=fractions, rows=rows)
     else:
         raise DataError(f"--data {path}: no such file or folder")
     own_split = prepared.own_split
@@ -77,8 +81,15 @@ def load_own_data(
     return dataset
 
 
-def load_data(config, *, log: Callable[[str], object] = print, data: str | Path | None = None) -> Dataset:
+def load_data(
+    config,
+    *,
+    log: Callable[[str], object] = print,
+    data: str | Path | None = None,
+    rows: Mapping[str, int | None] | None = None,
+) -> Dataset:
     """The data of a run: ``config.data`` (or ``data``, where it moved) or ``config.dataset``.
+    ``rows``: of an array file, keep only the first n rows of each split (:func:`load_own_data`).
 
     With a recorded ``config.data_checksum`` (a run's config.json), every file's content is hashed
     again (a listing with unchanged names, sizes and modification times is not trusted) and data
@@ -103,6 +114,7 @@ def load_data(config, *, log: Callable[[str], object] = print, data: str | Path 
             skip_bad_images=config.skip_bad_images,
             log=log,
             verify=bool(config.data_checksum),
+            rows=rows,
         )
     else:
         if config.split is not None:

@@ -149,7 +149,9 @@ def evaluate_run(
             f"{fits} or less, or a larger --memory-mb"
         )
     with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
-        dataset = load_data(config, log=log, data=data)  # the run's data, checked against its checksum
+        # the run's data, checked against its checksum; of an array file, only the images evaluated
+        rows = {name: limit if name == split else 0 for name in SPLITS}
+        dataset = load_data(config, log=log, data=data, rows=rows)
     part = getattr(dataset, split)
     images, description = evaluation_images(part, config.binarize, limit=limit)  # seed 0 for every run
     labels = part.labels[:limit]

@@ -26,6 +26,7 @@ from .memory import check_training_memory
 from .peers import describe_ended, ended_ranks, lost_peer, lost_process_message
 from .run_config import RESUMABLE_CHANGES, read_run_config
 from .run_folder import claim
+from .training_data import rows_used
 
 # why training ended before --epochs, as the final line says it
 STOPPED_NOTES = {
@@ -125,7 +126,7 @@ def _run(
     config: FitConfig, resume: str | None, fabric, processes: list, pieces: dict | None = None, keywords: bool = False
 ) -> dict:
     with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
-        dataset = load_data(config, log=say if fabric.is_global_zero else (lambda _line: None))
+        dataset = load_data(config, log=say if fabric.is_global_zero else (lambda _line: None), rows=rows_used(config))
     config = config.replace(**data_record(dataset, config))  # config.json records the data (and its mask)
     check_data(config, dataset)  # e.g. a kind that takes labels needs labelled data
     check_training_memory(config, dataset, fabric.device)  # refuse a run that cannot fit, with the fix

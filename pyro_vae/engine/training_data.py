@@ -12,6 +12,16 @@ from ..variants.missing import split_masks
 TRAIN_EVAL_SIZE = 10_000  # training images on which the per-epoch train ELBO is measured
 
 
+def rows_used(config) -> dict[str, int | None]:
+    """How many rows of each split (from its start; None: all) a run of ``config`` reads: the
+    first ``--train-size`` training images (all of them, and all validation images, with
+    ``--train-on-validation``), whose first ``TRAIN_EVAL_SIZE`` are its training evaluation set,
+    and the first ``--eval-size`` validation and test images."""
+    if config.train_on_validation:
+        return {"train": None, "valid": None, "test": config.eval_size}
+    return {"train": config.train_size, "valid": config.eval_size, "test": config.eval_size}
+
+
 def training_split(dataset, config):
     """The training split as ``config`` says: with ``--train-on-validation`` the validation images
     too (the standard 60,000 / 10,000 split of MNIST), then the first ``--train-size`` images."""
