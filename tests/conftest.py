@@ -47,3 +47,9 @@ def ppca():
     from pyro_vae.models.ppca import PPCA
 
     return PPCA.random(6, 3, sigma=0.5, seed=1)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject.toml): two worker processes, one torch thread each, or one on a
+    machine with a single core; a test that starts processes of its own puts a timeout on them."""
+    return min(2, os.cpu_count() or 1)
