@@ -1,9 +1,9 @@
-"""Benchmark: seconds per training step of every guide (diag, lowrank, iaf) with the VampPrior and
+"""Benchmark: seconds per training step of every guide (diag, lowrank, iaf, maf) with the VampPrior and
 the mixture prior, the standard prior for reference, at the defaults, alternating in one process.
 
 Each pair is the default model (``python -m pyro_vae.fit`` without flags but ``--prior`` and
 ``--guide``: batch 128, latent 32, hidden 512-512, 500 pseudo-inputs or 10 mixture components,
-two IAF layers of 320), trained the way the engine trains it: Pyro's ELBO module over the model
+two IAF or MAF layers of 320), trained the way the engine trains it: Pyro's ELBO module over the model
 and guide, scaled to the training set, one torch Adam step per call, on random binary images
 (speed does not depend on the pixels). One torch thread. The calls alternate (A B C ... A B C)
 so drifts in machine load hit every pair; each call's wall time and the CPU time of the process
@@ -45,6 +45,9 @@ PAIRS = (
     ("vamp", "diag"),
     ("vamp", "lowrank"),
     ("vamp", "iaf"),
+    ("standard", "maf"),
+    ("mog", "maf"),
+    ("vamp", "maf"),
 )
 IMAGE_SHAPE = (1, 28, 28)
 TRAINING_IMAGES = 50_000  # MNIST's training split without the validation images, as fit trains
