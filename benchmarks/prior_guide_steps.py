@@ -69,10 +69,12 @@ def alternate_timed(blocks: dict, repeats: int, warmup: int = 1) -> tuple[dict, 
     return wall, cpu
 
 
-def training_step(prior: str, guide: str, seed: int):
-    """One Adam step of the default model with this prior and guide, as a function of no arguments."""
+def training_step(prior: str, guide: str, seed: int, flow_hidden: int | None = None):
+    """One Adam step of the default model with this prior and guide (and ``flow_hidden``, if given:
+    the width of the flow guides' networks), as a function of no arguments."""
     pyro.set_rng_seed(seed)
-    config = resolve_defaults(FitConfig(prior=prior, guide=guide))
+    sizes = {} if flow_hidden is None else {"flow_hidden": flow_hidden}
+    config = resolve_defaults(FitConfig(prior=prior, guide=guide, **sizes))
     vae = build_vae(config, IMAGE_SHAPE, 10)
     loss = build_elbo("trace", 1)(Scaled(vae.model), Scaled(vae.guide))
     images = torch.rand(config.batch_size, *IMAGE_SHAPE).round()
@@ -136,16 +138,20 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps of each pair, alternating")
     parser.add_argument("--pairs", default=",".join(f"{p}+{g}" for p, g in PAIRS), help="prior+guide,...")
     parser.add_argument("--density-components", type=int, default=0, help="K of the density comparison (0: none)")
+    parser.add_argument("--flow-hidden", type=int, default=None, help="width of the flow guides' networks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/prior_guide_steps.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     pyro.settings.set(module_local_params=True)  # as the training engine runs
-    result = {**machine(), "repeats": args.repeats, "training_images": TRAINING_IMAGES, "pairs": {}}
+    result = {**machine(), "repeats": args.repeats, "flow_hidden": args.flow_hidden, "pairs": {}}
+    result["training_images"] = TRAINING_IMAGES
     steps, configs = {}, {}
     for pair in args.pairs.split(","):
         prior, guide = pair.split("+")
-        steps[f"{prior} + {guide}"], configs[f"{prior} + {guide}"] = training_step(prior, guide, args.seed)
+        steps[f"{prior} + {guide}"], configs[f"{prior} + {guide}"] = training_step(
+            prior, guide, args.seed, args.flow_hidden
+        )
     wall, cpu = alternate_timed(steps, args.repeats)
     median = medians(cpu)
     for name, config in configs.items():
