@@ -1,9 +1,9 @@
-"""Benchmark: seconds per training step of every guide (diag, lowrank, iaf) with the VampPrior and
+"""Benchmark: seconds per training step of every guide (diag, lowrank, iaf, maf) with the VampPrior and
 the mixture prior, the standard prior for reference, at the defaults, alternating in one process.
 
 Each pair is the default model (``python -m pyro_vae.fit`` without flags but ``--prior`` and
 ``--guide``: batch 128, latent 32, hidden 512-512, 500 pseudo-inputs or 10 mixture components,
-two IAF layers of 320), trained the way the engine trains it: Pyro's ELBO module over the model
+two IAF or MAF layers of 320), trained the way the engine trains it: Pyro's ELBO module over the model
 and guide, scaled to the training set, one torch Adam step per call, on random binary images
 (speed does not depend on the pixels). One torch thread. The calls alternate (A B C ... A B C)
 so drifts in machine load hit every pair; each call's wall time and the CPU time of the process
@@ -45,6 +45,9 @@ PAIRS = (
     ("vamp", "diag"),
     ("vamp", "lowrank"),
     ("vamp", "iaf"),
+    ("standard", "maf"),
+    ("mog", "maf"),
+    ("vamp", "maf"),
 )
 IMAGE_SHAPE = (1, 28, 28)
 TRAINING_IMAGES = 50_000  # MNIST's training split without the validation images, as fit trains
@@ -66,10 +69,12 @@ def alternate_timed(blocks: dict, repeats: int, warmup: int = 1) -> tuple[dict, 
     return wall, cpu
 
 
-def training_step(prior: str, guide: str, seed: int):
-    """One Adam step of the default model with this prior and guide, as a function of no arguments."""
+def training_step(prior: str, guide: str, seed: int, flow_hidden: int | None = None):
+    """One Adam step of the default model with this prior and guide (and ``flow_hidden``, if given:
+    the width of the flow guides' networks), as a function of no arguments."""
     pyro.set_rng_seed(seed)
-    config = resolve_defaults(FitConfig(prior=prior, guide=guide))
+    sizes = {} if flow_hidden is None else {"flow_hidden": flow_hidden}
+    config = resolve_defaults(FitConfig(prior=prior, guide=guide, **sizes))
     vae = build_vae(config, IMAGE_SHAPE, 10)
     loss = build_elbo("trace", 1)(Scaled(vae.model), Scaled(vae.guide))
     images = torch.rand(config.batch_size, *IMAGE_SHAPE).round()
@@ -133,16 +138,20 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps of each pair, alternating")
     parser.add_argument("--pairs", default=",".join(f"{p}+{g}" for p, g in PAIRS), help="prior+guide,...")
     parser.add_argument("--density-components", type=int, default=0, help="K of the density comparison (0: none)")
+    parser.add_argument("--flow-hidden", type=int, default=None, help="width of the flow guides' networks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/prior_guide_steps.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     pyro.settings.set(module_local_params=True)  # as the training engine runs
-    result = {**machine(), "repeats": args.repeats, "training_images": TRAINING_IMAGES, "pairs": {}}
+    result = {**machine(), "repeats": args.repeats, "flow_hidden": args.flow_hidden, "pairs": {}}
+    result["training_images"] = TRAINING_IMAGES
     steps, configs = {}, {}
     for pair in args.pairs.split(","):
         prior, guide = pair.split("+")
-        steps[f"{prior} + {guide}"], configs[f"{prior} + {guide}"] = training_step(prior, guide, args.seed)
+        steps[f"{prior} + {guide}"], configs[f"{prior} + {guide}"] = training_step(
+            prior, guide, args.seed, args.flow_hidden
+        )
     wall, cpu = alternate_timed(steps, args.repeats)
     median = medians(cpu)
     for name, config in configs.items():

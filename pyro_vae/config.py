@@ -215,13 +215,14 @@ class FitConfig:
     guide: str = _opt(
         "diag",
         "q(z|x): a diagonal Normal; a Normal with covariance W W^T + diag (rank --guide-rank); "
-        "or an inverse autoregressive flow (--flow-layers layers)",
+        "an inverse autoregressive flow (--flow-layers layers); or a masked autoregressive flow (the same "
+        "layers inverted: one-pass density of a given z, for --prior vamp)",
         choices="pyro_vae.guides:GUIDES",
         group="model",
     )
     guide_rank: int = _opt(4, "rank of the low-rank covariance factor of --guide lowrank", group="model")
-    flow_layers: int = _opt(2, "number of affine autoregressive transforms of --guide iaf", group="model")
-    flow_hidden: int = _opt(320, "hidden width of each IAF transform's autoregressive network", group="model")
+    flow_layers: int = _opt(2, "number of affine autoregressive transforms of --guide iaf or maf", group="model")
+    flow_hidden: int = _opt(320, "hidden width of each IAF/MAF transform's autoregressive network", group="model")
     elbo: str = _opt(
         "trace",
         "Trace_ELBO (Monte-Carlo KL), TraceMeanField_ELBO (analytic KL), the importance-"

@@ -286,7 +286,7 @@ def score_free_gradient(vae, x):
     return torch.cat([p.grad.reshape(-1) for p in vae.guide.parameters()])
 
 
-@pytest.mark.parametrize("guide", ["diag", "lowrank", "iaf", "extensions_example:FullCovarianceGuide"])
+@pytest.mark.parametrize("guide", ["diag", "lowrank", "iaf", "maf", "extensions_example:FullCovarianceGuide"])
 def test_stl_removes_exactly_the_score_term_for_every_guide(guide):
     """The handler needs nothing of the guide's class: for the built-in guides and a user's own,
     STL's guide gradient equals the ELBO's gradient minus the score term computed directly (float64;

@@ -10,6 +10,7 @@ from .diagonal import AmortizedDiagonalNormal
 from .hierarchical import HierarchicalGuide, build_burda_two_layer, build_hierarchical_guide, build_hierarchical_vae
 from .iaf import AmortizedIAF
 from .lowrank import AmortizedLowRankNormal
+from .maf import AmortizedMAF
 
 
 def _guide_arguments(spec, config) -> dict:
@@ -44,6 +45,15 @@ GUIDES.register("iaf")(
         num_classes=spec.cond_dim,
     )
 )
+GUIDES.register("maf")(
+    lambda spec, config: AmortizedMAF(
+        build_encoder(config.net, spec),
+        spec.latent_dim,
+        config.flow_layers,
+        config.flow_hidden,
+        num_classes=spec.cond_dim,
+    )
+)
 
 __all__ = [
     "GUIDES",
@@ -51,6 +61,7 @@ __all__ = [
     "AmortizedGuide",
     "AmortizedIAF",
     "AmortizedLowRankNormal",
+    "AmortizedMAF",
     "HierarchicalGuide",
     "build_burda_two_layer",
     "build_hierarchical_guide",
