@@ -145,7 +145,8 @@ def fit(
         cfg = FitConfig.from_dict({**given, **strings}, source="pyro_vae.fit options", keywords=True)
         if classes:
             cfg = cfg.replace(**classes)
-        cfg = checked(cfg)  # records the classes' import paths; refuses a bad combination before training
+        # records the classes' import paths; refuses a bad combination before training
+        cfg = checked(cfg, keywords=True)
     summary = run_fit(cfg, resume, overwrite=overwrite, pieces=objects, keywords=True)
     out = Path(cfg.out)
     vae = load(out, device=resolve_device(cfg.accelerator))

@@ -31,6 +31,19 @@ def spelled(name: str, value: Any = None, *, keywords: bool = False) -> str:
     return written if value is None or value is True else f"{written} {value}"
 
 
+def spelled_choices(name: str, values, *, keywords: bool = False, joiner: str = "or") -> str:
+    """Several values of one option, as its user writes them: ``elbo='iwae' or elbo='miwae'``
+    with ``keywords``, else ``--elbo iwae or miwae``; ``joiner`` the word between them."""
+    if keywords:
+        return f" {joiner} ".join(spelled(name, value, keywords=True) for value in values)
+    return spelled(name, f" {joiner} ".join(map(str, values)))
+
+
+def spelled_value(value: Any, *, keywords: bool = False) -> str:
+    """A value alone, as its user writes it: Python's ``'iwae'`` with ``keywords``, else ``iwae``."""
+    return repr(value) if keywords else str(value)
+
+
 def coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
     """Convert a value from JSON/YAML/the command line to the field's type, or explain why not."""
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))

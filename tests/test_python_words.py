@@ -82,3 +82,65 @@ def test_a_chosen_label_on_a_plain_vae_is_refused_in_python_words(one_epoch):
     message = str(caught.value)
     assert "label=3 asks for a chosen class" in message and "model='vae'" in message, message
     assert "--" not in message, message
+
+
+# A cross-field refusal: the options as pyro_vae.fit takes them, the same as flags, and what the
+# message says in each (Python's words, the flags' words).
+CROSS_FIELD_REFUSALS = {
+    "m2 with a reparameterized bound": (
+        dict(model="m2", elbo="iwae"),
+        ["--model", "m2", "--elbo", "iwae"],
+        ["elbo='iwae' differentiates", "use elbo='trace'"],
+        ["--elbo iwae differentiates", "use --elbo trace"],
+    ),
+    "the VampPrior with m2": (
+        dict(model="m2", prior="vamp", elbo="meanfield"),
+        ["--model", "m2", "--prior", "vamp", "--elbo", "meanfield"],
+        ["model='m2' takes prior='standard' or ", "use elbo='trace', not 'meanfield'"],
+        ["--model m2 takes --prior standard or ", "use --elbo trace, not meanfield"],
+    ),
+    "an activation for a net that has its own": (
+        dict(net="conv", activation="tanh"),
+        ["--net", "conv", "--activation", "tanh"],
+        ["activation applies to net='mlp'", "net='conv' has its own", "(drop activation='tanh')"],
+        ["--activation applies to --net mlp", "--net conv has its own", "(drop --activation tanh)"],
+    ),
+    "piwae without its number of bounds": (
+        dict(elbo="piwae", particles=8),
+        ["--elbo", "piwae", "--particles", "8"],
+        ["elbo='piwae' averages", "give M with iw_bounds", "particles=64, iw_bounds=8"],
+        ["--elbo piwae averages", "give M with --iw-bounds", "--particles 64 --iw-bounds 8"],
+    ),
+    "missing pixels with m2": (
+        dict(model="m2", missing_rate=0.5),
+        ["--model", "m2", "--missing-rate", "0.5"],
+        ["missing_rate=0.5: missing pixels are supported by model='vae'", "model='m2' has no masked"],
+        ["--missing-rate 0.5: missing pixels are supported by --model vae", "--model m2 has no masked"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CROSS_FIELD_REFUSALS))
+def test_a_cross_field_refusal_from_python_names_keywords(case, tmp_path):
+    options, _, python_words, _ = CROSS_FIELD_REFUSALS[case]
+    with pytest.raises(ConfigError) as caught:
+        pyro_vae.fit(**options, out=str(tmp_path / "run"))
+    message = str(caught.value)
+    assert all(words in message for words in python_words), message
+    assert "--" not in message, message
+
+
+@pytest.mark.parametrize("case", list(CROSS_FIELD_REFUSALS))
+def test_the_same_cross_field_refusal_from_the_command_line_names_flags(case, tmp_path, capsys):
+    _, flags, _, flag_words = CROSS_FIELD_REFUSALS[case]
+    assert fit_main([*flags, "--out", str(tmp_path / "run")]) == 2
+    message = capsys.readouterr().err
+    assert all(words in message for words in flag_words), message
+
+
+def test_a_cross_field_refusal_on_resume_names_keywords(one_epoch):
+    with pytest.raises(ConfigError) as caught:
+        pyro_vae.fit(resume=one_epoch.out, epochs=2, ciwae_beta=0.2)
+    message = str(caught.value)
+    assert "ciwae_beta applies to elbo='ciwae', not 'trace' (drop it)" in message, message
+    assert "--" not in message, message

@@ -46,7 +46,9 @@ def resume_config(requested: dict, run_dir: str | Path, *, keywords: bool = Fals
     saved = read_run_config(run_dir, resume)
     requested = {"out": str(run_dir), **requested}
     source = "pyro_vae.fit options" if keywords else "options"
-    wanted = checked(FitConfig.from_dict({**saved.to_dict(), **requested}, source=source, keywords=keywords))
+    wanted = checked(
+        FitConfig.from_dict({**saved.to_dict(), **requested}, source=source, keywords=keywords), keywords=keywords
+    )
     name = (lambda n: n) if keywords else (lambda n: n.replace("_", "-"))
     conflicts = [
         f"{name(f.name)} (run: {getattr(saved, f.name)!r}, given: {getattr(wanted, f.name)!r})"
@@ -81,7 +83,7 @@ def run(
     a folder that already holds a run is refused unless ``resume`` or ``overwrite`` is given.
     ``keywords``: the messages name Python keyword arguments (``pyro_vae.fit``), else flags."""
     pyro.settings.set(module_local_params=True)  # parameters live in the modules
-    config = checked(config)  # every bad combination is refused before training
+    config = checked(config, keywords=keywords)  # every bad combination is refused before training
     world = config.world_size
     if world and config.batch_size % world:  # before any process starts (the variant checks it again)
         batch = partial(spelled, "batch_size", keywords=keywords)

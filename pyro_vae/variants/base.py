@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,6 +22,7 @@ import torch
 
 from .. import plots
 from ..compiled_elbo import CompiledELBO, compile_backend
+from ..config_values import spelled, spelled_choices, spelled_value
 from ..data import DeviceBatches, intensities
 from ..errors import ConfigError
 from ..evaluation import eval_mode
@@ -110,36 +112,35 @@ class Variant:
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
-    def config_problems(cls, config) -> list[str]:
-        """What this kind refuses in ``config`` (messages naming the flags)."""
-        problems = cls.prior_problems(config)
-        if config.jit and config.elbo not in JIT_ELBOS:
-            problems.append(
-                f"--jit traces --elbo {' or '.join(JIT_ELBOS)}, not --elbo {config.elbo} "
-                "(drop --jit, or use --elbo trace)"
-            )
-        if config.compile and config.elbo not in JIT_ELBOS:
-            problems.append(
-                f"--compile captures --elbo {' or '.join(JIT_ELBOS)}, not --elbo {config.elbo} "
-                "(drop --compile, or use --elbo trace)"
-            )
+    def config_problems(cls, config, *, keywords: bool = False) -> list[str]:
+        """What this kind refuses in ``config``, in messages naming the flags, or with ``keywords``
+        the Python keyword arguments (``pyro_vae.fit``)."""
+        s, problems = partial(spelled, keywords=keywords), cls.prior_problems(config, keywords=keywords)
+        for option, verb in (("jit", "traces"), ("compile", "captures")):
+            if getattr(config, option) and config.elbo not in JIT_ELBOS:
+                problems.append(
+                    f"{s(option)} {verb} {spelled_choices('elbo', JIT_ELBOS, keywords=keywords)}, not "
+                    f"{s('elbo', config.elbo)} (drop {s(option)}, or use {s('elbo', 'trace')})"
+                )
         if config.compile and config.jit:
-            problems.append("--compile and --jit are two ways to the same step: give one (--compile)")
+            problems.append(f"{s('compile')} and {s('jit')} are two ways to the same step: give one ({s('compile')})")
         if config.labels is not None:
             problems.append(
-                f"--labels picks the labelled images of --model m2; this run is --model "
-                f"{config.model} (drop --labels, or use --model m2)"
+                f"{s('labels')} picks the labelled images of {s('model', 'm2')}; this run is "
+                f"{s('model', config.model)} (drop {s('labels')}, or use {s('model', 'm2')})"
             )
-        return problems + cls.latent_problems(config)
+        return problems + cls.latent_problems(config, keywords=keywords)
 
     @classmethod
-    def latent_problems(cls, config) -> list[str]:
+    def latent_problems(cls, config, *, keywords: bool = False) -> list[str]:
         """A message if ``--latent-dim`` gives several layers' widths to a kind with one latent layer."""
         if not isinstance(config.latent_dim, tuple):
             return []
+        s = partial(spelled, keywords=keywords)
+        widths = config.latent_dim if keywords else ",".join(map(str, config.latent_dim))
         return [
-            f"--latent-dim {','.join(map(str, config.latent_dim))} gives one width per stochastic layer "
-            f"(--model hvae); --model {config.model} has one latent layer: give one number"
+            f"{s('latent_dim', widths)} gives one width per stochastic layer "
+            f"({s('model', 'hvae')}); {s('model', config.model)} has one latent layer: give one number"
         ]
 
     @classmethod
@@ -154,14 +155,15 @@ class Variant:
         return not cls.prior_given_labels or getattr(prior, "given_labels", None) is not None
 
     @classmethod
-    def prior_problems(cls, config) -> list[str]:
+    def prior_problems(cls, config, *, keywords: bool = False) -> list[str]:
         """A message if this kind does not accept ``config.prior`` (:meth:`accepts_prior`)."""
         if cls.accepts_prior(PRIORS.resolve(config.prior)):
             return []
         accepted = [name for name in PRIORS.names() if cls.accepts_prior(PRIORS.resolve(name))]
         return [
-            f"--model {cls.name} takes --prior {' or '.join(accepted)}, not {config.prior} "
-            "(the VampPrior's pseudo-inputs have no labels)"
+            f"{spelled('model', cls.name, keywords=keywords)} takes "
+            f"{spelled_choices('prior', accepted, keywords=keywords)}, not "
+            f"{spelled_value(config.prior, keywords=keywords)} (the VampPrior's pseudo-inputs have no labels)"
         ]
 
     @classmethod

@@ -16,6 +16,7 @@ import inspect
 
 from torch import nn
 
+from ..config_values import spelled
 from ..guides import GUIDES
 from ..guides.hierarchical import HierarchicalGuide
 from ..models import LIKELIHOODS, PRIORS
@@ -63,12 +64,13 @@ class HVAEVariant(ProgramVariant):
     own = False  # the built-in pieces' options apply, as the module docstring says
 
     @classmethod
-    def config_problems(cls, config) -> list[str]:
-        problems = super().config_problems(config)
+    def config_problems(cls, config, *, keywords: bool = False) -> list[str]:
+        problems = super().config_problems(config, keywords=keywords)
         prior = PRIORS.resolve(config.prior)
         if "guide" in inspect.signature(prior).parameters:
             problems.append(
-                f"--model {cls.name} takes a prior p(z_L) of its own: --prior {config.prior} "
-                "builds p(z) from the guide's q(z | x), which the top layer does not have"
+                f"{spelled('model', cls.name, keywords=keywords)} takes a prior p(z_L) of its own: "
+                f"{spelled('prior', config.prior, keywords=keywords)} builds p(z) from the guide's "
+                "q(z | x), which the top layer does not have"
             )
         return problems

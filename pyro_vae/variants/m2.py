@@ -8,12 +8,14 @@ the pictures add the confusion matrix."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from .. import plots
 from ..config import FitConfig
+from ..config_values import spelled, spelled_choices, spelled_value
 from ..data import intensities
 from ..evaluation import eval_mode
 from ..guides.semisupervised import LabelClassifier, M2Guide
@@ -30,26 +32,29 @@ class M2Variant(Variant):
     sums_over_labels = True
 
     @classmethod
-    def config_problems(cls, config) -> list[str]:
-        problems = cls.prior_problems(config) + cls.latent_problems(
-            config
-        )  # (not the base's: --labels and --jit differ here)
+    def config_problems(cls, config, *, keywords: bool = False) -> list[str]:
+        # (not the base's: --labels and --jit differ here)
+        problems = cls.prior_problems(config, keywords=keywords) + cls.latent_problems(config, keywords=keywords)
+        s, m2 = partial(spelled, keywords=keywords), spelled("model", "m2", keywords=keywords)
         if getattr(ELBOS.resolve(config.elbo), "needs_reparameterized", False):
+            label = f"the label y of {m2}" if keywords else f"{m2}'s label y"
             problems.append(
-                f"--elbo {config.elbo} differentiates through reparameterized draws of every latent "
-                f"site, and --model m2's label y is discrete (no rsample); use --elbo {FitConfig.elbo} "
+                f"{s('elbo', config.elbo)} differentiates through reparameterized draws of every latent "
+                f"site, and {label} is discrete (no rsample); use {s('elbo', FitConfig.elbo)} "
                 f"(M2's objective sums over the labels exactly)"
             )
         elif config.elbo != FitConfig.elbo:  # the objective is its own; --elbo stays at its default
             problems.append(
-                f"--model m2 sums over the unknown labels with TraceEnum_ELBO; use --elbo "
-                f"{FitConfig.elbo}, not {config.elbo}"
+                f"{m2} sums over the unknown labels with TraceEnum_ELBO; use {s('elbo', FitConfig.elbo)}, "
+                f"not {spelled_value(config.elbo, keywords=keywords)}"
             )
+        objective = f"the enumerated objective of {m2}" if keywords else f"{m2}'s enumerated objective"
         for flag in ("jit", "compile"):
             if getattr(config, flag):
                 problems.append(
-                    f"--{flag} captures the ELBO of --model vae and cvae; --model m2's enumerated "
-                    f"objective runs eagerly (drop --{flag})"
+                    f"{s(flag)} captures the ELBO of "
+                    f"{spelled_choices('model', ('vae', 'cvae'), keywords=keywords, joiner='and')}; "
+                    f"{objective} runs eagerly (drop {s(flag)})"
                 )
         return problems
 

@@ -11,9 +11,11 @@ reads [x * m, m] (:mod:`pyro_vae.models.missing`, :mod:`pyro_vae.guides.missing`
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import torch
 
+from ..config_values import spelled
 from ..data.masks import drawn_masks
 from ..errors import ConfigError
 from ..guides.missing import masked_input_shape
@@ -44,25 +46,28 @@ def split_masks(config, split, n: int | None = None) -> torch.Tensor | None:
     return drawn_masks(config.missing_rate, config.seed, split.name, tuple(split.data.shape[1:]), n)
 
 
-def missing_pixels_problems(config, variant) -> list[str]:
+def missing_pixels_problems(config, variant, *, keywords: bool = False) -> list[str]:
     """A message if ``config`` asks for missing pixels where ``variant`` (its model kind) or its
-    other options cannot take them."""
+    other options cannot take them (naming the flags, or with ``keywords`` the keyword arguments)."""
     if not config.masked:
         return []
-    what = f"--missing-rate {config.missing_rate}" if config.missing_rate > 0 else "a mask array in --data"
+    s = partial(spelled, keywords=keywords)
+    rate = s("missing_rate", config.missing_rate)
+    what = rate if config.missing_rate > 0 else f"a mask array in {s('data')}"
     found = []
     if not variant.takes_missing_pixels:
         found.append(
-            f"{what}: missing pixels are supported by --model vae (its model masks the likelihood of "
-            f"the missing values, its guide reads the zero-filled image and its mask); --model "
-            f"{config.model} has no masked model (use --model vae, or data without missing values)"
+            f"{what}: missing pixels are supported by {s('model', 'vae')} (its model masks the likelihood of "
+            f"the missing values, its guide reads the zero-filled image and its mask); "
+            f"{s('model', config.model)} has no masked model (use {s('model', 'vae')}, or data without "
+            "missing values)"
         )
     if config.jit:
-        found.append(f"{what}: --jit traces the model without masks (drop --jit)")
+        found.append(f"{what}: {s('jit')} traces the model without masks (drop {s('jit')})")
     if config.missing_rate > 0 and config.data_mask:
         found.append(
-            f"--missing-rate {config.missing_rate} draws masks, and the --data file holds its own mask "
-            "array: drop --missing-rate to use the file's mask, or remove the mask from the file"
+            f"{rate} draws masks, and the {s('data')} file holds its own mask "
+            f"array: drop {s('missing_rate')} to use the file's mask, or remove the mask from the file"
         )
     return found
 

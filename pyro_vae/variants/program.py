@@ -26,6 +26,7 @@ its observation removed (:mod:`pyro_vae.models.programs`). config.json records t
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ from pyro.poutine.util import site_is_subsample
 
 from .. import plots
 from ..config import FitConfig
+from ..config_values import spelled, spelled_choices, spelled_value
 from ..data import intensities
 from ..errors import ConfigError
 from ..models import LIKELIHOODS
@@ -68,32 +70,33 @@ class ProgramVariant(Variant):
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
-    def config_problems(cls, config) -> list[str]:
-        problems = []
+    def config_problems(cls, config, *, keywords: bool = False) -> list[str]:
+        s, problems = partial(spelled, keywords=keywords), []
         if cls.own:
-            changed = [
-                f"--{f.replace('_', '-')}" for f in BUILT_IN_PIECES if getattr(config, f) != getattr(FitConfig, f, None)
-            ]
+            changed = [s(f) for f in BUILT_IN_PIECES if getattr(config, f) != getattr(FitConfig, f, None)]
             if changed:
                 problems.append(
-                    f"--model {cls.name} defines its own p(z) and q(z|x): {', '.join(changed)} "
+                    f"{s('model', cls.name)} defines its own p(z) and q(z|x): {', '.join(changed)} "
                     f"choose pieces of the built-in kinds (drop them; your class reads any option "
                     f"it needs from `config`)"
                 )
         if getattr(ELBOS.resolve(config.elbo), "needs_analytic_kl", False):
             problems.append(
-                f"--elbo {config.elbo} takes each latent site's KL in closed form, which a program "
-                f"whose sites depend on each other does not have; use --elbo trace (or enum)"
+                f"{s('elbo', config.elbo)} takes each latent site's KL in closed form, which a program "
+                f"whose sites depend on each other does not have; use {s('elbo', 'trace')} "
+                f"(or {spelled_value('enum', keywords=keywords)})"
             )
         for flag in ("jit", "compile"):
             if getattr(config, flag):
                 problems.append(
-                    f"--{flag} captures the ELBO of --model vae and cvae; a model of Pyro programs runs "
-                    f"eagerly (drop --{flag})"
+                    f"{s(flag)} captures the ELBO of "
+                    f"{spelled_choices('model', ('vae', 'cvae'), keywords=keywords, joiner='and')}; a model "
+                    f"of Pyro programs runs eagerly (drop {s(flag)})"
                 )
         if config.labels is not None:
             problems.append(
-                f"--labels picks the labelled images of --model m2; this run is --model {config.model} (drop --labels)"
+                f"{s('labels')} picks the labelled images of {s('model', 'm2')}; this run is "
+                f"{s('model', config.model)} (drop {s('labels')})"
             )
         return problems
 
