@@ -245,7 +245,7 @@ class WidePrior(LaplacePrior):
 def test_fit_takes_a_config_or_a_dict_and_names_unknown_options(tmp_path):
     with pytest.raises(ConfigError, match="unknown key.*'epoch'"):
         pyro_vae.fit({"epoch": 3})
-    with pytest.raises(ConfigError, match="--prior: .*cannot be recorded.*lambda"):
+    with pytest.raises(ConfigError, match="^prior: .*cannot be recorded.*lambda"):  # Python words
         pyro_vae.fit(FitConfig(out=str(tmp_path)), prior=lambda latent_dim: LaplacePrior(latent_dim))
     with pytest.raises(ConfigError, match="asks for an argument 'width', which a prior is not given; .*latent_dim"):
         build_vae(FitConfig().replace(prior=WidePrior), (1, 28, 28))
