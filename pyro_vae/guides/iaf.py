@@ -23,6 +23,7 @@ class AmortizedIAF(AmortizedGuide):
     transforms (``pyro.distributions.transforms``), the order of z reversed between layers."""
 
     analytic_kl = False
+    inverted = False  # True: each transform used in the other direction (the MAF guide)
     loc_head, scale_head, flows = TorchNetwork(), TorchNetwork(), TorchNetwork()
 
     def __init__(self, encoder: nn.Module, latent_dim: int, flow_layers: int, flow_hidden: int, num_classes: int = 0):
@@ -111,5 +112,5 @@ class AmortizedIAF(AmortizedGuide):
             transform = flow.condition(h)  # f_l(.; h(x))
             if self.orders_on_host is not None:  # (see read_orders)
                 transform.arn.permutation = self.orders_on_host[i]
-            transforms.append(transform)
+            transforms.append(transform.inv if self.inverted else transform)  # z_l = f_l(z_{l-1}) or f_l^-1
         return dist.TransformedDistribution(base, transforms)

@@ -14,16 +14,14 @@ q(z | u_k) at every (z, pseudo-input) pair.
 
 from __future__ import annotations
 
-import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.distributions.transforms import Permute, conditional_affine_autoregressive
 from pyro.distributions.transforms.utils import clamp_preserve_gradients
 from torch import nn
 
-from ..torch_networks import TorchNetwork
-from .base import AmortizedGuide, positive_scale
+from .base import positive_scale
+from .iaf import AmortizedIAF
 
 
 def conditioned_made(arn: nn.Module, y: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,48 +43,12 @@ def conditioned_made(arn: nn.Module, y: torch.Tensor, context: torch.Tensor) -> 
     return mean, raw_log_scale
 
 
-class AmortizedMAF(AmortizedGuide):
+class AmortizedMAF(AmortizedIAF):
     """q(z | x): a diagonal Normal base and the inverses of ``flow_layers`` conditional affine
     autoregressive transforms (``pyro.distributions.transforms``), the order of z reversed between
-    layers."""
+    layers. The networks, their orders and how they are saved are the IAF guide's."""
 
-    analytic_kl = False
-    loc_head, scale_head, flows = TorchNetwork(), TorchNetwork(), TorchNetwork()
-
-    def __init__(self, encoder: nn.Module, latent_dim: int, flow_layers: int, flow_hidden: int, num_classes: int = 0):
-        super().__init__(encoder, num_classes)
-        features = encoder.feature_dim
-        self.loc_head = nn.Linear(features, latent_dim)
-        self.scale_head = nn.Linear(features, latent_dim)
-        self.flow_hidden = flow_hidden
-        # plain torch modules (Pyro's transforms cannot become PyroModules); with the global
-        # param store, features() registers them with pyro.module
-        self.flows = nn.ModuleList(
-            conditional_affine_autoregressive(latent_dim, features, hidden_dims=[flow_hidden, flow_hidden])
-            for _ in range(flow_layers)
-        )
-        self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1))
-        self.orders_on_host: list[torch.Tensor] | None = None
-        self.read_orders()
-        self.register_load_state_dict_post_hook(AmortizedMAF.read_orders)  # the loaded orders
-
-    def read_orders(self, _incompatible_keys=None) -> None:
-        """Keep each flow's autoregressive order as a CPU tensor in ``orders_on_host`` (None on the
-        data-free ``meta`` device): Pyro's inverse, which a draw runs, indexes a Python list with
-        each entry of the order, which on a GPU would read the device once per latent dimension
-        and flow. Read at construction and after every ``load_state_dict``."""
-        orders = [flow.nn.permutation for flow in self.flows]
-        if any(o.device.type == "meta" for o in orders):
-            self.orders_on_host = None
-            return
-        self.orders_on_host = [o.cpu() for o in orders]
-
-    def features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """The encoder's features h(x[, y])  (..., B, F); with Pyro's global param store in use,
-        registers the flows there."""
-        if not pyro.settings.get("module_local_params"):  # Pyro's global param store (e.g. SVI)
-            pyro.module(f"{self._pyro_name}.flows", self.flows)
-        return super().features(x, y)
+    inverted = True
 
     def log_prob_bytes(self) -> int:
         """About the memory autograd keeps per (z, pseudo-input) pair of :meth:`pair_log_prob`:
@@ -114,18 +76,3 @@ class AmortizedMAF(AmortizedGuide):
                 y = y[..., self.reverse]  # undo Permute(reverse): the reversal is its own inverse
         loc, scale = self.loc_head(h), positive_scale(self.scale_head(h))  # (c, D)
         return log_q + dist.Normal(loc, scale).to_event(1).log_prob(y)  # (n, c)
-
-    def distribution_from_features(self, h: torch.Tensor) -> dist.TorchDistribution:
-        """q(z | x) from the encoder's features h(x) (B, F): batch (B,), event (D,)."""
-        loc = self.loc_head(h)  # (B, D)
-        scale = positive_scale(self.scale_head(h))
-        base = dist.Normal(loc, scale).to_event(1)  # q(z_0|x): batch (B,), event (D,)
-        transforms = []
-        for i, flow in enumerate(self.flows):
-            if i:
-                transforms.append(Permute(self.reverse))
-            transform = flow.condition(h)  # f_l(.; h(x))
-            if self.orders_on_host is not None:  # (see read_orders)
-                transform.arn.permutation = self.orders_on_host[i]
-            transforms.append(transform.inv)  # z_l = f_l^{-1}(z_{l-1})
-        return dist.TransformedDistribution(base, transforms)
