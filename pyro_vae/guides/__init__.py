@@ -43,6 +43,7 @@ GUIDES.register("iaf")(
         config.flow_layers,
         config.flow_hidden,
         num_classes=spec.cond_dim,
+        conditioned=config.flows_see_x,
     )
 )
 GUIDES.register("maf")(
@@ -52,6 +53,7 @@ GUIDES.register("maf")(
         config.flow_layers,
         config.flow_hidden,
         num_classes=spec.cond_dim,
+        conditioned=config.flows_see_x,
     )
 )
 
