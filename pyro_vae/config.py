@@ -425,14 +425,6 @@ class FitConfig:
         return problems
 
     @property
-    def flows_see_x(self) -> bool:
-        """Whether the IAF/MAF transforms are conditioned on x: ``flow_context``, whose default is
-        "none" with the VampPrior and "x" otherwise."""
-        if self.flow_context is None:
-            return self.prior != "vamp"
-        return self.flow_context == "x"
-
-    @property
     def world_size(self) -> int | None:
         """Processes taking part (devices x nodes), or None while --devices is auto."""
         return None if str(self.devices) == "auto" else int(self.devices) * self.num_nodes

@@ -15,6 +15,8 @@ import torch
 
 import pyro_vae.models.priors as priors
 from pyro_vae.config import FitConfig
+from pyro_vae.errors import ConfigError
+from pyro_vae.guides import flows_see_x
 from pyro_vae.models.priors import VampMixture, diagonal_normal_log_densities
 from pyro_vae.variants import build_vae
 
@@ -263,13 +265,15 @@ def test_unconditioned_flows_invert_each_z_once_for_every_pseudo_input(one_threa
 
 
 def test_the_vampprior_defaults_to_flows_that_do_not_see_x():
-    assert not FitConfig(prior="vamp", guide="iaf").flows_see_x
-    assert FitConfig(prior="vamp", guide="iaf", flow_context="x").flows_see_x
-    assert FitConfig(prior="standard", guide="iaf").flows_see_x
-    assert FitConfig(prior="mog", guide="maf").flows_see_x
-    assert not FitConfig(prior="mog", guide="maf", flow_context="none").flows_see_x
+    assert not flows_see_x(FitConfig(prior="vamp", guide="iaf"))
+    assert flows_see_x(FitConfig(prior="vamp", guide="iaf", flow_context="x"))
+    assert flows_see_x(FitConfig(prior="standard", guide="iaf"))
+    assert flows_see_x(FitConfig(prior="mog", guide="maf"))
+    assert not flows_see_x(FitConfig(prior="mog", guide="maf", flow_context="none"))
     unconditioned = build_vae(FitConfig(prior="vamp", guide="maf", latent_dim=4, hidden=(8,)), IMAGE_SHAPE)
     assert not unconditioned.guide.conditioned and unconditioned.guide.flows[0].nn.context_dim == 0
+    with pytest.raises(ConfigError, match="--flow-context 'y' is not one of: x, none"):
+        FitConfig(guide="iaf", flow_context="y")
 
 
 # A subprocess: VampPrior (500 pseudo-inputs) x IAF (2 layers of 320, conditioned on x), everything
