@@ -1,5 +1,7 @@
 """Benchmark: seconds per training step of every guide (diag, lowrank, iaf, maf) with the VampPrior and
-the mixture prior, the standard prior for reference, at the defaults, alternating in one process.
+the mixture prior, the standard prior for reference, at the defaults, alternating in one process;
+the flow guides with the VampPrior also with their transforms conditioned on x (``vamp+iaf/x``:
+``--flow-context x``; the VampPrior's default is none).
 
 Each pair is the default model (``python -m pyro_vae.fit`` without flags but ``--prior`` and
 ``--guide``: batch 128, latent 32, hidden 512-512, 500 pseudo-inputs or 10 mixture components,
@@ -34,6 +36,7 @@ from reference import machine, medians
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyro_vae.config import FitConfig  # noqa: E402
+from pyro_vae.guides import flows_see_x  # noqa: E402
 from pyro_vae.objectives import Scaled, build_elbo  # noqa: E402
 from pyro_vae.variants import build_vae, resolve_defaults  # noqa: E402
 
@@ -45,9 +48,11 @@ PAIRS = (
     ("vamp", "diag"),
     ("vamp", "lowrank"),
     ("vamp", "iaf"),
+    ("vamp", "iaf/x"),
     ("standard", "maf"),
     ("mog", "maf"),
     ("vamp", "maf"),
+    ("vamp", "maf/x"),
 )
 IMAGE_SHAPE = (1, 28, 28)
 TRAINING_IMAGES = 50_000  # MNIST's training split without the validation images, as fit trains
@@ -69,11 +74,13 @@ def alternate_timed(blocks: dict, repeats: int, warmup: int = 1) -> tuple[dict, 
     return wall, cpu
 
 
-def training_step(prior: str, guide: str, seed: int, flow_hidden: int | None = None):
+def training_step(prior: str, guide: str, seed: int, flow_hidden: int | None = None, flow_context: str | None = None):
     """One Adam step of the default model with this prior and guide (and ``flow_hidden``, if given:
-    the width of the flow guides' networks), as a function of no arguments."""
+    the width of the flow guides' networks; ``flow_context``, if given: x or none), as a function
+    of no arguments."""
     pyro.set_rng_seed(seed)
     sizes = {} if flow_hidden is None else {"flow_hidden": flow_hidden}
+    sizes |= {} if flow_context is None else {"flow_context": flow_context}
     config = resolve_defaults(FitConfig(prior=prior, guide=guide, **sizes))
     vae = build_vae(config, IMAGE_SHAPE, 10)
     loss = build_elbo("trace", 1)(Scaled(vae.model), Scaled(vae.guide))
@@ -98,7 +105,7 @@ def density_comparison(components: int, repeats: int, seed: int) -> dict:
     """log p(z) and its gradient for the VampPrior x IAF guide with ``components`` pseudo-inputs
     and a batch of 128: the one-pass inverse against Pyro's (the guide without ``pair_log_prob``)."""
     pyro.set_rng_seed(seed)
-    config = resolve_defaults(FitConfig(prior="vamp", guide="iaf", prior_components=components))
+    config = resolve_defaults(FitConfig(prior="vamp", guide="iaf", flow_context="x", prior_components=components))
     vae = build_vae(config, IMAGE_SHAPE, 10)
     guide, prior = vae.guide, vae.model.prior
     z = torch.randn(config.batch_size, config.latent_dim)
@@ -136,7 +143,11 @@ def density_comparison(components: int, repeats: int, seed: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="timed steps of each pair, alternating")
-    parser.add_argument("--pairs", default=",".join(f"{p}+{g}" for p, g in PAIRS), help="prior+guide,...")
+    parser.add_argument(
+        "--pairs",
+        default=",".join(f"{p}+{g}" for p, g in PAIRS),
+        help="prior+guide,...; a flow guide may name its --flow-context: vamp+iaf/x",
+    )
     parser.add_argument("--density-components", type=int, default=0, help="K of the density comparison (0: none)")
     parser.add_argument("--flow-hidden", type=int, default=None, help="width of the flow guides' networks")
     parser.add_argument("--seed", type=int, default=0)
@@ -149,9 +160,9 @@ def main(argv=None) -> int:
     steps, configs = {}, {}
     for pair in args.pairs.split(","):
         prior, guide = pair.split("+")
-        steps[f"{prior} + {guide}"], configs[f"{prior} + {guide}"] = training_step(
-            prior, guide, args.seed, args.flow_hidden
-        )
+        guide, _, flow_context = guide.partition("/")  # vamp+iaf/x: the flows conditioned on x
+        name = f"{prior} + {guide}" + (f" ({flow_context})" if flow_context else "")
+        steps[name], configs[name] = training_step(prior, guide, args.seed, args.flow_hidden, flow_context or None)
     wall, cpu = alternate_timed(steps, args.repeats)
     median = medians(cpu)
     for name, config in configs.items():
@@ -159,6 +170,7 @@ def main(argv=None) -> int:
         result["pairs"][name] = {
             "batch_size": config.batch_size,
             "components": config.prior_components,
+            "flows_see_x": flows_see_x(config) if config.guide in ("iaf", "maf") else None,
             "seconds_per_step": wall[name],
             "cpu_seconds_per_step": cpu[name],
             "median_cpu_seconds_per_step": median[name],

@@ -223,6 +223,14 @@ class FitConfig:
     guide_rank: int = _opt(4, "rank of the low-rank covariance factor of --guide lowrank", group="model")
     flow_layers: int = _opt(2, "number of affine autoregressive transforms of --guide iaf or maf", group="model")
     flow_hidden: int = _opt(320, "hidden width of each IAF/MAF transform's autoregressive network", group="model")
+    flow_context: str | None = _opt(
+        None,
+        "what each IAF/MAF transform is conditioned on: x (the encoder's features, Kingma et al. 2016) "
+        "or none (transforms shared by all images; x enters through the base Normal). Default: none "
+        "with --prior vamp (its log p(z) then inverts each z once, not once per pseudo-input), x otherwise",
+        choices=("x", "none"),
+        group="model",
+    )
     elbo: str = _opt(
         "trace",
         "Trace_ELBO (Monte-Carlo KL), TraceMeanField_ELBO (analytic KL), the importance-"

@@ -262,7 +262,7 @@ def test_prior_guide_steps_writes_its_fields_and_both_inverses_agree(tmp_path):
             sys.executable,
             str(ROOT / "benchmarks" / "prior_guide_steps.py"),
             "--pairs",
-            "standard+diag,vamp+diag",
+            "standard+diag,vamp+diag,vamp+iaf/none",
             "--repeats",
             "1",
             "--density-components",
@@ -278,7 +278,9 @@ def test_prior_guide_steps_writes_its_fields_and_both_inverses_agree(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert MACHINE_FIELDS - {"ratio_over_hand_written"} <= set(result) and result["threads"] == 1
-    assert set(result["pairs"]) == {"standard + diag", "vamp + diag"}
+    assert set(result["pairs"]) == {"standard + diag", "vamp + diag", "vamp + iaf (none)"}
+    assert result["pairs"]["vamp + iaf (none)"]["flows_see_x"] is False
+    assert result["pairs"]["vamp + diag"]["flows_see_x"] is None
     vamp = result["pairs"]["vamp + diag"]
     assert vamp["components"] == 500 and vamp["ratio_to_vamp_diag"] == 1.0
     assert vamp["epoch_cpu_minutes_estimate"] == pytest.approx(391 * vamp["median_cpu_seconds_per_step"] / 60)

@@ -86,7 +86,11 @@ def test_host_syncs_per_training_step(kind, monkeypatch):
 
     monkeypatch.setattr(loop, "VALIDATE_EVERY_STEP", False)
     model = {"vae-meanfield": "vae", "iwae": "vae", "vamp-iaf": "vae"}.get(kind, kind)
-    pieces = dict(prior="vamp", prior_components=10, guide="iaf", flow_hidden=16) if kind == "vamp-iaf" else {}
+    pieces = (
+        dict(prior="vamp", prior_components=10, guide="iaf", flow_hidden=16, flow_context="x")
+        if kind == "vamp-iaf"
+        else {}
+    )
     config = FitConfig(model=model, hidden=(32, 32), latent_dim=4, labels=100 if model == "m2" else None, **pieces)
     # VampPrior x IAF: log q(z | u_k) inverts the flows; built on the CPU (as a run builds it) and
     # then moved, so its flows' orders have host copies (pyro_vae.guides.iaf)

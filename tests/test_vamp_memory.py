@@ -15,15 +15,25 @@ import torch
 
 import pyro_vae.models.priors as priors
 from pyro_vae.config import FitConfig
+from pyro_vae.errors import ConfigError
+from pyro_vae.guides import flows_see_x
 from pyro_vae.models.priors import VampMixture, diagonal_normal_log_densities
 from pyro_vae.variants import build_vae
 
 IMAGE_SHAPE = (1, 28, 28)
 
 
-def small_vamp(guide, components=7):
+def small_vamp(guide, components=7, flow_context="x"):
+    """A small VampPrior VAE; its flows (iaf, maf) conditioned on x unless ``flow_context="none"``
+    (the VampPrior's default)."""
     config = FitConfig(
-        prior="vamp", guide=guide, latent_dim=4, hidden=(32,), prior_components=components, flow_hidden=16
+        prior="vamp",
+        guide=guide,
+        latent_dim=4,
+        hidden=(32,),
+        prior_components=components,
+        flow_hidden=16,
+        flow_context=flow_context,
     )
     vae = build_vae(config, IMAGE_SHAPE)
     return vae, vae.model.prior
@@ -42,10 +52,10 @@ def log_p_and_grads(vae, prior, z, block_bytes):
     return log_p.detach(), z.grad, grads
 
 
-@pytest.mark.parametrize("guide", ["diag", "lowrank", "iaf"])
-def test_blocked_log_prob_equals_the_unblocked_one_in_value_and_gradient(guide, one_thread):
+@pytest.mark.parametrize("guide,flow_context", [("diag", "x"), ("lowrank", "x"), ("iaf", "x"), ("iaf", "none")])
+def test_blocked_log_prob_equals_the_unblocked_one_in_value_and_gradient(guide, flow_context, one_thread):
     torch.manual_seed(0)
-    vae, prior = small_vamp(guide)
+    vae, prior = small_vamp(guide, flow_context=flow_context)
     z = torch.randn(3, 5, 4)  # (particles, batch, D): 15 points against 7 pseudo-inputs
     whole = log_p_and_grads(vae, prior, z, block_bytes=2**40)  # one block, no recomputation
     pair_bytes = vae.guide.log_prob_bytes()
@@ -141,15 +151,32 @@ def pair_grid_reference(guide, z, h):
     return q.log_prob(z.unsqueeze(-2).expand(z.shape[0], h.shape[0], z.shape[-1]))
 
 
-@pytest.mark.parametrize("guide,dtype", [("iaf", torch.float64), ("iaf", torch.float32), ("lowrank", torch.float64)])
-def test_pair_log_prob_equals_the_general_path_in_value_and_gradient(guide, dtype, one_thread):
-    """log q(z_n | u_k) for all pairs at once (the IAF guide's one-pass inverse of its flows, the
-    low-rank guide's Woodbury form) against the distribution's own log_prob on the grid: values,
-    and the gradients for z, the features and every guide parameter, for a weighted sum of the
-    (n, c) matrix. Three flows, so a reversal sits between flows and the order matters."""
+@pytest.mark.parametrize(
+    "guide,flow_context,dtype",
+    [
+        ("iaf", "x", torch.float64),
+        ("iaf", "x", torch.float32),
+        ("iaf", "none", torch.float64),
+        ("maf", "none", torch.float64),
+        ("lowrank", None, torch.float64),
+    ],
+)
+def test_pair_log_prob_equals_the_general_path_in_value_and_gradient(guide, flow_context, dtype, one_thread):
+    """log q(z_n | u_k) for all pairs at once (the IAF guide's one-pass inverse of its flows, once
+    per pair or, unconditioned, once per z; the MAF guide's one pass; the low-rank guide's Woodbury
+    form) against the distribution's own log_prob on the grid: values, and the gradients for z,
+    the features and every guide parameter, for a weighted sum of the (n, c) matrix. Three flows,
+    so a reversal sits between flows and the order matters."""
     torch.manual_seed(6)
     config = FitConfig(
-        prior="vamp", guide=guide, latent_dim=5, hidden=(24,), prior_components=4, flow_hidden=12, flow_layers=3
+        prior="vamp",
+        guide=guide,
+        latent_dim=5,
+        hidden=(24,),
+        prior_components=4,
+        flow_hidden=12,
+        flow_layers=3,
+        flow_context=flow_context,
     )
     vae = build_vae(config, IMAGE_SHAPE)
     g = vae.guide.to(dtype)
@@ -215,8 +242,42 @@ def test_samples_pick_a_pseudo_input_uniformly(one_thread):
     assert abs(float(nearest_first) - 0.5) < 4 * math.sqrt(0.25 / 8000)
 
 
-# A subprocess: VampPrior (500 pseudo-inputs) x IAF (2 layers of 320), everything at its default
-# size but the batch, under an address-space limit of its size after start-up plus LIMIT_GB. Its
+def test_unconditioned_flows_invert_each_z_once_for_every_pseudo_input(one_thread, monkeypatch):
+    """With flows that do not see x (the VampPrior's default), log p(z) inverts the flows for the
+    n points only, against one empty context row, not for the n x K pairs; conditioned, every pair."""
+    import pyro_vae.guides.iaf as iaf
+
+    rows = []
+    invert = iaf.invert_conditioned
+
+    def counting(arn, plan, context, y, *clip):
+        rows.append(y.shape[0] * context.shape[0])
+        return invert(arn, plan, context, y, *clip)
+
+    monkeypatch.setattr(iaf, "invert_conditioned", counting)
+    for flow_context, pairs_per_flow in (("none", 5), ("x", 5 * 7)):
+        torch.manual_seed(8)
+        vae, prior = small_vamp("iaf", flow_context=flow_context)
+        assert vae.guide.flows[0].nn.context_dim == (0 if flow_context == "none" else 32)
+        rows.clear()
+        assert prior().log_prob(torch.randn(5, 4)).isfinite().all()
+        assert rows == [pairs_per_flow] * len(vae.guide.flows), (flow_context, rows)
+
+
+def test_the_vampprior_defaults_to_flows_that_do_not_see_x():
+    assert not flows_see_x(FitConfig(prior="vamp", guide="iaf"))
+    assert flows_see_x(FitConfig(prior="vamp", guide="iaf", flow_context="x"))
+    assert flows_see_x(FitConfig(prior="standard", guide="iaf"))
+    assert flows_see_x(FitConfig(prior="mog", guide="maf"))
+    assert not flows_see_x(FitConfig(prior="mog", guide="maf", flow_context="none"))
+    unconditioned = build_vae(FitConfig(prior="vamp", guide="maf", latent_dim=4, hidden=(8,)), IMAGE_SHAPE)
+    assert not unconditioned.guide.conditioned and unconditioned.guide.flows[0].nn.context_dim == 0
+    with pytest.raises(ConfigError, match="--flow-context 'y' is not one of: x, none"):
+        FitConfig(guide="iaf", flow_context="y")
+
+
+# A subprocess: VampPrior (500 pseudo-inputs) x IAF (2 layers of 320, conditioned on x), everything
+# at its default size but the batch, under an address-space limit of its size after start-up plus LIMIT_GB. Its
 # log p(z) through Pyro's inverse without blocks keeps about 300 KB of autograd memory per
 # (z, u_k) pair: 8 x 500 pairs need about 1.2 GB, more than the limit; the one-pass inverse in
 # blocks needs far less.
@@ -236,7 +297,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
         priors.VAMP_BLOCK_BYTES = 2**50  # the control: one block, no recomputation,
         from pyro_vae.guides.iaf import AmortizedIAF
         AmortizedIAF.pair_log_prob = None  # and Pyro's inverse, D passes of each flow per pair
-    config = resolve_defaults(FitConfig(prior="vamp", guide="iaf", batch_size=batch))
+    config = resolve_defaults(FitConfig(prior="vamp", guide="iaf", flow_context="x", batch_size=batch))
     assert config.prior_components == 500 and config.flow_hidden == 320 and config.latent_dim == 32
     vae = build_vae(config, (1, 28, 28), 10)
     # the engine's loss: Pyro's ELBO module over the model and guide scaled to 300 images, one torch Adam

@@ -3,6 +3,7 @@ factory (or a user's class, :mod:`pyro_vae.registry`) asks for any of ``encoder`
 encoder of ``--net``), ``latent_dim``, ``num_classes`` (> 0: the guide is q(z | x, y)),
 ``image_shape``, ``spec``, ``config`` by parameter name."""
 
+from ..models.priors import PRIORS
 from ..nets import build_encoder
 from ..registry import Lazy, Registry
 from .base import AmortizedGuide
@@ -25,6 +26,15 @@ def _guide_arguments(spec, config) -> dict:
     }
 
 
+def flows_see_x(config) -> bool:
+    """Whether the IAF/MAF transforms are conditioned on x: ``--flow-context``; by default not for
+    a prior that scores the guide at inputs of its own (``shares_guide_flows``: the VampPrior),
+    whose log p(z) then inverts each z once instead of once per input."""
+    if config.flow_context is not None:
+        return config.flow_context == "x"
+    return not getattr(PRIORS.resolve(config.prior), "shares_guide_flows", False)
+
+
 GUIDES: Registry = Registry("guide", arguments=_guide_arguments)
 GUIDES.register("diag")(
     lambda spec, config: AmortizedDiagonalNormal(
@@ -43,6 +53,7 @@ GUIDES.register("iaf")(
         config.flow_layers,
         config.flow_hidden,
         num_classes=spec.cond_dim,
+        conditioned=flows_see_x(config),
     )
 )
 GUIDES.register("maf")(
@@ -52,6 +63,7 @@ GUIDES.register("maf")(
         config.flow_layers,
         config.flow_hidden,
         num_classes=spec.cond_dim,
+        conditioned=flows_see_x(config),
     )
 )
 
@@ -66,4 +78,5 @@ __all__ = [
     "build_burda_two_layer",
     "build_hierarchical_guide",
     "build_hierarchical_vae",
+    "flows_see_x",
 ]

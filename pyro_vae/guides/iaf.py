@@ -3,6 +3,11 @@ affine autoregressive transforms, each conditioned on the encoder's features of 
 
     z_0 ~ N(mu(x), diag sigma(x)^2),   z_l = f_l(z_{l-1}; h(x)),   z = z_L
     log q(z|x) = log N(z_0; mu, sigma^2) - sum_l log |det df_l/dz_{l-1}|
+
+Unconditioned (``conditioned=False``, ``--flow-context none``), the transforms f_l(z_{l-1}) are
+shared by all images and x enters through the base Normal only. The density of a given z under
+q(. | u) for many inputs u then inverts the flows once for that z, not once per input: what the
+VampPrior's log p(z) = log (1/K) sum_k q(z | u_k) needs.
 """
 
 from __future__ import annotations
@@ -26,15 +31,25 @@ class AmortizedIAF(AmortizedGuide):
     inverted = False  # True: each transform used in the other direction (the MAF guide)
     loc_head, scale_head, flows = TorchNetwork(), TorchNetwork(), TorchNetwork()
 
-    def __init__(self, encoder: nn.Module, latent_dim: int, flow_layers: int, flow_hidden: int, num_classes: int = 0):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        latent_dim: int,
+        flow_layers: int,
+        flow_hidden: int,
+        num_classes: int = 0,
+        conditioned: bool = True,
+    ):
         super().__init__(encoder, num_classes)
         features = encoder.feature_dim
         self.loc_head = nn.Linear(features, latent_dim)
         self.scale_head = nn.Linear(features, latent_dim)
+        context = features if conditioned else 0  # an unconditioned network has no context inputs
         flows = nn.ModuleList(
-            conditional_affine_autoregressive(latent_dim, features, hidden_dims=[flow_hidden, flow_hidden])
+            conditional_affine_autoregressive(latent_dim, context, hidden_dims=[flow_hidden, flow_hidden])
             for _ in range(flow_layers)
         )
+        self.conditioned = conditioned
         self.flow_hidden = flow_hidden
         self.flows = flows  # plain torch modules: Pyro's transforms cannot become PyroModules
         # (metaclass conflict); they are ordinary submodules, and with the global param store
@@ -67,10 +82,17 @@ class AmortizedIAF(AmortizedGuide):
             pyro.module(f"{self._pyro_name}.flows", self.flows)  # registers the flows there
         return super().features(x, y)
 
+    def flow_context(self, h: torch.Tensor) -> torch.Tensor:
+        """What the transforms are conditioned on: the features h (..., F), or, unconditioned, one
+        empty row (1, 0) that broadcasts against every batch (the networks have no context inputs)."""
+        return h if self.conditioned else h.new_zeros(1, 0)
+
     def log_prob_bytes(self) -> int:
         """About the memory autograd keeps per (z, pseudo-input) pair of :meth:`pair_log_prob`:
         per flow every hidden unit once and a few (D,) rows, and the pending pre-activations of
         one step (old and new) on top."""
+        if not self.conditioned:  # per pair only the base Normal's density: the flows run once per z
+            return 4 * 4 * self.loc_head.out_features
         latent, hidden = self.loc_head.out_features, 2 * self.flow_hidden
         kept = len(self.flows) * (hidden + 8 * latent) + 4 * latent
         return 4 * (kept + 2 * (hidden + 2 * latent))
@@ -87,18 +109,19 @@ class AmortizedIAF(AmortizedGuide):
             return q.log_prob(z.unsqueeze(-2).expand(z.shape[0], h.shape[0], z.shape[-1]))
         log_q = torch.zeros((), dtype=z.dtype, device=z.device)
         y = z.unsqueeze(-2)  # (n, 1, D): the flows' output for every pseudo-input
+        context = self.flow_context(h)  # (c, F); unconditioned (1, 0): one inversion per z for all c
         for i in reversed(range(len(self.flows))):  # z = f_L(... f_1(z_0)): undo f_L first
             flow = self.flows[i]
-            transform = flow.condition(h)  # its clipping of s (no computation)
+            transform = flow.condition(context)  # its clipping of s (no computation)
             if transform.stable:
                 raise ValueError("pair_log_prob covers the affine autoregressive transform's non-stable form")
             clip = (transform.log_scale_min_clip, transform.log_scale_max_clip)
-            y, log_det = invert_conditioned(flow.nn, self.inverse_plans[i], h, y, *clip)  # (n, c, D), (n, c)
+            y, log_det = invert_conditioned(flow.nn, self.inverse_plans[i], context, y, *clip)  # (n, c|1, D), (n, c|1)
             log_q = log_q - log_det
             if i:
                 y = y[..., self.reverse]  # undo Permute(reverse): the reversal is its own inverse
         loc, scale = self.loc_head(h), positive_scale(self.scale_head(h))  # (c, D)
-        return log_q + dist.Normal(loc, scale).to_event(1).log_prob(y)  # (n, c)
+        return log_q + dist.Normal(loc, scale).to_event(1).log_prob(y)  # (n, c): z_0 against each base
 
     def distribution_from_features(self, h: torch.Tensor) -> dist.TorchDistribution:
         """q(z | x) from the encoder's features h(x) (B, F): batch (B,), event (D,)."""
@@ -109,7 +132,7 @@ class AmortizedIAF(AmortizedGuide):
         for i, flow in enumerate(self.flows):
             if i:
                 transforms.append(Permute(self.reverse))
-            transform = flow.condition(h)  # f_l(.; h(x))
+            transform = flow.condition(self.flow_context(h))  # f_l(.; h(x)), or f_l(.)
             if self.orders_on_host is not None:  # (see read_orders)
                 transform.arn.permutation = self.orders_on_host[i]
             transforms.append(transform.inv if self.inverted else transform)  # z_l = f_l(z_{l-1}) or f_l^-1

@@ -53,6 +53,8 @@ class AmortizedMAF(AmortizedIAF):
     def log_prob_bytes(self) -> int:
         """About the memory autograd keeps per (z, pseudo-input) pair of :meth:`pair_log_prob`:
         per flow each hidden layer's pre-activations and activations, and a few (D,) rows."""
+        if not self.conditioned:  # per pair only the base Normal's density: the flows run once per z
+            return 4 * 4 * self.loc_head.out_features
         latent, hidden = self.loc_head.out_features, 2 * self.flow_hidden
         return 4 * (len(self.flows) * (2 * hidden + 8 * latent) + 4 * latent)
 
@@ -62,11 +64,12 @@ class AmortizedMAF(AmortizedIAF):
         ``distribution_from_features(h).log_prob(z[:, None])`` in value and gradient."""
         log_q = torch.zeros((), dtype=z.dtype, device=z.device)
         y = z.unsqueeze(-2)  # (n, 1, D): z_L, the same for every pseudo-input
+        context = self.flow_context(h)  # (c, F); unconditioned (1, 0): one pass per z for all c
         for i in reversed(range(len(self.flows))):  # z_{l-1} = f_l(z_l), from the last flow down
-            transform = self.flows[i].condition(h)  # its clipping of s (no computation)
+            transform = self.flows[i].condition(context)  # its clipping of s (no computation)
             if transform.stable:
                 raise ValueError("pair_log_prob covers the affine autoregressive transform's non-stable form")
-            mean, raw_log_scale = conditioned_made(self.flows[i].nn, y, h)  # (n, c, D) each
+            mean, raw_log_scale = conditioned_made(self.flows[i].nn, y, context)  # (n, c|1, D) each
             log_scale = clamp_preserve_gradients(
                 raw_log_scale, transform.log_scale_min_clip, transform.log_scale_max_clip
             )

@@ -215,6 +215,7 @@ class VampPrior(PyroModule):
     takes_labels_ok = False  # its pseudo-inputs have no labels
     default_components = 500  # Tomczak & Welling's K
     density_block_bytes = VAMP_BLOCK_BYTES  # log_prob recomputes its blocks (VampMixture)
+    shares_guide_flows = True  # flow guides default to transforms shared by all inputs (--flow-context)
 
     def __init__(self, guide: PyroModule, image_shape: tuple[int, ...], components: int = 500):
         super().__init__()

@@ -47,7 +47,16 @@ from ..vae import VAE
 from .base import PICTURE_IMAGES, EvalSet, Variant
 
 # options that choose pieces of the built-in kinds; a model of one's own defines its own
-BUILT_IN_PIECES = ("prior", "guide", "net", "prior_components", "guide_rank", "flow_layers", "flow_hidden")
+BUILT_IN_PIECES = (
+    "prior",
+    "guide",
+    "net",
+    "prior_components",
+    "guide_rank",
+    "flow_layers",
+    "flow_hidden",
+    "flow_context",
+)
 
 
 class ProgramVariant(Variant):
