@@ -41,28 +41,14 @@ from reference import machine
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyro_vae.atomic import write_json  # noqa: E402
 from pyro_vae.config import FitConfig  # noqa: E402
+from pyro_vae.engine.reproduce import BURDA_ONE_LAYER  # noqa: E402
 from pyro_vae.objectives import MAX_PLATE_NESTING, build_elbo, trace_log_density  # noqa: E402
 
 NETWORKS = ("encoder", "decoder")  # the guide's parameters, the model's
-# Burda et al.'s one-layer MNIST architecture and optimizer (pyro_vae.engine.reproduce), trained with IWAE
-TRAINING = dict(
-    dataset="mnist",
-    binarize="dynamic",
-    model="vae",
-    likelihood="bernoulli",
-    net="mlp",
-    activation="tanh",
-    hidden=(200, 200),
-    latent_dim=50,
-    init="glorot",
-    prior="standard",
-    guide="diag",
-    batch_size=20,
-    lr=1e-3,
-    adam_eps=1e-4,
-    elbo="iwae",
-    particles=5,
-)
+# Burda et al.'s one-layer MNIST architecture and optimizer, trained with IWAE (K = 5) on the
+# training images for --epochs passes at a constant learning rate
+SCHEDULE = ("train_on_validation", "adam_beta1", "adam_beta2", "lr_schedule", "epochs")
+TRAINING = {k: v for k, v in BURDA_ONE_LAYER.items() if k not in SCHEDULE} | {"elbo": "iwae", "particles": 5}
 
 
 def trained_model(args):

@@ -106,7 +106,8 @@ class Setting:
         return self.full_passes * -(-train_images // int(self.config["batch_size"]))
 
 
-_BURDA = dict(
+# Burda et al.'s one-layer MNIST setting (architecture, data, optimizer, schedule)
+BURDA_ONE_LAYER = dict(
     dataset="mnist",
     binarize="dynamic",
     train_on_validation=True,
@@ -133,7 +134,7 @@ _BURDA_NOTES = (
     "last checkpoint; our guide's scale is a softplus where the paper exponentiates"
 )
 # two stochastic layers (appendix): 784-100-100-z1(100)-50-50-z2(50), tanh, both directions
-_BURDA_2LAYER = {**_BURDA, "model": "hvae", "latent_dim": (100, 50), "hidden": (100, 100)}
+_BURDA_2LAYER = {**BURDA_ONE_LAYER, "model": "hvae", "latent_dim": (100, 50), "hidden": (100, 100)}
 _BURDA_2LAYER_NOTES = (
     "as the one-layer rows (60,000 training images, dynamic binarization, Glorot init, Adam(0.9, "
     "0.999, eps 1e-4), batch 20, 3^i passes at 1e-3 * 10^(-i/7); last checkpoint), with two "
@@ -175,7 +176,7 @@ SETTINGS: dict[str, Setting] = {
             "table 1, MNIST, 1 stochastic layer, VAE k=1",
             -86.76,
             "log_px",
-            {**_BURDA, "elbo": "trace", "particles": 1},
+            {**BURDA_ONE_LAYER, "elbo": "trace", "particles": 1},
             tuple(burda_stage_ends()),
             "last",
             _BURDA_NOTES,
@@ -186,7 +187,7 @@ SETTINGS: dict[str, Setting] = {
             "table 1, MNIST, 1 stochastic layer, IWAE k=5",
             -85.54,
             "log_px",
-            {**_BURDA, "elbo": "iwae", "particles": 5},
+            {**BURDA_ONE_LAYER, "elbo": "iwae", "particles": 5},
             tuple(burda_stage_ends()),
             "last",
             _BURDA_NOTES,
@@ -197,7 +198,7 @@ SETTINGS: dict[str, Setting] = {
             "table 1, MNIST, 1 stochastic layer, IWAE k=50",
             -84.78,
             "log_px",
-            {**_BURDA, "elbo": "iwae", "particles": 50},
+            {**BURDA_ONE_LAYER, "elbo": "iwae", "particles": 50},
             tuple(burda_stage_ends()),
             "last",
             _BURDA_NOTES,
