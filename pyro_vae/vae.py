@@ -10,6 +10,7 @@ command-line tools, the tests and the notebooks), so two models in one process n
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -242,13 +243,10 @@ class VAE(PyroModule):
         device. ``label`` (0..C-1, or n of them) picks the class of a conditional model; without it
         each class comes in turn. ``seed``: the same seed gives the same images, drawn without
         moving the global random generators; None draws from them."""
-        if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                raise InputError(f"seed must be a whole number or None, got {seed!r}")
-            cuda = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda):
-                torch.manual_seed(seed)
-                return self.sample(n, label)
+        with self._seeded(seed):
+            return self._sample(n, label)
+
+    def _sample(self, n: int, label) -> torch.Tensor:
         y = self.sample_labels(self._check_count(n), label)
         if not hasattr(self.model, "prior_distribution"):  # any Pyro program: every latent drawn per image
             return sample_images(self.model, n, self.image_shape, y, like=self._like())
@@ -367,14 +365,22 @@ class VAE(PyroModule):
                 "impute needs a plain VAE (--model vae) whose model has decode(z) and whose guide has "
                 f"distribution(x); this one is {type(self.model).__name__} with {type(self.guide).__name__}"
             )
-        if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                raise InputError(f"seed must be a whole number or None, got {seed!r}")
-            cuda = [self.device] if self.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda):
-                torch.manual_seed(seed)
-                return importance_imputation(self.model, self._proposal, x, mask, k=k, n=n)
-        return importance_imputation(self.model, self._proposal, x, mask, k=k, n=n)
+        with self._seeded(seed):
+            return importance_imputation(self.model, self._proposal, x, mask, k=k, n=n)
+
+    @contextlib.contextmanager
+    def _seeded(self, seed: int | None):
+        """Draws inside come from ``seed`` without moving the global random generators (the
+        model's CUDA device's included); with None, from the global generators."""
+        if seed is None:
+            yield
+            return
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise InputError(f"seed must be a whole number or None, got {seed!r}")
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            yield
 
     def _proposal(self, x: torch.Tensor, mask: torch.Tensor):
         """q(z | x_obs, m): the guide given the mask where it reads one, else given the zero-filled image."""
