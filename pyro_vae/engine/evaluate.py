@@ -159,7 +159,7 @@ def evaluate_run(
             f"{fits} or less, or a larger --memory-mb"
         )
     lost = partial(lost_evaluation_message, processes, run_dir=run_dir, rerun=rerun)  # given the ranks that ended
-    with lost_processes_reported(processes, fabric.global_rank, lost) as stop_watch:
+    with lost_processes_reported(processes, fabric.global_rank, lost, bar=progress) as stop_watch:
 
         def gather(obj):  # the one collective after the images are scored: a loss now fails it
             stop_watch()

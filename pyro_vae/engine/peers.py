@@ -158,14 +158,16 @@ class PeerWatch:
     """Rank 0's watch, in a thread, over the other processes of its machine (``processes``: (host,
     pid) in rank order) while each works on its own: the moment one ends, this process says
     ``error: <message(ended ranks)>`` on stderr and ends with exit status 2, as the command-line
-    tools end on a :class:`~pyro_vae.errors.ProcessLost`. :meth:`stop` it before the collective
-    that ends the solitary work: a process that ends once every process is in the collective fails
-    the collective instead, and one that ends after it has ended normally."""
+    tools end on a :class:`~pyro_vae.errors.ProcessLost`; ``bar``: a progress bar may stand
+    unfinished on stderr's last line, so the message starts on a new one. :meth:`stop` it before
+    the collective that ends the solitary work: a process that ends once every process is in the
+    collective fails the collective instead, and one that ends after it has ended normally."""
 
-    def __init__(self, processes: list[tuple[str, int]], message: LostMessage) -> None:
+    def __init__(self, processes: list[tuple[str, int]], message: LostMessage, bar: bool = False) -> None:
         host = socket.gethostname()
         self._pids = {r: pid for r, (h, pid) in enumerate(processes) if h == host and r > 0}
         self._message = message
+        self._bar = bar
         self._stopped = threading.Event()
         self._reporting = threading.Lock()  # a report and a stop do not cross: one of them comes first
         self._thread = threading.Thread(target=self._watch, daemon=True, name="pyro-vae-peer-watch")
@@ -200,24 +202,25 @@ class PeerWatch:
     def _report(self, ended: list[int]) -> None:
         """Say which processes ended and end this one (the others end with it: Fabric's
         processes by their watchdog, torchrun's by its agent)."""
-        print(f"error: {self._message(ended)}", file=sys.stderr, flush=True)
+        print(("\n" if self._bar else "") + f"error: {self._message(ended)}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(2)
 
 
 @contextlib.contextmanager
 def lost_processes_reported(
-    processes: list[tuple[str, int]] | None, rank: int, message: LostMessage
+    processes: list[tuple[str, int]] | None, rank: int, message: LostMessage, bar: bool = False
 ) -> Iterator[Callable[[], None]]:
     """Around the part of a job that needs every process: a process that ends during it is
     reported with ``message`` of the ranks that ended, by rank 0's :class:`PeerWatch` while the
     processes work alone, or as the :func:`process_lost` error of the collective it breaks. Yields
     the function that stops the watch (call it as the processes enter their last collective of
-    the block). ``processes`` None or one process: nothing is watched."""
+    the block). ``bar``: rank 0 shows a progress bar meanwhile. ``processes`` None or one process:
+    nothing is watched."""
     if processes is None or len(processes) < 2:
         yield lambda: None
         return
-    watch = PeerWatch(processes, message) if rank == 0 else None
+    watch = PeerWatch(processes, message, bar) if rank == 0 else None
     stop = watch.stop if watch is not None else (lambda: None)
     try:
         yield stop
