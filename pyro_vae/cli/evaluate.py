@@ -11,6 +11,8 @@ ones), ``khat_<split>.png`` (Pareto k-hat histogram) and ``log_px_vs_k_<split>.p
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from collections.abc import Sequence
 
 import pyro
@@ -97,6 +99,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(prog).parse_args(argv)
     pyro.settings.set(module_local_params=True)
 
@@ -116,6 +119,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             progress=not args.no_progress,
             log=say,
             data=args.data,
+            rerun=f"{prog} {shlex.join(argv)}",  # named when a process of the job ends
             **devices,
         )
 

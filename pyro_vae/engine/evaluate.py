@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,8 +26,10 @@ from ..plots import plot_khat_histogram, plot_log_px_against_k
 from ..variants import variant_of
 from ..variants.missing import OBSERVED_QUANTITY, split_masks
 from .fabric import build_fabric, gather_objects, launch
+from .faults import kill_point
 from .load import load
 from .loop import say
+from .peers import lost_evaluation_message, lost_processes_reported
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_K = 5000
@@ -106,9 +109,11 @@ def evaluate_run(
     num_nodes: int = 1,
     strategy: str = "auto",
     fabric=None,
+    processes: list[tuple[str, int]] | None = None,
     progress: bool = True,
     log=say,
     data: str | None = None,
+    rerun: str | None = None,
 ) -> dict:
     """Evaluate a run and write eval.json and the pictures into it; returns the split's entry.
 
@@ -116,7 +121,13 @@ def evaluate_run(
     ``accelerator``, ``devices``, ...), batch by
     batch, and gathered: the numbers equal one process's. Rank 0 writes the files. The run's data
     are rebuilt from its config.json (checked against the recorded checksum); ``data`` says where
-    a run's ``--data`` lie now if they moved."""
+    a run's ``--data`` lie now if they moved.
+
+    A process of the job that ends before the results are gathered ends the job with one
+    message of rank 0 (:func:`~pyro_vae.engine.peers.lost_evaluation_message`): which process,
+    that the run is unchanged, and ``rerun``, the command that evaluates again. With a ``fabric``
+    given, ``processes`` are its processes' (host, pid) in rank order (without them its owner
+    reports a loss: the error of the collective it breaks)."""
     # long: one pass from a run folder to eval.json (check, load, read the data, estimate,
     # write), each step one call whose keyword arguments stand one per line
     _check_options(
@@ -132,11 +143,10 @@ def evaluate_run(
     run_dir = Path(run_dir)
     if fabric is None:
         fabric = build_fabric(accelerator, devices, num_nodes, strategy)
-        launch(fabric)
+        processes = launch(fabric, log=log)  # rank 0 names the processes: '2 processes connected (gloo): ...'
     main = fabric.is_global_zero
     log = log if main else (lambda _line: None)
     dev = fabric.device
-    shard = {"shard": (fabric.global_rank, fabric.world_size), "gather": lambda obj: gather_objects(fabric, obj)}
     vae = load(run_dir, checkpoint=checkpoint, device=dev)
     config = vae.config
     label_passes = vae.num_classes if variant_of(config).sums_over_labels else 1
@@ -148,43 +158,52 @@ def evaluate_run(
             f"batch (for Pareto k-hat), more than --memory-mb {memory_mb:g}; use --batch-size "
             f"{fits} or less, or a larger --memory-mb"
         )
-    with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
-        # the run's data, checked against its checksum; of an array file, only the images evaluated
-        rows = {name: limit if name == split else 0 for name in SPLITS}
-        dataset = load_data(config, log=log, data=data, rows=rows)
-    part = getattr(dataset, split)
-    images, description = evaluation_images(part, config.binarize, limit=limit)  # seed 0 for every run
-    labels = part.labels[:limit]
-    # the variant says what is estimated: log p(x); CVAE: log p(x | y) given the true labels;
-    # M2: log p(x) = log sum_y p(x, y), y summed exactly
-    label_args, quantity = variant_of(config).log_px_inputs(labels, vae.num_classes)
-    masks = split_masks(config, part, images.shape[0])  # missing pixels: each image's observed values
-    if masks is not None:  # the masked model takes them where it takes labels: log p(x_observed)
-        label_args, quantity = {"labels": masks}, OBSERVED_QUANTITY
-    progress = progress and main
-    log(
-        f"evaluate: {run_dir} ({checkpoint}.pt), {images.shape[0]:,} images, K = {k}; {quantity}; {description}"
-        + (f"; {fabric.world_size} processes" if fabric.world_size > 1 else "")
-    )
-    # the log p_K(x)-against-K curve on the first curve_images images comes from the same pass
-    ks = sorted({kk for kk in DEFAULT_KS if kk <= k} | {k})
-    result = evaluate_log_px(
-        vae.model,
-        vae.guide,
-        images,
-        k=k,
-        batch_size=batch_size,
-        k_chunk=k_chunk,
-        seed=seed,
-        progress=progress,
-        memory_budget_mb=memory_mb,
-        split=split,
-        device=dev,
-        curve_ks=ks,
-        curve_images=curve_images,
-        **label_args,
-        **shard,
-    )
+    lost = partial(lost_evaluation_message, processes, run_dir=run_dir, rerun=rerun)  # given the ranks that ended
+    with lost_processes_reported(processes, fabric.global_rank, lost, bar=progress) as stop_watch:
+
+        def gather(obj):  # the one collective after the images are scored: a loss now fails it
+            stop_watch()
+            return gather_objects(fabric, obj)
+
+        with fabric.rank_zero_first():  # rank 0 decodes a --data folder into its cache; the others reuse it
+            # the run's data, checked against its checksum; of an array file, only the images evaluated
+            rows = {name: limit if name == split else 0 for name in SPLITS}
+            dataset = load_data(config, log=log, data=data, rows=rows)
+        part = getattr(dataset, split)
+        images, description = evaluation_images(part, config.binarize, limit=limit)  # seed 0 for every run
+        labels = part.labels[:limit]
+        # the variant says what is estimated: log p(x); CVAE: log p(x | y) given the true labels;
+        # M2: log p(x) = log sum_y p(x, y), y summed exactly
+        label_args, quantity = variant_of(config).log_px_inputs(labels, vae.num_classes)
+        masks = split_masks(config, part, images.shape[0])  # missing pixels: each image's observed values
+        if masks is not None:  # the masked model takes them where it takes labels: log p(x_observed)
+            label_args, quantity = {"labels": masks}, OBSERVED_QUANTITY
+        progress = progress and main
+        log(
+            f"evaluate: {run_dir} ({checkpoint}.pt), {images.shape[0]:,} images, K = {k}; {quantity}; {description}"
+            + (f"; {fabric.world_size} processes" if fabric.world_size > 1 else "")
+        )
+        # the log p_K(x)-against-K curve on the first curve_images images comes from the same pass
+        ks = sorted({kk for kk in DEFAULT_KS if kk <= k} | {k})
+        kill_point("evaluate", 0)  # (tests only: a process of the job ends before it scores a batch)
+        result = evaluate_log_px(
+            vae.model,
+            vae.guide,
+            images,
+            k=k,
+            batch_size=batch_size,
+            k_chunk=k_chunk,
+            seed=seed,
+            progress=progress,
+            memory_budget_mb=memory_mb,
+            split=split,
+            device=dev,
+            curve_ks=ks,
+            curve_images=curve_images,
+            shard=(fabric.global_rank, fabric.world_size),
+            gather=gather,
+            **label_args,
+        )
     log(result.table())
     if masks is not None:
         log(f"  log p_K(x) above is {OBSERVED_QUANTITY}; {1 - float(masks.float().mean()):.1%} of the values missing")

@@ -1,6 +1,6 @@
-"""Named points where the tests kill a training process (``kill -9``) to check that ``--resume``
-recovers from an interruption there, and that a job of several processes reports a process that
-died.
+"""Named points where the tests kill a training or evaluating process (``kill -9``) to check that
+``--resume`` recovers from an interruption there, and that a job of several processes reports a
+process that died.
 
     PYRO_VAE_KILL_AT=best@3 python -m pyro_vae.fit ...   # killed while copying epoch 3's best.pt
     PYRO_VAE_KILL_AT=step@4 PYRO_VAE_KILL_RANK=1 python -m pyro_vae.fit --devices 2 ...  # rank 1 only
@@ -11,7 +11,9 @@ Points: ``step@S`` (after optimizer step S, counted over the whole run: mid-epoc
 metrics.jsonl is rewritten), ``curves@E`` (metrics.jsonl rewritten, curves.png not yet),
 ``pictures@E`` (after the last epoch's checkpoints, before the
 pictures), ``summary@E`` (pictures written, summary.json not yet), ``complete@E`` (rank 0 has
-written summary.json: the run is complete; every process, before the barrier that ends training).
+written summary.json: the run is complete; every process, before the barrier that ends training),
+``evaluate@0`` (an evaluation, ``evaluate`` or ``--eval-k``: the model and the images loaded, no
+batch scored yet).
 Without the variable (always, outside the
 tests) each point is one dictionary look-up. ``PYRO_VAE_KILL_SIGNAL=TERM`` sends SIGTERM (a
 scheduler's stop) there instead of SIGKILL; ``PYRO_VAE_KILL_RANK=R`` kills only the process of

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -20,10 +18,10 @@ from ..errors import ConfigError, ProcessLost
 from ..run_lock import ensure_writable_folder
 from ..variants import build_vae, check_data, checked
 from .evaluate import evaluate_run
-from .fabric import LAUNCHER_PID, fabric_for, job_processes, launch
+from .fabric import fabric_for, job_processes, launch
 from .loop import Trainer, say
 from .memory import check_training_memory
-from .peers import describe_ended, ended_ranks, lost_peer, lost_process_message
+from .peers import describe_ended, ended_ranks, lost_peer, lost_process_message, process_lost, resume_command
 from .run_config import RESUMABLE_CHANGES, read_run_config
 from .run_folder import claim
 from .training_data import rows_used
@@ -116,12 +114,7 @@ def run(
 def _process_lost(processes: list, rank: int, out: str, keywords: bool) -> ProcessLost:
     """The error of a run whose job lost a process: rank 0's says which and how to continue; the
     other ranks end without a word (rank 0 speaks), at once where Fabric started them from ours."""
-    if rank > 0:
-        if os.environ.get(LAUNCHER_PID):  # nothing of this process's own script can go on without rank 0
-            sys.stdout.flush()
-            os._exit(2)
-        return ProcessLost(f"rank {rank}: another process of the job ended")
-    return ProcessLost(lost_process_message(processes, ended_ranks(processes, rank), out, keywords))
+    return process_lost(processes, rank, lambda ended: lost_process_message(processes, ended, out, keywords))
 
 
 def _run(
@@ -178,7 +171,10 @@ def _run(
         )
     if config.eval_k:
         limit = min(config.eval_size, len(dataset.test)) if config.eval_size else None
-        entry = evaluate_run(config.out, k=config.eval_k, limit=limit, fabric=fabric, log=say)
+        again = resume_command(config.out, keywords)  # --resume runs only the evaluation
+        entry = evaluate_run(
+            config.out, k=config.eval_k, limit=limit, fabric=fabric, processes=processes, log=say, rerun=again
+        )
         if fabric.is_global_zero:
             summary["eval"] = entry
     return summary
