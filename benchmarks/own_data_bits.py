@@ -1,14 +1,14 @@
 """Benchmark: how many images and epochs a convolutional VAE needs on a folder of colour images.
 
-Writes the folder notebook 05 draws (32x32 RGB PNGs, a disc or a square of a random colour on a
-random plain background, two class folders), then for every IMAGES x EPOCHS pair trains
-``python -m pyro_vae.fit --data FOLDER --net conv --likelihood discretized-logistic`` in a fresh
-process (one torch thread) on the first IMAGES of the folder, split 0.8 / 0.1 / 0.1, and records
-the test ELBO in bits per dimension (on the whole test split) after each of the EPOCHS, with the
-wall and CPU time. One run per folder size serves every epoch budget: the learning rate is
-constant and nothing depends on the number of epochs asked for, so a run's epoch-k record is what
-a k-epoch run ends with. A model that gives each of the 256 values of every pixel the same
-probability scores 8 bits/dim.
+Writes the folder notebook 05 draws (32x32 RGB PNGs, a centred disc or square of a random light
+colour and size on a random dark plain background, two class folders), then for every IMAGES
+trains ``python -m pyro_vae.fit --data FOLDER --net conv --likelihood discretized-logistic`` in a
+fresh process (one torch thread) on the first IMAGES of the folder, split 0.8 / 0.1 / 0.1, and
+records the test ELBO in bits per dimension (on the whole test split) after each of the EPOCHS,
+with the wall and CPU time. One run per folder size serves every epoch budget: the learning rate
+falls by the same factor after every epoch and nothing depends on the number of epochs asked
+for, so a run's epoch-k record is what a k-epoch run ends with. A model that gives each of the
+256 values of every pixel the same probability scores 8 bits/dim.
 
     nice -n 10 python benchmarks/own_data_bits.py --out benchmarks/results/own_data_bits.json
 """
@@ -48,10 +48,10 @@ def draw_shapes(folder: Path, n: int, seed: int = 0) -> None:
     for i in range(n):
         kind = ("disc", "square")[i % 2]
         image = Image.new("RGB", (SIDE, SIDE), tuple(int(c) for c in rng.integers(0, 120, 3)))
-        x, y = (int(v) for v in rng.integers(8, 24, 2))
-        r = int(rng.integers(4, 8))
+        r = int(rng.integers(7, 14))  # half the side: 15 to 27 pixels across, centred
         shape = ImageDraw.Draw(image).ellipse if kind == "disc" else ImageDraw.Draw(image).rectangle
-        shape([x - r, y - r, x + r, y + r], fill=tuple(int(c) for c in rng.integers(140, 256, 3)))
+        c = SIDE // 2
+        shape([c - r, c - r, c + r, c + r], fill=tuple(int(v) for v in rng.integers(140, 256, 3)))
         (folder / kind).mkdir(parents=True, exist_ok=True)
         image.save(folder / kind / f"{i:05d}.png")
 
