@@ -49,8 +49,9 @@ def ppca():
     return PPCA.random(6, 3, sigma=0.5, seed=1)
 
 
-# The longest tests, longest first, by node id prefix: a file whose tests share a module-scoped
-# fixture (so that one worker runs them all and builds the fixture once), a test, or one case of it.
+# The longest tests, the longest first (a group by what its tests take together), by node id prefix:
+# a file whose tests share a module-scoped fixture (so that one worker runs them all and builds the
+# fixture once), a test, or one case of it.
 LONGEST_FIRST = (
     "tests/test_distributed.py",
     "tests/test_notebooks.py::test_notebook_runs[03_",
