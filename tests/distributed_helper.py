@@ -10,7 +10,8 @@ process: K different particles per image, yet a 1-process and a 2-process run st
 steps. ``--elbo NAME`` (given several times: one run after another in the same processes, each in
 OUT/NAME and LOG-DIR/NAME) trains with that estimator, ``--particles`` and ``--iw-bounds`` (for
 miwae and piwae). ``--fail-rank R`` raises an exception on rank R at its third step; ``--m2 paired|interleaved``
-trains M2 with 100 labels (the label enumerated, so no other noise) instead of the default VAE.
+(given once or several times, as ``--elbo``: each run in OUT/SCHEDULE and LOG-DIR/SCHEDULE) trains
+M2 with 100 labels (the label enumerated, so no other noise) instead of the default VAE.
 """
 
 from __future__ import annotations
@@ -38,11 +39,14 @@ def main() -> int:
     p.add_argument("--fail-rank", type=int, default=None)
     p.add_argument(
         "--m2",
+        action="append",
         default=None,
         choices=("paired", "interleaved"),
         help="train M2 with 100 labels, the labelled images taking steps this way",
     )
     args = p.parse_args()
+    if args.elbo and args.m2:
+        p.error("give --elbo or --m2, not both")
 
     import pyro
     import torch
@@ -65,8 +69,9 @@ def main() -> int:
     os.replace = recording_replace  # every atomic write of pyro-vae ends in os.replace
 
     fabric = None
-    for elbo in args.elbo or [None]:
-        fabric = train_and_log(args, elbo, fabric, written)
+    runs = [(elbo, None) for elbo in args.elbo or []] + [(None, schedule) for schedule in args.m2 or []]
+    for elbo, schedule in runs or [(None, None)]:
+        fabric = train_and_log(args, elbo, schedule, fabric, written)
     return 0
 
 
@@ -95,8 +100,9 @@ def fix_the_noise(guide_class, shared: bool) -> None:
     guide_class.distribution = distribution
 
 
-def train_and_log(args, elbo, fabric, written):
-    """Train one run (with ``elbo`` if given, in OUT/ELBO) and write this process's log."""
+def train_and_log(args, elbo, schedule, fabric, written):
+    """Train one run (with ``elbo`` if given, in OUT/ELBO; M2 with its labelled steps taken as
+    ``schedule`` if given, in OUT/SCHEDULE) and write this process's log."""
     from pyro_vae.config import FitConfig
     from pyro_vae.data import load_dataset
     from pyro_vae.engine import Trainer, fabric_for, launch
@@ -109,7 +115,10 @@ def train_and_log(args, elbo, fabric, written):
         estimator = {"elbo": elbo, "particles": args.particles}
         if elbo in ("miwae", "piwae"):
             estimator["iw_bounds"] = args.iw_bounds
-    m2 = {} if args.m2 is None else {"model": "m2", "labels": 100, "labelled_steps": args.m2}
+    m2 = {}
+    if schedule is not None:
+        out, log = out / schedule, log / schedule
+        m2 = {"model": "m2", "labels": 100, "labelled_steps": schedule}
     config = checked(
         FitConfig(
             train_size=300,

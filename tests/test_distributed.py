@@ -155,32 +155,43 @@ def test_b_two_processes_match_one_in_distribution(runs):
     assert two["test_elbo"] > -540  # untrained: about -543
 
 
-@pytest.mark.parametrize("labelled_steps", ["paired", "interleaved"])
-def test_b_m2_in_two_processes_takes_one_process_steps_without_noise(mnist_dataset, tmp_path, labelled_steps):
-    """M2 with 100 labels, its label enumerated and z at the guide's mean: the labelled and
-    unlabelled batches of both schedules are split across 2 processes so that they take the
-    1-process run's steps (the ``kingma2014-m2-100`` setting interleaves)."""
-    data = ["--data-dir", data_dir_of(mnist_dataset)]
+LABELLED_STEPS = ("paired", "interleaved")
+ESTIMATORS = (("iwae-dreg", "piwae"), ("stl", "ciwae"))
+
+
+@pytest.fixture(scope="module")
+def m2_runs(mnist_dataset, tmp_path_factory) -> Path:
+    """The helper's M2 runs without noise, both schedules one after the other, in 1 and in 2 processes."""
+    base = tmp_path_factory.mktemp("m2")
+    schedules = [arg for schedule in LABELLED_STEPS for arg in ("--m2", schedule)]
     for devices in ("1", "2"):
         ok(
             job(
                 [
                     str(HELPER),
-                    *data,
+                    "--data-dir",
+                    data_dir_of(mnist_dataset),
                     "--devices",
                     devices,
                     "--deterministic",
-                    "--m2",
-                    labelled_steps,
+                    *schedules,
                     "--out",
-                    str(tmp_path / f"m2_{devices}"),
+                    str(base / f"m2_{devices}"),
                     "--log-dir",
-                    str(tmp_path / f"m2_{devices}_log"),
+                    str(base / f"m2_{devices}_log"),
                 ]
             )
         )
-    (one,) = [json.loads(p.read_text()) for p in sorted((tmp_path / "m2_1_log").glob("rank*.json"))]
-    two, other = [json.loads(p.read_text()) for p in sorted((tmp_path / "m2_2_log").glob("rank*.json"))]
+    return base
+
+
+@pytest.mark.parametrize("labelled_steps", LABELLED_STEPS)
+def test_b_m2_in_two_processes_takes_one_process_steps_without_noise(m2_runs, labelled_steps):
+    """M2 with 100 labels, its label enumerated and z at the guide's mean: the labelled and
+    unlabelled batches of both schedules are split across 2 processes so that they take the
+    1-process run's steps (the ``kingma2014-m2-100`` setting interleaves)."""
+    (one,) = [json.loads(p.read_text()) for p in sorted((m2_runs / "m2_1_log" / labelled_steps).glob("rank*.json"))]
+    two, other = [json.loads(p.read_text()) for p in sorted((m2_runs / "m2_2_log" / labelled_steps).glob("rank*.json"))]
     assert [s["params"] for s in two["steps"]] == [s["params"] for s in other["steps"]]
     # 2 epochs of 200 unlabelled images in batches of 50, each step with labelled images alongside
     # (paired), or the 100 labelled ones in steps of their own between them (interleaved)
@@ -191,18 +202,12 @@ def test_b_m2_in_two_processes_takes_one_process_steps_without_noise(mnist_datas
         assert torch.allclose(torch.tensor(two["params"][name]), torch.tensor(value), atol=1e-5), name
 
 
-@pytest.mark.parametrize(
-    "names",
-    [("iwae-dreg", "piwae"), pytest.param(("stl", "ciwae"), marks=pytest.mark.slow)],
-    ids=["dreg-piwae", "stl-ciwae"],
-)
-def test_b_the_estimators_in_two_processes_take_one_process_steps(mnist_dataset, tmp_path, names):
-    """DReG and PIWAE (their gradients routed through views of the draws), STL and CIWAE, with 4
-    particles per image, each particle's noise the same for every image and process
-    (``--shared-noise``): 2 processes, each scoring its half of the global batch, average to the
-    1-process gradient, so they take its steps; the particles differ, so the estimators' weights
-    are not uniform (a bug in how a bound is scaled or split would show)."""
-    estimators = [arg for name in names for arg in ("--elbo", name)]
+@pytest.fixture(scope="module")
+def estimator_runs(mnist_dataset, tmp_path_factory) -> Path:
+    """The helper's runs of every estimator of ``ESTIMATORS`` with shared particle noise, one after
+    the other, in 1 and in 2 processes."""
+    base = tmp_path_factory.mktemp("estimators")
+    estimators = [arg for names in ESTIMATORS for name in names for arg in ("--elbo", name)]
     for devices in ("1", "2"):
         ok(
             job(
@@ -221,16 +226,30 @@ def test_b_the_estimators_in_two_processes_take_one_process_steps(mnist_dataset,
                     "--epochs",
                     "1",
                     "--out",
-                    str(tmp_path / f"est{devices}"),
+                    str(base / f"est{devices}"),
                     "--log-dir",
-                    str(tmp_path / f"est{devices}_log"),
+                    str(base / f"est{devices}_log"),
                 ]
             )
         )
+    return base
+
+
+@pytest.mark.parametrize(
+    "names", [ESTIMATORS[0], pytest.param(ESTIMATORS[1], marks=pytest.mark.slow)], ids=["dreg-piwae", "stl-ciwae"]
+)
+def test_b_the_estimators_in_two_processes_take_one_process_steps(estimator_runs, names):
+    """DReG and PIWAE (their gradients routed through views of the draws), STL and CIWAE, with 4
+    particles per image, each particle's noise the same for every image and process
+    (``--shared-noise``): 2 processes, each scoring its half of the global batch, average to the
+    1-process gradient, so they take its steps; the particles differ, so the estimators' weights
+    are not uniform (a bug in how a bound is scaled or split would show)."""
     finals = {}
     for name in names:
-        (one,) = [json.loads(p.read_text()) for p in sorted((tmp_path / "est1_log" / name).glob("rank*.json"))]
-        two, other = [json.loads(p.read_text()) for p in sorted((tmp_path / "est2_log" / name).glob("rank*.json"))]
+        (one,) = [json.loads(p.read_text()) for p in sorted((estimator_runs / "est1_log" / name).glob("rank*.json"))]
+        two, other = [
+            json.loads(p.read_text()) for p in sorted((estimator_runs / "est2_log" / name).glob("rank*.json"))
+        ]
         assert two["world"] == 2 and one["world"] == 1
         assert [s["params"] for s in two["steps"]] == [s["params"] for s in other["steps"]], name
         assert len(one["steps"]) == len(two["steps"]) == 6  # 300 images in global batches of 50
