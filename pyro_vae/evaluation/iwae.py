@@ -52,6 +52,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
+from pyro.infer.util import is_validation_enabled
 
 from ..errors import PyroVAEError
 from ..objectives import (
@@ -147,19 +148,22 @@ def importance_weighted_log_px(
         raise PyroVAEError("importance_weighted_log_px got an empty batch (x.shape[0] == 0)")
     try:
         with _evaluation_context(model, guide, x):
-            if k_chunk is None:
+            measured = k_chunk is None  # (auto_k_chunk scores one particle, Pyro's validation as set)
+            if measured:
                 k_chunk = auto_k_chunk(model, guide, x, y, k=k, memory_budget_mb=memory_budget_mb)
-            acc = _Accumulator(batch, keep=return_log_weights)
             guide_trace = poutine.trace(guide).get_trace(x, y)  # q(z|x): the encoder runs once
+            if not measured and is_validation_enabled():  # Pyro's checks, on one particle of the batch
+                _chunk_log_weights(model, guide, x, y, [particle_seed(seed, batch_index, 0)], latent_site, guide_trace)
+            acc = _Accumulator(batch, keep=return_log_weights)
             discrete = [name for name, site in _latent_sites(guide_trace) if all_sites and _is_discrete(site)]
             # the images tiled once for a whole chunk, (k_chunk * B, ...), and reused by every chunk
             tiled = (_tile(x, k_chunk), _tile(y, k_chunk))
             for start in range(0, k, k_chunk):
                 particles = range(start, min(k, start + k_chunk))
                 seeds = [particle_seed(seed, batch_index, j) for j in particles]
-                # Pyro's validation (as set) checks the first chunk; later chunks would only
-                # repeat its checks on the same images
-                with pyro.validation_enabled(False) if start else contextlib.nullcontext():
+                # validated above, on the untiled images: the chunks' tiled copies would only
+                # repeat those checks, on k_chunk copies of every image
+                with pyro.validation_enabled(False):
                     log_w, sums, enumerated = _chunk_log_weights(
                         model, guide, x, y, seeds, latent_site, guide_trace, tiled, all_sites=all_sites
                     )
@@ -276,13 +280,12 @@ def _chunk_log_weights(
     the site's draws, (B, ...); whether every term was the guide's analytic mean); and the names
     of the model sites summed out by enumeration.
     """
-    batch = x.shape[0]
+    batch, n = x.shape[0], len(seeds)
     if guide_trace is None:
         guide_trace = poutine.trace(guide).get_trace(x, y)
     latents = list(_latent_sites(guide_trace))
-    values: dict[str, list[torch.Tensor]] = {}
+    draws: dict[str, torch.Tensor] = {}  # site -> its n particles' values, (n, B, ...)
     infer = {name: site["infer"] for name, site in latents}
-    log_q: list[torch.Tensor] = []
     sums: dict[str, tuple[torch.Tensor, bool]] = {}
 
     def wanted(name: str, site: dict) -> bool:
@@ -291,26 +294,28 @@ def _chunk_log_weights(
     if len(latents) == 1:  # q(z|x) once, K draws from it
         name, site = latents[0]
         fn, mask = site["fn"], site["mask"]
-        at_once = _elementwise_normal(fn)
-        for s in seeds:
-            _seed_rng(s, x.device)
-            z = fn.rsample() if fn.has_rsample else fn.sample()
-            if not at_once:  # right after its draw: a flow's log_prob reads the draw's cached inverse
-                log_q.append(_guide_log_prob(fn, z, mask, guide_trace, (batch,)))  # log q(z_j|x)  (B,)
-            values.setdefault(name, []).append(z)
-        if at_once:  # log q(z_j|x) of the whole chunk in one call, (n, B)
-            log_q = list(_guide_log_prob(fn, torch.stack(values[name]), mask, guide_trace, (len(seeds), batch)))
+        if _elementwise_normal(fn):  # the chunk's draws and their log q(z_j|x) at once
+            draws[name] = _normal_draws(fn, seeds, x.device)
+            log_q = _guide_log_prob(fn, draws[name], mask, guide_trace, (n, batch))  # (n, B)
+        else:
+            parts, log_qs = [], []
+            for s in seeds:
+                _seed_rng(s, x.device)
+                z = fn.rsample() if fn.has_rsample else fn.sample()
+                # right after its draw: a flow's log_prob reads the draw's cached inverse
+                log_qs.append(_guide_log_prob(fn, z, mask, guide_trace, (batch,)))  # log q(z_j|x)  (B,)
+                parts.append(z)
+            draws[name], log_q = torch.stack(parts), torch.stack(log_qs)
         if wanted(name, site):
             mean, analytic = _site_mean(site)
-            sums[name] = (
-                mean.double() * len(seeds) if analytic else torch.stack(values[name]).double().sum(0),
-                analytic,
-            )
+            sums[name] = (mean.double() * n if analytic else draws[name].double().sum(0), analytic)
     else:  # the whole guide once per particle: later sites depend on earlier draws
+        values: dict[str, list[torch.Tensor]] = {}
+        log_qs = []
         for s in seeds:
             _seed_rng(s, x.device)
             trace = poutine.trace(guide).get_trace(x, y)
-            log_q.append(site_log_probs(trace, batch, "guide"))  # log q(z_j|x), all sites  (B,)
+            log_qs.append(site_log_probs(trace, batch, "guide"))  # log q(z_j|x), all sites  (B,)
             for name, site in _latent_sites(trace):
                 values.setdefault(name, []).append(site["value"])
                 if wanted(name, site):  # E_q[site | x, earlier sites of particle j]
@@ -321,13 +326,13 @@ def _chunk_log_weights(
                         if total is None
                         else (total[0] + mean.double(), total[1] and analytic)
                     )
-    n = len(seeds)
+        draws, log_q = {name: torch.stack(parts) for name, parts in values.items()}, torch.stack(log_qs)
     x_t, y_t = tiled if tiled is not None else (_tile(x, n), _tile(y, n))
     x_t, y_t = x_t[: n * batch], (None if y_t is None else y_t[: n * batch])  # row j * B + b: image b
-    latents = {name: torch.cat(parts, dim=0) for name, parts in values.items()}  # (n*B, ...)
-    log_p, enumerated = _model_log_joint(model, x_t, y_t, latents, infer)  # (n*B,)
+    flat = {name: value.flatten(0, 1) for name, value in draws.items()}  # (n*B, ...)
+    log_p, enumerated = _model_log_joint(model, x_t, y_t, flat, infer)  # (n*B,)
     # log w_j = log p(x, z_j) - log q(z_j|x)   (n, B)
-    log_w = log_p.view(n, batch) - torch.stack(log_q)
+    log_w = log_p.view(n, batch) - log_q
     return log_w.double(), sums, enumerated
 
 
@@ -388,9 +393,30 @@ def site_log_probs(trace: poutine.Trace, rows: int, who: str) -> torch.Tensor:
 def _elementwise_normal(fn) -> bool:
     """Whether ``fn`` is a Normal with independent coordinates (``Normal(...).to_event(d)``),
     whose log_prob of a stack of draws (n, B, ...) equals, row by row and bit for bit, its
-    log_prob of each draw: elementwise arithmetic, then a sum over each draw's own coordinates."""
+    log_prob of each draw: elementwise arithmetic, then a sum over each draw's own coordinates;
+    and whose ``rsample()`` is loc + standard-normal noise * scale (:func:`_normal_draws`)."""
+    normal, independent = torch.distributions.Normal, torch.distributions.Independent
+    wrapped = isinstance(fn, independent)
+    base = fn.base_dist if wrapped else fn
+    return (
+        type(base).log_prob is normal.log_prob
+        and type(base).rsample is normal.rsample
+        and (not wrapped or type(fn).rsample is independent.rsample)
+    )
+
+
+def _normal_draws(fn, seeds: list[int], device: torch.device) -> torch.Tensor:
+    """The draws of an elementwise Normal ``fn`` (:func:`_elementwise_normal`) right after each
+    seed, stacked (n, *batch shape, *event shape): each seed's standard-normal noise fills its row
+    of one tensor, as ``rsample()`` fills a fresh one (the same generator calls on the same number
+    of values), then loc + noise * scale for the whole chunk; elementwise arithmetic, so bit for
+    bit the draws ``rsample()`` would give one seed at a time."""
     base = fn.base_dist if isinstance(fn, torch.distributions.Independent) else fn
-    return type(base).log_prob is torch.distributions.Normal.log_prob
+    noise = torch.empty((len(seeds), *base.batch_shape), dtype=base.loc.dtype, device=base.loc.device)
+    for row, s in zip(noise, seeds):
+        _seed_rng(s, device)
+        row.normal_()
+    return base.loc + noise * base.scale
 
 
 def _guide_log_prob(fn, z: torch.Tensor, mask, guide_trace: poutine.Trace, shape: tuple[int, ...]) -> torch.Tensor:
