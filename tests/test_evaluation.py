@@ -249,31 +249,6 @@ def test_chunking_does_not_change_the_result(vae):
             assert torch.allclose(getattr(r, name), getattr(results[0], name), atol=EXACT, rtol=0)
 
 
-def test_a_normal_guides_chunk_holds_its_draws_after_each_seed_bit_for_bit():
-    """An elementwise Normal guide's particles are drawn into one tensor, each row right after its
-    seed: the values ``rsample()`` gives one seed at a time, bit for bit (also below torch's
-    16-value vectorised fill). A Normal that draws otherwise is drawn one seed at a time."""
-    from pyro_vae.evaluation.iwae import _elementwise_normal, _normal_draws, particle_seed
-
-    seeds = [particle_seed(0, 0, j) for j in range(4)]
-    with torch.random.fork_rng():
-        for dtype in (torch.float32, torch.float64):
-            for shape in ((3, 2), (200, 32)):
-                fn = dist.Normal(torch.randn(shape, dtype=dtype), torch.rand(shape, dtype=dtype) + 0.1).to_event(1)
-                one_by_one = []
-                for s in seeds:
-                    torch.manual_seed(s)
-                    one_by_one.append(fn.rsample())
-                assert _elementwise_normal(fn)
-                assert torch.equal(_normal_draws(fn, seeds, torch.device("cpu")), torch.stack(one_by_one))
-
-    class Shifted(dist.Normal):
-        def rsample(self, sample_shape=torch.Size()):
-            return super().rsample(sample_shape) + 1
-
-    assert not _elementwise_normal(Shifted(torch.zeros(3), torch.ones(3)).to_event(1))
-
-
 def test_pyros_validation_checks_the_untiled_batch_once(vae):
     """With Pyro's validation on, the model is checked once per batch on its B images (one
     particle; with an automatic k_chunk, the particle that measures the memory), and the chunks,

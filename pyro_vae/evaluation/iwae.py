@@ -280,12 +280,13 @@ def _chunk_log_weights(
     the site's draws, (B, ...); whether every term was the guide's analytic mean); and the names
     of the model sites summed out by enumeration.
     """
-    batch, n = x.shape[0], len(seeds)
+    batch = x.shape[0]
     if guide_trace is None:
         guide_trace = poutine.trace(guide).get_trace(x, y)
     latents = list(_latent_sites(guide_trace))
-    draws: dict[str, torch.Tensor] = {}  # site -> its n particles' values, (n, B, ...)
+    values: dict[str, list[torch.Tensor]] = {}
     infer = {name: site["infer"] for name, site in latents}
+    log_q: list[torch.Tensor] = []
     sums: dict[str, tuple[torch.Tensor, bool]] = {}
 
     def wanted(name: str, site: dict) -> bool:
@@ -294,28 +295,26 @@ def _chunk_log_weights(
     if len(latents) == 1:  # q(z|x) once, K draws from it
         name, site = latents[0]
         fn, mask = site["fn"], site["mask"]
-        if _elementwise_normal(fn):  # the chunk's draws and their log q(z_j|x) at once
-            draws[name] = _normal_draws(fn, seeds, x.device)
-            log_q = _guide_log_prob(fn, draws[name], mask, guide_trace, (n, batch))  # (n, B)
-        else:
-            parts, log_qs = [], []
-            for s in seeds:
-                _seed_rng(s, x.device)
-                z = fn.rsample() if fn.has_rsample else fn.sample()
-                # right after its draw: a flow's log_prob reads the draw's cached inverse
-                log_qs.append(_guide_log_prob(fn, z, mask, guide_trace, (batch,)))  # log q(z_j|x)  (B,)
-                parts.append(z)
-            draws[name], log_q = torch.stack(parts), torch.stack(log_qs)
+        at_once = _elementwise_normal(fn)
+        for s in seeds:
+            _seed_rng(s, x.device)
+            z = fn.rsample() if fn.has_rsample else fn.sample()
+            if not at_once:  # right after its draw: a flow's log_prob reads the draw's cached inverse
+                log_q.append(_guide_log_prob(fn, z, mask, guide_trace, (batch,)))  # log q(z_j|x)  (B,)
+            values.setdefault(name, []).append(z)
+        if at_once:  # log q(z_j|x) of the whole chunk in one call, (n, B)
+            log_q = list(_guide_log_prob(fn, torch.stack(values[name]), mask, guide_trace, (len(seeds), batch)))
         if wanted(name, site):
             mean, analytic = _site_mean(site)
-            sums[name] = (mean.double() * n if analytic else draws[name].double().sum(0), analytic)
+            sums[name] = (
+                mean.double() * len(seeds) if analytic else torch.stack(values[name]).double().sum(0),
+                analytic,
+            )
     else:  # the whole guide once per particle: later sites depend on earlier draws
-        values: dict[str, list[torch.Tensor]] = {}
-        log_qs = []
         for s in seeds:
             _seed_rng(s, x.device)
             trace = poutine.trace(guide).get_trace(x, y)
-            log_qs.append(site_log_probs(trace, batch, "guide"))  # log q(z_j|x), all sites  (B,)
+            log_q.append(site_log_probs(trace, batch, "guide"))  # log q(z_j|x), all sites  (B,)
             for name, site in _latent_sites(trace):
                 values.setdefault(name, []).append(site["value"])
                 if wanted(name, site):  # E_q[site | x, earlier sites of particle j]
@@ -326,13 +325,13 @@ def _chunk_log_weights(
                         if total is None
                         else (total[0] + mean.double(), total[1] and analytic)
                     )
-        draws, log_q = {name: torch.stack(parts) for name, parts in values.items()}, torch.stack(log_qs)
+    n = len(seeds)
     x_t, y_t = tiled if tiled is not None else (_tile(x, n), _tile(y, n))
     x_t, y_t = x_t[: n * batch], (None if y_t is None else y_t[: n * batch])  # row j * B + b: image b
-    flat = {name: value.flatten(0, 1) for name, value in draws.items()}  # (n*B, ...)
-    log_p, enumerated = _model_log_joint(model, x_t, y_t, flat, infer)  # (n*B,)
+    latents = {name: torch.cat(parts, dim=0) for name, parts in values.items()}  # (n*B, ...)
+    log_p, enumerated = _model_log_joint(model, x_t, y_t, latents, infer)  # (n*B,)
     # log w_j = log p(x, z_j) - log q(z_j|x)   (n, B)
-    log_w = log_p.view(n, batch) - log_q
+    log_w = log_p.view(n, batch) - torch.stack(log_q)
     return log_w.double(), sums, enumerated
 
 
@@ -393,30 +392,9 @@ def site_log_probs(trace: poutine.Trace, rows: int, who: str) -> torch.Tensor:
 def _elementwise_normal(fn) -> bool:
     """Whether ``fn`` is a Normal with independent coordinates (``Normal(...).to_event(d)``),
     whose log_prob of a stack of draws (n, B, ...) equals, row by row and bit for bit, its
-    log_prob of each draw: elementwise arithmetic, then a sum over each draw's own coordinates;
-    and whose ``rsample()`` is loc + standard-normal noise * scale (:func:`_normal_draws`)."""
-    normal, independent = torch.distributions.Normal, torch.distributions.Independent
-    wrapped = isinstance(fn, independent)
-    base = fn.base_dist if wrapped else fn
-    return (
-        type(base).log_prob is normal.log_prob
-        and type(base).rsample is normal.rsample
-        and (not wrapped or type(fn).rsample is independent.rsample)
-    )
-
-
-def _normal_draws(fn, seeds: list[int], device: torch.device) -> torch.Tensor:
-    """The draws of an elementwise Normal ``fn`` (:func:`_elementwise_normal`) right after each
-    seed, stacked (n, *batch shape, *event shape): each seed's standard-normal noise fills its row
-    of one tensor, as ``rsample()`` fills a fresh one (the same generator calls on the same number
-    of values), then loc + noise * scale for the whole chunk; elementwise arithmetic, so bit for
-    bit the draws ``rsample()`` would give one seed at a time."""
+    log_prob of each draw: elementwise arithmetic, then a sum over each draw's own coordinates."""
     base = fn.base_dist if isinstance(fn, torch.distributions.Independent) else fn
-    noise = torch.empty((len(seeds), *base.batch_shape), dtype=base.loc.dtype, device=base.loc.device)
-    for row, s in zip(noise, seeds):
-        _seed_rng(s, device)
-        row.normal_()
-    return base.loc + noise * base.scale
+    return type(base).log_prob is torch.distributions.Normal.log_prob
 
 
 def _guide_log_prob(fn, z: torch.Tensor, mask, guide_trace: poutine.Trace, shape: tuple[int, ...]) -> torch.Tensor:

@@ -118,7 +118,8 @@ class BernoulliImages(dist.Independent):
     evaluation chunk."""
 
     def log_prob(self, value):
-        return -sum_rightmost(self.base_dist.cross_entropy(value), self.reinterpreted_batch_ndims)
+        # in place, as PixelBernoulli's: a sum's backward does not read its output
+        return sum_rightmost(self.base_dist.cross_entropy(value), self.reinterpreted_batch_ndims).neg_()
 
 
 class BernoulliLikelihood(Likelihood):
