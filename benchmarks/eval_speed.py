@@ -13,9 +13,10 @@ Each pass's CPU time of this process is recorded too, split into user and system
 its minor page faults: on a busy machine the process time is robust to other jobs, and the
 system time shows what the memory allocator costs (``ratio_process_time``, ``ratio_user_time``).
 One untimed pass of each runs first (``--warmup``): the process's first pass grows its heap and
-faults in far more pages than later ones (about 800,000 against 470,000 here), whichever
-estimator runs it, and without the warm-up that cost would land on pyro-vae's first pass alone.
-The warm-up passes' CPU time and page faults are recorded apart (``warmup_*``).
+faults in more pages than later ones (pyro-vae's about 800,000 against 470,000 here; the
+hand-written estimator's, when it ran first, also more than its later passes), and without the
+warm-up that cost would land on pyro-vae's first timed pass alone. The warm-up passes' CPU time
+and page faults are recorded apart (``warmup_*``).
 
     python benchmarks/eval_speed.py --k 1000 --images 500 --out benchmarks/results/eval_speed.json
 """
