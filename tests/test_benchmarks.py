@@ -98,6 +98,10 @@ def test_eval_speed_writes_its_fields(mnist_dataset, tmp_path):
     assert result["matmul_gflop_per_s"] > 0
     for field in ("process_seconds", "user_seconds", "system_seconds", "minor_page_faults"):
         assert {name: len(v) for name, v in result[field].items()} == {"pyro_vae": 1, "hand_written": 1}
+    # one untimed pass of each first (the first pass of a process faults its heap in), recorded apart
+    assert result["config"]["warmup"] == 1
+    for field in ("warmup_process_seconds", "warmup_minor_page_faults"):
+        assert {name: len(v) for name, v in result[field].items()} == {"pyro_vae": 1, "hand_written": 1}
     assert result["ratio_process_time"] == pytest.approx(
         result["median_process_seconds"]["pyro_vae"] / result["median_process_seconds"]["hand_written"]
     )

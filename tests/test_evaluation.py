@@ -249,6 +249,35 @@ def test_chunking_does_not_change_the_result(vae):
             assert torch.allclose(getattr(r, name), getattr(results[0], name), atol=EXACT, rtol=0)
 
 
+def test_pyros_validation_checks_the_untiled_batch_once(vae):
+    """With Pyro's validation on, the model is checked once per batch on its B images (one
+    particle; with an automatic k_chunk, the particle that measures the memory), and the chunks,
+    k_chunk tiled copies of every image, run unchecked. Data outside the support are refused."""
+    from pyro.infer.util import is_validation_enabled
+
+    model, guide, images = vae
+    calls = []  # (validation on?, rows) per model call
+
+    def recording(x, y=None):
+        calls.append((is_validation_enabled(), x.shape[0]))
+        return model(x, y)
+
+    with pyro.validation_enabled(True):
+        for k_chunk in (3, None):
+            calls.clear()
+            importance_weighted_log_px(recording, guide, images, k=6, k_chunk=k_chunk)
+            assert [rows for checked, rows in calls if checked] == [9]
+            assert [rows for checked, rows in calls if not checked] == ([27, 27] if k_chunk else [54])
+        grey = images.clone()
+        grey[0, 0] = 0.5
+        with pytest.raises(ValueError, match="support"):
+            importance_weighted_log_px(model, guide, grey, k=6, k_chunk=3)
+    with pyro.validation_enabled(False):
+        calls.clear()
+        importance_weighted_log_px(recording, guide, images, k=6, k_chunk=3)
+        assert calls == [(False, 27), (False, 27)]
+
+
 def test_same_seed_same_numbers_and_the_caller_rng_is_untouched(vae):
     model, guide, images = vae
     state = torch.get_rng_state()

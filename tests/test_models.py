@@ -71,6 +71,30 @@ def test_bernoulli_likelihood_equals_pyros_bernoulli_in_value_and_gradient():
         make_likelihood("bernoulli")(logits.detach()).base_dist.log_prob(torch.full_like(x, 0.5))
 
 
+def test_bernoulli_log_prob_negates_each_image_not_each_pixel():
+    """log p(x|z) is minus the summed cross-entropy, negated once per image: no pass over the
+    pixels beyond torch's own BCE (an evaluation chunk holds particles x images of them)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Negations(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.sizes = []  # numel of every negation's result
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.overloadpacket in (torch.ops.aten.neg, torch.ops.aten.neg_):
+                self.sizes.append(out.numel())
+            return out
+
+    logits = 3 * torch.randn(5, *IMAGE_SHAPE)
+    x = torch.rand(5, *IMAGE_SHAPE).round()
+    with Negations() as negations:
+        ours = make_likelihood("bernoulli")(logits).log_prob(x)
+    assert negations.sizes == [5]
+    assert torch.equal(ours, pyro.distributions.Bernoulli(logits=logits).to_event(3).log_prob(x))
+
+
 def test_bernoulli_refuses_grey_scale_data_and_everyone_refuses_out_of_range():
     grey = torch.rand(4, *IMAGE_SHAPE)
     with pytest.raises(ConfigError, match="bernoulli likelihood needs binary pixels.*--binarize dynamic"):

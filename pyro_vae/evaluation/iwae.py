@@ -52,6 +52,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
+from pyro.infer.util import is_validation_enabled
 
 from ..errors import PyroVAEError
 from ..objectives import (
@@ -147,19 +148,22 @@ def importance_weighted_log_px(
         raise PyroVAEError("importance_weighted_log_px got an empty batch (x.shape[0] == 0)")
     try:
         with _evaluation_context(model, guide, x):
-            if k_chunk is None:
+            measured = k_chunk is None  # (auto_k_chunk scores one particle, Pyro's validation as set)
+            if measured:
                 k_chunk = auto_k_chunk(model, guide, x, y, k=k, memory_budget_mb=memory_budget_mb)
-            acc = _Accumulator(batch, keep=return_log_weights)
             guide_trace = poutine.trace(guide).get_trace(x, y)  # q(z|x): the encoder runs once
+            if not measured and is_validation_enabled():  # Pyro's checks, on one particle of the batch
+                _chunk_log_weights(model, guide, x, y, [particle_seed(seed, batch_index, 0)], latent_site, guide_trace)
+            acc = _Accumulator(batch, keep=return_log_weights)
             discrete = [name for name, site in _latent_sites(guide_trace) if all_sites and _is_discrete(site)]
             # the images tiled once for a whole chunk, (k_chunk * B, ...), and reused by every chunk
             tiled = (_tile(x, k_chunk), _tile(y, k_chunk))
             for start in range(0, k, k_chunk):
                 particles = range(start, min(k, start + k_chunk))
                 seeds = [particle_seed(seed, batch_index, j) for j in particles]
-                # Pyro's validation (as set) checks the first chunk; later chunks would only
-                # repeat its checks on the same images
-                with pyro.validation_enabled(False) if start else contextlib.nullcontext():
+                # validated above, on the untiled images: the chunks' tiled copies would only
+                # repeat those checks, on k_chunk copies of every image
+                with pyro.validation_enabled(False):
                     log_w, sums, enumerated = _chunk_log_weights(
                         model, guide, x, y, seeds, latent_site, guide_trace, tiled, all_sites=all_sites
                     )
