@@ -46,8 +46,11 @@ GUIDES.register("lowrank")(
         build_encoder(config.net, spec), spec.latent_dim, config.guide_rank, num_classes=spec.cond_dim
     )
 )
-GUIDES.register("iaf")(
-    lambda spec, config: AmortizedIAF(
+
+
+def _flow_guide(cls):
+    """The factory of a flow guide (IAF, MAF) from the run's options."""
+    return lambda spec, config: cls(
         build_encoder(config.net, spec),
         spec.latent_dim,
         config.flow_layers,
@@ -55,17 +58,10 @@ GUIDES.register("iaf")(
         num_classes=spec.cond_dim,
         conditioned=flows_see_x(config),
     )
-)
-GUIDES.register("maf")(
-    lambda spec, config: AmortizedMAF(
-        build_encoder(config.net, spec),
-        spec.latent_dim,
-        config.flow_layers,
-        config.flow_hidden,
-        num_classes=spec.cond_dim,
-        conditioned=flows_see_x(config),
-    )
-)
+
+
+GUIDES.register("iaf")(_flow_guide(AmortizedIAF))
+GUIDES.register("maf")(_flow_guide(AmortizedMAF))
 
 __all__ = [
     "GUIDES",
