@@ -56,6 +56,18 @@ class EvalSet:
     mask: torch.Tensor | None = None  # (N, C, H, W) bool, True where observed; None: all observed
 
 
+def eager_only_problems(config, runs_eagerly: str, *, keywords: bool = False) -> list[str]:
+    """The refusals of --jit and --compile, which capture the ELBO of the vae and cvae kinds only,
+    for a kind whose objective runs eagerly (``runs_eagerly`` names it)."""
+    s = partial(spelled, keywords=keywords)
+    captured = spelled_choices("model", ("vae", "cvae"), keywords=keywords, joiner="and")
+    return [
+        f"{s(flag)} captures the ELBO of {captured}; {runs_eagerly} runs eagerly (drop {s(flag)})"
+        for flag in ("jit", "compile")
+        if getattr(config, flag)
+    ]
+
+
 def chunk_seed(seed: int, chunk: int) -> int:
     """The z-sampling seed of evaluation chunk ``chunk``: chunks draw the same z in every
     process layout, so 1 and N processes give the same per-epoch ELBO."""

@@ -15,7 +15,7 @@ import torch
 
 from .. import plots
 from ..config import FitConfig
-from ..config_values import spelled, spelled_choices, spelled_value
+from ..config_values import spelled, spelled_value
 from ..data import intensities
 from ..evaluation import eval_mode
 from ..guides.semisupervised import LabelClassifier, M2Guide
@@ -23,7 +23,7 @@ from ..labels import balanced_labelled_subset
 from ..models import M2Model
 from ..nets import NetSpec, build_encoder
 from ..objectives import ELBOS, SemiSupervisedLoss
-from .base import EVAL_BATCH_SIZE, EvalSet, Reduce, Variant, _no_reduce
+from .base import EVAL_BATCH_SIZE, EvalSet, Reduce, Variant, _no_reduce, eager_only_problems
 
 
 class M2Variant(Variant):
@@ -49,13 +49,7 @@ class M2Variant(Variant):
                 f"not {spelled_value(config.elbo, keywords=keywords)}"
             )
         objective = f"the enumerated objective of {m2}" if keywords else f"{m2}'s enumerated objective"
-        for flag in ("jit", "compile"):
-            if getattr(config, flag):
-                problems.append(
-                    f"{s(flag)} captures the ELBO of "
-                    f"{spelled_choices('model', ('vae', 'cvae'), keywords=keywords, joiner='and')}; "
-                    f"{objective} runs eagerly (drop {s(flag)})"
-                )
+        problems += eager_only_problems(config, objective, keywords=keywords)
         return problems
 
     @classmethod

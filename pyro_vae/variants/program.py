@@ -36,7 +36,7 @@ from pyro.poutine.util import site_is_subsample
 
 from .. import plots
 from ..config import FitConfig
-from ..config_values import spelled, spelled_choices, spelled_value
+from ..config_values import spelled, spelled_value
 from ..data import intensities
 from ..errors import ConfigError
 from ..models import LIKELIHOODS
@@ -44,7 +44,7 @@ from ..models.programs import OBSERVED_SITE
 from ..objectives import ELBOS, Scaled
 from ..registry import Lazy, call_with_offered, import_path_of
 from ..vae import VAE
-from .base import PICTURE_IMAGES, EvalSet, Variant
+from .base import PICTURE_IMAGES, EvalSet, Variant, eager_only_problems
 
 # options that choose pieces of the built-in kinds; a model of one's own defines its own
 BUILT_IN_PIECES = (
@@ -95,13 +95,7 @@ class ProgramVariant(Variant):
                 f"whose sites depend on each other does not have; use {s('elbo', 'trace')} "
                 f"(or {spelled_value('enum', keywords=keywords)})"
             )
-        for flag in ("jit", "compile"):
-            if getattr(config, flag):
-                problems.append(
-                    f"{s(flag)} captures the ELBO of "
-                    f"{spelled_choices('model', ('vae', 'cvae'), keywords=keywords, joiner='and')}; a model "
-                    f"of Pyro programs runs eagerly (drop {s(flag)})"
-                )
+        problems += eager_only_problems(config, "a model of Pyro programs", keywords=keywords)
         if config.labels is not None:
             problems.append(
                 f"{s('labels')} picks the labelled images of {s('model', 'm2')}; this run is "
